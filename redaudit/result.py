@@ -1,0 +1,139 @@
+"""Result dataclasses shared by scan, report, history, prune and nas.
+
+A :class:`ScanResult` is plain data: arrays and strings, no live sessions, so it can be
+rendered, stored and compared without the model at hand.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from redaudit.msrs import pair_scores
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Identity of the scanned file: ``sha256`` is the version key used by the history."""
+
+    path: str
+    sha256: str
+    size_bytes: int
+    parameter_count: int
+    opset: int
+    producer: str
+    inputs: tuple[tuple[str, str, tuple[int | str, ...]], ...]  # (name, dtype, shape)
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One tapped IR. ``name`` is the tensor name in the ONNX graph (unique key)."""
+
+    name: str
+    op: str
+    shape: tuple[int | str, ...]
+    node: str = ""
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    """Every parameter that shapes a scan's numbers. Defaults follow the RedTest reference code."""
+
+    level: str = "block"
+    reduce: str = "pool"
+    cka_batch: int | None = 256  # None means "all": one batch of every sample
+    estimator: str = "unbiased"
+    aggregate: str = "cka"
+    epsilon: float = 0.8
+    beta: float = 100.0
+    seed: int = 0
+    samples: int = 2560
+    device: str = "auto"
+    backend: str = "auto"
+    taps: tuple[str, ...] = ()
+    dims: tuple[tuple[str, int], ...] = ()
+    int_range: tuple[int, int] | None = None
+    max_model_bytes: int = 2 * 1024**3
+
+    #: Config keys that change MSRS or similarity values; scans are comparable only if they match.
+    RESULT_KEYS = ("level", "reduce", "cka_batch", "estimator", "aggregate", "epsilon", "beta", "taps")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["taps"] = list(self.taps)
+        data["dims"] = {name: value for name, value in self.dims}
+        data["int_range"] = list(self.int_range) if self.int_range else None
+        return data
+
+
+@dataclass
+class ScanResult:
+    """Everything one scan measured.
+
+    ``similarity`` is L × L in ``layers`` order: the mean of the per-batch CKA matrices
+    (``aggregate="cka"``) or CKA of batch-averaged HSIC (``aggregate="hsic"``).
+    ``msrs_batches`` holds MSRS per probe batch (NaN where the batch was degenerate).
+    ``layer_issues`` maps a layer name to a human reason (constant output, NaN/Inf values).
+    """
+
+    model: ModelInfo
+    layers: list[LayerInfo]
+    similarity: np.ndarray
+    msrs: float
+    msrs_std: float
+    msrs_batches: np.ndarray
+    config: ScanConfig
+    samples: int
+    batches: int
+    dropped_samples: int
+    nan_batches: int
+    inputs_real: bool
+    input_hash: str
+    provider: str
+    backend: str
+    redaudit_version: str
+    timings: dict[str, float] = field(default_factory=dict)
+    layer_issues: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [layer.name for layer in self.layers]
+
+    @property
+    def log2_msrs(self) -> float:
+        return float(np.log2(self.msrs)) if self.msrs > 0 else float("-inf")
+
+    def layer_redundancy(self) -> np.ndarray:
+        """Soft count, per layer, of other layers it is more than ε alike (its share of MSRS × 2)."""
+        scores = pair_scores(self.similarity, self.config.epsilon, self.config.beta)
+        np.fill_diagonal(scores, 0.0)
+        return np.nansum(scores, axis=1)
+
+    def most_similar(self) -> list[tuple[int, float]]:
+        """For each layer, the index of the most similar *other* layer and its similarity."""
+        matrix = np.array(self.similarity, dtype=np.float64, copy=True)
+        np.fill_diagonal(matrix, -np.inf)
+        matrix = np.where(np.isnan(matrix), -np.inf, matrix)
+        out = []
+        for row in matrix:
+            if len(row) < 2 or not np.isfinite(row).any():
+                out.append((-1, float("nan")))
+            else:
+                j = int(np.argmax(row))
+                out.append((j, float(row[j])))
+        return out
+
+    def consecutive_similarity(self) -> np.ndarray:
+        """CKA(IR_l, IR_{l+1}) for l = 0..L-2: the signal similarity-guided pruning uses."""
+        size = len(self.layers)
+        return np.array([self.similarity[i, i + 1] for i in range(size - 1)], dtype=np.float64)
+
+    def top_pairs(self, count: int = 10) -> list[tuple[int, int, float]]:
+        """The ``count`` most similar distinct layer pairs (i < j), most similar first."""
+        size = len(self.layers)
+        rows, cols = np.triu_indices(size, k=1)
+        values = self.similarity[rows, cols]
+        order = np.argsort(-np.nan_to_num(values, nan=-np.inf), kind="stable")[:count]
+        return [(int(rows[k]), int(cols[k]), float(values[k])) for k in order]
