@@ -32,33 +32,50 @@ MAX_TICKS = 40
 _OUTPUT_SUFFIX = re.compile(r"_output_\d+$")
 
 
-def shorten_label(name: str, max_chars: int = MAX_LABEL_CHARS) -> str:
-    """A readable short form of an ONNX tensor name.
-
-    Exporters produce names like ``/layer1/layer1.0/relu/Relu_output_0``: the ``_output_N``
-    suffix and leading path add little, the last path parts identify the layer. Keep as many
-    trailing parts as fit; if even the last part is too long, keep its head and tail.
-    """
+def _parts(name: str) -> list[str]:
     text = _OUTPUT_SUFFIX.sub("", name).strip("/") or name
+    return [part for part in text.split("/") if part] or [text]
+
+
+def _shorten_parts(parts: Sequence[str], max_chars: int) -> str:
+    """Join path parts within ``max_chars``: all of them if they fit, else the first part (often
+    the block index, which tells layers apart), an ellipsis and as many trailing parts as fit
+    (the op); a single over-long part keeps its head and tail."""
+    text = "/".join(parts)
     if len(text) <= max_chars:
         return text
-    parts = [part for part in text.split("/") if part]
-    kept = parts[-1]
-    for part in reversed(parts[:-1]):
-        candidate = f"{part}/{kept}"
-        if len(candidate) + 2 > max_chars:
-            break
-        kept = candidate
-    if len(kept) + 2 <= max_chars and kept != text:
-        return "…/" + kept
+    if len(parts) > 1:
+        tail = parts[-1]
+        for part in reversed(parts[1:-1]):
+            if len(f"{parts[0]}/…/{part}/{tail}") > max_chars:
+                break
+            tail = f"{part}/{tail}"
+        for candidate in (f"{parts[0]}/…/{tail}", f"…/{tail}"):
+            if len(candidate) <= max_chars:
+                return candidate
     head = (max_chars - 1) // 2
-    tail = max_chars - 1 - head
-    return text[:head] + "…" + text[-tail:]
+    return text[:head] + "…" + text[len(text) - (max_chars - 1 - head):]
+
+
+def shorten_label(name: str, max_chars: int = MAX_LABEL_CHARS) -> str:
+    """A readable short form of one ONNX tensor name.
+
+    Exporters produce names like ``/layer1/layer1.0/relu/Relu_output_0``: the ``_output_N``
+    suffix adds nothing; the first path part and the last ones identify the layer.
+    """
+    return _shorten_parts(_parts(name), max_chars)
 
 
 def axis_labels(names: Sequence[str], max_chars: int = MAX_LABEL_CHARS) -> list[str]:
-    """Shortened labels, made unique by a ``#index`` suffix where shortening collided."""
-    short = [shorten_label(name, max_chars) for name in names]
+    """Short labels for a set of layers: leading path parts shared by every name (``encoder/``)
+    are dropped first, then each name is shortened; collisions get a ``#index`` suffix."""
+    split = [_parts(name) for name in names]
+    common = 0
+    if len(split) > 1:
+        shortest = min(len(parts) for parts in split)
+        while common < shortest - 1 and len({parts[common] for parts in split}) == 1:
+            common += 1
+    short = [_shorten_parts(parts[common:], max_chars) for parts in split]
     counts: dict[str, int] = {}
     for label in short:
         counts[label] = counts.get(label, 0) + 1
