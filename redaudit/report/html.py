@@ -174,8 +174,8 @@ def _layer_table(result: ScanResult) -> str:
 def _pairs_table(result: ScanResult) -> str:
     names = result.layer_names
     rows = [[f'<td class="name">{_e(names[i])}</td>', f'<td class="name">{_e(names[j])}</td>',
-             _num(cka, 3) + _bar(cka)] for i, j, cka in result.top_pairs(TOP_PAIRS)]
-    return _table(["Layer A", "Layer B", "CKA"], rows, numeric=(2,)) if rows else "<p>Fewer than two layers.</p>"
+             _num(cka, 3) + _bar(cka)] for i, j, cka in result.top_pairs(TOP_PAIRS) if math.isfinite(cka)]
+    return _table(["Layer A", "Layer B", "CKA"], rows, numeric=(2,)) if rows else "<p>No pair with a defined CKA.</p>"
 
 
 def _consecutive_table(result: ScanResult) -> str:

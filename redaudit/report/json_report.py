@@ -137,8 +137,8 @@ def scan_to_dict(result: ScanResult) -> dict[str, Any]:
             _float_or_none(value) for value in result.consecutive_similarity()
         ] if names else [],
         "top_pairs": [
-            {"a": names[i], "b": names[j], "cka": _float_or_none(cka)}
-            for i, j, cka in result.top_pairs(TOP_PAIRS)
+            {"a": names[i], "b": names[j], "cka": float(cka)}
+            for i, j, cka in result.top_pairs(TOP_PAIRS) if math.isfinite(cka)
         ],
         "samples": int(result.samples),
         "batches": int(result.batches),
@@ -200,9 +200,25 @@ def scan_from_dict(data: dict[str, Any]) -> ScanResult:
         raise ReportFormatError(f"scan report is incomplete or malformed: {error!r}") from error
 
 
-def dumps(result: ScanResult, indent: int | None = 2) -> str:
+def _format(value: Any, indent: str, level: int) -> str:
+    """Indented JSON in which lists of scalars (shapes, matrix rows) stay on one line, so an
+    L × L matrix takes L lines rather than L² and the file stays readable in a diff."""
+    def flat(item: Any) -> str:
+        return json.dumps(item, allow_nan=False, ensure_ascii=False)
+
+    inner = indent * (level + 1)
+    if isinstance(value, dict) and value:
+        items = [f"{inner}{flat(str(key))}: {_format(item, indent, level + 1)}" for key, item in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + indent * level + "}"
+    if isinstance(value, list) and value and any(isinstance(item, (dict, list)) for item in value):
+        items = [inner + _format(item, indent, level + 1) for item in value]
+        return "[\n" + ",\n".join(items) + "\n" + indent * level + "]"
+    return json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(", ", ": "))
+
+
+def dumps(result: ScanResult) -> str:
     """Strict JSON text of the report (raises ValueError rather than emit NaN)."""
-    return json.dumps(scan_to_dict(result), indent=indent, allow_nan=False, ensure_ascii=False)
+    return _format(scan_to_dict(result), "  ", 0)
 
 
 def write_json(result: ScanResult, path: str | Path) -> Path:
