@@ -192,6 +192,11 @@ def test_heatmap_png_is_readable_and_marks_nan(tmp_path):
     assert with_nan > 5000 and _count_colour(clean, heatmap.NAN_COLOR) < 200
 
 
+def test_heatmap_survives_hostile_names():
+    names = [r"$\\notacommand{$", "a" * 300, "", "é/ü/Ω"]
+    _read_png(heatmap.heatmap_png_bytes(np.eye(4), names, r"title $\\frac{$"))
+
+
 def test_heatmap_rejects_mismatched_labels():
     with pytest.raises(ValueError, match="L × L"):
         heatmap.heatmap_png_bytes(np.eye(3), ["a", "b"], None)

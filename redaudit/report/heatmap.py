@@ -89,7 +89,10 @@ def _colormap() -> Colormap:
 
 
 def _draw_matrix(axes: Axes, similarity: np.ndarray, labels: Sequence[str], title: str | None):
-    """Draw one heatmap on ``axes``; returns the image (for the colour bar)."""
+    """Draw one heatmap on ``axes``; returns the image (for the colour bar).
+
+    Names come from untrusted models: ``parse_math=False`` keeps a ``$...$`` in a tensor name
+    from being parsed as mathtext (which can fail on malformed TeX and abort the render)."""
     matrix = np.asarray(similarity, dtype=np.float64)
     size = matrix.shape[0]
     image = axes.imshow(np.ma.masked_invalid(matrix), cmap=_colormap(), vmin=0.0, vmax=1.0,
@@ -99,8 +102,8 @@ def _draw_matrix(axes: Axes, similarity: np.ndarray, labels: Sequence[str], titl
     short = axis_labels(labels)
     font = 8 if size <= 20 else 6
     axes.set_xticks(ticks, [short[i] for i in ticks], rotation=60, ha="right",
-                    rotation_mode="anchor", fontsize=font)
-    axes.set_yticks(ticks, [short[i] for i in ticks], fontsize=font)
+                    rotation_mode="anchor", fontsize=font, parse_math=False)
+    axes.set_yticks(ticks, [short[i] for i in ticks], fontsize=font, parse_math=False)
     axes.tick_params(length=2)
     if size <= 12:
         for (row, col), value in np.ndenumerate(matrix):
@@ -108,11 +111,16 @@ def _draw_matrix(axes: Axes, similarity: np.ndarray, labels: Sequence[str], titl
                 colour = "black" if value > 0.6 else "white"
                 axes.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=7, color=colour)
     if title:
-        axes.set_title(title, fontsize=10)
-    if np.isnan(matrix).any():
-        axes.legend(handles=[Patch(facecolor=NAN_COLOR, edgecolor="grey", label="NaN (degenerate)")],
-                    loc="upper right", fontsize=7, framealpha=0.9)
+        axes.set_title(title, fontsize=10, parse_math=False)
     return image
+
+
+def _nan_legend(figure: Figure, matrices: Sequence[np.ndarray]) -> None:
+    """Name the NaN colour below the plot (never over cells) when any matrix has NaN."""
+    if any(np.isnan(matrix).any() for matrix in matrices):
+        figure.legend(handles=[Patch(facecolor=NAN_COLOR, edgecolor="grey",
+                                     label="NaN: CKA undefined (degenerate layer)")],
+                      loc="outside lower right", fontsize=8, frameon=False)
 
 
 def _figure_size(size: int, panels: int) -> tuple[float, float]:
@@ -142,6 +150,7 @@ def heatmap_png_bytes(similarity: np.ndarray, labels: Sequence[str], title: str 
     axes = figure.add_subplot()
     image = _draw_matrix(axes, matrix, labels, title)
     figure.colorbar(image, ax=axes, label="linear CKA", shrink=0.8)
+    _nan_legend(figure, [matrix])
     return _png_bytes(figure, dpi)
 
 
@@ -160,6 +169,7 @@ def side_by_side_png_bytes(left: np.ndarray, right: np.ndarray, labels_left: Seq
     for axes, matrix, labels, title in zip(panels, matrices, (labels_left, labels_right), titles):
         image = _draw_matrix(axes, matrix, labels, title)
     figure.colorbar(image, ax=list(panels), label="linear CKA", shrink=0.8)
+    _nan_legend(figure, matrices)
     return _png_bytes(figure, dpi)
 
 

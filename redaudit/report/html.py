@@ -102,6 +102,17 @@ def _kv_table(pairs: Iterable[tuple[str, str]]) -> str:
     return f'<table class="kv"><tbody>{rows}</tbody></table>'
 
 
+def _config_value(value: object) -> str:
+    """Config values as a user types them on the command line, not as Python reprs."""
+    if value is None:
+        return "—"
+    if isinstance(value, dict):
+        return ", ".join(f"{key}={item}" for key, item in value.items()) or "—"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value)) or "—"
+    return str(value)
+
+
 def _card(label: str, value_html: str) -> str:
     return f'<div class="card"><div class="k">{_e(label)}</div><div class="v">{value_html}</div></div>'
 
@@ -136,7 +147,7 @@ def _details(result: ScanResult) -> str:
         ("inputs", inputs),
     ]
     config = config_to_json(result.config)
-    config_rows = [(key, f"<code>{_e(value)}</code>") for key, value in config.items()]
+    config_rows = [(key, f"<code>{_e(_config_value(value))}</code>") for key, value in config.items()]
     run_rows = [
         ("provider / backend", f"{_e(result.provider)} / {_e(result.backend)}"),
         ("samples dropped", _e(result.dropped_samples)),
@@ -144,7 +155,8 @@ def _details(result: ScanResult) -> str:
         ("input hash", f"<code>{_e(result.input_hash)}</code>"),
         ("MSRS per batch", _e(", ".join(_num(v, 2) for v in np.ravel(result.msrs_batches)) or "—")),
     ]
-    run_rows += [(f"time: {key}", f"{_num(value, 3)} s") for key, value in result.timings.items()]
+    run_rows += [(f"time: {key.removesuffix('_s')}", f"{_num(value, 3)} s")
+                 for key, value in result.timings.items()]
     return (f'<div class="cols"><div><h2>Model</h2>{_kv_table(model_rows)}'
             f"<h2>Run</h2>{_kv_table(run_rows)}</div>"
             f"<div><h2>Configuration</h2>{_kv_table(config_rows)}</div></div>")
