@@ -92,16 +92,28 @@ def parse_cka_batch(value: str) -> int | None:
 
 @contextmanager
 def progress_bar(description: str, enabled: bool = True) -> Iterator[Callable[[int, int], None]]:
-    """A rich progress bar on stderr, handed out as the library's progress callback."""
+    """A rich progress bar on stderr, handed out as the library's progress callback.
+
+    It starts on the first progress report, so a command that fails while validating its
+    input prints only its one error line.
+    """
     if not enabled:
         yield lambda done, total: None
         return
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=True)
-    with progress:
-        task = progress.add_task(description, total=None)
+    task = progress.add_task(description, total=None)
+    started = False
 
-        def update(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
+    def update(done: int, total: int) -> None:
+        nonlocal started
+        if not started:
+            progress.start()
+            started = True
+        progress.update(task, completed=done, total=total)
 
+    try:
         yield update
+    finally:
+        if started:
+            progress.stop()
