@@ -12,8 +12,13 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
+# torch is pinned to the CPU build (a looser pin downloads a multi-GB CUDA build); it is
+# needed by the tests that export real PyTorch models and by `redaudit nas`.
+TORCH ?= torch==2.13.0
+
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q "$(TORCH)"
 	touch $(STAMP)
 
 install: $(STAMP)

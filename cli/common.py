@@ -32,6 +32,29 @@ def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+class OutputError(RedauditError):
+    """A report file cannot be written."""
+
+
+def prepare_output_paths(*paths: str | None) -> None:
+    """Create the parent folders of the requested output files and check they are writable."""
+    import os
+    from pathlib import Path
+
+    for path in paths:
+        if not path:
+            continue
+        parent = Path(path).expanduser().resolve().parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise OutputError(f"cannot create folder {parent} for {path}: {error.strerror or error}") from None
+        if not os.access(parent, os.W_OK):
+            raise OutputError(f"cannot write {path}: folder {parent} is not writable")
+        if Path(path).is_dir():
+            raise OutputError(f"cannot write {path}: it is a folder")
+
+
 def parse_dims(values: tuple[str, ...]) -> dict[str, int]:
     dims: dict[str, int] = {}
     for value in values:
