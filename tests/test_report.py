@@ -224,6 +224,10 @@ def test_shorten_label():
     # In a set of names the shared prefix goes first, so the block index survives.
     names = [f"/encoder/layer.{i}/attention/output/LayerNorm/Add_1_output_0" for i in (0, 11)]
     assert heatmap.axis_labels(names) == ["layer.0/…/LayerNorm/Add_1", "layer.11/…/LayerNorm/Add_1"]
+    # TensorFlow/JAX names: ":0" suffix, a scope most (not all) tensors share.
+    scope = "jax2tf_get_logits_/pjit_get_logits_/MagikaV2"
+    names = [f"{scope}/Dense_0/AddV2:0", f"{scope}/ApplyActivation_0/Mul_5:0", "Unsqueeze__115:0"]
+    assert heatmap.axis_labels(names) == ["Dense_0/AddV2", "ApplyActivation_0/Mul_5", "Unsqueeze__115"]
     long_part = heatmap.shorten_label("x" * 40 + "y" * 40, 21)
     assert len(long_part) == 21 and long_part.startswith("x") and long_part.endswith("y")
     # Shortening must not merge distinct layers into one label.
@@ -260,8 +264,10 @@ class _PageParser(HTMLParser):
         self.tags: list[str] = []
         self.links: list[str] = []
         self.layer_rows = 0
+        self.layer_cells: list[list[str]] = []  # text of each cell of the layer table
         self._table_classes: list[str] = []
         self._in_body = False
+        self._in_cell = False
 
     def handle_starttag(self, tag, attrs):
         attributes = dict(attrs)
@@ -273,12 +279,22 @@ class _PageParser(HTMLParser):
             self._in_body = True
         elif tag == "tr" and self._in_body and self._table_classes[-1:] == ["layers"]:
             self.layer_rows += 1
+            self.layer_cells.append([])
+        elif tag == "td" and self._in_body and self._table_classes[-1:] == ["layers"]:
+            self._in_cell = True
+            self.layer_cells[-1].append("")
 
     def handle_endtag(self, tag):
         if tag == "table":
             self._table_classes.pop()
         elif tag == "tbody":
             self._in_body = False
+        elif tag == "td":
+            self._in_cell = False
+
+    def handle_data(self, data):
+        if self._in_cell:
+            self.layer_cells[-1][-1] += data
 
 
 def test_html_is_self_contained_and_escaped(tmp_path):
@@ -292,12 +308,29 @@ def test_html_is_self_contained_and_escaped(tmp_path):
     assert parser.tags.count("img") == 1  # the heatmap; the model path's <img> stays text
     assert len(parser.links) == 1 and parser.links[0].startswith("data:image/png;base64,")
     assert "http://" not in page.replace("http://www.w3.org", "") and "https://" not in page
-    assert EVIL not in page and "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+    assert EVIL not in page and "&lt;script&gt;alert(&quot;x&quot;)&lt;/" in page
+    # The browser-visible text of each row is the full name (scope greyed, not removed).
+    assert [row[1] for row in parser.layer_cells] == result.layer_names
+    assert [row[2] for row in parser.layer_cells] == [layer.op for layer in result.layers]
+    assert parser.layer_cells[3][7] == "constant output in every batch"
     assert "&lt;untrusted&gt;" in page
     assert f"{result.msrs:.3f}" in page and "0.141" in page
     assert "constant output in every batch" in page
     assert "synthetic" in page and "CPUExecutionProvider" in page and "ab" * 32 in page
     assert "all" in page  # cka_batch=None spelled as in the CLI
+
+
+def test_html_greys_out_shared_scope():
+    scope = "/model/encoder/"
+    layers = [LayerInfo(f"{scope}layer.{i}/Add_output_0", "Add", ("N", 4)) for i in range(3)]
+    result = make_result()
+    result = ScanResult(**{**result.__dict__, "layers": layers + [LayerInfo("logits", "Gemm", ("N", 2))],
+                           "layer_issues": {}})
+    page = html_report.render_html(result)
+    assert '<span class="scope">/<wbr>model/<wbr>encoder/<wbr></span>layer.0/<wbr>Add_output_0' in page
+    parser = _PageParser()
+    parser.feed(page)
+    assert [row[1] for row in parser.layer_cells] == result.layer_names
 
 
 def test_html_embedded_png_decodes():
@@ -309,3 +342,26 @@ def test_html_embedded_png_decodes():
     assert match is not None
     _read_png(base64.b64decode(match.group(1)))
     assert 'class="badge ok">real<' in page
+
+
+# ---------------------------------------------------------------- end to end
+
+def test_reports_of_a_real_scan(tmp_path, save_model):
+    """Scan a generated residual CNN whose block 1 is the identity on its input (zeroed branch):
+    the reports must name (block0_out, block1_out) as the top pair with CKA 1."""
+    import models
+    import redaudit
+
+    path = save_model(models.residual_cnn(blocks=3, zero_branch=1))
+    result = redaudit.scan(path, samples=64, cka_batch=32)
+    json_path = json_report.write_json(result, tmp_path / "scan.json")
+    data = json.loads(json_path.read_text(encoding="utf-8"))
+    assert data["top_pairs"][0]["a"] == "block0_out" and data["top_pairs"][0]["b"] == "block1_out"
+    assert data["top_pairs"][0]["cka"] == pytest.approx(1.0, abs=1e-6)
+    assert data["model"]["sha256"] == result.model.sha256 and data["inputs"]["real"] is False
+    back = json_report.read_json(json_path)
+    assert json_report.scan_to_dict(back) == data
+    _read_png(heatmap.write_heatmap(result, tmp_path / "scan.png").read_bytes())
+    parser = _PageParser()
+    parser.feed(html_report.write_html(result, tmp_path / "scan.html").read_text(encoding="utf-8"))
+    assert [row[1] for row in parser.layer_cells] == result.layer_names

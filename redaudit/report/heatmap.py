@@ -29,7 +29,8 @@ MAX_LABEL_CHARS = 28
 #: At most this many tick labels per axis; with more layers every k-th one is labelled.
 MAX_TICKS = 40
 
-_OUTPUT_SUFFIX = re.compile(r"_output_\d+$")
+# Output-index suffixes that exporters append: torch ``_output_0``, TensorFlow/JAX ``:0``.
+_OUTPUT_SUFFIX = re.compile(r"(_output_\d+|:\d+)$")
 
 
 def _parts(name: str) -> list[str]:
@@ -66,16 +67,42 @@ def shorten_label(name: str, max_chars: int = MAX_LABEL_CHARS) -> str:
     return _shorten_parts(_parts(name), max_chars)
 
 
+def _shared_prefix(split: Sequence[list[str]]) -> list[str]:
+    """The longest run of leading path parts that more than half of the names start with.
+
+    A strict common prefix fails on real graphs: a few tensors outside the model's scope
+    (``Unsqueeze__115:0``, ``target_label``) would keep ``jax2tf_get_logits_/pjit_get_logits_/``
+    on every other label."""
+    prefix: list[str] = []
+    while True:
+        depth = len(prefix)
+        counts: dict[str, int] = {}
+        for parts in split:
+            if len(parts) > depth + 1 and parts[:depth] == prefix:
+                counts[parts[depth]] = counts.get(parts[depth], 0) + 1
+        if not counts:
+            return prefix
+        part, count = max(counts.items(), key=lambda item: item[1])
+        if 2 * count <= len(split):
+            return prefix
+        prefix.append(part)
+
+
+def shared_scope(names: Sequence[str]) -> str:
+    """The path scope (``"a/b/"``) that most names start with, or ``""``; see ``_shared_prefix``."""
+    split = [_parts(name) for name in names]
+    prefix = _shared_prefix(split) if len(split) > 1 else []
+    return "/".join(prefix) + "/" if prefix else ""
+
+
 def axis_labels(names: Sequence[str], max_chars: int = MAX_LABEL_CHARS) -> list[str]:
-    """Short labels for a set of layers: leading path parts shared by every name (``encoder/``)
+    """Short labels for a set of layers: leading path parts shared by most names (``encoder/``)
     are dropped first, then each name is shortened; collisions get a ``#index`` suffix."""
     split = [_parts(name) for name in names]
-    common = 0
-    if len(split) > 1:
-        shortest = min(len(parts) for parts in split)
-        while common < shortest - 1 and len({parts[common] for parts in split}) == 1:
-            common += 1
-    short = [_shorten_parts(parts[common:], max_chars) for parts in split]
+    prefix = _shared_prefix(split) if len(split) > 1 else []
+    trimmed = [parts[len(prefix):] if len(parts) > len(prefix) and parts[:len(prefix)] == prefix
+               else parts for parts in split]
+    short = [_shorten_parts(parts, max_chars) for parts in trimmed]
     counts: dict[str, int] = {}
     for label in short:
         counts[label] = counts.get(label, 0) + 1

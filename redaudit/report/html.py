@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from redaudit.report.heatmap import default_title, heatmap_png_bytes
+from redaudit.report.heatmap import default_title, heatmap_png_bytes, shared_scope
 from redaudit.report.json_report import TOP_PAIRS, config_to_json
 from redaudit.result import ScanResult
 
@@ -43,7 +43,9 @@ th { background:#f0f2f5; font-weight:600; font-size:13px; }
 tr:last-child td { border-bottom:none; }
 td.num { text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap; }
 td.name, code { font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace; font-size:12.5px;
-                word-break:break-all; }
+                overflow-wrap:anywhere; }
+.scope { color:#9aa5b1; }
+table.layers td.name { width:28%; }
 table.kv th { width:190px; background:#fff; }
 td.issue { color:var(--bad); }
 .bar { display:inline-block; height:8px; background:var(--accent); border-radius:2px;
@@ -113,6 +115,24 @@ def _config_value(value: object) -> str:
     return str(value)
 
 
+def _wrap_slashes(text: str) -> str:
+    """Escaped text with a line-break opportunity (``<wbr>``) after each ``/``."""
+    return _e(text).replace("/", "/<wbr>")
+
+
+def _name_cell(name: str, scope: str) -> str:
+    """A tensor name as a table cell: the scope most layers share is greyed out (still there to
+    copy into ``--taps``), and the name may wrap after each ``/`` rather than mid-word."""
+    body = name.lstrip("/")
+    lead = name[: len(name) - len(body)]
+    if scope and body.startswith(scope) and len(body) > len(scope):
+        head, rest = lead + scope, body[len(scope):]
+    else:
+        head, rest = "", name
+    scope_html = f'<span class="scope">{_wrap_slashes(head)}</span>' if head else ""
+    return f'<td class="name">{scope_html}{_wrap_slashes(rest)}</td>'
+
+
 def _card(label: str, value_html: str) -> str:
     return f'<div class="card"><div class="k">{_e(label)}</div><div class="v">{value_html}</div></div>'
 
@@ -123,7 +143,7 @@ def _summary(result: ScanResult) -> str:
     cards = [
         _card("MSRS", f"{_num(result.msrs, 3)} <small>± {_num(result.msrs_std, 3)}</small>"),
         _card("log2 MSRS", _num(result.log2_msrs if math.isfinite(result.msrs) else None, 2)),
-        _card("Layers", _e(len(result.layers))),
+        _card("Layers", f"{_e(len(result.layers))} <small>{_e(len(result.layers) * (len(result.layers) - 1) // 2)} pairs</small>"),
         _card("Samples", f"{_e(result.samples)} <small>in {_e(result.batches)} batches</small>"),
         _card("Probe inputs", inputs),
     ]
@@ -166,16 +186,17 @@ def _layer_table(result: ScanResult) -> str:
     names = result.layer_names
     redundancy = result.layer_redundancy() if names else []
     nearest = result.most_similar() if names else []
+    scope = shared_scope(names)
     scale = max(1.0, float(np.nanmax(redundancy))) if len(names) and np.isfinite(redundancy).any() else 1.0
     rows = []
     for index, layer in enumerate(result.layers):
         other, cka = nearest[index]
         issue = result.layer_issues.get(layer.name)
         rows.append([
-            _e(index), f'<td class="name">{_e(layer.name)}</td>', _e(layer.op),
+            _e(index), _name_cell(layer.name, scope), _e(layer.op),
             _e("×".join(map(str, layer.shape))),
             _num(redundancy[index], 2) + _bar(redundancy[index], scale),
-            f'<td class="name">{_e(names[other])}</td>' if other >= 0 else "—",
+            _name_cell(names[other], scope) if other >= 0 else "—",
             _num(cka, 3),
             f'<td class="issue">{_e(issue)}</td>' if issue else "",
         ])
@@ -185,7 +206,8 @@ def _layer_table(result: ScanResult) -> str:
 
 def _pairs_table(result: ScanResult) -> str:
     names = result.layer_names
-    rows = [[f'<td class="name">{_e(names[i])}</td>', f'<td class="name">{_e(names[j])}</td>',
+    scope = shared_scope(names)
+    rows = [[_name_cell(names[i], scope), _name_cell(names[j], scope),
              _num(cka, 3) + _bar(cka)] for i, j, cka in result.top_pairs(TOP_PAIRS) if math.isfinite(cka)]
     return _table(["Layer A", "Layer B", "CKA"], rows, numeric=(2,)) if rows else "<p>No pair with a defined CKA.</p>"
 
@@ -193,7 +215,8 @@ def _pairs_table(result: ScanResult) -> str:
 def _consecutive_table(result: ScanResult) -> str:
     names = result.layer_names
     values = result.consecutive_similarity() if len(names) > 1 else []
-    rows = [[f'<td class="name">{_e(names[i])}</td>', f'<td class="name">{_e(names[i + 1])}</td>',
+    scope = shared_scope(names)
+    rows = [[_name_cell(names[i], scope), _name_cell(names[i + 1], scope),
              _num(value, 3) + _bar(value)] for i, value in enumerate(values)]
     return _table(["Layer", "Next layer", "CKA"], rows, numeric=(2,)) if rows else "<p>Fewer than two layers.</p>"
 
@@ -207,7 +230,9 @@ def render_html(result: ScanResult) -> str:
         data_uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
         heatmap = (f'<h2>Layer similarity</h2><figure><img alt="similarity heatmap" src="{data_uri}">'
                    "<figcaption>Linear CKA between every pair of tapped layers (0 = unrelated, "
-                   "1 = identical up to rotation and scale); grey cells are NaN.</figcaption></figure>")
+                   "1 = identical up to rotation and scale)"
+                   + ("; grey cells are NaN (undefined)." if np.isnan(result.similarity).any() else ".")
+                   + "</figcaption></figure>")
     epsilon = _e(result.config.epsilon)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
