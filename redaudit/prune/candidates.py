@@ -161,11 +161,30 @@ def _transformer_layers(index: GraphIndex, residuals: list[Block]) -> list[Block
     return out
 
 
+def _branch_nodes(index: GraphIndex) -> set[int]:
+    """Nodes on one side only of a merge (an Add of two computed tensors): the inside of a
+    residual branch or of a projection shortcut. A layer there is not on the main stream, and
+    bypassing it alone is not what "removing a layer" means."""
+    branch: set[int] = set()
+    for node in index.nodes:
+        if node.op_type != "Add" or len(node.input) != 2:
+            continue
+        if not all(name in index.producer for name in node.input):
+            continue
+        left, right = (index.ancestors(name) for name in node.input)
+        branch |= left ^ right
+    return branch
+
+
 def _layer_links(index: GraphIndex, covered: set[int]) -> list[Block]:
-    """Weighted layers (with bias and trailing activation) outside residual blocks, any shape."""
+    """Weighted layers (with bias and trailing activation) on the main stream, any shape."""
     links = []
+    branch: set[int] | None = None
     for position, node in enumerate(index.nodes):
         if node.op_type not in WEIGHTED_OPS or position in covered or not node.input:
+            continue
+        branch = _branch_nodes(index) if branch is None else branch
+        if position in branch:
             continue
         if not any(name in index.initializers for name in node.input[1:]):
             continue
