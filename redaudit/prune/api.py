@@ -217,6 +217,8 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto, *, remove: int 
         raise PruneError(f"no removable block in {source}: no residual block, transformer layer or "
                          "shape-preserving chain of layers was found")
     arrays, real, warnings = probe_arrays(proto, options)
+    if not real:
+        warnings.append("probe inputs are synthetic (random); pass real data with --inputs for meaningful numbers")
     scores, _ = block_similarity(proto, candidates, options)
     shapes = {name: array.shape for name, array in arrays.items()}
     result = PruneResult(source=source, source_sha256=sha256, iterative=iterative,
