@@ -1,50 +1,15 @@
 """`redaudit prune`: list removable blocks, remove the most redundant ones, verify, save."""
 from __future__ import annotations
 
-import functools
 import json
 import math
-import sys
-from collections.abc import Callable
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
-from redaudit.errors import RedauditError
-
-console = Console()
-
-
-def _user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """RedauditError → one line on stderr and its exit code, no traceback."""
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except RedauditError as error:
-            click.echo(f"error: {error}", err=True)
-            sys.exit(error.exit_code)
-    return wrapper
-
-
-def _dims(values: tuple[str, ...]) -> dict[str, int]:
-    dims: dict[str, int] = {}
-    for value in values:
-        name, sep, number = value.rpartition("=")
-        if not sep or not name or not number.isdigit() or int(number) < 1:
-            raise click.BadParameter(f"{value!r} is not NAME=POSITIVE_INTEGER", param_hint="--dim")
-        dims[name] = int(number)
-    return dims
-
-
-def _cka_batch(value: str) -> int | None:
-    if value.lower() == "all":
-        return None
-    if not value.isdigit():
-        raise click.BadParameter(f"{value!r} is not an integer or 'all'", param_hint="--cka-batch")
-    return int(value)
+from cli.common import console, user_errors
+from cli.scan_options import scan_kwargs, scan_options
 
 
 def _num(value: float | None, digits: int = 4) -> str:
@@ -104,39 +69,33 @@ def render_result(result) -> None:
 @click.command("prune")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--list", "list_only", is_flag=True, help="Show the removable blocks and their similarity, remove nothing.")
-@click.option("--remove", type=int, help="Remove the N blocks most similar to their input.")
+@click.option("--remove", type=click.IntRange(1), help="Remove the N blocks most similar to their input.")
 @click.option("--target-params", type=float, metavar="PCT", help="Remove blocks until at most PCT % of the parameters remain.")
-@click.option("--max-drift", type=float, metavar="X", help="Stop before 1 − output cosine similarity exceeds X.")
+@click.option("--max-drift", type=float, metavar="X", help="Stop before 1 - output cosine similarity exceeds X.")
 @click.option("--blocks", metavar="NAME,...", help="Remove these blocks (names or numbers from --list).")
 @click.option("--iterative", is_flag=True, help="Re-scan after each removal and pick the next block on the new model.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the pruned model here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.option("--inputs", type=click.Path(dir_okay=False), help="Probe inputs (.npz, one array per model input, samples first).")
-@click.option("--samples", type=int, default=2560, show_default=True, help="Probe samples.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for synthetic probe inputs.")
-@click.option("--dim", "dims", multiple=True, metavar="NAME=VALUE", help="Value for a symbolic input dimension.")
-@click.option("--int-range", type=(int, int), default=None, metavar="LOW HIGH", help="Range for synthetic integer inputs.")
-@click.option("--cka-batch", default="256", show_default=True, help="Samples per CKA batch, or 'all'.")
 @click.option("--no-latency", is_flag=True, help="Skip the latency measurement.")
 @click.option("--record", metavar="NAME", help="Store the pruned model in the history as a version derived from the original.")
 @click.option("--label", help="Label of the recorded pruned version.")
 @click.option("--db", metavar="URL", help="History database (default: the history's default).")
-@_user_errors
+@scan_options
+@user_errors
 def prune_command(model: str, list_only: bool, remove: int | None, target_params: float | None,
                   max_drift: float | None, blocks: str | None, iterative: bool, output: str | None,
-                  as_json: bool, inputs: str | None, samples: int, seed: int, dims: tuple[str, ...],
-                  int_range: tuple[int, int] | None, cka_batch: str, no_latency: bool, record: str | None,
-                  label: str | None, db: str | None) -> None:
+                  as_json: bool, no_latency: bool, record: str | None, label: str | None, db: str | None,
+                  **options: Any) -> None:
     """Remove the blocks of MODEL whose output repeats their input (RedTest similarity-guided
-    pruning), verify the result against the original and save it with -o."""
+    pruning), verify the result against the original and save it with -o.
+
+    The probe options are scan's; --level/--tap only shape the MSRS before/after."""
     from redaudit.prune import prune_model
 
     names = [name for name in blocks.split(",") if name.strip()] if blocks else None
     result = prune_model(model, remove=remove, target_params=target_params, max_drift=max_drift,
-                         blocks=names, iterative=iterative, list_only=list_only, inputs=inputs,
-                         samples=samples, seed=seed, dims=_dims(dims), int_range=int_range,
-                         cka_batch=_cka_batch(cka_batch), output=output, latency=not no_latency,
-                         record=record, label=label, db=db)
+                         blocks=names, iterative=iterative, list_only=list_only, output=output,
+                         latency=not no_latency, record=record, label=label, db=db, **scan_kwargs(options))
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return

@@ -43,9 +43,10 @@ def probe_arrays(model: onnx.ModelProto, options: ProbeOptions) -> tuple[dict[st
     """The probe samples scan would use, as whole arrays (for output comparison and timing)."""
     from redaudit.probe import input_specs, make_probe
 
-    probe = make_probe(input_specs(model), options.inputs, options.samples, options.seed,
-                       options.dims, options.int_range)
-    parts = list(probe.batches(options.cka_batch or probe.samples, probe.samples))
+    probe = make_probe(input_specs(model), options.get("inputs"), options.get("samples", 2560),
+                       options.get("seed", 0), options.get("dims"), options.get("int_range"))
+    cka_batch = options.get("cka_batch", 256)
+    parts = list(probe.batches(cka_batch or probe.samples, probe.samples))
     arrays = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
     return arrays, probe.real, list(probe.warnings)
 
@@ -193,16 +194,16 @@ def _record(db: Any, name: str, label: str | None, before, after, parent_sha256:
 def prune_model(model: str | os.PathLike[str] | onnx.ModelProto, *, remove: int | None = None,
                 target_params: float | None = None, max_drift: float | None = None,
                 blocks: Sequence[str] | None = None, iterative: bool = False, list_only: bool = False,
-                inputs: Any = None, samples: int = 2560, seed: int = 0, dims: Mapping[str, int] | None = None,
-                int_range: tuple[int, int] | None = None, cka_batch: int | None = 256,
                 output: str | os.PathLike[str] | None = None, latency: bool = True, latency_batch: int = 32,
                 latency_repeats: int = 20, measure_msrs: bool = True, record: str | None = None,
-                label: str | None = None, db: Any = None, max_model_bytes: int | None = None) -> PruneResult:
+                label: str | None = None, db: Any = None, **scan_options: Any) -> PruneResult:
     """Find removable blocks, remove the most redundant ones, verify, optionally save and record.
 
     Selection (one of): ``blocks`` by name; ``remove`` N most similar; ``target_params`` = keep at
     most this percentage of the parameters; ``max_drift`` = stop before 1 − output cosine exceeds
     it (combinable with the others as a cap). ``iterative`` re-scans after each removal.
+    ``scan_options`` are ``redaudit.scan``'s keyword arguments (inputs, samples, seed, dims,
+    int_range, cka_batch, epsilon, ...): the probe and the similarity follow them exactly.
     """
     if iterative and blocks:
         raise PruneError("--iterative chooses blocks by similarity; it does not combine with --blocks")
@@ -210,8 +211,8 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto, *, remove: int 
         raise PruneError("--remove must be at least 1")
     if max_drift is not None and not 0 <= max_drift <= 2:
         raise PruneError(f"--max-drift is 1 - cosine similarity, between 0 and 2; got {max_drift:g}")
-    proto, source, sha256, size = _load(model, max_model_bytes)
-    options = ProbeOptions(inputs, samples, seed, dims, int_range, cka_batch)
+    proto, source, sha256, size = _load(model, scan_options.get("max_model_bytes"))
+    options = ProbeOptions(dict(scan_options))
     candidates = find_candidates(proto)
     if not candidates:
         raise PruneError(f"no removable block in {source}: no residual block, transformer layer or "
@@ -226,7 +227,7 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto, *, remove: int 
                          probe_real=real, samples=int(next(iter(arrays.values())).shape[0]), warnings=warnings)
     if list_only:
         return result
-    chunk = cka_batch or 256
+    chunk = scan_options.get("cka_batch", 256) or 256
     evaluator = _Evaluator(proto, arrays, chunk)
     if iterative:
         pruned, result.removed, result.steps = _iterate(

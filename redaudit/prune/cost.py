@@ -14,22 +14,18 @@ import numpy as np
 import onnx
 
 from redaudit.prune.candidates import Block
-from redaudit.prune.graph import GraphIndex, infer_types, node_inputs
+from redaudit.prune.graph import FLOAT_TYPES, GraphIndex, infer_types, node_inputs
 
 
 def initializer_sizes(model: onnx.ModelProto) -> dict[str, int]:
-    return {init.name: int(np.prod(init.dims)) if init.dims else 1 for init in model.graph.initializer}
+    """Elements of each float initializer: weights. Integer initializers are shapes and indices."""
+    return {init.name: int(np.prod(init.dims)) if init.dims else 1 for init in model.graph.initializer
+            if init.data_type in FLOAT_TYPES}
 
 
 def parameter_count(model: onnx.ModelProto) -> int:
-    """Elements held in initializers (and Constant nodes' tensors) of the top-level graph."""
-    total = sum(initializer_sizes(model).values())
-    for node in model.graph.node:
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
-                    total += int(np.prod(attr.t.dims)) if attr.t.dims else 1
-    return total
+    """Float weights in the model, counted as scan counts them (``ModelInfo.parameter_count``)."""
+    return int(sum(initializer_sizes(model).values()))
 
 
 def block_parameters(index: GraphIndex, block: Block, sizes: Mapping[str, int]) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,18 +23,16 @@ from redaudit.result import ScanResult
 
 @dataclass(frozen=True)
 class ProbeOptions:
-    """The scan input options, passed through unchanged (see ``redaudit.scan``)."""
+    """Keyword arguments for ``redaudit.scan`` (inputs, samples, seed, dims, cka_batch, epsilon,
+    …), passed through unchanged so prune measures exactly what scan would."""
 
-    inputs: Any = None  # None (synthetic) | path to .npz | dict[str, np.ndarray]
-    samples: int = 2560
-    seed: int = 0
-    dims: Mapping[str, int] | None = None
-    int_range: tuple[int, int] | None = None
-    cka_batch: int | None = 256
+    scan: Mapping[str, Any] = field(default_factory=dict)
 
-    def scan_kwargs(self) -> dict[str, Any]:
-        return {"inputs": self.inputs, "samples": self.samples, "seed": self.seed,
-                "dims": dict(self.dims or {}), "int_range": self.int_range, "cka_batch": self.cka_batch}
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.scan.get(key, default)
+
+    def scan_kwargs(self, **overrides: Any) -> dict[str, Any]:
+        return {**self.scan, **overrides}
 
 
 def _tap_name(tensor: str, graph_inputs: set[str]) -> str:
@@ -66,7 +64,7 @@ def block_similarity(model: onnx.ModelProto, blocks: Sequence[Block],
             name = _tap_name(tensor, graph_inputs)
             if name not in taps:
                 taps.append(name)
-    result = scan(measured, taps=tuple(taps), **probe.scan_kwargs())
+    result = scan(measured, **probe.scan_kwargs(taps=tuple(taps), level="block"))
     position = {name: i for i, name in enumerate(result.layer_names)}
     scores = np.full(len(blocks), np.nan)
     for i, block in enumerate(blocks):
