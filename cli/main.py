@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from redaudit import __version__
+from cli.prune import prune_command
 from cli.scan import scan_command, taps_command
 
 
@@ -15,6 +16,7 @@ def cli() -> None:
 
 cli.add_command(scan_command)
 cli.add_command(taps_command)
+cli.add_command(prune_command)
 
 
 def main() -> None:
