@@ -70,14 +70,17 @@ def make_engine(db: str | None = None) -> Engine:
     except ArgumentError as exc:
         raise DatabaseUnavailableError(f"not a database URL: {url_text!r}") from exc
     if url.get_backend_name() == "sqlite":
+        folder = Path(url.database).parent if url.database and url.database != ":memory:" else None
+        if folder is not None and not folder.is_dir():
+            raise DatabaseUnavailableError(f"cannot create {url.database}: folder {folder} does not exist")
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         _install_sqlite_pragmas(engine)
         return engine
     connect_args = {"connect_timeout": PG_CONNECT_TIMEOUT_S} if url.get_backend_name() == "postgresql" else {}
     try:
         return create_engine(url, connect_args=connect_args, pool_pre_ping=True)
-    except ImportError as exc:
-        raise DatabaseUnavailableError(f"no driver for {display_url(url_text)}: {exc}") from exc
+    except (ImportError, ArgumentError) as exc:
+        raise DatabaseUnavailableError(f"no database driver for {display_url(url_text)}: {exc}") from exc
 
 
 def _install_sqlite_pragmas(engine: Engine) -> None:
@@ -115,8 +118,9 @@ def translated_errors(engine: Engine) -> Iterator[None]:
     try:
         yield
     except DBAPIError as exc:
-        first = str(exc.orig or exc).strip().splitlines()[0] if str(exc.orig or exc).strip() else type(exc).__name__
-        raise DatabaseUnavailableError(f"history database {display_url(engine)}: {first}") from exc
+        lines = str(exc.orig if exc.orig is not None else exc).strip().splitlines()
+        reason = lines[0] if lines else type(exc.orig or exc).__name__
+        raise DatabaseUnavailableError(f"history database {display_url(engine)}: {reason}") from exc
 
 
 def migrations_dir() -> Path:
@@ -140,15 +144,28 @@ def alembic_config(connection: Connection | None = None, url: str | None = None)
     return config
 
 
-_HEAD: list[str] = []
+_SCRIPTS: list = []
+
+
+def _script_directory():
+    if not _SCRIPTS:  # parsing the revision files once per process is enough
+        from alembic.script import ScriptDirectory
+
+        _SCRIPTS.append(ScriptDirectory.from_config(alembic_config()))
+    return _SCRIPTS[0]
 
 
 def head_revision() -> str:
-    if not _HEAD:
-        from alembic.script import ScriptDirectory
+    return _script_directory().get_current_head()
 
-        _HEAD.append(ScriptDirectory.from_config(alembic_config()).get_current_head())
-    return _HEAD[0]
+
+def known_revision(revision: str) -> bool:
+    from alembic.util import CommandError
+
+    try:
+        return _script_directory().get_revision(revision) is not None
+    except CommandError:
+        return False
 
 
 def current_revision(connection: Connection) -> str | None:
@@ -198,9 +215,13 @@ def ensure_schema(engine: Engine, create: bool) -> None:
 
             command.upgrade(alembic_config(connection), "head")
             return
+        if known_revision(current):
+            raise SchemaOutdatedError(
+                f"history database {display_url(engine)} is at schema revision {current}, this "
+                f"redaudit needs {head}: run `redaudit db upgrade` (with the same --db/$REDAUDIT_DB)")
         raise SchemaOutdatedError(
-            f"history database {display_url(engine)} is at schema revision {current}, this redaudit "
-            f"needs {head}: run `redaudit db upgrade --db URL` (or upgrade redaudit if it is newer)")
+            f"history database {display_url(engine)} is at schema revision {current}, unknown to "
+            f"this redaudit (which needs {head}): it was written by a newer redaudit; upgrade redaudit")
 
 
 def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | None]:

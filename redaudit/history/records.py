@@ -131,3 +131,17 @@ class StoredScan:
     def display(self) -> str:
         """How a user names this scan: ``label`` or hash prefix, plus the scan id."""
         return f"{self.summary.label or self.version.short} (scan {self.scan_id})"
+
+
+def trend(before: ScanSummary | None, after: ScanSummary) -> str:
+    """"up", "down" or "flat" (within 2× the combined batch spread or 1 %), "" without a
+    predecessor, "?" when either MSRS is undefined."""
+    if before is None:
+        return ""
+    if before.msrs is None or after.msrs is None:
+        return "?"
+    delta = after.msrs - before.msrs
+    noise = max(2.0 * math.hypot(before.msrs_std or 0.0, after.msrs_std or 0.0), 0.01 * abs(before.msrs))
+    if abs(delta) <= noise:
+        return "flat"
+    return "up" if delta > 0 else "down"
