@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -145,20 +146,22 @@ def history_command(name: str, db: str | None, as_json: bool, plot_path: Path | 
     if as_json:
         click.echo(json.dumps(history_to_dict(history), indent=2))
         return
-    table = Table(title=f"{name}: {len(history.versions)} versions, {len(history.scans())} scans")
-    for column in ("version", "sha256", "scan", "recorded (UTC)", "MSRS", "log2", "", "layers",
-                   "parameters", "samples"):
-        table.add_column(column, justify="right" if column in ("scan", "MSRS", "log2", "layers",
-                                                               "parameters", "samples") else "left")
+    table = Table(title=f"{name}: {len(history.versions)} versions, {len(history.scans())} scans",
+                  box=box.SIMPLE_HEAD)
+    table.add_column("version", no_wrap=True)
+    table.add_column("scan", justify="right", no_wrap=True, min_width=4)
+    table.add_column("recorded (UTC)", no_wrap=True)
+    for column in ("MSRS", "log2", "", "layers", "params"):
+        table.add_column(column, justify="right", no_wrap=True)
     previous = None
     for version in history.versions:
+        title = version.sha256[:8] if not version.label else f"{version.label} ({version.sha256[:8]})"
         for index, scan in enumerate(version.scans):
-            spread = f" ± {scan.msrs_std:.2g}" if scan.msrs_std else ""
-            table.add_row(version.short if index == 0 else "", version.sha256[:12] if index == 0 else "",
-                          str(scan.scan_id), scan.created_at.strftime("%Y-%m-%d %H:%M"),
-                          _fmt(scan.msrs) + spread, _fmt(scan.log2_msrs, ".2f"),
-                          ARROWS[trend(previous, scan)], str(scan.layer_count),
-                          f"{version.parameter_count:,}", str(scan.samples))
+            spread = f" ±{scan.msrs_std:.2g}" if scan.msrs_std else ""
+            table.add_row(title if index == 0 else "", str(scan.scan_id),
+                          scan.created_at.strftime("%Y-%m-%d %H:%M"), _fmt(scan.msrs) + spread,
+                          _fmt(scan.log2_msrs, ".2f"), ARROWS[trend(previous, scan)],
+                          str(scan.layer_count), f"{version.parameter_count:,}")
             previous = scan
     console = Console()
     console.print(table)
