@@ -152,7 +152,7 @@ def history_command(name: str, db: str | None, as_json: bool, plot_path: Path | 
     table.add_column("scan", justify="right", no_wrap=True, min_width=4)
     table.add_column("recorded (UTC)", no_wrap=True)
     for column in ("MSRS", "log2", "", "layers", "params"):
-        table.add_column(column, justify="right", no_wrap=True)
+        table.add_column(column, justify="right", no_wrap=True, min_width=1)
     previous = None
     for version in history.versions:
         title = version.sha256[:8] if not version.label else f"{version.label} ({version.sha256[:8]})"
