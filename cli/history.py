@@ -2,21 +2,24 @@
 ``--record`` hook of ``scan`` (:func:`record_from_cli`).
 
 Thin: parse options, call ``redaudit.history``, render with rich. User errors print one line
-``error: ...`` to stderr and exit 2; ``check`` exits 1 with one line when out of bounds.
+``error: ...`` to stderr and exit 2 (``cli.common.user_errors``); ``check`` exits 1 with one line when out of bounds.
 """
 from __future__ import annotations
 
-import functools
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import click
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from redaudit.errors import RedauditError
+import redaudit
+from cli.common import progress_bar, user_errors
+from cli.scan_options import scan_kwargs, scan_options
+from redaudit.errors import ConfigError
 from redaudit.history import db as history_db
 from redaudit.history.check import check_result
 from redaudit.history.diff import diff_references
@@ -27,20 +30,6 @@ ARROWS = {"up": "[red]↑[/red]", "down": "[green]↓[/green]", "flat": "→", "
 db_option = click.option("--db", "db", metavar="URL", default=None,
                          help="Database URL or SQLite path (default: $REDAUDIT_DB, else the "
                               "user data directory's history.db).")
-
-
-def user_errors(command):
-    """Print a RedauditError as one line on stderr and exit with its code (2)."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except RedauditError as error:
-            click.echo("error: " + " ".join(str(error).split()), err=True)
-            raise SystemExit(error.exit_code) from None
-
-    return wrapper
 
 
 def record_from_cli(result, name: str, label: str | None = None, db: str | None = None,
@@ -225,33 +214,25 @@ def diff_command(name: str, before: str, after: str, db: str | None, force: bool
 
 
 @click.command("check")
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path(dir_okay=True))
 @click.option("--max-msrs", type=float, help="Fail when MSRS exceeds this.")
 @click.option("--against", metavar="NAME", help="Compare with NAME's latest comparable recorded scan.")
-@click.option("--max-increase", type=float, metavar="PCT", help="Allowed MSRS increase in percent.")
+@click.option("--max-increase", type=float, metavar="PCT", help="Allowed MSRS increase over --against, in percent.")
 @db_option
-@click.option("--force", is_flag=True, help="Compare against the latest scan even if settings differ.")
-@click.option("--level", type=click.Choice(["block", "layer", "op"]), default=None)
-@click.option("--samples", type=int, default=None, help="Probe samples (default: the scan's).")
-@click.option("--seed", type=int, default=None)
-@click.option("--inputs", type=click.Path(dir_okay=False), default=None, help="Real probe inputs (.npz).")
-@click.option("--epsilon", type=float, default=None)
-@click.option("--beta", type=float, default=None)
-@click.option("--device", default=None)
-@click.option("--backend", default=None)
+@click.option("--force", is_flag=True, help="Compare with the latest scan even if its settings differ.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@scan_options
 @user_errors
 def check_command(model: str, max_msrs: float | None, against: str | None, max_increase: float | None,
-                  db: str | None, force: bool, **scan_options) -> None:
-    """Scan MODEL and exit 0 if its MSRS is within bounds, 1 (one-line reason) if not."""
-    from redaudit.errors import ConfigError
-
+                  db: str | None, force: bool, quiet: bool, **options: Any) -> None:
+    """Scan MODEL; exit 0 if its MSRS is within bounds, 1 with a one-line reason if not."""
     if max_msrs is None and against is None:
         raise ConfigError("give --max-msrs X and/or --against NAME --max-increase PCT")
     if (against is None) != (max_increase is None):
         raise ConfigError("--against NAME and --max-increase PCT go together")
-    import redaudit
-
-    result = redaudit.scan(model, **{k: v for k, v in scan_options.items() if v is not None})
+    kwargs = scan_kwargs(options)
+    with progress_bar("scanning", enabled=not quiet) as update:
+        result = redaudit.scan(model, progress=update, **kwargs)
     outcome = check_result(result, max_msrs=max_msrs, against=against, max_increase=max_increase,
                            db=db, force=force)
     click.echo(("OK: " if outcome.passed else "FAIL: ") + outcome.reason)
