@@ -7,26 +7,23 @@ Thin: parse options, call ``redaudit.history``, render with rich. User errors pr
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import click
-from rich import box
 from rich.console import Console
 from rich.table import Table
 
 import redaudit
 from cli.common import progress_bar, user_errors
+from cli.history_views import history_to_dict, scan_lines, versions_table
 from cli.scan_options import scan_kwargs, scan_options
 from redaudit.errors import ConfigError
 from redaudit.history import db as history_db
 from redaudit.history.check import check_result
 from redaudit.history.diff import diff_references
-from redaudit.history.records import ModelHistory, trend
 from redaudit.history.store import model_history, record_scan
 
-ARROWS = {"up": "[red]↑[/red]", "down": "[green]↓[/green]", "flat": "→", "?": "?", "": ""}
 db_option = click.option("--db", "db", metavar="URL", default=None,
                          help="Database URL or SQLite path (default: $REDAUDIT_DB, else the "
                               "user data directory's history.db).")
@@ -91,29 +88,6 @@ def db_current(db: str | None) -> None:
 # --------------------------------------------------------------------------- history
 
 
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
-
-
-def history_to_dict(history: ModelHistory) -> dict:
-    out, previous = {"model": history.name, "versions": []}, None
-    for version in history.versions:
-        scans = []
-        for scan in version.scans:
-            scans.append({"scan_id": scan.scan_id, "created_at": scan.created_at.isoformat(),
-                          "label": scan.label, "msrs": _finite(scan.msrs), "msrs_std": _finite(scan.msrs_std),
-                          "log2_msrs": _finite(scan.log2_msrs), "layers": scan.layer_count,
-                          "samples": scan.samples, "seed": scan.seed, "trend": trend(previous, scan),
-                          "redaudit_version": scan.redaudit_version, "config": scan.config})
-            previous = scan
-        out["versions"].append({"sha256": version.sha256, "label": version.label,
-                                "size_bytes": version.size_bytes,
-                                "parameters": version.parameter_count,
-                                "created_at": version.created_at.isoformat(), "path": version.path,
-                                "parent_sha256": version.parent_sha256, "scans": scans})
-    return out
-
-
 def _fmt(value: float | None, spec: str = ".4g") -> str:
     return "n/a" if value is None else format(value, spec)
 
@@ -122,11 +96,16 @@ def _fmt(value: float | None, spec: str = ".4g") -> str:
 @click.argument("name")
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="Print the history as JSON.")
+@click.option("--scans", "every_scan", is_flag=True, help="List every scan, not one row per version.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Draw log2(MSRS) over versions into this PNG.")
 @user_errors
-def history_command(name: str, db: str | None, as_json: bool, plot_path: Path | None) -> None:
-    """Versions and scans of model NAME over time, with MSRS and its trend."""
+def history_command(name: str, db: str | None, as_json: bool, every_scan: bool,
+                    plot_path: Path | None) -> None:
+    """Versions and scans of model NAME over time, with MSRS and its trend.
+
+    One row per version (its latest scan; the arrow compares it with the previous version's),
+    or every scan with --scans; --json gives everything."""
     history = model_history(db, name)
     if plot_path is not None:
         from redaudit.history.render import plot_history
@@ -135,25 +114,11 @@ def history_command(name: str, db: str | None, as_json: bool, plot_path: Path | 
     if as_json:
         click.echo(json.dumps(history_to_dict(history), indent=2))
         return
-    table = Table(title=f"{name}: {len(history.versions)} versions, {len(history.scans())} scans",
-                  box=box.SIMPLE_HEAD)
-    table.add_column("version", no_wrap=True)
-    table.add_column("scan", justify="right", no_wrap=True, min_width=4)
-    table.add_column("recorded (UTC)", no_wrap=True)
-    for column in ("MSRS", "log2", "", "layers", "params"):
-        table.add_column(column, justify="right", no_wrap=True, min_width=1)
-    previous = None
-    for version in history.versions:
-        title = version.sha256[:8] if not version.label else f"{version.label} ({version.sha256[:8]})"
-        for index, scan in enumerate(version.scans):
-            spread = f" ±{scan.msrs_std:.2g}" if scan.msrs_std else ""
-            table.add_row(title if index == 0 else "", str(scan.scan_id),
-                          scan.created_at.strftime("%Y-%m-%d %H:%M"), _fmt(scan.msrs) + spread,
-                          _fmt(scan.log2_msrs, ".2f"), ARROWS[trend(previous, scan)],
-                          str(scan.layer_count), f"{version.parameter_count:,}")
-            previous = scan
     console = Console()
-    console.print(table)
+    if every_scan:
+        click.echo("\n".join(scan_lines(history)))
+    else:
+        console.print(versions_table(history))
     if plot_path is not None:
         console.print(f"plot written to {plot_path}", highlight=False)
 

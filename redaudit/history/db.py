@@ -155,8 +155,14 @@ def _script_directory():
     return _SCRIPTS[0]
 
 
+#: The Alembic head this code needs. Kept as a constant so that opening the database for a read
+#: never imports Alembic or parses revision files (a third of a cold `history` call); a test
+#: checks it equals the head of migrations/versions.
+SCHEMA_REVISION = "0001"
+
+
 def head_revision() -> str:
-    return _script_directory().get_current_head()
+    return SCHEMA_REVISION
 
 
 def known_revision(revision: str) -> bool:
@@ -169,10 +175,11 @@ def known_revision(revision: str) -> bool:
 
 
 def current_revision(connection: Connection) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
-    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-    return context.get_current_revision()
+    """The revision in our version table (None: no table or no row), read with plain SQL."""
+    if not inspect(connection).has_table(VERSION_TABLE):
+        return None
+    rows = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all()
+    return rows[0] if len(rows) == 1 else (None if not rows else ",".join(sorted(rows)))
 
 
 def _lock_for_schema(connection: Connection) -> None:
@@ -200,8 +207,10 @@ def ensure_schema(engine: Engine, create: bool) -> None:
     :class:`NotAHistoryDatabaseError` for a database that holds someone else's tables.
     """
     head = head_revision()
-    with translated_errors(engine), writer(engine).connect() as connection, connection.begin():
-        _lock_for_schema(connection)
+    opened = writer(engine) if create else engine  # readers never take SQLite's write lock
+    with translated_errors(engine), opened.connect() as connection, connection.begin():
+        if create:
+            _lock_for_schema(connection)
         current = current_revision(connection)
         if current == head:
             return

@@ -96,7 +96,12 @@ def test_history_cli_table_json_and_plot(versions, tmp_path):
     table = runner.invoke(history_command, ["net", "--db", db_url])  # 80 columns, no terminal
     assert table.exit_code == 0, table.output
     assert "v1 (" + v1.model.sha256[:8] + ")" in table.output
-    assert "2 versions, 3 scans" in table.output and "↑" in table.output and "→" in table.output
+    assert "2 versions, 3 scans" in table.output and "↑" in table.output
+    version_rows = [line for line in table.output.splitlines() if line.strip().startswith(("v1", "v2"))]
+    assert len(version_rows) == 2 and version_rows[0].split()[2] == "2"  # v1 has 2 scans
+    every = runner.invoke(history_command, ["net", "--db", db_url, "--scans"])
+    lines = every.output.splitlines()
+    assert len(lines) == 3 + 3 and "→" in lines[4] and "↑" in lines[5]
     data = json.loads(runner.invoke(history_command, ["net", "--db", db_url, "--json"]).output)
     assert [v["label"] for v in data["versions"]] == ["v1", "v2"]
     # rows go version by version: v1's rescan is flat next to v1, v2 (one more copy) goes up

@@ -20,6 +20,14 @@ def _tables(engine) -> set[str]:
         return set(inspect(connection).get_table_names())
 
 
+def test_schema_revision_constant_is_the_alembic_head():
+    from alembic.script import ScriptDirectory
+
+    from redaudit.history.db import SCHEMA_REVISION, alembic_config
+
+    assert ScriptDirectory.from_config(alembic_config()).get_current_head() == SCHEMA_REVISION
+
+
 def test_upgrade_from_empty_to_head_and_back(db_url):
     engine = make_engine(db_url)
     try:
