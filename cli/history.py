@@ -29,6 +29,19 @@ db_option = click.option("--db", "db", metavar="URL", default=None,
                               "user data directory's history.db).")
 
 
+def record_options(command):
+    """The options ``scan`` adds for recording: ``--record NAME``, ``--label L``, ``--db URL``.
+
+    They arrive as ``record``, ``label`` and ``db`` keyword arguments; pass them on to
+    :func:`record_from_cli` when ``record`` is set.
+    """
+    command = db_option(command)
+    command = click.option("--label", metavar="LABEL", default=None,
+                           help="With --record: a name for this version (e.g. a git tag).")(command)
+    return click.option("--record", metavar="NAME", default=None,
+                        help="Store the scan in the history under model NAME.")(command)
+
+
 def record_from_cli(result, name: str, label: str | None = None, db: str | None = None,
                     parent_sha256: str | None = None) -> int:
     """What ``redaudit scan MODEL --record NAME [--label L] [--db URL]`` calls after the scan.

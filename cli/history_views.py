@@ -21,8 +21,10 @@ def _fmt(value: float | None, spec: str = ".4g") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def _msrs(scan: ScanSummary) -> str:
-    return _fmt(scan.msrs) + (f" ±{scan.msrs_std:.2g}" if scan.msrs_std else "")
+def _msrs(scan: ScanSummary, spread: bool = True) -> str:
+    """Three decimals: MSRS is a soft pair count, so 0.001 is as fine as it gets useful."""
+    text = _fmt(scan.msrs, ".3f")
+    return text + (f" ±{scan.msrs_std:.3f}" if spread and scan.msrs_std is not None else "")
 
 
 def _count(number: int) -> str:
@@ -46,7 +48,7 @@ def versions_table(history: ModelHistory) -> Table:
     table = Table(title=f"{history.name}: {len(history.versions)} versions, {len(history.scans())} scans",
                   box=box.SIMPLE_HEAD)
     table.add_column("version", overflow="ellipsis", no_wrap=True)
-    widths = {"scans": 5, "last scan": 10, "MSRS": 10, "log2": 5, "": 1, "layers": 6, "params": 6}
+    widths = {"scans": 5, "last scan": 10, "MSRS": 7, "log2": 5, "": 1, "layers": 6, "params": 6}
     for column, width in widths.items():
         table.add_column(column, justify="left" if column == "last scan" else "right", no_wrap=True,
                          min_width=width)
@@ -54,7 +56,8 @@ def versions_table(history: ModelHistory) -> Table:
     for version in history.versions:
         latest = version.scans[-1]
         table.add_row(_title(version), str(len(version.scans)), latest.created_at.strftime("%Y-%m-%d"),
-                      _msrs(latest), _fmt(latest.log2_msrs, ".2f"), COLOURED[trend(previous, latest)],
+                      _msrs(latest, spread=False), _fmt(latest.log2_msrs, ".2f"),
+                      COLOURED[trend(previous, latest)],
                       str(latest.layer_count), _count(version.parameter_count))
         previous = latest
     return table

@@ -128,7 +128,7 @@ def diff_scans(before: StoredScan, after: StoredScan, *, force: bool = False) ->
                for name in after_layers if name in before_layers]
     changed.sort(key=lambda change: -abs(change.delta) if not math.isnan(change.delta) else 0.0)
     notes = []
-    for key, label in (("samples", "samples"), ("seed", "seed"), ("input_hash", "probe inputs")):
+    for key, label in (("samples", "sample counts"), ("seed", "seeds"), ("input_hash", "probe inputs")):
         a, b = getattr(before.summary, key), getattr(after.summary, key)
         if a != b:
             shown = (a[:12], b[:12]) if key == "input_hash" else (a, b)

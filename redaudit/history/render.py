@@ -36,8 +36,12 @@ def plot_history(history: ModelHistory, path: str | Path) -> Path:
         points = [(s.log2_msrs, s) for s in version.scans if s.log2_msrs is not None
                   and math.isfinite(s.log2_msrs)]
         for value, scan in points:
-            spread = (scan.msrs_std or 0.0) / (scan.msrs * math.log(2)) if scan.msrs else 0.0
-            axes.errorbar(index, value, yerr=spread, fmt="o", color="tab:blue", alpha=0.5, capsize=3)
+            # MSRS ± std in log space; the lower end is cut at MSRS/8 (3 below) when std >= MSRS
+            std = scan.msrs_std or 0.0
+            low = value - math.log2(max(scan.msrs - std, scan.msrs / 8))
+            high = math.log2(scan.msrs + std) - value
+            axes.errorbar(index, value, yerr=[[low], [high]], fmt="o", color="tab:blue", alpha=0.5,
+                          capsize=3)
         if points:
             latest_x.append(index)
             latest_y.append(points[-1][0])
