@@ -12,17 +12,26 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
+# torch is pinned to the CPU build (a looser pin downloads a multi-GB CUDA build); it is
+# needed by the tests that export real PyTorch models and by `redaudit nas`.
+TORCH ?= torch==2.13.0
+
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q "$(TORCH)"
 	touch $(STAMP)
 
 install: $(STAMP)
 
-# The real pretrained model: the content-type classifier that the magika wheel ships (Apache-2.0).
+# The real pretrained model: the content-type CNN that the magika wheel ships (Apache-2.0), probed
+# with real inputs: byte features of 2,560 real files that installed packages ship.
+MAGIKA_MODEL = $$($(BIN)/python -c 'import magika, pathlib; print(pathlib.Path(magika.__file__).parent / "models/standard_v3_3/model.onnx")')
+
 demo: $(STAMP)
 	@mkdir -p $(OUT)
-	$(BIN)/python -m cli.main scan "$$($(BIN)/python -c 'import magika, pathlib; print(pathlib.Path(magika.__file__).parent / "models/standard_v3_3/model.onnx")')" \
-		--level layer --samples 1024 --json $(OUT)/magika.json --heatmap $(OUT)/magika.png --html $(OUT)/magika.html
+	$(BIN)/python examples/magika_inputs.py $(OUT)/magika_inputs.npz
+	$(BIN)/redaudit scan "$(MAGIKA_MODEL)" --inputs $(OUT)/magika_inputs.npz \
+		--json $(OUT)/magika.json --heatmap $(OUT)/magika.png --html $(OUT)/magika.html
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -32,6 +32,29 @@ def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+class OutputError(RedauditError):
+    """A report file cannot be written."""
+
+
+def prepare_output_paths(*paths: str | None) -> None:
+    """Create the parent folders of the requested output files and check they are writable."""
+    import os
+    from pathlib import Path
+
+    for path in paths:
+        if not path:
+            continue
+        parent = Path(path).expanduser().resolve().parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise OutputError(f"cannot create folder {parent} for {path}: {error.strerror or error}") from None
+        if not os.access(parent, os.W_OK):
+            raise OutputError(f"cannot write {path}: folder {parent} is not writable")
+        if Path(path).is_dir():
+            raise OutputError(f"cannot write {path}: it is a folder")
+
+
 def parse_dims(values: tuple[str, ...]) -> dict[str, int]:
     dims: dict[str, int] = {}
     for value in values:
@@ -69,16 +92,28 @@ def parse_cka_batch(value: str) -> int | None:
 
 @contextmanager
 def progress_bar(description: str, enabled: bool = True) -> Iterator[Callable[[int, int], None]]:
-    """A rich progress bar on stderr, handed out as the library's progress callback."""
+    """A rich progress bar on stderr, handed out as the library's progress callback.
+
+    It starts on the first progress report, so a command that fails while validating its
+    input prints only its one error line.
+    """
     if not enabled:
         yield lambda done, total: None
         return
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=True)
-    with progress:
-        task = progress.add_task(description, total=None)
+    task = progress.add_task(description, total=None)
+    started = False
 
-        def update(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
+    def update(done: int, total: int) -> None:
+        nonlocal started
+        if not started:
+            progress.start()
+            started = True
+        progress.update(task, completed=done, total=total)
 
+    try:
         yield update
+    finally:
+        if started:
+            progress.stop()

@@ -7,7 +7,7 @@ import click
 from rich.table import Table
 
 import redaudit
-from cli.common import console, err_console, progress_bar, user_errors
+from cli.common import OutputError, console, err_console, prepare_output_paths, progress_bar, user_errors
 from cli.render import render_scan
 from cli.scan_options import scan_kwargs, scan_options
 
@@ -25,6 +25,7 @@ def scan_command(model: str, json_path: str | None, heatmap_path: str | None, ht
                  top: int, quiet: bool, **options: Any) -> None:
     """Measure layer similarity (CKA) and MSRS of an ONNX MODEL."""
     kwargs = scan_kwargs(options)
+    prepare_output_paths(json_path, heatmap_path, html_path)  # fail before a long scan, not after
     with progress_bar("scanning", enabled=not quiet) as update:
         result = redaudit.scan(model, progress=update, **kwargs)
     if quiet:
@@ -36,6 +37,14 @@ def scan_command(model: str, json_path: str | None, heatmap_path: str | None, ht
 
 def _write_reports(result: redaudit.ScanResult, json_path: str | None, heatmap_path: str | None,
                    html_path: str | None) -> None:
+    try:
+        _write_each(result, json_path, heatmap_path, html_path)
+    except OSError as error:
+        raise OutputError(f"cannot write {error.filename or 'report'}: {error.strerror or error}") from None
+
+
+def _write_each(result: redaudit.ScanResult, json_path: str | None, heatmap_path: str | None,
+                html_path: str | None) -> None:
     if json_path:
         from redaudit.report.json_report import write_json
         write_json(result, json_path)

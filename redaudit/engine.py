@@ -108,6 +108,7 @@ def scan_model(model: str | os.PathLike[str] | onnx.ModelProto, *, level: str = 
     minimum = 4 if estimator == "unbiased" else 2
     if batch_size < minimum:
         raise ConfigError(f"at least {minimum} probe samples are needed for the {estimator} estimator")
+    config = replace(config, dims=tuple(sorted(probe.dims.items())))  # defaults included
     tapped_at = time.perf_counter()
 
     run_size = batch_size if cka_batch is not None else min(_RUN_CHUNK, batch_size)

@@ -26,7 +26,9 @@ class TensorType:
         return self.elem_type in FLOAT_TYPES
 
     def pretty_shape(self) -> tuple[int | str, ...]:
-        return tuple("?" if d is None else d for d in (self.shape or ()))
+        """Shape for display: unknown dims and symbols invented by shape inference become '?'."""
+        return tuple("?" if d is None or (isinstance(d, str) and d.startswith("unk__")) else d
+                     for d in (self.shape or ()))
 
 
 def _type_of(value_info: onnx.ValueInfoProto) -> TensorType | None:

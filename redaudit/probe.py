@@ -171,6 +171,9 @@ def make_probe(specs: list[InputSpec], inputs: str | os.PathLike[str] | Mapping[
     if inputs is None:
         probe = Probe(specs, real=False, samples=samples, seed=seed, dims=dict(dims or {}),
                       int_range=int_range or DEFAULT_INT_RANGE)
+        for spec in specs:  # resolve symbolic dimensions now, so warnings come before the run
+            for axis, dim in enumerate(spec.shape[1:], start=1):
+                probe._dim(spec, axis, dim)
         if any(spec.dtype.kind in "iu" for spec in specs) and int_range is None:
             probe.warnings.append(f"integer inputs filled with uniform integers in [{DEFAULT_INT_RANGE[0]}, "
                                   f"{DEFAULT_INT_RANGE[1]}); set --int-range LOW HIGH for this model")

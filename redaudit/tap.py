@@ -152,6 +152,18 @@ class ResidualMerge:
     branch_ops: frozenset[str]
 
 
+def _compatible_shapes(index: GraphIndex, left: str, right: str) -> bool:
+    """Same rank and equal static dims (symbolic dims are renamed freely by shape inference,
+    so two differently named symbols may still be equal); unknown types are accepted."""
+    left_type, right_type = index.types.get(left), index.types.get(right)
+    if not (left_type and right_type and left_type.shape is not None and right_type.shape is not None):
+        return True
+    if len(left_type.shape) != len(right_type.shape):
+        return False
+    return all(not (isinstance(a, int) and isinstance(b, int)) or a == b
+               for a, b in zip(left_type.shape, right_type.shape))
+
+
 def _bits(mask: int) -> list[int]:
     bits = []
     while mask:
@@ -173,8 +185,7 @@ def find_residual_merges(index: GraphIndex) -> list[ResidualMerge]:
         left, right = node.input[0], node.input[1]
         if left not in masks or right not in masks:
             continue
-        left_type, right_type = index.types.get(left), index.types.get(right)
-        if left_type and right_type and left_type.shape and right_type.shape and left_type.shape != right_type.shape:
+        if not _compatible_shapes(index, left, right):
             continue
         common = masks[left] & masks[right]
         if not common:

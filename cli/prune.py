@@ -1,0 +1,106 @@
+"""`redaudit prune`: list removable blocks, remove the most redundant ones, verify, save."""
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import click
+from rich.table import Table
+
+from cli.common import console, user_errors
+from cli.scan_options import scan_kwargs, scan_options
+
+
+def _num(value: float | None, digits: int = 4) -> str:
+    return "—" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.{digits}f}"
+
+
+def _short(name: str, width: int = 70) -> str:
+    return name if len(name) <= width else "…" + name[-(width - 1):]
+
+
+def render_candidates(result) -> None:
+    table = Table(title=f"Removable blocks of {result.source}", title_justify="left")
+    for column in ("#", "block (output tensor)", "kind", "CKA in/out", "params", "FLOPs"):
+        table.add_column(column, justify="right" if column in ("#", "CKA in/out", "params", "FLOPs") else "left")
+    for item in result.candidates:
+        table.add_row(str(item.index), _short(item.name), item.kind, _num(item.similarity),
+                      f"{100 * item.param_share:.1f}%", f"{100 * item.flop_share:.1f}%")
+    console.print(table)
+    kind = "real" if result.probe_real else "synthetic"
+    console.print(f"{len(result.candidates)} candidate(s); similarity on {result.samples} {kind} probe samples. "
+                  "Higher CKA = output more like input = removed first.")
+
+
+def render_result(result) -> None:
+    removed = Table(title="Removed", title_justify="left")
+    removed.add_column("block"), removed.add_column("CKA in/out", justify="right")
+    similarity = {item.name: item.similarity for item in result.candidates}
+    for step, name in enumerate(result.removed):
+        value = result.steps[step]["similarity"] if result.steps else similarity.get(name)
+        removed.add_row(_short(name), _num(value))
+    console.print(removed)
+    table = Table(title="Verification (pruned vs original)", title_justify="left")
+    for column in ("", "original", "pruned", "pruned ÷ original"):
+        table.add_column(column, justify="right" if column else "left")
+    table.add_row("parameters", f"{result.params_before:,}", f"{result.params_after:,}", _num(result.params_ratio, 3))
+    table.add_row("file size (bytes)", f"{result.size_before:,}", f"{result.size_after:,}", _num(result.size_ratio, 3))
+    if result.latency is not None:
+        lat = result.latency
+        table.add_row(f"latency, batch {lat.batch} (ms)", _num(lat.original_ms, 3), _num(lat.pruned_ms, 3),
+                      _num(lat.ratio, 3))
+    table.add_row("MSRS", _num(result.msrs_before, 2), _num(result.msrs_after, 2), "")
+    console.print(table)
+    agreement = Table(title="Output agreement", title_justify="left")
+    for column in ("output", "max abs err", "rel err", "cosine mean", "cosine min", "top-1 agree"):
+        agreement.add_column(column, justify="left" if column == "output" else "right")
+    for item in result.agreement:
+        top1 = "—" if item.top1_agreement is None else f"{100 * item.top1_agreement:.1f}%"
+        agreement.add_row(item.name, f"{item.max_abs_error:.3g}", f"{item.relative_error:.3g}",
+                          _num(item.cosine_mean, 5), _num(item.cosine_min, 5), top1)
+    console.print(agreement)
+    where = f"written to {result.output_path}" if result.output_path else "not written (pass -o PATH to save it)"
+    console.print(f"Removed {len(result.removed)} of {len(result.candidates)} block(s); pruned model {where}.")
+    if result.recorded_scan_id is not None:
+        console.print(f"Recorded in the history as scan {result.recorded_scan_id}.")
+
+
+@click.command("prune")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--list", "list_only", is_flag=True, help="Show the removable blocks and their similarity, remove nothing.")
+@click.option("--remove", type=click.IntRange(1), help="Remove the N blocks most similar to their input.")
+@click.option("--target-params", type=float, metavar="PCT", help="Remove blocks until at most PCT % of the parameters remain.")
+@click.option("--max-drift", type=float, metavar="X", help="Stop before 1 - output cosine similarity exceeds X.")
+@click.option("--blocks", metavar="NAME,...", help="Remove these blocks (names or numbers from --list).")
+@click.option("--iterative", is_flag=True, help="Re-scan after each removal and pick the next block on the new model.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the pruned model here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--no-latency", is_flag=True, help="Skip the latency measurement.")
+@click.option("--record", metavar="NAME", help="Store the pruned model in the history as a version derived from the original.")
+@click.option("--label", help="Label of the recorded pruned version.")
+@click.option("--db", metavar="URL", help="History database (default: the history's default).")
+@scan_options
+@user_errors
+def prune_command(model: str, list_only: bool, remove: int | None, target_params: float | None,
+                  max_drift: float | None, blocks: str | None, iterative: bool, output: str | None,
+                  as_json: bool, no_latency: bool, record: str | None, label: str | None, db: str | None,
+                  **options: Any) -> None:
+    """Remove the blocks of MODEL whose output repeats their input (RedTest similarity-guided
+    pruning), verify the result against the original and save it with -o.
+
+    The probe options are scan's; --level/--tap only shape the MSRS before/after."""
+    from redaudit.prune import prune_model
+
+    names = [name for name in blocks.split(",") if name.strip()] if blocks else None
+    result = prune_model(model, remove=remove, target_params=target_params, max_drift=max_drift,
+                         blocks=names, iterative=iterative, list_only=list_only, output=output,
+                         latency=not no_latency, record=record, label=label, db=db, **scan_kwargs(options))
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    render_candidates(result)
+    if not list_only:
+        render_result(result)
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
