@@ -84,3 +84,15 @@ def test_check_gates_ci(recorded, model_files, scans):
     assert other.exit_code == 2 and "epsilon" in other.stderr
     bad = runner.invoke(check_command, [str(model_files["v1"]), "--max-increase", "10", *base])
     assert bad.exit_code == 2 and "--against NAME" in bad.stderr and bad.stderr.count("\n") == 1
+
+
+def test_pruned_model_is_recorded_with_its_parent(db_url, model_files, tmp_path):
+    from redaudit.prune.api import prune_model
+
+    pruned = prune_model(str(model_files["v2"]), remove=1, output=str(tmp_path / "pruned.onnx"),
+                         latency=False, record="cnn", label="pruned", db=db_url, samples=256)
+    versions = model_history(db_url, "cnn").versions
+    original, child = versions
+    assert child.label == "pruned" and child.parent_sha256 == original.sha256
+    assert child.scans[-1].scan_id == pruned.recorded_scan_id
+    assert child.scans[-1].msrs < original.scans[-1].msrs  # the duplicated block is gone
