@@ -1,0 +1,90 @@
+"""The CI gate: is a fresh scan's MSRS within an absolute bound and/or close to a recorded one?
+
+Returns a :class:`CheckOutcome` (never exits): the CLI maps ``passed`` to exit 0 or 1 and prints
+``reason``, one line either way, so a CI log says why it passed or failed.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from redaudit.errors import ConfigError
+from redaudit.history.diff import config_differences, config_of_result, refuse_if_incompatible
+from redaudit.history.errors import UnknownReferenceError
+from redaudit.history.records import ScanSummary, VersionSummary
+from redaudit.history.store import DbRef, model_history
+from redaudit.result import ScanResult
+
+
+@dataclass(frozen=True)
+class Baseline:
+    model_name: str
+    version: VersionSummary
+    scan: ScanSummary
+
+    def __str__(self) -> str:
+        return f"{self.model_name} {self.scan.label or self.version.short} (scan {self.scan.scan_id})"
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    passed: bool
+    reason: str
+    msrs: float
+    baseline: Baseline | None = None
+    increase_pct: float | None = None
+
+
+def latest_comparable(db: DbRef, name: str, result: ScanResult, *, force: bool = False) -> Baseline:
+    """The most recent scan of ``name`` measured with settings comparable to ``result``'s.
+
+    With ``force``, the most recent scan whatever its settings.
+    """
+    history = model_history(db, name)
+    scans = sorted(history.scans(), key=lambda pair: (pair[1].created_at, pair[1].scan_id))
+    if not scans:
+        raise UnknownReferenceError(f"{name!r} has no recorded scans")
+    key = config_of_result(result)
+    for version, scan in reversed(scans):
+        if force or not config_differences(scan.config, key):
+            return Baseline(name, version, scan)
+    version, scan = scans[-1]
+    refuse_if_incompatible(config_differences(scan.config, key),
+                           f"this scan and every recorded scan of {name!r} (latest: scan {scan.scan_id})")
+    raise AssertionError("unreachable: differences were found above")
+
+
+def increase_pct(before: float, after: float) -> float:
+    if before > 0:
+        return 100.0 * (after - before) / before
+    return 0.0 if after <= before else math.inf
+
+
+def check_result(result: ScanResult, *, max_msrs: float | None = None, against: str | None = None,
+                 max_increase: float | None = None, db: DbRef = None, force: bool = False) -> CheckOutcome:
+    """Gate ``result`` on ``max_msrs`` and/or at most ``max_increase`` percent over ``against``."""
+    if max_msrs is None and against is None:
+        raise ConfigError("give --max-msrs X and/or --against NAME --max-increase PCT")
+    if (against is None) != (max_increase is None):
+        raise ConfigError("--against NAME and --max-increase PCT go together")
+    msrs = float(result.msrs)
+    if not math.isfinite(msrs):
+        return CheckOutcome(False, "MSRS is undefined: every probe batch was degenerate", msrs)
+    failures, passes = [], []
+    if max_msrs is not None:
+        text = f"MSRS {msrs:.4g} {'exceeds' if msrs > max_msrs else 'within'} --max-msrs {max_msrs:g}"
+        (failures if msrs > max_msrs else passes).append(text)
+    baseline, change = None, None
+    if against is not None:
+        baseline = latest_comparable(db, against, result, force=force)
+        base = baseline.scan.msrs
+        if base is None:
+            raise UnknownReferenceError(f"{baseline} has no MSRS (all batches degenerate); "
+                                        f"record a valid baseline")
+        change = increase_pct(base, msrs)
+        text = (f"MSRS {msrs:.4g} is {change:+.1f}% vs {baseline} (MSRS {base:.4g}); "
+                f"limit +{max_increase:g}%")
+        (failures if change > max_increase else passes).append(text)
+    if failures:
+        return CheckOutcome(False, "; ".join(failures), msrs, baseline, change)
+    return CheckOutcome(True, "; ".join(passes), msrs, baseline, change)

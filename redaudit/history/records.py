@@ -1,0 +1,147 @@
+"""Plain read-side records of the history: what queries return, detached from any session.
+
+Returned objects never reach back into the database, so the CLI can render them after the
+session closed and tests can compare them as values.
+"""
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from redaudit.result import ScanConfig
+
+
+def utc(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes even for timezone-aware columns; we store UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def finite_or_none(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(float(value)) else float(value)
+
+
+def matrix_to_npy(matrix: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(matrix, dtype=np.float32), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def npy_to_matrix(blob: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(blob), allow_pickle=False)
+
+
+def result_config(values: dict[str, Any]) -> dict[str, Any]:
+    """The settings that decide whether two scans' MSRS can be compared, normalised.
+
+    ``ScanConfig.RESULT_KEYS`` plus whether the probe inputs were real: real and synthetic inputs
+    measure different things even on the same model.
+    """
+    normalised = {key: values.get(key) for key in ScanConfig.RESULT_KEYS}
+    normalised["taps"] = list(normalised.get("taps") or [])
+    for key in ("epsilon", "beta"):
+        if normalised.get(key) is not None:
+            normalised[key] = float(normalised[key])
+    normalised["inputs_real"] = bool(values.get("inputs_real"))
+    return normalised
+
+
+@dataclass(frozen=True)
+class ScanSummary:
+    """One scan row as ``history`` shows it (no layers, no matrix: cheap to list by thousands)."""
+
+    scan_id: int
+    created_at: datetime
+    label: str | None
+    msrs: float | None
+    msrs_std: float | None
+    layer_count: int
+    samples: int
+    seed: int
+    input_hash: str
+    redaudit_version: str
+    total_s: float | None
+    config: dict[str, Any]  # result_config(): the comparability key
+
+    @property
+    def log2_msrs(self) -> float | None:
+        if self.msrs is None:
+            return None
+        return math.log2(self.msrs) if self.msrs > 0 else float("-inf")
+
+
+@dataclass(frozen=True)
+class VersionSummary:
+    sha256: str
+    label: str | None
+    size_bytes: int
+    parameter_count: int
+    created_at: datetime
+    path: str
+    parent_sha256: str | None
+    scans: tuple[ScanSummary, ...] = ()
+
+    @property
+    def short(self) -> str:
+        return self.label or self.sha256[:12]
+
+
+@dataclass(frozen=True)
+class ModelHistory:
+    name: str
+    versions: tuple[VersionSummary, ...]
+
+    def scans(self) -> list[tuple[VersionSummary, ScanSummary]]:
+        return [(version, scan) for version in self.versions for scan in version.scans]
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    position: int
+    name: str
+    op: str
+    shape: tuple
+    redundancy: float | None
+    most_similar: str | None
+    most_similar_cka: float | None
+    issue: str | None
+
+
+@dataclass(frozen=True)
+class StoredScan:
+    """A scan read back whole: summary, its version, every setting, layers and matrix."""
+
+    model_name: str
+    version: VersionSummary
+    summary: ScanSummary
+    settings: dict[str, Any]  # the full ScanConfig.to_dict() as recorded, plus run facts
+    layers: tuple[LayerRecord, ...] = ()
+    layer_order: tuple[str, ...] = ()
+    similarity: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+
+    @property
+    def scan_id(self) -> int:
+        return self.summary.scan_id
+
+    @property
+    def display(self) -> str:
+        """How a user names this scan: ``label`` or hash prefix, plus the scan id."""
+        return f"{self.summary.label or self.version.short} (scan {self.scan_id})"
+
+
+def trend(before: ScanSummary | None, after: ScanSummary) -> str:
+    """"up", "down" or "flat" (within 2× the combined batch spread or 1 %), "" without a
+    predecessor, "?" when either MSRS is undefined."""
+    if before is None:
+        return ""
+    if before.msrs is None or after.msrs is None:
+        return "?"
+    delta = after.msrs - before.msrs
+    noise = max(2.0 * math.hypot(before.msrs_std or 0.0, after.msrs_std or 0.0), 0.01 * abs(before.msrs))
+    if abs(delta) <= noise:
+        return "flat"
+    return "up" if delta > 0 else "down"

@@ -1,0 +1,70 @@
+"""A failed recording leaves no rows; concurrent recorders into one SQLite file both succeed."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+import redaudit.history.store as store
+from redaudit.history import make_engine, model_history, record_scan
+from redaudit.history.models import Model, ModelVersion, Scan, ScanLayer, SimilarityMatrix
+from tests.history.conftest import make_result
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _counts(url: str) -> dict[str, int]:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            return {table.__tablename__: connection.scalar(select(func.count()).select_from(table))
+                    for table in (Model, ModelVersion, Scan, ScanLayer, SimilarityMatrix)}
+    finally:
+        engine.dispose()
+
+
+def test_failure_midway_leaves_no_rows(db_url, monkeypatch):
+    def fail_after_layers(session, scan_id, layer_order, npy):
+        # the model, version, scan and every layer row were flushed before this point
+        assert session.scalar(select(func.count()).select_from(ScanLayer)) == 6
+        raise RuntimeError("disk full (injected)")
+
+    monkeypatch.setattr(store, "_insert_matrix", fail_after_layers)
+    with pytest.raises(RuntimeError, match="injected"):
+        record_scan(db_url, make_result(file_tag="v1"), "net", label="v1")
+    assert set(_counts(db_url).values()) == {0}
+
+
+def test_failure_on_existing_model_keeps_only_earlier_scan(db_url, monkeypatch):
+    record_scan(db_url, make_result(file_tag="v1"), "net", label="v1")
+    monkeypatch.setattr(store, "_insert_matrix", lambda *args: (_ for _ in ()).throw(RuntimeError("x")))
+    with pytest.raises(RuntimeError):
+        record_scan(db_url, make_result(file_tag="v2"), "net", label="v2")
+    assert _counts(db_url) == {"models": 1, "model_versions": 1, "scans": 1, "scan_layers": 6,
+                               "similarity_matrices": 1}
+
+
+WORKER = """
+import sys
+from redaudit.history import record_scan
+from tests.history.conftest import make_result
+url, tag = sys.argv[1], sys.argv[2]
+for index in range(8):
+    record_scan(url, make_result(layer_count=40, file_tag=f"{tag}-{index % 2}", seed=index), "shared")
+"""
+
+
+def test_two_processes_record_into_one_sqlite_file(tmp_path):
+    url = f"sqlite:///{tmp_path / 'shared.db'}"  # fresh file: the schema creation races too
+    workers = [subprocess.Popen([sys.executable, "-c", WORKER, url, tag], cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for tag in ("a", "b")]
+    outputs = [worker.communicate(timeout=120) for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], outputs
+    history = model_history(url, "shared")
+    assert len(history.versions) == 4
+    assert len(history.scans()) == 16
+    assert _counts(url)["scan_layers"] == 16 * 40

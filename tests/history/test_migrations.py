@@ -1,0 +1,98 @@
+"""The schema lives in Alembic revisions; the ORM tables and the revisions must agree."""
+from __future__ import annotations
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from click.testing import CliRunner
+from sqlalchemy import inspect, text
+
+from cli.history import db_group, history_command
+from redaudit.history import SchemaOutdatedError, model_history, record_scan
+from redaudit.history.db import (OUR_TABLES, VERSION_TABLE, downgrade, head_revision, make_engine,
+                                 revision_status, upgrade)
+from redaudit.history.models import Base
+from tests.history.conftest import make_result
+
+
+def _tables(engine) -> set[str]:
+    with engine.connect() as connection:
+        return set(inspect(connection).get_table_names())
+
+
+def test_schema_revision_constant_is_the_alembic_head():
+    from alembic.script import ScriptDirectory
+
+    from redaudit.history.db import SCHEMA_REVISION, alembic_config
+
+    assert ScriptDirectory.from_config(alembic_config()).get_current_head() == SCHEMA_REVISION
+
+
+def test_upgrade_from_empty_to_head_and_back(db_url):
+    engine = make_engine(db_url)
+    try:
+        assert revision_status(engine) == (None, head_revision())
+        assert upgrade(engine) == (None, head_revision())
+        assert OUR_TABLES | {VERSION_TABLE} <= _tables(engine)
+        assert upgrade(engine) == (head_revision(), head_revision())  # idempotent
+        assert downgrade(engine, "base") == (head_revision(), None)
+        assert _tables(engine) & OUR_TABLES == set()
+    finally:
+        engine.dispose()
+
+
+def test_models_and_migrations_agree(db_url):
+    engine = make_engine(db_url)
+    try:
+        upgrade(engine)
+        with engine.connect() as connection:
+            context = MigrationContext.configure(
+                connection, opts={"version_table": VERSION_TABLE, "compare_type": True})
+            assert compare_metadata(context, Base.metadata) == []
+    finally:
+        engine.dispose()
+
+
+def test_unknown_revision_means_newer_redaudit(db_url):
+    record_scan(db_url, make_result(), "net")
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text(f"UPDATE {VERSION_TABLE} SET version_num = 'ffff'"))
+    finally:
+        engine.dispose()
+    with pytest.raises(SchemaOutdatedError, match="written by a newer redaudit"):
+        model_history(db_url, "net")
+    with pytest.raises(SchemaOutdatedError):  # and nothing is written into it either
+        record_scan(db_url, make_result(), "net")
+
+
+def test_db_at_base_is_told_to_upgrade_and_cli_upgrades(db_url):
+    engine = make_engine(db_url)
+    try:
+        upgrade(engine)
+        downgrade(engine, "base")  # leaves the version table empty: "no schema"
+    finally:
+        engine.dispose()
+    runner = CliRunner()
+    result = runner.invoke(history_command, ["net", "--db", db_url])
+    assert result.exit_code == 2
+    assert "redaudit db upgrade" in result.stderr and result.stderr.count("\n") == 1
+    current = runner.invoke(db_group, ["current", "--db", db_url])
+    assert current.exit_code == 0 and "revision none" in current.output
+    upgraded = runner.invoke(db_group, ["upgrade", "--db", db_url])
+    assert upgraded.exit_code == 0, upgraded.output
+    assert f"upgraded from empty to {head_revision()}" in upgraded.output
+    current = runner.invoke(db_group, ["current", "--db", db_url])
+    assert f"revision {head_revision()}" in current.output and "up to date" in current.output
+
+
+def test_intermediate_revision_message_names_upgrade_command(tmp_path, monkeypatch):
+    """A known-but-old revision (simulated by pretending head moved on) asks for `db upgrade`."""
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    record_scan(url, make_result(), "net")
+    import redaudit.history.db as db_module
+
+    monkeypatch.setattr(db_module, "head_revision", lambda: "0002")
+    with pytest.raises(SchemaOutdatedError, match=r"revision 0001, this redaudit needs 0002: run `redaudit db upgrade`"):
+        model_history(url, "net")
