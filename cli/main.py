@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from redaudit import __version__
+from cli.history import check_command, db_group, diff_command, history_command
 from cli.prune import prune_command
 from cli.scan import scan_command, taps_command
 
@@ -17,6 +18,8 @@ def cli() -> None:
 cli.add_command(scan_command)
 cli.add_command(taps_command)
 cli.add_command(prune_command)
+for command in (history_command, diff_command, check_command, db_group):
+    cli.add_command(command)
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ import click
 from rich.table import Table
 
 import redaudit
+from cli.history import record_from_cli, record_options
 from cli.common import OutputError, console, err_console, prepare_output_paths, progress_bar, user_errors
 from cli.render import render_scan
 from cli.scan_options import scan_kwargs, scan_options
@@ -20,9 +21,11 @@ from cli.scan_options import scan_kwargs, scan_options
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Write a self-contained HTML report.")
 @click.option("--top", type=click.IntRange(1), default=10, show_default=True, help="Redundant pairs to list.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no table; only the MSRS line.")
+@record_options
 @user_errors
 def scan_command(model: str, json_path: str | None, heatmap_path: str | None, html_path: str | None,
-                 top: int, quiet: bool, **options: Any) -> None:
+                 top: int, quiet: bool, record: str | None, label: str | None, db: str | None,
+                 **options: Any) -> None:
     """Measure layer similarity (CKA) and MSRS of an ONNX MODEL."""
     kwargs = scan_kwargs(options)
     prepare_output_paths(json_path, heatmap_path, html_path)  # fail before a long scan, not after
@@ -33,6 +36,10 @@ def scan_command(model: str, json_path: str | None, heatmap_path: str | None, ht
     else:
         render_scan(result, console, top=top)
     _write_reports(result, json_path, heatmap_path, html_path)
+    if record:
+        record_from_cli(result, record, label, db)
+    elif label:
+        err_console.print("warning: --label has no effect without --record NAME")
 
 
 def _write_reports(result: redaudit.ScanResult, json_path: str | None, heatmap_path: str | None,
