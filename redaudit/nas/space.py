@@ -73,7 +73,7 @@ class SearchSpace:
     families: tuple[str, ...] = ("cnn",)
     stages: int = 2
     depth: tuple[int, int] = (1, 4)
-    widths: tuple[int, ...] = (8, 16, 32, 48)
+    widths: tuple[int, ...] = (8, 16, 32)
     kernels: tuple[int, ...] = (3, 5)  # 1×1 kernels before global pooling cannot see shapes
     residual: tuple[bool, ...] = (True, False)
     train: TrainSettings = field(default_factory=TrainSettings)

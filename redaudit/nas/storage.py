@@ -15,6 +15,7 @@ says whether the result is bit-identical to the recorded model.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,8 @@ def require_optuna() -> Any:
     except ImportError:
         raise RedauditError("redaudit nas needs Optuna: pip install 'redaudit[nas]'") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Heartbeats and metric names are marked experimental in Optuna; we rely on them knowingly.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return optuna
 
 
