@@ -10,7 +10,7 @@ __all__ = ["scan", "ScanResult", "ScanConfig", "LayerInfo", "ModelInfo", "Redaud
 
 
 def scan(path, **options):  # noqa: D401 - thin re-export, imported lazily to keep import light
-    """Scan an ONNX model; see :func:`redaudit.scan.scan_model` for the options."""
-    from redaudit.scan import scan_model
+    """Scan an ONNX model; see :func:`redaudit.engine.scan_model` for the options."""
+    from redaudit.engine import scan_model
 
     return scan_model(path, **options)

@@ -29,6 +29,16 @@ def hsic_all_pairs(features: Sequence[Any], estimator: str = "unbiased", xp: Any
 
     Needs n ≥ 4 for the unbiased estimator (its normaliser has n − 3).
     """
+    return hsic_with_scale(features, estimator, xp)[0]
+
+
+def hsic_with_scale(features: Sequence[Any], estimator: str = "unbiased", xp: Any = np) -> tuple[Any, Any]:
+    """HSIC matrix plus, per layer, the magnitude of the terms its self-HSIC is made of.
+
+    A constant layer has self-HSIC exactly 0 in exact arithmetic but rounding leaves noise of
+    the order of ``1e-16 × scale``; comparing against the layer's own scale (not other
+    layers') tells a constant layer from a layer with small activations.
+    """
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}")
     n = int(features[0].shape[0])
@@ -53,21 +63,24 @@ def hsic_all_pairs(features: Sequence[Any], estimator: str = "unbiased", xp: Any
         flat = rows.reshape(layers, -1)
         trace_products += flat @ flat.T
     if estimator == "biased":
-        return trace_products / float((n - 1) ** 2)
+        scale = (row_sums * row_sums).sum(axis=1) / float(n * (n - 1) ** 2)
+        scale = xp.maximum(scale, xp.diagonal(trace_products) / float((n - 1) ** 2))
+        return trace_products / float((n - 1) ** 2), scale
     totals = row_sums.sum(axis=1)
     cross = row_sums @ row_sums.T
     hsic = (trace_products
             + xp.outer(totals, totals) / float((n - 1) * (n - 2))
             - cross * (2.0 / (n - 2)))
-    return hsic / float(n * (n - 3))
+    scale = (xp.diagonal(trace_products) + totals * totals / float((n - 1) * (n - 2))
+             + xp.diagonal(cross) * (2.0 / (n - 2))) / float(n * (n - 3))
+    return hsic / float(n * (n - 3)), scale
 
 
-def cka_from_hsic(hsic: Any, xp: Any = np) -> Any:
-    """Normalise an HSIC matrix to CKA. A layer whose self-HSIC is not positive (a constant
-    layer, or estimator noise on a degenerate one) gets NaN in its row and column."""
+def cka_from_hsic(hsic: Any, xp: Any = np, scale: Any = None) -> Any:
+    """Normalise an HSIC matrix to CKA. A layer whose self-HSIC is not positive, or is
+    rounding noise next to its own ``scale`` (a constant layer), gets NaN in its row/column."""
     diag = xp.diagonal(hsic).copy()
-    scale = xp.max(xp.abs(diag)) if diag.size else 0.0
-    tiny = 1e-12 * float(scale) if float(scale) > 0 else 0.0
+    tiny = 1e-10 * scale if scale is not None else 0.0
     bad = ~(diag > tiny)
     safe = xp.where(bad, 1.0, diag)
     norm = xp.sqrt(xp.outer(safe, safe))
@@ -78,7 +91,8 @@ def cka_from_hsic(hsic: Any, xp: Any = np) -> Any:
 
 def cka_all_pairs(features: Sequence[Any], estimator: str = "unbiased", xp: Any = np) -> Any:
     """L × L linear CKA matrix of one batch (symmetric, ones on the diagonal unless NaN)."""
-    return cka_from_hsic(hsic_all_pairs(features, estimator, xp), xp)
+    hsic, scale = hsic_with_scale(features, estimator, xp)
+    return cka_from_hsic(hsic, xp, scale)
 
 
 def cka_pair(x: np.ndarray, y: np.ndarray, estimator: str = "unbiased") -> float:

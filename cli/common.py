@@ -1,0 +1,84 @@
+"""Shared CLI plumbing: error mapping, option parsing helpers, progress bars."""
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from redaudit.errors import RedauditError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn RedauditError into one line on stderr and its exit code; no traceback."""
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except RedauditError as error:
+            click.echo(f"error: {error}", err=True)
+            sys.exit(error.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+    return wrapper
+
+
+def parse_dims(values: tuple[str, ...]) -> dict[str, int]:
+    dims: dict[str, int] = {}
+    for value in values:
+        name, sep, number = value.rpartition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{value!r} is not NAME=VALUE", param_hint="--dim")
+        try:
+            dims[name] = int(number)
+        except ValueError:
+            raise click.BadParameter(f"{value!r}: VALUE must be an integer", param_hint="--dim") from None
+        if dims[name] < 1:
+            raise click.BadParameter(f"{value!r}: VALUE must be positive", param_hint="--dim")
+    return dims
+
+
+def parse_size(value: str) -> int:
+    """'500M', '2G', '1048576' → bytes."""
+    text = value.strip().upper().removesuffix("B")
+    factor = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}.get(text[-1:], 1)
+    number = text[:-1] if text[-1:] in "KMGT" else text
+    try:
+        return int(float(number) * factor)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a size like 500M or 4G", param_hint="--max-model-size") from None
+
+
+def parse_cka_batch(value: str) -> int | None:
+    if value.lower() == "all":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an integer or 'all'", param_hint="--cka-batch") from None
+
+
+@contextmanager
+def progress_bar(description: str, enabled: bool = True) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar on stderr, handed out as the library's progress callback."""
+    if not enabled:
+        yield lambda done, total: None
+        return
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=True)
+    with progress:
+        task = progress.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        yield update

@@ -1,0 +1,25 @@
+"""The `redaudit` command: a thin click layer over the library."""
+from __future__ import annotations
+
+import click
+
+from redaudit import __version__
+from cli.scan import scan_command, taps_command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="redaudit")
+def cli() -> None:
+    """Measure and remove structural redundancy in neural networks (RedTest / MSRS) on ONNX models."""
+
+
+cli.add_command(scan_command)
+cli.add_command(taps_command)
+
+
+def main() -> None:
+    cli(prog_name="redaudit")
+
+
+if __name__ == "__main__":
+    main()

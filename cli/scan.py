@@ -1,0 +1,74 @@
+"""`redaudit scan` and `redaudit taps`."""
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from rich.table import Table
+
+import redaudit
+from cli.common import console, err_console, progress_bar, user_errors
+from cli.render import render_scan
+from cli.scan_options import scan_kwargs, scan_options
+
+
+@click.command("scan")
+@click.argument("model", type=click.Path(dir_okay=True))
+@scan_options
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the full result as JSON.")
+@click.option("--heatmap", "heatmap_path", type=click.Path(dir_okay=False), help="Write the similarity heatmap (PNG).")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Write a self-contained HTML report.")
+@click.option("--top", type=click.IntRange(1), default=10, show_default=True, help="Redundant pairs to list.")
+@click.option("--quiet", is_flag=True, help="No progress bar and no table; only the MSRS line.")
+@user_errors
+def scan_command(model: str, json_path: str | None, heatmap_path: str | None, html_path: str | None,
+                 top: int, quiet: bool, **options: Any) -> None:
+    """Measure layer similarity (CKA) and MSRS of an ONNX MODEL."""
+    kwargs = scan_kwargs(options)
+    with progress_bar("scanning", enabled=not quiet) as update:
+        result = redaudit.scan(model, progress=update, **kwargs)
+    if quiet:
+        console.print(f"MSRS {result.msrs:.4f} ± {result.msrs_std:.4f}")
+    else:
+        render_scan(result, console, top=top)
+    _write_reports(result, json_path, heatmap_path, html_path)
+
+
+def _write_reports(result: redaudit.ScanResult, json_path: str | None, heatmap_path: str | None,
+                   html_path: str | None) -> None:
+    if json_path:
+        from redaudit.report.json_report import write_json
+        write_json(result, json_path)
+        err_console.print(f"wrote {json_path}")
+    if heatmap_path:
+        from redaudit.report.heatmap import write_heatmap
+        write_heatmap(result, heatmap_path)
+        err_console.print(f"wrote {heatmap_path}")
+    if html_path:
+        from redaudit.report.html import write_html
+        write_html(result, html_path)
+        err_console.print(f"wrote {html_path}")
+
+
+@click.command("taps")
+@click.argument("model", type=click.Path(dir_okay=True))
+@click.option("--level", type=click.Choice(["block", "layer", "op"]), default="block", show_default=True)
+@click.option("--max-model-size", default="2G", show_default=True, metavar="SIZE")
+@user_errors
+def taps_command(model: str, level: str, max_model_size: str) -> None:
+    """List the IR tensors a scan of MODEL would tap at --level (name, op, shape)."""
+    from cli.common import parse_size
+    from redaudit.graph import GraphIndex
+    from redaudit.model import load_model
+    from redaudit.tap import select_taps
+
+    loaded = load_model(model, max_bytes=parse_size(max_model_size))
+    selection = select_taps(GraphIndex.build(loaded.proto), level)
+    table = Table(title=f"{len(selection.points)} taps at level {selection.level}")
+    for column in ("#", "tensor", "op", "shape"):
+        table.add_column(column, overflow="fold")
+    for i, point in enumerate(selection.points):
+        table.add_row(str(i), point.tensor, point.op, "×".join(map(str, point.shape)))
+    console.print(table)
+    for warning in selection.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")

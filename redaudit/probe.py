@@ -1,0 +1,188 @@
+"""Probe inputs: real arrays from an ``.npz`` (or a dict), or synthetic ones from input specs.
+
+Synthetic inputs are generated batch by batch from one seeded generator, so memory does not
+grow with the number of samples and the same seed gives the same inputs. The report always
+says which kind was used: the paper uses real test data, and synthetic probes are a fallback.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import zipfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from redaudit.errors import ProbeInputError
+
+DEFAULT_SYMBOLIC_DIM = 16
+DEFAULT_INT_RANGE = (0, 256)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    dtype: np.dtype
+    shape: tuple[int | str | None, ...]  # shape[0] is the batch axis
+
+    @property
+    def fixed_batch(self) -> int | None:
+        first = self.shape[0] if self.shape else None
+        return first if isinstance(first, int) and first > 0 else None
+
+
+def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
+    initializers = {init.name for init in model.graph.initializer}
+    specs = []
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        tensor_type = value.type.tensor_type
+        if not value.type.HasField("tensor_type"):
+            raise ProbeInputError(f"input {value.name!r} is not a tensor (sequence/map inputs are not supported)")
+        dims: list[int | str | None] = []
+        for dim in tensor_type.shape.dim:
+            dims.append(int(dim.dim_value) if dim.HasField("dim_value")
+                        else dim.dim_param if dim.HasField("dim_param") else None)
+        if not dims:
+            raise ProbeInputError(f"input {value.name!r} is a scalar; redaudit needs a batch axis on every input")
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
+        specs.append(InputSpec(value.name, dtype, tuple(dims)))
+    return specs
+
+
+@dataclass
+class Probe:
+    """Where probe batches come from. Iterate :meth:`batches`; ``digest`` is final afterwards."""
+
+    specs: list[InputSpec]
+    real: bool
+    samples: int
+    arrays: dict[str, np.ndarray] | None = None
+    seed: int = 0
+    dims: dict[str, int] = field(default_factory=dict)
+    int_range: tuple[int, int] = DEFAULT_INT_RANGE
+    warnings: list[str] = field(default_factory=list)
+    _hash: "hashlib._Hash" = field(default_factory=hashlib.sha256, repr=False)
+
+    @property
+    def digest(self) -> str:
+        return self._hash.hexdigest()
+
+    def _synthetic(self, spec: InputSpec, count: int, rng: np.random.Generator) -> np.ndarray:
+        shape = [count] + [self._dim(spec, axis, dim) for axis, dim in enumerate(spec.shape[1:], start=1)]
+        if spec.dtype.kind == "f":
+            return rng.standard_normal(shape).astype(spec.dtype)
+        if spec.dtype.kind in "iu":
+            low, high = self.int_range
+            return rng.integers(low, high, size=shape).astype(spec.dtype)
+        if spec.dtype.kind == "b":
+            return rng.integers(0, 2, size=shape).astype(bool)
+        raise ProbeInputError(f"cannot synthesise input {spec.name!r} of dtype {spec.dtype}; pass real data with --inputs")
+
+    def _dim(self, spec: InputSpec, axis: int, dim: int | str | None) -> int:
+        if isinstance(dim, int) and dim > 0:
+            return dim
+        key = dim if isinstance(dim, str) else f"{spec.name}:{axis}"
+        if key in self.dims:
+            return self.dims[key]
+        self.dims[key] = DEFAULT_SYMBOLIC_DIM
+        self.warnings.append(f"dimension {key!r} of input {spec.name!r} is symbolic; using "
+                             f"{DEFAULT_SYMBOLIC_DIM} (set it with --dim {key}=VALUE)")
+        return DEFAULT_SYMBOLIC_DIM
+
+    def batches(self, chunk: int, total: int) -> Iterator[dict[str, np.ndarray]]:
+        """Yield the first ``total`` samples in chunks of ``chunk`` (the last one may be smaller)."""
+        rng = np.random.default_rng(self.seed)
+        for start in range(0, min(total, self.samples), chunk):
+            stop = min(start + chunk, total, self.samples)
+            if self.arrays is not None:
+                batch = {name: array[start:stop] for name, array in self.arrays.items()}
+            else:
+                batch = {spec.name: self._synthetic(spec, stop - start, rng) for spec in self.specs}
+            for spec in self.specs:
+                array = np.ascontiguousarray(batch[spec.name])
+                batch[spec.name] = array
+                self._hash.update(spec.name.encode())
+                self._hash.update(str(array.shape).encode())
+                self._hash.update(array.tobytes())
+            yield batch
+
+
+def _read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    try:
+        with open(path, "rb") as handle:
+            magic = handle.read(6)
+        if not magic.startswith(b"PK") and magic != b"\x93NUMPY":
+            raise ProbeInputError(f"cannot read {path}: not an .npz archive; save inputs with numpy.savez")
+        with np.load(path, allow_pickle=False) as archive:
+            if not isinstance(archive, np.lib.npyio.NpzFile):
+                raise ProbeInputError(f"{path} is a single .npy array; save inputs with np.savez(path, input_name=array)")
+            return {key: archive[key] for key in archive.files}
+    except FileNotFoundError:
+        raise ProbeInputError(f"inputs file not found: {path}") from None
+    except ValueError as error:
+        if "pickle" in str(error).lower():
+            raise ProbeInputError(f"{path} holds object arrays that need pickle, which redaudit never loads; "
+                                  "save plain numeric arrays") from None
+        raise ProbeInputError(f"cannot read {path} as .npz: {error}") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as error:
+        raise ProbeInputError(f"cannot read {path} as .npz ({type(error).__name__}); "
+                              "save inputs with numpy.savez") from None
+
+
+def _validate_arrays(specs: list[InputSpec], arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    missing = [spec.name for spec in specs if spec.name not in arrays]
+    if missing:
+        raise ProbeInputError(f"inputs file lacks array(s) for model input(s) {', '.join(missing)}; "
+                              f"it has {', '.join(sorted(arrays)) or 'none'}")
+    checked: dict[str, np.ndarray] = {}
+    counts = set()
+    for spec in specs:
+        array = np.asarray(arrays[spec.name])
+        if array.ndim != len(spec.shape):
+            raise ProbeInputError(f"input {spec.name!r} needs {len(spec.shape)} axes (samples first), "
+                                  f"got array of shape {array.shape}")
+        for axis, dim in enumerate(spec.shape[1:], start=1):
+            if isinstance(dim, int) and dim > 0 and array.shape[axis] != dim:
+                raise ProbeInputError(f"input {spec.name!r} axis {axis} must be {dim}, got array of shape {array.shape}")
+        if spec.dtype.kind in "iub" and array.dtype.kind == "f":
+            raise ProbeInputError(f"input {spec.name!r} is {spec.dtype} but the array holds floats ({array.dtype})")
+        if spec.dtype.kind == "f" and array.dtype.kind not in "fiu":
+            raise ProbeInputError(f"input {spec.name!r} is {spec.dtype} but the array is {array.dtype}")
+        checked[spec.name] = array.astype(spec.dtype, copy=False)
+        counts.add(array.shape[0])
+    if len(counts) != 1:
+        raise ProbeInputError(f"arrays disagree on the number of samples (first axis): {sorted(counts)}")
+    return checked
+
+
+def make_probe(specs: list[InputSpec], inputs: str | os.PathLike[str] | Mapping[str, np.ndarray] | None,
+               samples: int, seed: int = 0, dims: Mapping[str, int] | None = None,
+               int_range: tuple[int, int] | None = None) -> Probe:
+    """Build the probe source. With real inputs, ``samples`` is capped at what the data holds."""
+    if samples < 1:
+        raise ProbeInputError("--samples must be at least 1")
+    if int_range is not None and int_range[0] >= int_range[1]:
+        raise ProbeInputError(f"--int-range {int_range[0]} {int_range[1]} is empty; the upper bound is exclusive")
+    if inputs is None:
+        probe = Probe(specs, real=False, samples=samples, seed=seed, dims=dict(dims or {}),
+                      int_range=int_range or DEFAULT_INT_RANGE)
+        if any(spec.dtype.kind in "iu" for spec in specs) and int_range is None:
+            probe.warnings.append(f"integer inputs filled with uniform integers in [{DEFAULT_INT_RANGE[0]}, "
+                                  f"{DEFAULT_INT_RANGE[1]}); set --int-range LOW HIGH for this model")
+        return probe
+    arrays = _read_npz(inputs) if isinstance(inputs, (str, os.PathLike)) else dict(inputs)
+    checked = _validate_arrays(specs, arrays)
+    available = next(iter(checked.values())).shape[0]
+    warnings = []
+    extra = sorted(set(arrays) - {spec.name for spec in specs})
+    if extra:
+        warnings.append(f"ignored arrays that match no model input: {', '.join(extra)}")
+    if available < samples:
+        warnings.append(f"inputs hold {available} samples, fewer than --samples {samples}; using {available}")
+    return Probe(specs, real=True, samples=min(samples, available), arrays=checked, seed=seed,
+                 warnings=warnings)
