@@ -6,32 +6,16 @@ study consistent (the interrupted trial is recorded as FAILED).
 """
 from __future__ import annotations
 
-import functools
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from redaudit.errors import RedauditError
-
-stdout = Console()
-stderr = Console(stderr=True)
-
-
-def _user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Print RedauditError as one ``error:`` line on stderr and exit with its code."""
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except RedauditError as error:
-            click.echo(f"error: {error}", err=True)
-            sys.exit(error.exit_code)
-    return wrapper
+from cli.common import console as stdout
+from cli.common import err_console as stderr
+from cli.common import user_errors as _user_errors
 
 
 def _percent(value: float) -> str:
