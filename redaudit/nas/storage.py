@@ -15,6 +15,7 @@ says whether the result is bit-identical to the recorded model.
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -87,12 +88,19 @@ def open_storage(url: str | None = None) -> Any:
         engine_kwargs["connect_args"] = {"timeout": 60}
     else:
         engine_kwargs["pool_pre_ping"] = True
-    try:
-        return optuna.storages.RDBStorage(resolved, engine_kwargs=engine_kwargs,
-                                          heartbeat_interval=30, grace_period=120)
-    except Exception as exc:  # sqlalchemy raises many types for a bad URL or server
-        raise RedauditError(f"cannot open the study database {_redact(resolved)}: "
-                            f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(resolved, engine_kwargs=engine_kwargs,
+                                              heartbeat_interval=30, grace_period=120)
+        except Exception as exc:  # sqlalchemy raises many types for a bad URL or server
+            # Workers started together on a fresh database race to create Optuna's tables;
+            # the loser sees "already exists" and succeeds once the winner has committed.
+            if "already exists" in str(exc) and attempt < 4:
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            raise RedauditError(f"cannot open the study database {_redact(resolved)}: "
+                                f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _redact(url: str) -> str:
