@@ -10,7 +10,7 @@ For each seed it prints the chosen model of each (test accuracy, MSRS, parameter
 latency), optionally after retraining the chosen model for --retrain epochs, then the means
 over seeds and the ratios redundancy-aware / accuracy.
 
-    python benchmarks/nas_compare.py --trials 40 --seeds 0 1 2 --budget 12 --retrain 60 --jobs 2
+    python benchmarks/nas_compare.py --trials 40 --seeds 0 1 2 --budget 12 --retrain 40 --jobs 2
 """
 from __future__ import annotations
 
@@ -51,12 +51,13 @@ def run_one(objective: str, seed: int, args: argparse.Namespace, db: str, artifa
     from redaudit.nas.finalize import retrain_trial
     from redaudit.nas.search import SearchConfig, run_search
     from redaudit.nas.select import candidates_of, select
-    from redaudit.nas.space import Architecture
+    from redaudit.nas.space import Architecture, load_space
     from redaudit.nas.storage import load_existing_study, open_storage
 
     name = f"bench-{objective}-seed{seed}-{os.getpid()}-{int(time.time())}"
     start = time.perf_counter()
-    config = SearchConfig(objective=objective, budget=args.budget, seed=seed, sampler=args.sampler)
+    config = SearchConfig(objective=objective, budget=args.budget, seed=seed, sampler=args.sampler,
+                          space=load_space(args.space))
     run_search(name, args.trials, config, db_url=db, artifact_dir=artifacts)
     seconds = time.perf_counter() - start
     study = load_existing_study(name, open_storage(db))
@@ -78,6 +79,8 @@ def main() -> None:
     parser.add_argument("--retrain", type=int, default=0, help="epochs of full retraining of each chosen model")
     parser.add_argument("--tolerance", type=float, default=1.0, help="accuracy points (redundancy-aware rule)")
     parser.add_argument("--sampler", default="tpe", choices=["tpe", "nsga2", "random"])
+    parser.add_argument("--space", default=str(Path(__file__).with_name("nas_space.toml")),
+                        help="search space TOML (default: benchmarks/nas_space.toml)")
     parser.add_argument("--jobs", type=int, default=1, help="searches run in parallel (processes)")
     parser.add_argument("--db", default=None, help="study database URL (default: a fresh SQLite file)")
     args = parser.parse_args()
@@ -87,7 +90,7 @@ def main() -> None:
     artifacts = str(folder / "artifacts")
     jobs = [(objective, seed) for seed in args.seeds for objective in OBJECTIVES]
     print(f"{len(jobs)} searches × {args.trials} trials, budget {args.budget} epochs, sampler {args.sampler}, "
-          f"tolerance {args.tolerance} pt, retrain {args.retrain or 'no'}; db {db}", flush=True)
+          f"space {args.space}, tolerance {args.tolerance} pt, retrain {args.retrain or 'no'}; db {db}", flush=True)
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         futures = [pool.submit(run_one, objective, seed, args, db, artifacts) for objective, seed in jobs]

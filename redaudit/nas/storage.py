@@ -74,6 +74,9 @@ def require_optuna() -> Any:
     return optuna
 
 
+_CREATION_RACE = ("already exists", "UNIQUE constraint", "duplicate key", "database is locked")
+
+
 def open_storage(url: str | None = None) -> Any:
     """An Optuna RDBStorage on the resolved URL, with heartbeats.
 
@@ -93,9 +96,9 @@ def open_storage(url: str | None = None) -> Any:
             return optuna.storages.RDBStorage(resolved, engine_kwargs=engine_kwargs,
                                               heartbeat_interval=30, grace_period=120)
         except Exception as exc:  # sqlalchemy raises many types for a bad URL or server
-            # Workers started together on a fresh database race to create Optuna's tables;
-            # the loser sees "already exists" and succeeds once the winner has committed.
-            if "already exists" in str(exc) and attempt < 4:
+            # Workers started together on a fresh database race to create Optuna's tables and
+            # its version row; the loser sees one of these and succeeds once the winner committed.
+            if any(marker in str(exc) for marker in _CREATION_RACE) and attempt < 4:
                 time.sleep(0.2 * (attempt + 1))
                 continue
             raise RedauditError(f"cannot open the study database {_redact(resolved)}: "
