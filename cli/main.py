@@ -5,6 +5,7 @@ import click
 
 from redaudit import __version__
 from cli.history import check_command, db_group, diff_command, history_command
+from cli.nas import nas
 from cli.prune import prune_command
 from cli.scan import scan_command, taps_command
 
@@ -18,7 +19,7 @@ def cli() -> None:
 cli.add_command(scan_command)
 cli.add_command(taps_command)
 cli.add_command(prune_command)
-for command in (history_command, diff_command, check_command, db_group):
+for command in (history_command, diff_command, check_command, db_group, nas):
     cli.add_command(command)
 
 
