@@ -31,21 +31,22 @@ class TensorType:
                      for d in (self.shape or ()))
 
 
-def _type_of(value_info: onnx.ValueInfoProto) -> TensorType | None:
-    tensor_type = value_info.type.tensor_type
-    if not value_info.type.HasField("tensor_type"):
+def elem_type_and_dims(type_proto: onnx.TypeProto) -> tuple[int, tuple[int | str | None, ...] | None] | None:
+    """(element type, dims) of a tensor type; dims None when the rank is unknown, a dim None when
+    it has neither a value nor a symbol. None for non-tensor types (sequences, maps)."""
+    if not type_proto.HasField("tensor_type"):
         return None
+    tensor_type = type_proto.tensor_type
     if not tensor_type.HasField("shape"):
-        return TensorType(tensor_type.elem_type, None)
-    dims: list[int | str | None] = []
-    for dim in tensor_type.shape.dim:
-        if dim.HasField("dim_value"):
-            dims.append(int(dim.dim_value))
-        elif dim.HasField("dim_param"):
-            dims.append(dim.dim_param)
-        else:
-            dims.append(None)
-    return TensorType(tensor_type.elem_type, tuple(dims))
+        return tensor_type.elem_type, None
+    dims = tuple(int(dim.dim_value) if dim.HasField("dim_value") else dim.dim_param if dim.HasField("dim_param")
+                 else None for dim in tensor_type.shape.dim)
+    return tensor_type.elem_type, dims
+
+
+def _type_of(value_info: onnx.ValueInfoProto) -> TensorType | None:
+    parsed = elem_type_and_dims(value_info.type)
+    return None if parsed is None else TensorType(*parsed)
 
 
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import onnx
 from onnx import TensorProto
 
+from redaudit.graph import elem_type_and_dims
+
 #: Operators whose output depends only on the *shape* (never the values) of their input.
 SHAPE_ONLY_OPS = frozenset({"Shape", "Size"})
 
@@ -42,20 +44,8 @@ class TensorType:
 
 
 def _tensor_type(type_proto: onnx.TypeProto) -> TensorType | None:
-    if not type_proto.HasField("tensor_type"):
-        return None
-    tensor = type_proto.tensor_type
-    if not tensor.HasField("shape"):
-        return TensorType(tensor.elem_type, None)
-    dims: list[int | str | None] = []
-    for dim in tensor.shape.dim:
-        if dim.HasField("dim_value"):
-            dims.append(int(dim.dim_value))
-        elif dim.HasField("dim_param"):
-            dims.append(dim.dim_param)
-        else:
-            dims.append(None)
-    return TensorType(tensor.elem_type, tuple(dims))
+    parsed = elem_type_and_dims(type_proto)
+    return None if parsed is None else TensorType(*parsed)
 
 
 def infer_types(model: onnx.ModelProto) -> dict[str, TensorType]:
