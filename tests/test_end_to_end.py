@@ -84,3 +84,13 @@ def test_magika_scan_through_cli_with_json_and_html(runner, tmp_path, magika_mod
     assert all(name.split("/")[-1] in html for name in names)
     assert 'src="http' not in html and "<link" not in html  # self-contained
     assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_fixed_batch_model_runs_in_chunks():
+    """A model exported with batch size 1 is run sample by sample; numbers match the dynamic one."""
+    import redaudit
+
+    fixed = redaudit.scan(models.residual_cnn(batch=1), samples=256)
+    dynamic = redaudit.scan(models.residual_cnn(batch="N"), samples=256)
+    assert fixed.samples == 256 and fixed.layer_names == dynamic.layer_names
+    np.testing.assert_allclose(fixed.similarity, dynamic.similarity, atol=1e-6)
