@@ -8,7 +8,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from cli.common import console, user_errors
+from cli.common import console, prepare_output_paths, user_errors
 from cli.scan_options import scan_kwargs, scan_options
 
 
@@ -93,6 +93,7 @@ def prune_command(model: str, list_only: bool, remove: int | None, target_params
     from redaudit.prune import prune_model
 
     names = [name for name in blocks.split(",") if name.strip()] if blocks else None
+    prepare_output_paths(output)  # a missing or read-only folder fails now, not after the work
     result = prune_model(model, remove=remove, target_params=target_params, max_drift=max_drift,
                          blocks=names, iterative=iterative, list_only=list_only, output=output,
                          latency=not no_latency, record=record, label=label, db=db, **scan_kwargs(options))
