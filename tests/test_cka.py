@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from redaudit.cka import cka_all_pairs, cka_pair, hsic_all_pairs
@@ -79,12 +79,15 @@ def test_unbiased_needs_four_samples():
         hsic_all_pairs([_random(3, 2, 0)] * 2)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, derandomize=True)
 @given(n=st.integers(6, 40), d1=st.integers(1, 12), d2=st.integers(1, 12), seed=st.integers(0, 10_000),
        scale=st.floats(1e-3, 1e3))
 def test_property_symmetric_bounded_and_scale_invariant(n, d1, d2, seed, scale):
     x, y = _random(n, d1, seed), _random(n, d2, seed + 1)
     matrix = cka_all_pairs([x, y, y * scale])
+    # With very few samples the unbiased self-HSIC of a layer can come out ≤ 0: that layer is
+    # reported as NaN by design (tested elsewhere); the properties below are for the rest.
+    assume(np.isfinite(matrix).all())
     assert np.allclose(matrix, matrix.T, atol=1e-12)
     assert matrix[1, 2] == pytest.approx(1.0, abs=1e-8)
     assert matrix[0, 1] == pytest.approx(matrix[0, 2], abs=1e-8)
