@@ -25,10 +25,10 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 
-from cli.history import history_command  # noqa: E402
+from redaudit.cli.history import history_command  # noqa: E402
 from redaudit.history import make_engine, record_scan  # noqa: E402
-from redaudit.msrs import msrs_of_matrix  # noqa: E402
-from redaudit.result import LayerInfo, ModelInfo, ScanConfig, ScanResult  # noqa: E402
+from redaudit.core.msrs import msrs_of_matrix  # noqa: E402
+from redaudit.core.result import LayerInfo, ModelInfo, ScanConfig, ScanResult  # noqa: E402
 
 LAYERS = 40
 
@@ -74,7 +74,7 @@ def time_history(url: str, repeat: int = 5) -> tuple[float, float, float, float]
             result = runner.invoke(history_command, ["bench", "--db", url, *([flag] if flag else [])])
             values.append(time.perf_counter() - started)
             assert result.exit_code == 0, result.output
-    code = ("import sys; from cli.history import history_command; "
+    code = ("import sys; from redaudit.cli.history import history_command; "
             "history_command(['bench', '--db', sys.argv[1]], standalone_mode=False)")
     started = time.perf_counter()
     subprocess.run([sys.executable, "-c", code, url], cwd=ROOT, check=True, capture_output=True)

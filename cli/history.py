@@ -15,9 +15,9 @@ from rich.console import Console
 from rich.table import Table
 
 import redaudit
-from cli.common import progress_bar, user_errors
-from cli.history_views import history_to_dict, scan_lines, versions_table
-from cli.scan_options import scan_kwargs, scan_options
+from redaudit.cli.common import progress_bar, user_errors
+from redaudit.cli.history_views import history_to_dict, scan_lines, versions_table
+from redaudit.cli.scan_options import scan_kwargs, scan_options
 from redaudit.errors import ConfigError
 from redaudit.history import db as history_db
 from redaudit.history.check import check_result

@@ -4,10 +4,10 @@ from __future__ import annotations
 import click
 
 from redaudit import __version__
-from cli.history import check_command, db_group, diff_command, history_command
-from cli.nas import nas
-from cli.prune import prune_command
-from cli.scan import scan_command, taps_command
+from redaudit.cli.history import check_command, db_group, diff_command, history_command
+from redaudit.cli.nas import nas
+from redaudit.cli.prune import prune_command
+from redaudit.cli.scan import scan_command, taps_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -13,9 +13,9 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cli.common import console as stdout
-from cli.common import err_console as stderr
-from cli.common import user_errors as _user_errors
+from redaudit.cli.common import console as stdout
+from redaudit.cli.common import err_console as stderr
+from redaudit.cli.common import user_errors as _user_errors
 
 
 def _percent(value: float) -> str:

@@ -8,8 +8,8 @@ from typing import Any
 import click
 from rich.table import Table
 
-from cli.common import console, prepare_output_paths, user_errors
-from cli.scan_options import scan_kwargs, scan_options
+from redaudit.cli.common import console, prepare_output_paths, user_errors
+from redaudit.cli.scan_options import scan_kwargs, scan_options
 
 
 def _num(value: float | None, digits: int = 4) -> str:

@@ -6,7 +6,7 @@ import math
 from rich.console import Console
 from rich.table import Table
 
-from redaudit.result import ScanResult
+from redaudit.core.result import ScanResult
 
 
 def _short(name: str, width: int = 48) -> str:

@@ -7,10 +7,10 @@ import click
 from rich.table import Table
 
 import redaudit
-from cli.history import record_from_cli, record_options
-from cli.common import OutputError, console, err_console, prepare_output_paths, progress_bar, user_errors
-from cli.render import render_scan
-from cli.scan_options import scan_kwargs, scan_options
+from redaudit.cli.history import record_from_cli, record_options
+from redaudit.cli.common import OutputError, console, err_console, prepare_output_paths, progress_bar, user_errors
+from redaudit.cli.render import render_scan
+from redaudit.cli.scan_options import scan_kwargs, scan_options
 
 
 @click.command("scan")
@@ -73,10 +73,10 @@ def _write_each(result: redaudit.ScanResult, json_path: str | None, heatmap_path
 @user_errors
 def taps_command(model: str, level: str, max_model_size: str) -> None:
     """List the IR tensors a scan of MODEL would tap at --level (name, op, shape)."""
-    from cli.common import parse_size
-    from redaudit.graph import GraphIndex
-    from redaudit.model import load_model
-    from redaudit.tap import select_taps
+    from redaudit.cli.common import parse_size
+    from redaudit.core.graph import GraphIndex
+    from redaudit.core.model import load_model
+    from redaudit.core.tap import select_taps
 
     loaded = load_model(model, max_bytes=parse_size(max_model_size))
     selection = select_taps(GraphIndex.build(loaded.proto), level)

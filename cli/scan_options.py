@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from cli.common import parse_cka_batch, parse_dims, parse_size
+from redaudit.cli.common import parse_cka_batch, parse_dims, parse_size
 
 _OPTIONS = [
     click.option("--level", type=click.Choice(["block", "layer", "op"]), default="block", show_default=True,

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from redaudit.errors import RedauditError
-from redaudit.result import LayerInfo, ModelInfo, ScanConfig, ScanResult
+from redaudit.core.result import LayerInfo, ModelInfo, ScanConfig, ScanResult
 
 __version__ = "0.1.0"
 
@@ -10,7 +10,7 @@ __all__ = ["scan", "ScanResult", "ScanConfig", "LayerInfo", "ModelInfo", "Redaud
 
 
 def scan(path, **options):  # noqa: D401 - thin re-export, imported lazily to keep import light
-    """Scan an ONNX model; see :func:`redaudit.engine.scan_model` for the options."""
-    from redaudit.engine import scan_model
+    """Scan an ONNX model; see :func:`redaudit.core.engine.scan_model` for the options."""
+    from redaudit.core.engine import scan_model
 
     return scan_model(path, **options)

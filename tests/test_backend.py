@@ -7,9 +7,9 @@ import types
 import numpy as np
 import pytest
 
-from redaudit.backend import ArrayBackend, select_backend
+from redaudit.core.backend import ArrayBackend, select_backend
 from redaudit.errors import BackendUnavailableError, ConfigError
-from redaudit.similarity import SimilarityAccumulator
+from redaudit.core.similarity import SimilarityAccumulator
 
 
 def _fake_cupy() -> types.ModuleType:

@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import models
-from cli.main import cli
+from redaudit.cli.main import cli
 
 
 def _run(runner, *args):
@@ -111,7 +111,7 @@ def test_external_data_symlink_out(runner, tmp_path):
 
 
 def test_external_data_inside_folder_loads(tmp_path):
-    from redaudit.model import load_model
+    from redaudit.core.model import load_model
 
     path = _external_model(tmp_path, "weights.bin")
     (tmp_path / "weights.bin").write_bytes(np.arange(16, dtype=np.float32).tobytes())

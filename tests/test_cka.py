@@ -6,7 +6,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from redaudit.cka import cka_all_pairs, cka_pair, hsic_all_pairs
+from redaudit.core.cka import cka_all_pairs, cka_pair, hsic_all_pairs
 
 
 def _random(n: int, d: int, seed: int) -> np.ndarray:
@@ -59,7 +59,7 @@ def test_batched_all_pairs_equals_per_pair(estimator):
 
 
 def test_blocked_gram_path_matches_unblocked(monkeypatch):
-    import redaudit.cka as cka
+    import redaudit.core.cka as cka
 
     features = [_random(50, d, seed) for seed, d in enumerate((4, 8, 16))]
     whole = cka.hsic_all_pairs(features)

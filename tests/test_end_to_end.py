@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import models
-from cli.main import cli
+from redaudit.cli.main import cli
 
 
 def test_scan_generated_model_with_real_inputs(runner, tmp_path, residual_model_path):

@@ -8,7 +8,7 @@ import pytest
 
 import models
 import redaudit
-from redaudit.msrs import msrs_of_matrix, pair_scores, summarize_batches
+from redaudit.core.msrs import msrs_of_matrix, pair_scores, summarize_batches
 
 
 def test_msrs_equals_formula_on_hand_made_matrix():

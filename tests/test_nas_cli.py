@@ -7,7 +7,7 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
-from cli.nas import nas
+from redaudit.cli.nas import nas
 
 pytestmark = pytest.mark.torch
 pytest.importorskip("torch")

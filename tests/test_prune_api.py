@@ -8,7 +8,7 @@ import onnx
 import pytest
 
 import prune_models as pm
-from cli.prune import prune_command
+from redaudit.cli.prune import prune_command
 from redaudit.prune import PruneError, prune_model
 
 FAST = {"samples": 512, "latency_repeats": 3}

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from redaudit.msrs import msrs_of_matrix
+from redaudit.core.msrs import msrs_of_matrix
 from redaudit.report import heatmap, html as html_report, json_report
-from redaudit.result import LayerInfo, ModelInfo, ScanConfig, ScanResult
+from redaudit.core.result import LayerInfo, ModelInfo, ScanConfig, ScanResult
 
 EVIL = '<script>alert("x")</script>'
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

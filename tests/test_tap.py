@@ -9,10 +9,10 @@ from onnx import TensorProto, helper
 
 import models
 import redaudit
-from redaudit.augment import augment
+from redaudit.core.augment import augment
 from redaudit.errors import TapError
-from redaudit.graph import GraphIndex
-from redaudit.tap import chain_end, find_residual_merges, select_taps
+from redaudit.core.graph import GraphIndex
+from redaudit.core.tap import chain_end, find_residual_merges, select_taps
 
 
 def test_block_level_taps_stem_and_every_block_after_activation():

@@ -5,8 +5,8 @@ import onnx
 import pytest
 
 import redaudit
-from redaudit.graph import GraphIndex
-from redaudit.tap import select_taps
+from redaudit.core.graph import GraphIndex
+from redaudit.core.tap import select_taps
 
 torch = pytest.importorskip("torch")
 

@@ -13,7 +13,7 @@ from redaudit.history.diff import config_differences, config_of_result, refuse_i
 from redaudit.history.errors import UnknownReferenceError
 from redaudit.history.records import ScanSummary, VersionSummary
 from redaudit.history.store import DbRef, model_history
-from redaudit.result import ScanResult
+from redaudit.core.result import ScanResult
 
 
 @dataclass(frozen=True)

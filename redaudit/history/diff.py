@@ -15,7 +15,7 @@ from typing import Any
 from redaudit.history.errors import IncompatibleScansError
 from redaudit.history.records import StoredScan, result_config
 from redaudit.history.store import DbRef, load_scan, resolve_scan
-from redaudit.result import ScanResult
+from redaudit.core.result import ScanResult
 
 
 @dataclass(frozen=True)

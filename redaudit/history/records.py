@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from redaudit.result import ScanConfig
+from redaudit.core.result import ScanConfig
 
 
 def utc(moment: datetime) -> datetime:

@@ -23,7 +23,7 @@ from redaudit.history.models import Model, ModelVersion, Scan, ScanLayer, Simila
 from redaudit.history.records import (LayerRecord, ModelHistory, ScanSummary, StoredScan,
                                       VersionSummary, finite_or_none, matrix_to_npy,
                                       npy_to_matrix, result_config, utc)
-from redaudit.result import ScanResult
+from redaudit.core.result import ScanResult
 
 DbRef = str | Engine | None
 _NAME = re.compile(r"^[^\s].{0,199}$")

@@ -33,7 +33,7 @@ def _load(model: str | os.PathLike[str] | onnx.ModelProto, max_bytes: int | None
     if isinstance(model, onnx.ModelProto):
         data = model.SerializeToString()
         return model, "<in-memory>", hashlib.sha256(data).hexdigest(), len(data)
-    from redaudit.model import DEFAULT_MAX_MODEL_BYTES, load_model
+    from redaudit.core.model import DEFAULT_MAX_MODEL_BYTES, load_model
 
     loaded = load_model(model, max_bytes=max_bytes or DEFAULT_MAX_MODEL_BYTES)
     return loaded.proto, loaded.path, loaded.sha256, loaded.size_bytes
@@ -41,7 +41,7 @@ def _load(model: str | os.PathLike[str] | onnx.ModelProto, max_bytes: int | None
 
 def probe_arrays(model: onnx.ModelProto, options: ProbeOptions) -> tuple[dict[str, np.ndarray], bool, list[str]]:
     """The probe samples scan would use, as whole arrays (for output comparison and timing)."""
-    from redaudit.probe import input_specs, make_probe
+    from redaudit.core.probe import input_specs, make_probe
 
     probe = make_probe(input_specs(model), options.get("inputs"), options.get("samples", 2560),
                        options.get("seed", 0), options.get("dims"), options.get("int_range"))

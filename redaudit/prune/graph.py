@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import onnx
 from onnx import TensorProto
 
-from redaudit.graph import elem_type_and_dims
+from redaudit.core.graph import elem_type_and_dims
 
 #: Operators whose output depends only on the *shape* (never the values) of their input.
 SHAPE_ONLY_OPS = frozenset({"Shape", "Size"})

@@ -18,7 +18,7 @@ import onnx
 from onnx import helper
 
 from redaudit.prune.candidates import Block
-from redaudit.result import ScanResult
+from redaudit.core.result import ScanResult
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from redaudit.result import ScanResult
+from redaudit.core.result import ScanResult
 
 #: Colour of NaN cells: a light grey, which viridis (dark blue → yellow) never produces.
 NAN_COLOR = "#d0d0d0"

@@ -16,7 +16,7 @@ import numpy as np
 
 from redaudit.report.heatmap import default_title, heatmap_png_bytes, shared_scope
 from redaudit.report.json_report import TOP_PAIRS, config_to_json
-from redaudit.result import ScanResult
+from redaudit.core.result import ScanResult
 
 _CSS = """
 :root { --ink:#1f2933; --muted:#616e7c; --line:#e4e7eb; --bg:#f7f8fa; --accent:#2c6e9b;

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from redaudit.errors import RedauditError
-from redaudit.result import LayerInfo, ModelInfo, ScanConfig, ScanResult
+from redaudit.core.result import LayerInfo, ModelInfo, ScanConfig, ScanResult
 
 SCHEMA_VERSION = 1
 #: How many pairs ``top_pairs`` lists in the JSON report.

@@ -13,8 +13,8 @@ import uuid
 import numpy as np
 import pytest
 
-from redaudit.msrs import msrs_of_matrix
-from redaudit.result import LayerInfo, ModelInfo, ScanConfig, ScanResult
+from redaudit.core.msrs import msrs_of_matrix
+from redaudit.core.result import LayerInfo, ModelInfo, ScanConfig, ScanResult
 
 PG_DSN = os.environ.get("REDAUDIT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 

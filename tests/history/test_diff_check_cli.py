@@ -6,7 +6,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from cli.history import diff_command, history_command
+from redaudit.cli.history import diff_command, history_command
 from redaudit.history import (IncompatibleScansError, check_result, diff_references, record_scan)
 from redaudit.errors import ConfigError
 from tests.history.conftest import make_result

@@ -6,7 +6,7 @@ import sqlite3
 import pytest
 from click.testing import CliRunner
 
-from cli.history import db_group, history_command
+from redaudit.cli.history import db_group, history_command
 from redaudit.history import DatabaseUnavailableError, NotAHistoryDatabaseError, record_scan
 from tests.history.conftest import make_result
 

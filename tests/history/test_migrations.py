@@ -7,7 +7,7 @@ from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
 from sqlalchemy import inspect, text
 
-from cli.history import db_group, history_command
+from redaudit.cli.history import db_group, history_command
 from redaudit.history import SchemaOutdatedError, model_history, record_scan
 from redaudit.history.db import (OUR_TABLES, VERSION_TABLE, downgrade, head_revision, make_engine,
                                  revision_status, upgrade)

@@ -6,7 +6,7 @@ import json
 import onnx
 
 import models
-from cli.main import cli
+from redaudit.cli.main import cli
 
 
 def test_scan_record_twice_then_history(runner, tmp_path, db_url):

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import onnx
 from onnx import helper
 
-from redaudit.graph import GraphIndex
-from redaudit.tap import TapPoint
+from redaudit.core.graph import GraphIndex
+from redaudit.core.tap import TapPoint
 
 REDUCTIONS = ("pool", "flatten")
 _CHANNEL_FIRST_OPS = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "ConvInteger", "QLinearConv",

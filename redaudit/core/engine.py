@@ -15,17 +15,17 @@ import numpy as np
 import onnx
 
 from redaudit import __version__
-from redaudit.augment import REDUCTIONS, augment
-from redaudit.backend import select_backend
-from redaudit.cka import ESTIMATORS
+from redaudit.core.augment import REDUCTIONS, augment
+from redaudit.core.backend import select_backend
+from redaudit.core.cka import ESTIMATORS
 from redaudit.errors import ConfigError
-from redaudit.graph import GraphIndex
-from redaudit.model import DEFAULT_MAX_MODEL_BYTES, check_model, load_model, model_sha256_of_proto
-from redaudit.probe import input_specs, make_probe
-from redaudit.result import LayerInfo, ModelInfo, ScanConfig, ScanResult
-from redaudit.run import BatchRunner, create_session
-from redaudit.similarity import AGGREGATES, SimilarityAccumulator
-from redaudit.tap import select_taps
+from redaudit.core.graph import GraphIndex
+from redaudit.core.model import DEFAULT_MAX_MODEL_BYTES, check_model, load_model, model_sha256_of_proto
+from redaudit.core.probe import input_specs, make_probe
+from redaudit.core.result import LayerInfo, ModelInfo, ScanConfig, ScanResult
+from redaudit.core.run import BatchRunner, create_session
+from redaudit.core.similarity import AGGREGATES, SimilarityAccumulator
+from redaudit.core.tap import select_taps
 
 ProgressCallback = Callable[[int, int], None]
 _RUN_CHUNK = 256  # samples per onnxruntime call when one CKA batch holds every sample

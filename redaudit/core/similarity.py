@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from redaudit.backend import ArrayBackend
-from redaudit.cka import cka_from_hsic, hsic_with_scale
-from redaudit.msrs import msrs_of_matrix, summarize_batches, MsrsSummary
+from redaudit.core.backend import ArrayBackend
+from redaudit.core.cka import cka_from_hsic, hsic_with_scale
+from redaudit.core.msrs import msrs_of_matrix, summarize_batches, MsrsSummary
 
 AGGREGATES = ("cka", "hsic")
 

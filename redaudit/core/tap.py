@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import onnx
 
 from redaudit.errors import TapError
-from redaudit.graph import GraphIndex
+from redaudit.core.graph import GraphIndex
 
 LEVELS = ("block", "layer", "op")
 WEIGHTED_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum", "ConvInteger", "MatMulInteger",

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from redaudit.msrs import pair_scores
+from redaudit.core.msrs import pair_scores
 
 
 @dataclass(frozen=True)
