@@ -23,7 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.minilm import english_sentences, export_minilm, tokenize  # noqa: E402
 from redaudit.prune import find_candidates, prune_model, remove_blocks  # noqa: E402
-from redaudit.prune.verify import compare_outputs, make_session, run_all  # noqa: E402
+from redaudit.core.run import BatchRunner, SessionFactory  # noqa: E402
+from redaudit.prune.verify import compare_outputs  # noqa: E402
+
+
+def run_all(model, inputs, chunk):
+    return BatchRunner(SessionFactory("cpu").create(model)[0]).run_all(inputs, chunk)
 
 
 def main() -> None:
@@ -55,11 +60,11 @@ def main() -> None:
         model = onnx.load(str(source))
         blocks = find_candidates(model)
         names = [o.name for o in model.graph.output]
-        reference = run_all(make_session(model), inputs, 64)
+        reference = run_all(model, inputs, 64)
         cosines = {}
         for combo in itertools.combinations(range(len(blocks)), args.remove):
             pruned = remove_blocks(model, [blocks[i] for i in combo])
-            (agreement,) = compare_outputs(names, reference, run_all(make_session(pruned), inputs, 64))
+            (agreement,) = compare_outputs(names, reference, run_all(pruned, inputs, 64))
             cosines[combo] = agreement.cosine_mean
         similarity_combo = tuple(sorted(i for i, b in enumerate(blocks) if b.name in result.removed))
         ordered = sorted(cosines.values())

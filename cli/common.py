@@ -76,7 +76,10 @@ def parse_size(value: str) -> int:
     factor = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}.get(text[-1:], 1)
     number = text[:-1] if text[-1:] in "KMGT" else text
     try:
-        return int(float(number) * factor)
+        size = float(number) * factor
+        if not (size >= 1 and size < 2**62):  # also refuses nan and inf
+            raise ValueError(number)
+        return int(size)
     except ValueError:
         raise click.BadParameter(f"{value!r} is not a size like 500M or 4G", param_hint="--max-model-size") from None
 
@@ -90,27 +93,34 @@ def parse_cka_batch(value: str) -> int | None:
         raise click.BadParameter(f"{value!r} is not an integer or 'all'", param_hint="--cka-batch") from None
 
 
+_STAGE_TEXT = {"load": "loading the model", "taps": "choosing taps", "augment": "augmenting the graph",
+               "session": "creating the session", "probe": "preparing probe inputs", "batches": "running batches",
+               "similarity": "computing similarity"}
+
+
 @contextmanager
-def progress_bar(description: str, enabled: bool = True) -> Iterator[Callable[[int, int], None]]:
-    """A rich progress bar on stderr, handed out as the library's progress callback.
+def progress_bar(description: str, enabled: bool = True) -> Iterator[Callable[[Any], None]]:
+    """A rich progress bar on stderr, handed out as the library's progress callback (it takes
+    :class:`redaudit.core.engine.ScanProgress` events and shows the stage by name).
 
     It starts on the first progress report, so a command that fails while validating its
     input prints only its one error line.
     """
     if not enabled:
-        yield lambda done, total: None
+        yield lambda event: None
         return
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=True)
     task = progress.add_task(description, total=None)
     started = False
 
-    def update(done: int, total: int) -> None:
+    def update(event: Any) -> None:
         nonlocal started
         if not started:
             progress.start()
             started = True
-        progress.update(task, completed=done, total=total)
+        text = f"{description}: {_STAGE_TEXT.get(event.stage, event.stage)}"
+        progress.update(task, description=text, completed=event.done, total=event.total)
 
     try:
         yield update

@@ -17,7 +17,7 @@ from rich.table import Table
 import redaudit
 from redaudit.cli.common import progress_bar, user_errors
 from redaudit.cli.history_views import history_to_dict, scan_lines, versions_table
-from redaudit.cli.scan_options import scan_kwargs, scan_options
+from redaudit.cli.scan_options import scan_options, scan_spec
 from redaudit.errors import ConfigError
 from redaudit.history import db as history_db
 from redaudit.history.check import check_result
@@ -208,9 +208,9 @@ def check_command(model: str, max_msrs: float | None, against: str | None, max_i
         raise ConfigError("give --max-msrs X and/or --against NAME --max-increase PCT")
     if (against is None) != (max_increase is None):
         raise ConfigError("--against NAME and --max-increase PCT go together")
-    kwargs = scan_kwargs(options)
+    spec = scan_spec(options)
     with progress_bar("scanning", enabled=not quiet) as update:
-        result = redaudit.scan(model, progress=update, **kwargs)
+        result = redaudit.scan(model, spec, progress=update)
     outcome = check_result(result, max_msrs=max_msrs, against=against, max_increase=max_increase,
                            db=db, force=force)
     click.echo(("OK: " if outcome.passed else "FAIL: ") + outcome.reason)

@@ -9,7 +9,8 @@ import click
 from rich.table import Table
 
 from redaudit.cli.common import console, prepare_output_paths, user_errors
-from redaudit.cli.scan_options import scan_kwargs, scan_options
+from redaudit.cli.scan_options import scan_options, scan_spec
+from redaudit.prune.policies import POLICIES
 
 
 def _num(value: float | None, digits: int = 4) -> str:
@@ -73,6 +74,8 @@ def render_result(result) -> None:
 @click.option("--target-params", type=float, metavar="PCT", help="Remove blocks until at most PCT % of the parameters remain.")
 @click.option("--max-drift", type=float, metavar="X", help="Stop before 1 - output cosine similarity exceeds X.")
 @click.option("--blocks", metavar="NAME,...", help="Remove these blocks (names or numbers from --list).")
+@click.option("--policy", type=click.Choice(list(POLICIES)), default="cka", show_default=True,
+              help="How blocks are ranked: cka = input/output CKA (RedTest), random = seeded baseline.")
 @click.option("--iterative", is_flag=True, help="Re-scan after each removal and pick the next block on the new model.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the pruned model here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -83,7 +86,7 @@ def render_result(result) -> None:
 @scan_options
 @user_errors
 def prune_command(model: str, list_only: bool, remove: int | None, target_params: float | None,
-                  max_drift: float | None, blocks: str | None, iterative: bool, output: str | None,
+                  max_drift: float | None, blocks: str | None, policy: str, iterative: bool, output: str | None,
                   as_json: bool, no_latency: bool, record: str | None, label: str | None, db: str | None,
                   **options: Any) -> None:
     """Remove the blocks of MODEL whose output repeats their input (RedTest similarity-guided
@@ -96,7 +99,8 @@ def prune_command(model: str, list_only: bool, remove: int | None, target_params
     prepare_output_paths(output)  # a missing or read-only folder fails now, not after the work
     result = prune_model(model, remove=remove, target_params=target_params, max_drift=max_drift,
                          blocks=names, iterative=iterative, list_only=list_only, output=output,
-                         latency=not no_latency, record=record, label=label, db=db, **scan_kwargs(options))
+                         latency=not no_latency, record=record, label=label, db=db, policy=policy,
+                         spec=scan_spec(options))
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return

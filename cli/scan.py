@@ -10,7 +10,7 @@ import redaudit
 from redaudit.cli.history import record_from_cli, record_options
 from redaudit.cli.common import OutputError, console, err_console, prepare_output_paths, progress_bar, user_errors
 from redaudit.cli.render import render_scan
-from redaudit.cli.scan_options import scan_kwargs, scan_options
+from redaudit.cli.scan_options import scan_options, scan_spec
 
 
 @click.command("scan")
@@ -27,10 +27,10 @@ def scan_command(model: str, json_path: str | None, heatmap_path: str | None, ht
                  top: int, quiet: bool, record: str | None, label: str | None, db: str | None,
                  **options: Any) -> None:
     """Measure layer similarity (CKA) and MSRS of an ONNX MODEL."""
-    kwargs = scan_kwargs(options)
+    spec = scan_spec(options)
     prepare_output_paths(json_path, heatmap_path, html_path)  # fail before a long scan, not after
     with progress_bar("scanning", enabled=not quiet) as update:
-        result = redaudit.scan(model, progress=update, **kwargs)
+        result = redaudit.scan(model, spec, progress=update)
     if quiet:
         console.print(f"MSRS {result.msrs:.4f} ± {result.msrs_std:.4f}")
     else:

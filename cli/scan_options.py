@@ -7,34 +7,39 @@ from typing import Any
 import click
 
 from redaudit.cli.common import parse_cka_batch, parse_dims, parse_size
+from redaudit.core.spec import (AGGREGATES, BACKENDS, DEVICES, ESTIMATORS, LEVELS, REDUCTIONS, ScanSpec)
+
+_DEFAULT = ScanSpec()
 
 _OPTIONS = [
-    click.option("--level", type=click.Choice(["block", "layer", "op"]), default="block", show_default=True,
+    click.option("--level", type=click.Choice(LEVELS), default=_DEFAULT.level, show_default=True,
                  help="IR granularity: residual blocks (paper), weighted layers, or every operator output."),
     click.option("--tap", "taps", multiple=True, metavar="NAME",
                  help="Tap this tensor explicitly (repeatable); overrides --level."),
     click.option("--inputs", type=click.Path(dir_okay=False), default=None,
                  help=".npz with one array per model input (first axis = samples). Default: synthetic."),
-    click.option("--samples", type=click.IntRange(1), default=2560, show_default=True,
+    click.option("--samples", type=int, default=_DEFAULT.samples, show_default=True,
                  help="Number of probe samples (paper: 10 batches of 256)."),
-    click.option("--seed", type=int, default=0, show_default=True, help="Seed for synthetic inputs."),
+    click.option("--seed", type=int, default=_DEFAULT.seed, show_default=True, help="Seed for synthetic inputs."),
     click.option("--dim", "dims", multiple=True, metavar="NAME=VALUE",
                  help="Value of a symbolic input dimension (repeatable)."),
     click.option("--int-range", nargs=2, type=int, default=None, metavar="LOW HIGH",
                  help="Range [LOW, HIGH) for synthetic integer inputs (default 0 256)."),
-    click.option("--reduce", type=click.Choice(["pool", "flatten"]), default="pool", show_default=True,
+    click.option("--reduce", type=click.Choice(REDUCTIONS), default=_DEFAULT.reduce, show_default=True,
                  help="IR reduction: global average pool (mean over tokens for N,T,D) or flatten."),
-    click.option("--cka-batch", default="256", show_default=True, metavar="N|all",
+    click.option("--layout", "layouts", multiple=True, metavar="NAME=tokens|channels",
+                 help="How to pool a 3-D tap: (N, T, D) tokens or (N, C, L) channels (repeatable)."),
+    click.option("--cka-batch", default=str(_DEFAULT.cka_batch), show_default=True, metavar="N|all",
                  help="Samples per CKA batch; 'all' = one batch of every sample."),
-    click.option("--estimator", type=click.Choice(["unbiased", "biased"]), default="unbiased", show_default=True,
+    click.option("--estimator", type=click.Choice(ESTIMATORS), default=_DEFAULT.estimator, show_default=True,
                  help="HSIC estimator."),
-    click.option("--aggregate", type=click.Choice(["cka", "hsic"]), default="cka", show_default=True,
+    click.option("--aggregate", type=click.Choice(AGGREGATES), default=_DEFAULT.aggregate, show_default=True,
                  help="Reported matrix: mean of per-batch CKA (paper) or CKA of batch-averaged HSIC."),
-    click.option("--epsilon", type=float, default=0.8, show_default=True, help="MSRS similarity threshold ε."),
-    click.option("--beta", type=float, default=100.0, show_default=True, help="MSRS steepness β."),
-    click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+    click.option("--epsilon", type=float, default=_DEFAULT.epsilon, show_default=True, help="MSRS similarity threshold ε."),
+    click.option("--beta", type=float, default=_DEFAULT.beta, show_default=True, help="MSRS steepness β."),
+    click.option("--device", type=click.Choice(DEVICES), default=_DEFAULT.device, show_default=True,
                  help="onnxruntime execution provider."),
-    click.option("--backend", type=click.Choice(["auto", "numpy", "cupy"]), default="auto", show_default=True,
+    click.option("--backend", type=click.Choice(BACKENDS), default=_DEFAULT.backend, show_default=True,
                  help="Array backend for the CKA math."),
     click.option("--max-model-size", default="2G", show_default=True, metavar="SIZE",
                  help="Refuse models (with external data) larger than this."),
@@ -47,13 +52,24 @@ def scan_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def scan_kwargs(options: dict[str, Any]) -> dict[str, Any]:
-    """Map parsed click options (popping them) to keyword arguments of ``redaudit.scan``."""
+def _layouts(values: tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for value in values:
+        name, sep, layout = value.rpartition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{value!r} is not NAME=tokens|channels", param_hint="--layout")
+        out[name] = layout
+    return out
+
+
+def scan_spec(options: dict[str, Any]) -> ScanSpec:
+    """Pop the parsed click options and validate them once, as the library does: a ScanSpec."""
     int_range = options.pop("int_range")
-    return dict(
+    return ScanSpec(
         level=options.pop("level"), taps=tuple(options.pop("taps")), inputs=options.pop("inputs"),
         samples=options.pop("samples"), seed=options.pop("seed"), dims=parse_dims(options.pop("dims")),
         int_range=tuple(int_range) if int_range else None, reduce=options.pop("reduce"),
+        layouts=_layouts(options.pop("layouts")),
         cka_batch=parse_cka_batch(options.pop("cka_batch")), estimator=options.pop("estimator"),
         aggregate=options.pop("aggregate"), epsilon=options.pop("epsilon"), beta=options.pop("beta"),
         device=options.pop("device"), backend=options.pop("backend"),

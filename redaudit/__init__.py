@@ -1,16 +1,67 @@
-"""redaudit: measure structural redundancy (RedTest / MSRS) in any ONNX model."""
+"""redaudit: measure structural redundancy (RedTest / MSRS) in any ONNX model.
+
+The public API is small: :func:`scan` (a path, an in-memory ModelProto or a
+:class:`~redaudit.core.prepared.PreparedModel`, described by a :class:`ScanSpec` or keyword
+options), its :class:`ScanResult`, and :class:`RedauditError` for everything a user can fix.
+"""
 from __future__ import annotations
 
-from redaudit.errors import RedauditError
-from redaudit.core.result import LayerInfo, ModelInfo, ScanConfig, ScanResult
+import os
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from redaudit.core.result import LayerInfo, ModelInfo, ScanResult
+from redaudit.core.spec import ScanConfig, ScanSpec
+from redaudit.errors import RedauditError, ScanCancelled
 
-__all__ = ["scan", "ScanResult", "ScanConfig", "LayerInfo", "ModelInfo", "RedauditError", "__version__"]
+if TYPE_CHECKING:
+    import numpy as np
+    import onnx
+
+    from redaudit.core.engine import ScanProgress
+    from redaudit.core.prepared import PreparedModel
+
+__version__ = "0.2.0"
+
+__all__ = ["scan", "prepare", "ScanSpec", "ScanResult", "ScanConfig", "LayerInfo", "ModelInfo", "RedauditError",
+           "ScanCancelled", "__version__"]
 
 
-def scan(path, **options):  # noqa: D401 - thin re-export, imported lazily to keep import light
-    """Scan an ONNX model; see :func:`redaudit.core.engine.scan_model` for the options."""
-    from redaudit.core.engine import scan_model
+def spec_from_options(spec: ScanSpec | None = None, inputs: Any = None, **options: Any) -> tuple[ScanSpec, Any]:
+    """(spec, in-memory arrays or None): keyword options applied over ``spec`` (or the
+    defaults); ``inputs`` may be an .npz path (kept in the spec) or arrays by input name."""
+    arrays = None
+    if inputs is not None and not isinstance(inputs, (str, os.PathLike)):
+        arrays = inputs
+    elif inputs is not None:
+        options["inputs"] = os.fspath(inputs)
+    base = spec or ScanSpec()
+    return (base.with_options(**options) if options else base), arrays
 
-    return scan_model(path, **options)
+
+def prepare(model: "str | os.PathLike[str] | onnx.ModelProto", *, max_model_bytes: int | None = None,
+            device: str = "auto") -> "PreparedModel":
+    """Load, check and index a model once, to scan it several times."""
+    from redaudit.core.prepared import PreparedModel
+    from redaudit.core.spec import DEFAULT_MAX_MODEL_BYTES
+
+    return PreparedModel.load(model, max_model_bytes=max_model_bytes or DEFAULT_MAX_MODEL_BYTES, device=device)
+
+
+def scan(model: "str | os.PathLike[str] | onnx.ModelProto | PreparedModel", spec: ScanSpec | None = None, *,
+         inputs: "str | os.PathLike[str] | Mapping[str, np.ndarray] | None" = None,
+         progress: "Callable[[ScanProgress], None] | None" = None,
+         cancel: Callable[[], bool] | None = None, **options: Any) -> ScanResult:
+    """Measure layer similarity (CKA) and MSRS of an ONNX model.
+
+    ``spec`` (or keyword options naming its fields: level, taps, samples, cka_batch, epsilon,
+    beta, device, ...) says how; defaults follow the RedTest reference code. ``progress``
+    receives a :class:`~redaudit.core.engine.ScanProgress` per stage and batch; ``cancel`` is
+    polled between batches. Raises :class:`RedauditError` subclasses for user errors.
+    """
+    from redaudit.core.engine import _notify, scan_prepared
+
+    spec, arrays = spec_from_options(spec, inputs, **options)
+    _notify(progress, "load")
+    prepared = prepare(model, max_model_bytes=spec.max_model_bytes, device=spec.device)
+    return scan_prepared(prepared, spec, inputs=arrays, progress=progress, cancel=cancel)

@@ -38,3 +38,9 @@ class BackendUnavailableError(RedauditError):
 
 class InferenceError(RedauditError):
     """onnxruntime could not build a session for, or run, the (augmented) model."""
+
+
+class ScanCancelled(RedauditError):
+    """The caller's cancel hook asked a running scan to stop (a service job was cancelled)."""
+
+    exit_code = 130

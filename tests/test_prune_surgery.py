@@ -8,7 +8,7 @@ import pytest
 
 import prune_models as pm
 from redaudit.prune import PruneError, find_candidates, remove_blocks
-from redaudit.prune.cost import parameter_count
+from redaudit.core.graph import parameter_count
 
 
 def run(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -7,6 +7,7 @@ maps, mean over tokens for (N, T, D) sequences.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import onnx
@@ -15,7 +16,7 @@ from onnx import helper
 from redaudit.core.graph import GraphIndex
 from redaudit.core.tap import TapPoint
 
-REDUCTIONS = ("pool", "flatten")
+from redaudit.core.spec import REDUCTIONS  # noqa: E402,F401 - defined once, re-exported
 _CHANNEL_FIRST_OPS = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "ConvInteger", "QLinearConv",
                       "FusedConv", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "Resize", "Upsample"}
 
@@ -47,11 +48,15 @@ def _is_channel_first(index: GraphIndex, tensor: str, depth: int = 64) -> bool:
     return False
 
 
-def pool_axes(index: GraphIndex, tap: TapPoint) -> tuple[int, ...]:
+def pool_axes(index: GraphIndex, tap: TapPoint, layout: str | None = None) -> tuple[int, ...]:
+    """Axes the documented reduction averages: tokens of (N, T, D), spatial axes of (N, C, ...).
+    ``layout`` ("tokens"/"channels") overrides what the graph suggests for a rank-3 tensor."""
     rank = len(tap.shape)
     if rank <= 2:
         return ()
-    if rank == 3 and not _is_channel_first(index, tap.tensor):
+    if rank == 3 and layout == "tokens":
+        return (1,)
+    if rank == 3 and layout is None and not _is_channel_first(index, tap.tensor):
         return (1,)  # (N, T, D): mean over tokens
     return tuple(range(2, rank))  # (N, C, *spatial): global average pooling
 
@@ -63,7 +68,8 @@ def _default_opset(model: onnx.ModelProto) -> int:
     return 1
 
 
-def augment(model: onnx.ModelProto, index: GraphIndex, taps: list[TapPoint], reduce: str) -> AugmentedModel:
+def augment(model: onnx.ModelProto, index: GraphIndex, taps: list[TapPoint], reduce: str,
+            layouts: Mapping[str, str] | None = None) -> AugmentedModel:
     """Return a copy of ``model`` whose outputs include one (optionally pooled) tensor per tap.
     The model's own outputs stay as they are."""
     augmented = onnx.ModelProto()
@@ -76,7 +82,7 @@ def augment(model: onnx.ModelProto, index: GraphIndex, taps: list[TapPoint], red
     for position, tap in enumerate(taps):
         tensor_type = index.types.get(tap.tensor)
         elem_type = tensor_type.elem_type if tensor_type else onnx.TensorProto.FLOAT
-        axes = pool_axes(index, tap) if reduce == "pool" else ()
+        axes = pool_axes(index, tap, (layouts or {}).get(tap.tensor)) if reduce == "pool" else ()
         if not axes:
             if tap.tensor not in existing_outputs:
                 graph.output.append(helper.make_tensor_value_info(tap.tensor, elem_type, None))

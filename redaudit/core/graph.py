@@ -1,60 +1,133 @@
-"""A read-only index over an ONNX graph: producers, consumers, types, constants, reachability.
+"""The one read-only index over an ONNX graph, shared by tap, augment, prune and nas.
 
-Tapping, pruning and reporting all ask the same questions of a graph ("who makes this
-tensor", "is it an activation that carries the batch axis"), so they share one index built
-once from a shape-inferred copy of the model.
+Every stage asks the same questions of a graph — who makes this tensor, who reads it, what is
+its type, does it carry the batch axis, what depends on what — so they share one index built
+once from a shape-inferred copy of the model. Nodes are referred to by their position in
+``model.graph.node``; after graph surgery the index is rebuilt (it is cheap next to shape
+inference, which a caller can skip by passing ``types``).
+
+Why our own index rather than onnx_ir: every consumer here only *reads* graphs, and the one
+writer (prune surgery) makes a handful of edits per model and then rebuilds; the protobuf is what
+onnxruntime, the checker and shape inference consume, so an in-memory IR would be converted back
+and forth on every use. See docs/architecture.md.
+
+Edges into shape-only operators (Shape, Size) are not *data* edges: such a node reads only the
+shape of its input. Residual detection and removable regions follow data edges, so an attention
+mask computed from the input's shape is not mistaken for a branch of the hidden state.
 """
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+import numpy as np
 import onnx
 from onnx import TensorProto
 
-FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
-SUBGRAPH_OPS = {"If", "Loop", "Scan"}
+FLOAT_TYPES = frozenset({TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16})
+SUBGRAPH_OPS = frozenset({"If", "Loop", "Scan"})
+#: Operators whose output depends only on the *shape* (never the values) of their input.
+SHAPE_ONLY_OPS = frozenset({"Shape", "Size"})
+_RANDOM_OPS = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial"})
 
 
 @dataclass(frozen=True)
 class TensorType:
+    """Element type and shape; ``shape`` None = unknown rank; a dim is an int, a symbol or None."""
+
     elem_type: int
-    shape: tuple[int | str | None, ...] | None  # None = unknown rank; str = symbolic dim
+    shape: tuple[int | str | None, ...] | None
 
     @property
     def is_float(self) -> bool:
         return self.elem_type in FLOAT_TYPES
+
+    @property
+    def dtype_name(self) -> str:
+        return TensorProto.DataType.Name(self.elem_type).lower()
 
     def pretty_shape(self) -> tuple[int | str, ...]:
         """Shape for display: unknown dims and symbols invented by shape inference become '?'."""
         return tuple("?" if d is None or (isinstance(d, str) and d.startswith("unk__")) else d
                      for d in (self.shape or ()))
 
+    def same_as(self, other: "TensorType") -> bool:
+        """True when both are fully known and identical (symbolic dims must match by name)."""
+        if self.shape is None or other.shape is None or self.elem_type != other.elem_type:
+            return False
+        if any(dim is None for dim in self.shape) or any(dim is None for dim in other.shape):
+            return False
+        return self.shape == other.shape
 
-def elem_type_and_dims(type_proto: onnx.TypeProto) -> tuple[int, tuple[int | str | None, ...] | None] | None:
-    """(element type, dims) of a tensor type; dims None when the rank is unknown, a dim None when
-    it has neither a value nor a symbol. None for non-tensor types (sequences, maps)."""
+
+def tensor_type_of(type_proto: onnx.TypeProto) -> TensorType | None:
+    """The one parser of ONNX tensor types; None for sequences and maps."""
     if not type_proto.HasField("tensor_type"):
         return None
     tensor_type = type_proto.tensor_type
     if not tensor_type.HasField("shape"):
-        return tensor_type.elem_type, None
+        return TensorType(tensor_type.elem_type, None)
     dims = tuple(int(dim.dim_value) if dim.HasField("dim_value") else dim.dim_param if dim.HasField("dim_param")
                  else None for dim in tensor_type.shape.dim)
-    return tensor_type.elem_type, dims
+    return TensorType(tensor_type.elem_type, dims)
 
 
-def _type_of(value_info: onnx.ValueInfoProto) -> TensorType | None:
-    parsed = elem_type_and_dims(value_info.type)
-    return None if parsed is None else TensorType(*parsed)
-
-
-def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Shape-inferred copy; falls back to the model itself when inference fails (best effort)."""
+def infer_types(model: onnx.ModelProto) -> dict[str, TensorType]:
+    """Types of every tensor shape inference can type (best effort: a model it cannot infer
+    still gets the types declared in the file)."""
     try:
-        return onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False)
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
     except Exception:  # noqa: BLE001 - inference is an optimisation of typing, not a requirement
-        return model
+        inferred = model
+    graph = inferred.graph
+    types: dict[str, TensorType] = {}
+    for info in [*graph.input, *graph.value_info, *graph.output]:
+        found = tensor_type_of(info.type)
+        if found is not None:
+            types[info.name] = found
+    for init in model.graph.initializer:
+        types.setdefault(init.name, TensorType(init.data_type, tuple(int(d) for d in init.dims)))
+    return types
+
+
+def node_inputs(node: onnx.NodeProto) -> list[str]:
+    """Inputs of a node, including names that If/Loop/Scan bodies capture from the outer graph:
+    removing a tensor such a body reads would otherwise go unnoticed."""
+    names = [name for name in node.input if name]
+    for attr in node.attribute:
+        bodies = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+        for body in bodies:
+            names.extend(sorted(_captured_names(body)))
+    return names
+
+
+def _captured_names(body: onnx.GraphProto) -> set[str]:
+    local = {inp.name for inp in body.input} | {init.name for init in body.initializer}
+    produced = {out for node in body.node for out in node.output}
+    used: set[str] = set()
+    for node in body.node:
+        used.update(name for name in node_inputs(node) if name)
+    return used - local - produced
+
+
+def _subgraph_tensors(graph: onnx.GraphProto, into: set[str]) -> None:
+    for node in graph.node:
+        into.update(name for name in node.output if name)
+        for attribute in node.attribute:
+            for subgraph in [attribute.g, *attribute.graphs] if attribute.type in (
+                    onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) else ():
+                _subgraph_tensors(subgraph, into)
+
+
+def float_initializer_sizes(model: onnx.ModelProto) -> dict[str, int]:
+    """Elements of each float initializer: the weights. Integer ones are shapes and indices."""
+    return {init.name: int(np.prod(init.dims)) if len(init.dims) else 1
+            for init in model.graph.initializer if init.data_type in FLOAT_TYPES}
+
+
+def parameter_count(model: onnx.ModelProto) -> int:
+    """Float weights of the model: what scan reports, prune compares and nas minimises."""
+    return int(sum(float_initializer_sizes(model).values()))
 
 
 @dataclass
@@ -62,10 +135,9 @@ class GraphIndex:
     """Index of the main graph (subgraph tensors are listed separately: they cannot be tapped)."""
 
     model: onnx.ModelProto
-    nodes: list[onnx.NodeProto] = field(default_factory=list)
+    types: dict[str, TensorType] = field(default_factory=dict)
     producer: dict[str, int] = field(default_factory=dict)
     consumers: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
-    types: dict[str, TensorType] = field(default_factory=dict)
     initializers: set[str] = field(default_factory=set)
     graph_inputs: list[str] = field(default_factory=list)
     graph_outputs: list[str] = field(default_factory=list)
@@ -75,28 +147,24 @@ class GraphIndex:
     batch_dims: set[int | str] = field(default_factory=set)
 
     @classmethod
-    def build(cls, model: onnx.ModelProto) -> "GraphIndex":
-        inferred = infer_shapes(model)
-        graph = inferred.graph
-        index = cls(model=model)
-        index.nodes = list(model.graph.node)
+    def build(cls, model: onnx.ModelProto, types: dict[str, TensorType] | None = None) -> "GraphIndex":
+        """Index ``model``; pass ``types`` (possibly empty) to skip shape inference."""
+        graph = model.graph
+        index = cls(model=model, types=types if types is not None else infer_types(model))
         index.initializers = {init.name for init in graph.initializer}
         index.graph_inputs = [i.name for i in graph.input if i.name not in index.initializers]
         index.graph_outputs = [o.name for o in graph.output]
-        for value_info in [*graph.input, *graph.value_info, *graph.output]:
-            tensor_type = _type_of(value_info)
-            if tensor_type is not None:
-                index.types[value_info.name] = tensor_type
-        for position, node in enumerate(index.nodes):
+        for position, node in enumerate(graph.node):
             for name in node.output:
                 if name:
                     index.producer[name] = position
-            for name in node.input:
-                if name:
-                    index.consumers[name].append(position)
+            for name in node_inputs(node):
+                index.consumers[name].append(position)
             for attribute in node.attribute:
-                for subgraph in [attribute.g, *attribute.graphs]:
-                    index._collect_subgraph(subgraph)
+                if attribute.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
+                    for subgraph in [attribute.g, *attribute.graphs]:
+                        _subgraph_tensors(subgraph, index.subgraph_tensors)
+        index.subgraph_tensors -= set(index.producer)
         index._propagate()
         for name in index.graph_inputs:
             shape = index.types.get(name, TensorType(0, None)).shape
@@ -104,12 +172,13 @@ class GraphIndex:
                 index.batch_dims.add(shape[0] if shape[0] is not None else -1)
         return index
 
-    def _collect_subgraph(self, graph: onnx.GraphProto) -> None:
-        for node in graph.node:
-            self.subgraph_tensors.update(name for name in node.output if name)
-            for attribute in node.attribute:
-                for subgraph in [attribute.g, *attribute.graphs]:
-                    self._collect_subgraph(subgraph)
+    @property
+    def nodes(self):
+        return self.model.graph.node
+
+    @property
+    def output_set(self) -> frozenset[str]:
+        return frozenset(self.graph_outputs)
 
     def _propagate(self) -> None:
         """Split tensors into constants (computable from initializers alone) and activations
@@ -117,12 +186,13 @@ class GraphIndex:
         self.constants = set(self.initializers)
         self.activations = set(self.graph_inputs)
         for node in self.nodes:
-            inputs = [name for name in node.input if name]
+            inputs = node_inputs(node)
             if any(name in self.activations for name in inputs):
                 self.activations.update(name for name in node.output if name)
-            elif node.op_type not in SUBGRAPH_OPS and node.op_type not in ("RandomNormal", "RandomUniform"):
+            elif node.op_type not in SUBGRAPH_OPS and node.op_type not in _RANDOM_OPS:
                 self.constants.update(name for name in node.output if name)
 
+    # -- lookups --------------------------------------------------------------------------------
     def node_of(self, tensor: str) -> onnx.NodeProto | None:
         position = self.producer.get(tensor)
         return None if position is None else self.nodes[position]
@@ -130,6 +200,44 @@ class GraphIndex:
     def consumer_nodes(self, tensor: str) -> list[onnx.NodeProto]:
         return [self.nodes[i] for i in self.consumers.get(tensor, [])]
 
+    def has_weight(self, node: onnx.NodeProto) -> bool:
+        """Whether a node applies learned parameters (a constant operand, or an op that always does)."""
+        if node.op_type in ("Conv", "ConvTranspose", "Gemm", "ConvInteger", "QLinearConv", "FusedConv",
+                            "LSTM", "GRU", "RNN"):
+            return True
+        return any(name in self.constants for name in node.input if name)
+
+    # -- reachability ---------------------------------------------------------------------------
+    def data_descendants(self, tensor: str) -> set[int]:
+        """Nodes reachable from ``tensor`` along data edges (not through Shape/Size)."""
+        seen: set[int] = set()
+        stack = [tensor]
+        while stack:
+            name = stack.pop()
+            for position in self.consumers.get(name, ()):
+                node = self.nodes[position]
+                if position in seen or node.op_type in SHAPE_ONLY_OPS:
+                    continue
+                seen.add(position)
+                stack.extend(out for out in node.output if out)
+        return seen
+
+    def ancestors(self, tensor: str) -> set[int]:
+        """Nodes that ``tensor`` depends on, its producer included (all edges)."""
+        seen: set[int] = set()
+        stack = [tensor]
+        while stack:
+            position = self.producer.get(stack.pop())
+            if position is None or position in seen:
+                continue
+            seen.add(position)
+            stack.extend(node_inputs(self.nodes[position]))
+        return seen
+
+    def outputs_of(self, positions: set[int]) -> set[str]:
+        return {name for position in positions for name in self.nodes[position].output if name}
+
+    # -- tappability ----------------------------------------------------------------------------
     def has_batch_axis(self, tensor: str) -> bool:
         """Whether the tensor's first axis may be the batch axis, as far as typing tells.
 

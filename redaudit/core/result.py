@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from redaudit.core.msrs import pair_scores
+from redaudit.core.spec import ScanConfig, ScanSpec  # noqa: F401 - results carry the spec they ran
 
 
 @dataclass(frozen=True)
@@ -36,37 +37,6 @@ class LayerInfo:
     node: str = ""
 
 
-@dataclass(frozen=True)
-class ScanConfig:
-    """Every parameter that shapes a scan's numbers. Defaults follow the RedTest reference code."""
-
-    level: str = "block"
-    reduce: str = "pool"
-    cka_batch: int | None = 256  # None means "all": one batch of every sample
-    estimator: str = "unbiased"
-    aggregate: str = "cka"
-    epsilon: float = 0.8
-    beta: float = 100.0
-    seed: int = 0
-    samples: int = 2560
-    device: str = "auto"
-    backend: str = "auto"
-    taps: tuple[str, ...] = ()
-    dims: tuple[tuple[str, int], ...] = ()
-    int_range: tuple[int, int] | None = None
-    max_model_bytes: int = 2 * 1024**3
-
-    #: Config keys that change MSRS or similarity values; scans are comparable only if they match.
-    RESULT_KEYS = ("level", "reduce", "cka_batch", "estimator", "aggregate", "epsilon", "beta", "taps")
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["taps"] = list(self.taps)
-        data["dims"] = {name: value for name, value in self.dims}
-        data["int_range"] = list(self.int_range) if self.int_range else None
-        return data
-
-
 @dataclass
 class ScanResult:
     """Everything one scan measured.
@@ -83,7 +53,7 @@ class ScanResult:
     msrs: float
     msrs_std: float
     msrs_batches: np.ndarray
-    config: ScanConfig
+    config: ScanSpec
     samples: int
     batches: int
     dropped_samples: int

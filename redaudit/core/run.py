@@ -1,72 +1,125 @@
-"""onnxruntime session for the augmented model: provider choice and batched execution."""
+"""onnxruntime sessions and batched execution: the one place that chooses a device.
+
+Scan, prune verification, healing calibration and nas latency all build sessions through a
+:class:`SessionFactory`, so ``--device`` means the same everywhere, and all run batches through
+:class:`BatchRunner`, which splits a batch into chunks the model accepts (a fixed batch axis of
+3 runs a batch of 256 as 85 chunks of 3 and one of 1 — exactly, whatever the CKA batch is).
+"""
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
+from redaudit.core.spec import DEVICES
 from redaudit.errors import BackendUnavailableError, ConfigError, InferenceError
 
-DEVICES = ("auto", "cpu", "cuda")
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
 
 
-def choose_providers(device: str) -> list[str]:
-    """CUDA first when asked for (or available under ``auto``), CPU always as the fallback."""
-    if device not in DEVICES:
-        raise ConfigError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
-    available = ort.get_available_providers()
-    if device == "cuda" and "CUDAExecutionProvider" not in available:
-        raise BackendUnavailableError(
-            "--device cuda requested but onnxruntime has no CUDAExecutionProvider here; "
-            "install redaudit[gpu] (onnxruntime-gpu) on a machine with a CUDA GPU, or use --device cpu")
-    if device in ("cuda", "auto") and "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
-
-
-def _first_line(error: Exception) -> str:
+def first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
 
 
+@dataclass(frozen=True)
+class SessionFactory:
+    """How sessions are made: device (``auto``/``cpu``/``cuda``) and threads. ``auto`` uses
+    CUDA when onnxruntime has it and falls back to CPU; an explicit ``cuda`` that cannot run
+    is an error, never a silent CPU run."""
+
+    device: str = "auto"
+    threads: int | None = None
+
+    def providers(self) -> list[str]:
+        if self.device not in DEVICES:
+            raise ConfigError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
+        available = ort.get_available_providers()
+        if self.device == "cuda" and CUDA not in available:
+            raise BackendUnavailableError(
+                "--device cuda requested but onnxruntime has no CUDAExecutionProvider here; "
+                "install redaudit[gpu] (onnxruntime-gpu) on a machine with a CUDA GPU, or use --device cpu")
+        if self.device in ("cuda", "auto") and CUDA in available:
+            return [CUDA, CPU]
+        return [CPU]
+
+    def create(self, model: onnx.ModelProto | bytes, what: str = "the model") -> tuple[ort.InferenceSession, str]:
+        """A session for ``model`` (a proto or its serialised bytes) and the provider it uses."""
+        providers = self.providers()
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # onnxruntime's own warnings would break the one-line contract
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+            options.inter_op_num_threads = 1
+        data = model if isinstance(model, bytes) else model.SerializeToString()
+        try:
+            session = ort.InferenceSession(data, options, providers=providers)
+        except Exception as error:  # noqa: BLE001 - onnxruntime raises its own pybind error types
+            raise InferenceError(f"onnxruntime cannot load {what}: {first_line(error)}") from None
+        used = session.get_providers()[0] if session.get_providers() else providers[0]
+        return session, used
+
+
+def choose_providers(device: str) -> list[str]:
+    """Providers for ``device`` (kept for callers that only need the list)."""
+    return SessionFactory(device).providers()
+
+
 def create_session(model: onnx.ModelProto, device: str = "auto",
                    threads: int | None = None) -> tuple[ort.InferenceSession, str]:
-    """Build a session from an in-memory model; returns it and the provider actually used."""
-    providers = choose_providers(device)
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    try:
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=providers)
-    except Exception as error:  # noqa: BLE001 - onnxruntime raises its own pybind error types
-        raise InferenceError(f"onnxruntime cannot load the model: {_first_line(error)}") from None
-    used = session.get_providers()[0] if session.get_providers() else providers[0]
-    return session, used
+    return SessionFactory(device, threads).create(model)
+
+
+def fixed_batch_of(session: ort.InferenceSession) -> int | None:
+    """The smallest fixed batch size among the session's inputs, if any (None = dynamic)."""
+    sizes = {shape[0] for shape in (i.shape for i in session.get_inputs())
+             if shape and isinstance(shape[0], int) and shape[0] > 0}
+    return min(sizes) if sizes else None
 
 
 @dataclass
 class BatchRunner:
-    """Runs batches, splitting them into chunks when the model's batch axis is fixed."""
+    """Runs batches (``fetch_names``; None = every output), split into chunks when the model's
+    batch axis is fixed or when ``chunk`` caps the size of one onnxruntime call."""
 
     session: ort.InferenceSession
-    fetch_names: list[str]
-    chunk: int | None = None  # the model's fixed batch size, if any
+    fetch_names: Sequence[str] | None = None
+    chunk: int | None = None
 
-    def run(self, batch: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def __post_init__(self) -> None:
+        fixed = fixed_batch_of(self.session)
+        if fixed is not None:
+            self.chunk = fixed if self.chunk is None else min(self.chunk, fixed)
+
+    def run(self, batch: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         count = next(iter(batch.values())).shape[0]
         if not self.chunk or self.chunk >= count:
             return self._run_once(batch)
-        parts: list[list[np.ndarray]] = []
-        for start in range(0, count, self.chunk):
-            parts.append(self._run_once({k: v[start:start + self.chunk] for k, v in batch.items()}))
-        return [np.concatenate([part[i] for part in parts]) for i in range(len(self.fetch_names))]
+        parts = [self._run_once({k: v[start:start + self.chunk] for k, v in batch.items()})
+                 for start in range(0, count, self.chunk)]
+        return [np.concatenate([part[i] for part in parts]) for i in range(len(parts[0]))]
 
-    def _run_once(self, batch: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def _run_once(self, batch: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        count = next(iter(batch.values())).shape[0]
+        fixed = fixed_batch_of(self.session)
+        if fixed is not None and count < fixed:  # the last partial chunk: pad, run, cut
+            padded = {k: np.concatenate([v, np.repeat(v[-1:], fixed - count, axis=0)]) for k, v in batch.items()}
+            return [out[:count] for out in self._call(padded)]
+        return self._call(batch)
+
+    def _call(self, batch: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         try:
-            return self.session.run(self.fetch_names, batch)
+            return self.session.run(list(self.fetch_names) if self.fetch_names is not None else None, dict(batch))
         except Exception as error:  # noqa: BLE001
-            raise InferenceError(f"onnxruntime failed while running the model: {_first_line(error)}") from None
+            raise InferenceError(f"onnxruntime failed while running the model: {first_line(error)}") from None
+
+    def run_all(self, arrays: Mapping[str, np.ndarray], chunk: int = 256) -> list[np.ndarray]:
+        """Every output for every sample of ``arrays``, in chunks of at most ``chunk``."""
+        count = next(iter(arrays.values())).shape[0]
+        parts = [self.run({k: v[start:start + chunk] for k, v in arrays.items()}) for start in range(0, count, chunk)]
+        return [np.concatenate([part[i] for part in parts]) for i in range(len(parts[0]))]

@@ -20,6 +20,8 @@ from typing import Any, ClassVar
 from redaudit.errors import ConfigError
 
 LEVELS = ("block", "layer", "op")
+#: ``tap`` is the level a result records when explicit taps chose the IRs.
+RESULT_LEVELS = (*LEVELS, "tap")
 REDUCTIONS = ("pool", "flatten")
 ESTIMATORS = ("unbiased", "biased")
 AGGREGATES = ("cka", "hsic")
@@ -102,7 +104,7 @@ class ScanSpec:
                                               "epsilon", "beta", "taps")
 
     def __post_init__(self) -> None:
-        _choice(self.level, LEVELS, "--level")
+        _choice(self.level, RESULT_LEVELS, "--level")
         _choice(self.reduce, REDUCTIONS, "--reduce")
         _choice(self.estimator, ESTIMATORS, "--estimator")
         _choice(self.aggregate, AGGREGATES, "--aggregate")
@@ -125,6 +127,8 @@ class ScanSpec:
         set_(self, "max_model_bytes", _int("max_model_bytes", self.max_model_bytes, 1, MAX_MODEL_BYTES_LIMIT,
                                            "--max-model-size (bytes)"))
         set_(self, "taps", self._taps(self.taps))
+        if self.level == "tap" and not self.taps:
+            raise ConfigError("level 'tap' means explicit taps: pass them with --tap NAME")
         set_(self, "dims", self._dims(self.dims))
         set_(self, "int_range", self._int_range(self.int_range))
         set_(self, "layouts", self._layouts(self.layouts))

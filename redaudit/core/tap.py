@@ -13,19 +13,10 @@ from dataclasses import dataclass
 import onnx
 
 from redaudit.errors import TapError
+from redaudit.core.blocks import chain_end, encoder_layer_merges, find_residual_merges, is_weighted
 from redaudit.core.graph import GraphIndex
 
-LEVELS = ("block", "layer", "op")
-WEIGHTED_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum", "ConvInteger", "MatMulInteger",
-                "QLinearConv", "QLinearMatMul", "FusedConv", "FusedMatMul", "LSTM", "GRU", "RNN"}
-ELEMENTWISE_OPS = {
-    "Relu", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "Gelu", "FastGelu", "Elu", "Selu", "Celu",
-    "Clip", "HardSigmoid", "HardSwish", "Softplus", "Softsign", "Mish", "Erf", "ThresholdedRelu",
-    "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Reciprocal", "Exp", "Neg", "Abs", "Max", "Min",
-    "BatchNormalization", "LayerNormalization", "InstanceNormalization", "GroupNormalization",
-    "SkipLayerNormalization", "Identity", "Dropout",
-}
-_REGION_LIMIT = 24
+LEVELS = ("block", "layer", "op")  # re-exported; the spec validates the level
 
 
 @dataclass(frozen=True)
@@ -45,52 +36,6 @@ class TapSelection:
     warnings: list[str]
 
 
-def chain_end(index: GraphIndex, tensor: str) -> str:
-    """End of the elementwise region that starts at ``tensor`` (bias add, norm, activation,
-    decomposed GELU...). The region may only take ``tensor``, its own tensors and constants as
-    inputs; its end is the single tensor that leaves it. Returns ``tensor`` when ambiguous."""
-    region_nodes: set[int] = set()
-    region_tensors = {tensor}
-    queue = [tensor]
-    while queue:
-        current = queue.pop()
-        for position in index.consumers.get(current, []):
-            if position in region_nodes:
-                continue
-            node = index.nodes[position]
-            inputs = [name for name in node.input if name]
-            joins = node.op_type in ELEMENTWISE_OPS and all(
-                name in region_tensors or name in index.constants for name in inputs)
-            if node.op_type == "Dropout" and len(node.output) > 1 and node.output[1]:
-                joins = False
-            if not joins:
-                continue
-            region_nodes.add(position)
-            if len(region_nodes) > _REGION_LIMIT:
-                return tensor
-            for name in node.output[:1]:
-                region_tensors.add(name)
-                queue.append(name)
-    exits = [name for name in region_tensors
-             if name in index.graph_outputs
-             or any(pos not in region_nodes for pos in index.consumers.get(name, []))
-             or not index.consumers.get(name)]
-    if len(exits) != 1:
-        return tensor
-    end = exits[0]
-    start_type, end_type = index.types.get(tensor), index.types.get(end)
-    if start_type and end_type and start_type.shape and end_type.shape and len(start_type.shape) != len(end_type.shape):
-        return tensor
-    return end
-
-
-def _has_weight(index: GraphIndex, node: onnx.NodeProto) -> bool:
-    if node.op_type in ("Conv", "ConvTranspose", "Gemm", "ConvInteger", "QLinearConv", "FusedConv",
-                        "LSTM", "GRU", "RNN"):
-        return True
-    return any(name in index.constants for name in node.input if name)
-
-
 def _point(index: GraphIndex, tensor: str, anchor: onnx.NodeProto) -> TapPoint:
     end_node = index.node_of(tensor)
     op = anchor.op_type
@@ -104,7 +49,7 @@ def _point(index: GraphIndex, tensor: str, anchor: onnx.NodeProto) -> TapPoint:
 def layer_points(index: GraphIndex) -> list[TapPoint]:
     points: dict[str, TapPoint] = {}
     for node in index.nodes:
-        if node.op_type not in WEIGHTED_OPS or not _has_weight(index, node):
+        if not is_weighted(index, node):
             continue
         if not node.output or not index.is_tappable(node.output[0]):
             continue
@@ -124,109 +69,21 @@ def op_points(index: GraphIndex) -> list[TapPoint]:
     return list(points.values())
 
 
-def ancestor_masks(index: GraphIndex) -> tuple[dict[str, int], dict[str, int]]:
-    """Bit position per activation tensor and, per tensor, a bitmask of everything it depends
-    on (itself included). One forward pass in topological order; Python ints as bitsets."""
-    bit_of: dict[str, int] = {}
-    masks: dict[str, int] = {}
-    for name in index.graph_inputs:
-        bit_of[name] = len(bit_of)
-        masks[name] = 1 << bit_of[name]
-    for node in index.nodes:
-        inherited = 0
-        for name in node.input:
-            inherited |= masks.get(name, 0)
-        for name in node.output:
-            if name and name in index.activations:
-                bit_of[name] = len(bit_of)
-                masks[name] = inherited | (1 << bit_of[name])
-    return bit_of, masks
-
-
-@dataclass(frozen=True)
-class ResidualMerge:
-    """An Add that merges a residual branch back: ``split`` is where the paths diverged."""
-
-    add_node: onnx.NodeProto
-    split: str
-    branch_ops: frozenset[str]
-
-
-def _compatible_shapes(index: GraphIndex, left: str, right: str) -> bool:
-    """Same rank and equal static dims (symbolic dims are renamed freely by shape inference,
-    so two differently named symbols may still be equal); unknown types are accepted."""
-    left_type, right_type = index.types.get(left), index.types.get(right)
-    if not (left_type and right_type and left_type.shape is not None and right_type.shape is not None):
-        return True
-    if len(left_type.shape) != len(right_type.shape):
-        return False
-    return all(not (isinstance(a, int) and isinstance(b, int)) or a == b
-               for a, b in zip(left_type.shape, right_type.shape))
-
-
-def _bits(mask: int) -> list[int]:
-    bits = []
-    while mask:
-        low = mask & -mask
-        bits.append(low.bit_length() - 1)
-        mask ^= low
-    return bits
-
-
-def find_residual_merges(index: GraphIndex) -> list[ResidualMerge]:
-    """Adds of two same-shaped activations whose paths diverge at a common earlier tensor and
-    whose branch contains a weighted operator (this excludes e.g. x + 0.04x³ inside GELU)."""
-    bit_of, masks = ancestor_masks(index)
-    name_of_bit = {bit: name for name, bit in bit_of.items()}
-    merges = []
-    for node in index.nodes:
-        if node.op_type not in ("Add", "Sum") or len([n for n in node.input if n]) != 2:
-            continue
-        left, right = node.input[0], node.input[1]
-        if left not in masks or right not in masks:
-            continue
-        if not _compatible_shapes(index, left, right):
-            continue
-        common = masks[left] & masks[right]
-        if not common:
-            continue
-        split = name_of_bit[common.bit_length() - 1]  # latest common tensor in topological order
-        branch_mask = (masks[left] | masks[right]) & ~masks[split]
-        branch_nodes = [index.node_of(name_of_bit[bit]) for bit in _bits(branch_mask)]
-        branch_ops = frozenset(n.op_type for n in branch_nodes if n is not None)
-        weighted = any(n is not None and n.op_type in WEIGHTED_OPS and _has_weight(index, n)
-                       for n in branch_nodes)
-        if weighted:
-            merges.append(ResidualMerge(node, split, branch_ops))
-    return merges
-
-
 def block_points(index: GraphIndex) -> list[TapPoint]:
+    """The stem (the first block's input) and one IR per block; a transformer encoder layer's
+    attention and feed-forward merges are one layer, tapped at its end."""
     merges = find_residual_merges(index)
     if not merges:
         return []
-    ends = [chain_end(index, merge.add_node.output[0]) for merge in merges]
-    keep = []
-    for position, merge in enumerate(merges):
-        # Transformer: an attention merge directly followed by the FFN merge that starts from it
-        # is one encoder layer; keep only the layer's final IR.
-        nxt = merges[position + 1] if position + 1 < len(merges) else None
-        if "Softmax" in merge.branch_ops and nxt is not None and nxt.split == ends[position] \
-                and "Softmax" not in nxt.branch_ops:
-            continue
-        keep.append(position)
     points: dict[str, TapPoint] = {}
-    stem = merges[0].split
-    if index.is_tappable(stem):
-        stem_node = index.node_of(stem)
-        if stem_node is not None:
-            points[stem] = _point(index, stem, stem_node)
-    for position in keep:
-        end = ends[position]
-        if not index.is_tappable(end):
-            end = merges[position].add_node.output[0]
-        if index.is_tappable(end):
-            points.setdefault(end, _point(index, end, merges[position].add_node))
+    stem = merges[0].entry
+    stem_node = index.node_of(stem)
+    if index.is_tappable(stem) and stem_node is not None:
+        points[stem] = _point(index, stem, stem_node)
+    for group in encoder_layer_merges(index, merges):
+        last = group[-1]
+        if index.is_tappable(last.exit):
+            points.setdefault(last.exit, _point(index, last.exit, index.nodes[last.add_position]))
     return list(points.values())
 
 

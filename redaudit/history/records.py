@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from redaudit.core.result import ScanConfig
+from redaudit.core.spec import ScanConfig
 
 
 def utc(moment: datetime) -> datetime:

@@ -6,7 +6,7 @@ that would remove every removable block is refused.
 """
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -15,45 +15,39 @@ from typing import Any
 import numpy as np
 import onnx
 
+import redaudit
+from redaudit.core.engine import scan_prepared
+from redaudit.core.graph import parameter_count
+from redaudit.core.prepared import PreparedModel
+from redaudit.core.probe import make_probe
+from redaudit.core.spec import ScanSpec
 from redaudit.errors import RedauditError
 from redaudit.prune import select
 from redaudit.prune.candidates import Block, find_candidates
-from redaudit.prune.cost import block_costs, parameter_count
-from redaudit.prune.graph import GraphIndex
+from redaudit.prune.cost import block_costs
+from redaudit.prune.policies import PolicyContext, PrunePolicy, make_policy, removal_order
 from redaudit.prune.result import Candidate, PruneResult
-from redaudit.prune.similarity import ProbeOptions, block_similarity
 from redaudit.prune.surgery import PruneError, remove_blocks
-from redaudit.prune.verify import compare_outputs, drift, make_session, measure_latency, run_all
+from redaudit.prune.verify import Evaluator, drift, measure_latency
 
 #: Above this a model is saved with its tensors in one external ``.data`` file (protobuf limit).
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 
 
-def _load(model: str | os.PathLike[str] | onnx.ModelProto, max_bytes: int | None) -> tuple[onnx.ModelProto, str, str, int]:
-    if isinstance(model, onnx.ModelProto):
-        data = model.SerializeToString()
-        return model, "<in-memory>", hashlib.sha256(data).hexdigest(), len(data)
-    from redaudit.core.model import DEFAULT_MAX_MODEL_BYTES, load_model
-
-    loaded = load_model(model, max_bytes=max_bytes or DEFAULT_MAX_MODEL_BYTES)
-    return loaded.proto, loaded.path, loaded.sha256, loaded.size_bytes
-
-
-def probe_arrays(model: onnx.ModelProto, options: ProbeOptions) -> tuple[dict[str, np.ndarray], bool, list[str]]:
-    """The probe samples scan would use, as whole arrays (for output comparison and timing)."""
-    from redaudit.core.probe import input_specs, make_probe
-
-    probe = make_probe(input_specs(model), options.get("inputs"), options.get("samples", 2560),
-                       options.get("seed", 0), options.get("dims"), options.get("int_range"))
-    cka_batch = options.get("cka_batch", 256)
-    parts = list(probe.batches(cka_batch or probe.samples, probe.samples))
+def probe_arrays(prepared: PreparedModel, spec: ScanSpec,
+                 inputs: Mapping[str, np.ndarray] | None = None) -> tuple[dict[str, np.ndarray], bool, list[str]]:
+    """The probe samples scan would use, built once as whole arrays: every measurement of a
+    prune run (similarity, verification, latency, MSRS before/after) reads these."""
+    probe = make_probe(prepared.input_specs, inputs if inputs is not None else spec.inputs, spec.samples,
+                       spec.seed, spec.dims_dict, spec.int_range)
+    parts = list(probe.batches(spec.cka_batch or probe.samples, probe.samples))
     arrays = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
     return arrays, probe.real, list(probe.warnings)
 
 
-def describe_candidates(model: onnx.ModelProto, blocks: Sequence[Block], scores: np.ndarray,
+def describe_candidates(prepared: PreparedModel, blocks: Sequence[Block], scores: np.ndarray,
                         input_shapes: Mapping[str, Sequence[int]]) -> list[Candidate]:
-    costs, total_params, total_flops = block_costs(model, GraphIndex.build(model), blocks, input_shapes)
+    costs, total_params, total_flops = block_costs(prepared.proto, prepared.index, blocks, input_shapes)
     return [Candidate(index=i, name=block.name, entry=block.entry, kind=block.kind, nodes=len(block.nodes),
                       similarity=float(scores[i]), params=params, flops=flops,
                       param_share=params / total_params if total_params else 0.0,
@@ -61,40 +55,28 @@ def describe_candidates(model: onnx.ModelProto, blocks: Sequence[Block], scores:
             for i, (block, (params, flops)) in enumerate(zip(blocks, costs))]
 
 
-class _Evaluator:
-    """Runs candidate pruned models against the original's outputs on the probe arrays."""
-
-    def __init__(self, original: onnx.ModelProto, arrays: Mapping[str, np.ndarray], chunk: int) -> None:
-        self.arrays, self.chunk = arrays, chunk
-        self.names = [output.name for output in original.graph.output]
-        self.session = make_session(original)
-        self.reference = run_all(self.session, arrays, chunk)
-
-    def agreement(self, pruned: onnx.ModelProto):
-        session = make_session(pruned)
-        return compare_outputs(self.names, self.reference, run_all(session, self.arrays, self.chunk)), session
-
-
-def _plan(blocks: list[Block], scores: np.ndarray, *, remove: int | None, target_params: float | None,
-          max_drift: float | None, names: Sequence[str] | None, model: onnx.ModelProto) -> list[int]:
+def _plan(context: PolicyContext, policy: PrunePolicy, *, remove: int | None, target_params: float | None,
+          max_drift: float | None, names: Sequence[str] | None) -> list[int]:
+    blocks = context.blocks
     if names:
         chosen = select.resolve_names(blocks, names)
         select.check_not_everything(len(chosen), len(blocks))
         return chosen
-    order = select.removal_order(scores)
     if remove is not None:
-        return select.first_n(order, remove)
+        select.check_not_everything(remove, len(blocks))
+        return policy.choose(context, remove)
     if target_params is not None:
-        costs, total, _ = block_costs(model, GraphIndex.build(model), blocks)
-        return select.until_params(order, [params for params, _ in costs], total, target_params)
+        costs, total, _ = block_costs(context.prepared.proto, context.prepared.index, blocks)
+        return select.until_params(lambda count: policy.choose(context, count), [p for p, _ in costs],
+                                   total, target_params, len(blocks))
     if max_drift is not None:
-        return order[:-1]
+        return policy.choose(context, len(blocks) - 1)
     raise PruneError("say what to remove: --remove N, --target-params PCT, --max-drift X or --blocks NAMES "
                      "(or --list to see the candidates)")
 
 
-def _limit_by_drift(model: onnx.ModelProto, blocks: list[Block], plan: list[int], bound: float,
-                    evaluator: _Evaluator) -> list[int]:
+def _limit_by_drift(model: onnx.ModelProto, blocks: Sequence[Block], plan: list[int], bound: float,
+                    evaluator: Evaluator) -> list[int]:
     """The longest prefix of ``plan`` whose pruned model stays within ``bound`` drift."""
     kept = 0
     for count in range(1, len(plan) + 1):
@@ -108,43 +90,43 @@ def _limit_by_drift(model: onnx.ModelProto, blocks: list[Block], plan: list[int]
     return plan[:kept]
 
 
-def _iterate(model: onnx.ModelProto, first_blocks: list[Block], first_scores: np.ndarray, *, remove: int | None,
-             target_params: float | None, max_drift: float | None, options: ProbeOptions,
-             evaluator: _Evaluator) -> tuple[onnx.ModelProto, list[str], list[dict[str, Any]]]:
-    """Remove one block at a time, re-finding candidates and re-scanning after each removal."""
+def _iterate(context: PolicyContext, policy: PrunePolicy, *, remove: int | None, target_params: float | None,
+             max_drift: float | None, evaluator: Evaluator) -> tuple[onnx.ModelProto, list[str], list[dict[str, Any]]]:
+    """Remove one block at a time, re-finding candidates and re-scoring after each removal."""
     if remove is not None:
-        select.check_not_everything(remove, len(first_blocks))
+        select.check_not_everything(remove, len(context.blocks))
     elif target_params is None and max_drift is None:
         raise PruneError("--iterative needs --remove N, --target-params PCT or --max-drift X")
-    total = parameter_count(model)
-    current, blocks, scores = model, first_blocks, first_scores
+    total = parameter_count(context.prepared.proto)
+    current = context
     removed: list[str] = []
     steps: list[dict[str, Any]] = []
     while True:
+        proto = current.prepared.proto
         if remove is not None and len(removed) >= remove:
             break
-        if target_params is not None and parameter_count(current) <= total * target_params / 100.0:
+        if target_params is not None and parameter_count(proto) <= total * target_params / 100.0:
             break
-        if len(blocks) <= 1:
+        if len(current.blocks) <= 1:
             if max_drift is not None and remove is None and target_params is None:
                 break
             raise PruneError("cannot go on without removing every removable block; ask for fewer removals")
-        best = select.removal_order(scores)[0]
-        candidate = remove_blocks(current, [blocks[best]])
+        best = policy.choose(current, 1)[0]
+        block = current.blocks[best]
+        candidate = remove_blocks(proto, [block])
         if max_drift is not None:
             agreement, _ = evaluator.agreement(candidate)
             if drift(agreement) > max_drift:
                 if not removed:
-                    raise PruneError(f"removing even the most redundant block ({blocks[best].name}) drifts the "
+                    raise PruneError(f"removing even the most redundant block ({block.name}) drifts the "
                                      f"outputs beyond --max-drift {max_drift:g}; nothing written")
                 break
-        steps.append({"block": blocks[best].name, "similarity": float(scores[best]), "candidates": len(blocks)})
-        removed.append(blocks[best].name)
-        current = candidate
-        blocks = find_candidates(current)
-        if blocks:
-            scores, _ = block_similarity(current, blocks, options)
-    return current, removed, steps
+        score = policy.scores(current)[best]
+        steps.append({"block": block.name, "similarity": float(score), "candidates": len(current.blocks)})
+        removed.append(block.name)
+        prepared = PreparedModel.load(candidate, device=current.prepared.sessions.device)
+        current = PolicyContext(prepared, find_candidates(candidate, prepared.index), current.spec, current.arrays)
+    return current.prepared.proto, removed, steps
 
 
 def save_model(model: onnx.ModelProto, path: str | os.PathLike[str]) -> int:
@@ -164,11 +146,10 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike[str]) -> int:
                                     and model.ByteSize() > EXTERNAL_DATA_THRESHOLD else 0)
 
 
-def _scan_msrs(model: Any, options: ProbeOptions, warnings: list[str], which: str):
-    from redaudit import scan
-
+def _scan_msrs(prepared: PreparedModel, spec: ScanSpec, arrays: Mapping[str, np.ndarray],
+               warnings: list[str], which: str):
     try:
-        return scan(model, **options.scan_kwargs())
+        return scan_prepared(prepared, spec, inputs=arrays)
     except RedauditError as error:
         warnings.append(f"MSRS {which} pruning not measured: {error}")
         return None
@@ -191,19 +172,35 @@ def _record(db: Any, name: str, label: str | None, before, after, parent_sha256:
         return record_scan(db, after, name, label=label, parent_sha256=parent_sha256)
 
 
-def prune_model(model: str | os.PathLike[str] | onnx.ModelProto, *, remove: int | None = None,
+def _refuse_overwriting_input(source: str, output: str | os.PathLike[str] | None) -> None:
+    """``-o`` equal to (or a hard link of) the input would destroy it before it is measured."""
+    if output is None or source == "<in-memory>":
+        return
+    target = Path(output)
+    same = target.resolve() == Path(source).resolve()
+    if not same and target.exists():
+        try:
+            same = os.path.samefile(target, source)
+        except OSError:
+            same = False
+    if same:
+        raise PruneError(f"-o {output} is the input model itself; write the pruned model to another path")
+
+
+def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel, *, remove: int | None = None,
                 target_params: float | None = None, max_drift: float | None = None,
                 blocks: Sequence[str] | None = None, iterative: bool = False, list_only: bool = False,
                 output: str | os.PathLike[str] | None = None, latency: bool = True, latency_batch: int = 32,
                 latency_repeats: int = 20, measure_msrs: bool = True, record: str | None = None,
-                label: str | None = None, db: Any = None, **scan_options: Any) -> PruneResult:
+                label: str | None = None, db: Any = None, policy: str | PrunePolicy = "cka",
+                spec: ScanSpec | None = None, inputs: Any = None, **spec_options: Any) -> PruneResult:
     """Find removable blocks, remove the most redundant ones, verify, optionally save and record.
 
-    Selection (one of): ``blocks`` by name; ``remove`` N most similar; ``target_params`` = keep at
-    most this percentage of the parameters; ``max_drift`` = stop before 1 − output cosine exceeds
-    it (combinable with the others as a cap). ``iterative`` re-scans after each removal.
-    ``scan_options`` are ``redaudit.scan``'s keyword arguments (inputs, samples, seed, dims,
-    int_range, cka_batch, epsilon, ...): the probe and the similarity follow them exactly.
+    Selection (one of): ``blocks`` by name; ``remove`` N; ``target_params`` = keep at most this
+    percentage of the parameters; ``max_drift`` = stop before 1 − output cosine exceeds it
+    (combinable with the others as a cap). ``policy`` ranks the blocks (``cka``: the paper's
+    rule). ``iterative`` re-scores after each removal. ``spec`` (or keyword options naming its
+    fields) shapes the probe and the similarity exactly as it shapes a scan.
     """
     if iterative and blocks:
         raise PruneError("--iterative chooses blocks by similarity; it does not combine with --blocks")
@@ -211,52 +208,60 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto, *, remove: int 
         raise PruneError("--remove must be at least 1")
     if max_drift is not None and not 0 <= max_drift <= 2:
         raise PruneError(f"--max-drift is 1 - cosine similarity, between 0 and 2; got {max_drift:g}")
-    proto, source, sha256, size = _load(model, scan_options.get("max_model_bytes"))
-    options = ProbeOptions(dict(scan_options))
-    candidates = find_candidates(proto)
+    if record is not None and not record.strip():
+        raise PruneError("--record needs a model name")
+    spec, arrays_in = redaudit.spec_from_options(spec, inputs, **spec_options)
+    chosen_policy = make_policy(policy, spec.seed) if isinstance(policy, str) else policy
+    prepared = PreparedModel.load(model, max_model_bytes=spec.max_model_bytes, device=spec.device)
+    _refuse_overwriting_input(prepared.path, None if list_only else output)
+    candidates = find_candidates(prepared.proto, prepared.index)
     if not candidates:
-        raise PruneError(f"no removable block in {source}: no residual block, transformer layer or "
+        raise PruneError(f"no removable block in {prepared.path}: no residual block, transformer layer or "
                          "shape-preserving chain of layers was found")
-    arrays, real, warnings = probe_arrays(proto, options)
+    arrays, real, warnings = probe_arrays(prepared, spec, arrays_in)
     if not real:
         warnings.append("probe inputs are synthetic (random); pass real data with --inputs for meaningful numbers")
-    scores, _ = block_similarity(proto, candidates, options)
+    context = PolicyContext(prepared, candidates, spec, arrays)
+    scores = chosen_policy.scores(context)
     shapes = {name: array.shape for name, array in arrays.items()}
-    result = PruneResult(source=source, source_sha256=sha256, iterative=iterative,
-                         candidates=describe_candidates(proto, candidates, scores, shapes),
+    result = PruneResult(source=prepared.path, source_sha256=prepared.sha256, iterative=iterative,
+                         candidates=describe_candidates(prepared, candidates, scores, shapes),
                          probe_real=real, samples=int(next(iter(arrays.values())).shape[0]), warnings=warnings)
     if list_only:
         return result
-    chunk = scan_options.get("cka_batch", 256) or 256
-    evaluator = _Evaluator(proto, arrays, chunk)
+    evaluator = Evaluator(prepared, arrays, spec.cka_batch or 256)
     if iterative:
-        pruned, result.removed, result.steps = _iterate(
-            proto, candidates, scores, remove=remove, target_params=target_params, max_drift=max_drift,
-            options=options, evaluator=evaluator)
+        pruned, result.removed, result.steps = _iterate(context, chosen_policy, remove=remove,
+                                                        target_params=target_params, max_drift=max_drift,
+                                                        evaluator=evaluator)
     else:
-        plan = _plan(candidates, scores, remove=remove, target_params=target_params, max_drift=max_drift,
-                     names=blocks, model=proto)
+        plan = _plan(context, chosen_policy, remove=remove, target_params=target_params, max_drift=max_drift,
+                     names=blocks)
         if max_drift is not None and not blocks:
-            plan = _limit_by_drift(proto, candidates, plan, max_drift, evaluator)
-        pruned = remove_blocks(proto, [candidates[i] for i in plan])
+            plan = _limit_by_drift(prepared.proto, candidates, plan, max_drift, evaluator)
+        pruned = remove_blocks(prepared.proto, [candidates[i] for i in plan])
         result.removed = [candidates[i].name for i in plan]
     result.agreement, pruned_session = evaluator.agreement(pruned)  # raises if it does not run
     result.drift = drift(result.agreement)
     result.model = pruned
-    result.params_before, result.params_after = parameter_count(proto), parameter_count(pruned)
-    result.size_before = size
+    result.params_before, result.params_after = parameter_count(prepared.proto), parameter_count(pruned)
+    result.size_before = prepared.size_bytes
     if latency:
         result.latency = measure_latency(evaluator.session, pruned_session, arrays, latency_batch, latency_repeats)
+    before = after = None
+    if measure_msrs or record:
+        pruned_prepared = PreparedModel.load(pruned, device=spec.device)
+        before = _scan_msrs(prepared, spec, arrays, result.warnings, "before")
+        after = _scan_msrs(pruned_prepared, spec, arrays, result.warnings, "after")
+        result.msrs_before = before.msrs if before is not None else float("nan")
+        result.msrs_after = after.msrs if after is not None else float("nan")
     if output is not None:
         result.size_after = save_model(pruned, output)
         result.output_path = str(output)
+        if after is not None:
+            after = dataclasses.replace(after, model=dataclasses.replace(after.model, path=str(output)))
     else:
         result.size_after = pruned.ByteSize()
-    if measure_msrs or record:
-        before = _scan_msrs(model if not isinstance(model, onnx.ModelProto) else proto, options, result.warnings, "before")
-        after = _scan_msrs(output if output is not None else pruned, options, result.warnings, "after")
-        result.msrs_before = before.msrs if before is not None else float("nan")
-        result.msrs_after = after.msrs if after is not None else float("nan")
-        if record:
-            result.recorded_scan_id = _record(db, record, label, before, after, sha256)
+    if record:
+        result.recorded_scan_id = _record(db, record, label, before, after, prepared.sha256)
     return result

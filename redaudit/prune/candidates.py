@@ -5,12 +5,11 @@ dtype and shape such that nothing computed strictly inside it is read outside it
 means: every consumer of the exit reads the entry instead, and the region dies. Three shapes of
 block are recognised, each checked with the same closure test (:func:`block_region`):
 
-* ``residual`` — ``y = x + f(x)`` (an Add one of whose operands depends on the other), extended
-  through a trailing activation/normalisation chain (post-activation ResNets, post-LN BERT), so
-  removing it leaves ``y = x``;
-* ``transformer-layer`` — consecutive residual blocks grouped so that each group starts with a
-  block containing attention (Softmax): an encoder layer is its attention sub-block plus the
-  feed-forward sub-block(s) after it;
+* ``residual`` — ``y = x + f(x)``: a residual merge with an identity skip, as the one block
+  detector (:mod:`redaudit.core.blocks`) finds it — a weighted branch, named by its IR exactly as
+  scan names it — so removing it leaves ``y = x``;
+* ``transformer-layer`` — an encoder layer: its attention merge plus the feed-forward merge(s)
+  after it, grouped as scan groups them (:func:`redaudit.core.blocks.encoder_layer_merges`);
 * ``chain`` — outside residual blocks, a run of weighted layers (Conv/MatMul/Gemm with their bias,
   activation and normalisation) whose first input and last output have the same shape and dtype.
 
@@ -23,17 +22,12 @@ from dataclasses import dataclass
 
 import onnx
 
-from redaudit.prune.graph import FLOAT_TYPES, GraphIndex
+from redaudit.core.blocks import WEIGHTED_OPS as _ALL_WEIGHTED_OPS
+from redaudit.core.blocks import chain_end, encoder_layer_merges, find_residual_merges
+from redaudit.core.graph import FLOAT_TYPES, GraphIndex
 
-#: Shape-preserving ops a block's exit is extended through when they are its only consumer.
-TRAILING_OPS = frozenset({
-    "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Gelu", "Sigmoid", "HardSigmoid", "Tanh",
-    "Clip", "Softplus", "HardSwish", "Mish", "Dropout", "Identity", "LayerNormalization",
-    "BatchNormalization", "InstanceNormalization", "GroupNormalization", "RMSNormalization",
-    "SimplifiedLayerNormalization", "SkipLayerNormalization",
-})
-WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
-ATTENTION_OPS = frozenset({"Softmax", "Attention", "MultiHeadAttention"})
+#: Ops a ``chain`` link may start with (layers whose removal keeps a plain feed-forward stream).
+WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"}) & _ALL_WEIGHTED_OPS
 
 
 @dataclass(frozen=True)
@@ -83,21 +77,6 @@ def _same_type(index: GraphIndex, first: str, second: str) -> bool:
     return a is not None and b is not None and a.elem_type in FLOAT_TYPES and a.same_as(b)
 
 
-def _extend_exit(index: GraphIndex, tensor: str) -> str:
-    """Follow a tensor through the activation/normalisation chain that is its sole consumer."""
-    while tensor not in index.graph_outputs:
-        consumers = index.consumers.get(tensor, [])
-        if len(consumers) != 1:
-            break
-        node = index.nodes[consumers[0]]
-        if node.op_type not in TRAILING_OPS or not node.output or node.input[0] != tensor:
-            break
-        if not _same_type(index, tensor, node.output[0]):
-            break
-        tensor = node.output[0]
-    return tensor
-
-
 def _make_block(index: GraphIndex, entry: str, exit_name: str, kind: str) -> Block | None:
     if not _same_type(index, entry, exit_name):
         return None
@@ -110,18 +89,19 @@ def _make_block(index: GraphIndex, entry: str, exit_name: str, kind: str) -> Blo
 
 
 def _residual_blocks(index: GraphIndex) -> list[Block]:
-    blocks = []
-    for position, node in enumerate(index.nodes):
-        if node.op_type != "Add" or len(node.input) != 2 or not all(node.input):
-            continue
-        for skip, branch in ((node.input[1], node.input[0]), (node.input[0], node.input[1])):
-            branch_producer = index.producer.get(branch)
-            if branch_producer is None or branch_producer not in index.data_descendants(skip):
+    """Identity-skip residual blocks and encoder layers, named as scan names their IRs."""
+    blocks: list[Block] = []
+    for group in encoder_layer_merges(index, find_residual_merges(index)):
+        if len(group) > 1:
+            layer = _make_block(index, group[0].entry, group[-1].exit, "transformer-layer")
+            if layer is not None:
+                blocks.append(layer)
                 continue
-            block = _make_block(index, skip, _extend_exit(index, node.output[0]), "residual")
-            if block is not None:
-                blocks.append(block)
-            break
+        for merge in group:
+            if merge.identity_skip:
+                block = _make_block(index, merge.entry, merge.exit, "residual")
+                if block is not None:
+                    blocks.append(block)
     return blocks
 
 
@@ -138,27 +118,6 @@ def _chains(units: list[Block]) -> list[list[Block]]:
             chain.append(by_entry[chain[-1].exit])
         chains.append(chain)
     return chains
-
-
-def _transformer_layers(index: GraphIndex, residuals: list[Block]) -> list[Block]:
-    """Group residual sub-blocks into layers that each start with an attention sub-block;
-    residual blocks of attention-free networks (ResNets) stay as they are."""
-    def has_attention(block: Block) -> bool:
-        return any(index.nodes[p].op_type in ATTENTION_OPS for p in block.nodes)
-
-    out: list[Block] = []
-    for chain in _chains(residuals):
-        groups: list[list[Block]] = []
-        for unit in chain:
-            if not groups or has_attention(unit):
-                groups.append([])
-            groups[-1].append(unit)
-        for group in groups:
-            layer = None
-            if len(group) > 1 and has_attention(group[0]):
-                layer = _make_block(index, group[0].entry, group[-1].exit, "transformer-layer")
-            out.extend([layer] if layer is not None else group)
-    return out
 
 
 def _branch_nodes(index: GraphIndex) -> set[int]:
@@ -195,7 +154,7 @@ def _layer_links(index: GraphIndex, covered: set[int]) -> list[Block]:
             bias_add = index.nodes[consumers[0]]
             if any(name in index.initializers for name in bias_add.input):
                 exit_name = bias_add.output[0]
-        exit_name = _extend_exit(index, exit_name)
+        exit_name = chain_end(index, exit_name)
         region = block_region(index, entry, exit_name)
         if region:
             nodes = tuple(sorted(region))
@@ -226,9 +185,7 @@ def find_candidates(model: onnx.ModelProto, index: GraphIndex | None = None) -> 
     """All removable blocks of ``model``, non-overlapping, in graph order."""
     index = index or GraphIndex.build(model)
     residuals = _residual_blocks(index)
-    residuals = [b for b in residuals
-                 if not any(set(b.nodes) < set(other.nodes) for other in residuals)]
-    blocks = _transformer_layers(index, residuals)
+    blocks = [b for b in residuals if not any(set(b.nodes) < set(other.nodes) for other in residuals)]
     covered = {p for block in blocks for p in block.nodes}
     blocks += _chain_blocks(index, _layer_links(index, covered))
     unique = {block.exit: block for block in blocks}

@@ -1,24 +1,15 @@
-"""Which blocks to remove: the paper's rule and the stopping criteria around it.
+"""How many blocks to remove: names, counts and parameter targets around a policy's choice.
 
-RedTest keeps the k blocks least similar to their predecessor, i.e. removes the blocks whose
-output is most like their input first. A block whose similarity could not be measured (NaN,
-a degenerate IR) is ranked last: no evidence it is redundant.
+Which blocks is a policy's job (:mod:`redaudit.prune.policies`); this module turns the user's
+stopping rule into a count and checks it leaves something.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-import numpy as np
 
 from redaudit.prune.candidates import Block
 from redaudit.prune.surgery import PruneError
-
-
-def removal_order(scores: Sequence[float]) -> list[int]:
-    """Block indices, most similar to its input first; ties keep graph order, NaN last."""
-    values = np.asarray(scores, dtype=np.float64)
-    keyed = np.where(np.isnan(values), -np.inf, values)
-    return [int(i) for i in np.argsort(-keyed, kind="stable")]
 
 
 def resolve_names(blocks: Sequence[Block], names: Sequence[str]) -> list[int]:
@@ -46,26 +37,19 @@ def check_not_everything(count: int, available: int) -> None:
         raise PruneError("nothing to remove: --remove must be at least 1")
 
 
-def first_n(order: Sequence[int], count: int) -> list[int]:
-    check_not_everything(count, len(order))
-    return list(order[:count])
-
-
-def until_params(order: Sequence[int], block_params: Sequence[int], total_params: int,
-                 target_percent: float) -> list[int]:
-    """Remove in ``order`` until the model keeps at most ``target_percent`` % of its parameters."""
+def until_params(choose: Callable[[int], Sequence[int]], block_params: Sequence[int], total_params: int,
+                 target_percent: float, available: int) -> list[int]:
+    """The smallest removal ``choose(k)`` (a policy's choice of k blocks) that leaves at most
+    ``target_percent`` % of the parameters; refuses when only removing every block would."""
     if not 0 < target_percent < 100:
         raise PruneError(f"--target-params must be a percentage between 0 and 100, got {target_percent:g}")
     limit = total_params * target_percent / 100.0
     remaining = total_params
-    chosen: list[int] = []
-    for index in order:
+    for count in range(1, available):
+        chosen = list(choose(count))
+        remaining = total_params - sum(block_params[i] for i in chosen)
         if remaining <= limit:
-            break
-        if len(chosen) == len(order) - 1:
-            reachable = 100.0 * remaining / max(total_params, 1)
-            raise PruneError(f"cannot reach {target_percent:g}% of the parameters without removing every "
-                             f"removable block (the most that keeps one is {reachable:.1f}%)")
-        chosen.append(index)
-        remaining -= block_params[index]
-    return chosen
+            return chosen
+    reachable = 100.0 * remaining / max(total_params, 1)
+    raise PruneError(f"cannot reach {target_percent:g}% of the parameters without removing every "
+                     f"removable block (the most that keeps one is {reachable:.1f}%)")

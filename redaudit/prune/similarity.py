@@ -10,29 +10,16 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import onnx
 from onnx import helper
 
 from redaudit.prune.candidates import Block
+from redaudit.core.engine import scan_prepared
+from redaudit.core.prepared import PreparedModel
 from redaudit.core.result import ScanResult
-
-
-@dataclass(frozen=True)
-class ProbeOptions:
-    """Keyword arguments for ``redaudit.scan`` (inputs, samples, seed, dims, cka_batch, epsilon,
-    …), passed through unchanged so prune measures exactly what scan would."""
-
-    scan: Mapping[str, Any] = field(default_factory=dict)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.scan.get(key, default)
-
-    def scan_kwargs(self, **overrides: Any) -> dict[str, Any]:
-        return {**self.scan, **overrides}
+from redaudit.core.spec import ScanSpec
 
 
 def _tap_name(tensor: str, graph_inputs: set[str]) -> str:
@@ -49,22 +36,22 @@ def _with_input_taps(model: onnx.ModelProto, tensors: set[str]) -> onnx.ModelPro
     return tapped
 
 
-def block_similarity(model: onnx.ModelProto, blocks: Sequence[Block],
-                     probe: ProbeOptions) -> tuple[np.ndarray, ScanResult]:
+def block_similarity(prepared: PreparedModel, blocks: Sequence[Block], spec: ScanSpec,
+                     arrays: Mapping[str, np.ndarray] | None = None) -> tuple[np.ndarray, ScanResult]:
     """CKA(input, output) per block (NaN where a side was degenerate) and the scan behind it."""
-    from redaudit import scan
-
-    initializers = {init.name for init in model.graph.initializer}
-    graph_inputs = {inp.name for inp in model.graph.input} - initializers
+    graph_inputs = set(prepared.index.graph_inputs)
     entries_from_inputs = {block.entry for block in blocks if block.entry in graph_inputs}
-    measured = _with_input_taps(model, entries_from_inputs)
+    measured = prepared
+    if entries_from_inputs:
+        measured = PreparedModel.load(_with_input_taps(prepared.proto, entries_from_inputs),
+                                      device=prepared.sessions.device)
     taps: list[str] = []
     for block in blocks:
         for tensor in (block.entry, block.exit):
             name = _tap_name(tensor, graph_inputs)
             if name not in taps:
                 taps.append(name)
-    result = scan(measured, **probe.scan_kwargs(taps=tuple(taps), level="block"))
+    result = scan_prepared(measured, spec.with_options(taps=tuple(taps), level="block"), inputs=arrays)
     position = {name: i for i, name in enumerate(result.layer_names)}
     scores = np.full(len(blocks), np.nan)
     for i, block in enumerate(blocks):

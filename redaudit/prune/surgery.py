@@ -17,7 +17,7 @@ from onnx import helper
 
 from redaudit.errors import RedauditError
 from redaudit.prune.candidates import Block, block_region
-from redaudit.prune.graph import GraphIndex, node_inputs
+from redaudit.core.graph import GraphIndex, node_inputs
 
 
 class PruneError(RedauditError):

@@ -16,6 +16,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from redaudit.core.prepared import PreparedModel
+from redaudit.core.run import BatchRunner
+from redaudit.errors import InferenceError
 from redaudit.prune.surgery import PruneError
 
 
@@ -43,31 +46,31 @@ class Latency:
         return self.pruned_ms / self.original_ms if self.original_ms > 0 else float("nan")
 
 
-def make_session(model: onnx.ModelProto, threads: int | None = None) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    try:
-        return ort.InferenceSession(model.SerializeToString(), options,
-                                    providers=["CPUExecutionProvider"])
-    except Exception as error:  # onnxruntime raises its own untyped errors
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise PruneError(f"onnxruntime cannot load the pruned model: {first}") from error
+class Evaluator:
+    """Runs models against the original's outputs on the probe arrays, on the prepared model's
+    device (sessions come from its :class:`~redaudit.core.run.SessionFactory`)."""
 
+    def __init__(self, original: PreparedModel, arrays: Mapping[str, np.ndarray], chunk: int) -> None:
+        self.arrays, self.chunk, self.sessions = arrays, chunk, original.sessions
+        self.names = [output.name for output in original.proto.graph.output]
+        self.session = self._session(original.proto, "the original model")
+        self.reference = self.run(self.session)
 
-def run_all(session: ort.InferenceSession, probe: Mapping[str, np.ndarray], chunk: int = 256) -> list[np.ndarray]:
-    """All outputs for all probe samples, run in chunks, concatenated along the sample axis."""
-    count = next(iter(probe.values())).shape[0]
-    parts: list[list[np.ndarray]] = []
-    try:
-        for start in range(0, count, chunk):
-            feed = {name: array[start:start + chunk] for name, array in probe.items()}
-            parts.append(session.run(None, feed))
-    except Exception as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise PruneError(f"model does not run on the probe inputs: {first}") from error
-    return [np.concatenate([part[i] for part in parts]) for i in range(len(parts[0]))]
+    def _session(self, model: onnx.ModelProto, what: str) -> ort.InferenceSession:
+        try:
+            return self.sessions.create(model, what)[0]
+        except InferenceError as error:
+            raise PruneError(str(error)) from None
+
+    def run(self, session: ort.InferenceSession) -> list[np.ndarray]:
+        try:
+            return BatchRunner(session).run_all(self.arrays, self.chunk)
+        except InferenceError as error:
+            raise PruneError(f"model does not run on the probe inputs: {error}") from None
+
+    def agreement(self, pruned: onnx.ModelProto) -> tuple[list[OutputAgreement], ort.InferenceSession]:
+        session = self._session(pruned, "the pruned model")
+        return compare_outputs(self.names, self.reference, self.run(session)), session
 
 
 def compare_outputs(names: list[str], original: list[np.ndarray], pruned: list[np.ndarray]) -> list[OutputAgreement]:

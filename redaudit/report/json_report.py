@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from redaudit.errors import RedauditError
-from redaudit.core.result import LayerInfo, ModelInfo, ScanConfig, ScanResult
+from redaudit.core.result import LayerInfo, ModelInfo, ScanResult
+from redaudit.core.spec import ScanConfig
 
 SCHEMA_VERSION = 1
 #: How many pairs ``top_pairs`` lists in the JSON report.
@@ -52,20 +53,7 @@ def config_to_json(config: ScanConfig) -> dict[str, Any]:
 
 def config_from_json(data: dict[str, Any]) -> ScanConfig:
     """Inverse of :func:`config_to_json`; unknown keys (from newer writers) are ignored."""
-    known = {item.name for item in fields(ScanConfig)}
-    values = {key: value for key, value in data.items() if key in known}
-    if values.get("cka_batch") == "all":
-        values["cka_batch"] = None
-    if "taps" in values:
-        values["taps"] = tuple(values["taps"])
-    if "dims" in values:
-        dims = values["dims"]
-        items = dims.items() if isinstance(dims, dict) else dims
-        values["dims"] = tuple((str(name), int(size)) for name, size in items)
-    if values.get("int_range") is not None:
-        low, high = values["int_range"]
-        values["int_range"] = (int(low), int(high))
-    return ScanConfig(**values)
+    return ScanConfig.from_dict(data, ignore_unknown=True)
 
 
 def _model_to_json(model: ModelInfo) -> dict[str, Any]:

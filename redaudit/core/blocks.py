@@ -1,0 +1,182 @@
+"""The one block detector: residual merges, as scan taps them and prune removes them.
+
+A residual merge is an Add ``y = s(x) + f(x)`` of two operands whose data paths (Shape/Size
+edges excluded) diverge at one tensor ``x``, the block's input, where the branch holds a
+weighted operator (Conv, MatMul, Gemm... with learned parameters) and ``y`` has the rank of ``x``.
+That excludes ``x + 0.044715·x³`` inside a decomposed tanh-GELU (no weight on the branch) and
+an attention mask added to attention scores (the mask's data does not come from ``x``; it
+shares only shape arithmetic with it). The skip ``s`` is the identity when one operand is ``x``
+itself: only such blocks can be removed (``y = x`` afterwards); projection shortcuts (ResNet
+downsampling) are blocks for scanning but not removable.
+
+A block's IR — its name everywhere, in scan results, prune candidates and history — is the
+merge's output extended through its trailing elementwise chain (bias, norm, activation,
+decomposed GELU): :func:`chain_end`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import onnx
+
+from redaudit.core.graph import SHAPE_ONLY_OPS, GraphIndex
+
+WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum", "ConvInteger", "MatMulInteger",
+                          "QLinearConv", "QLinearMatMul", "FusedConv", "FusedMatMul", "LSTM", "GRU", "RNN"})
+ATTENTION_OPS = frozenset({"Softmax", "Attention", "MultiHeadAttention"})
+ELEMENTWISE_OPS = frozenset({
+    "Relu", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "Gelu", "FastGelu", "Elu", "Selu", "Celu",
+    "Clip", "HardSigmoid", "HardSwish", "Softplus", "Softsign", "Mish", "Erf", "ThresholdedRelu",
+    "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Reciprocal", "Exp", "Neg", "Abs", "Max", "Min",
+    "BatchNormalization", "LayerNormalization", "InstanceNormalization", "GroupNormalization",
+    "SkipLayerNormalization", "RMSNormalization", "SimplifiedLayerNormalization", "Identity", "Dropout",
+})
+_REGION_LIMIT = 24
+
+
+def chain_end(index: GraphIndex, tensor: str) -> str:
+    """End of the elementwise region that starts at ``tensor`` (bias add, norm, activation,
+    decomposed GELU...). The region may only take ``tensor``, its own tensors and constants as
+    inputs; its end is the single tensor that leaves it. Returns ``tensor`` when ambiguous."""
+    region_nodes: set[int] = set()
+    region_tensors = {tensor}
+    queue = [tensor]
+    while queue:
+        current = queue.pop()
+        for position in index.consumers.get(current, []):
+            if position in region_nodes:
+                continue
+            node = index.nodes[position]
+            inputs = [name for name in node.input if name]
+            joins = node.op_type in ELEMENTWISE_OPS and all(
+                name in region_tensors or name in index.constants for name in inputs)
+            if node.op_type == "Dropout" and len(node.output) > 1 and node.output[1]:
+                joins = False
+            if not joins:
+                continue
+            region_nodes.add(position)
+            if len(region_nodes) > _REGION_LIMIT:
+                return tensor
+            for name in node.output[:1]:
+                region_tensors.add(name)
+                queue.append(name)
+    outputs = index.output_set
+    exits = [name for name in region_tensors
+             if name in outputs
+             or any(pos not in region_nodes for pos in index.consumers.get(name, []))
+             or not index.consumers.get(name)]
+    if len(exits) != 1:
+        return tensor
+    end = exits[0]
+    start_type, end_type = index.types.get(tensor), index.types.get(end)
+    if start_type and end_type and start_type.shape is not None and end_type.shape is not None \
+            and len(start_type.shape) != len(end_type.shape):
+        return tensor
+    return end
+
+
+def is_weighted(index: GraphIndex, node: onnx.NodeProto) -> bool:
+    return node.op_type in WEIGHTED_OPS and index.has_weight(node)
+
+
+@dataclass(frozen=True)
+class ResidualMerge:
+    """One residual block. ``entry`` is where the paths diverged (the block input), ``add`` the
+    merge's output, ``exit`` the block's IR (``add`` through its trailing chain)."""
+
+    add_position: int
+    entry: str
+    add: str
+    exit: str
+    identity_skip: bool  # one operand is ``entry`` itself: removing the block leaves y = x
+    branch_nodes: frozenset[int]
+
+    def has_attention(self, index: GraphIndex) -> bool:
+        return any(index.nodes[p].op_type in ATTENTION_OPS for p in self.branch_nodes)
+
+
+def _data_ancestry(index: GraphIndex) -> tuple[dict[str, int], dict[str, int]]:
+    """Bit per activation tensor and, per tensor, a bitmask of the tensors it depends on through
+    data edges (itself included). One pass in topological order; Python ints as bitsets."""
+    bit_of: dict[str, int] = {}
+    masks: dict[str, int] = {}
+    for name in index.graph_inputs:
+        bit_of[name] = len(bit_of)
+        masks[name] = 1 << bit_of[name]
+    for node in index.nodes:
+        inherited = 0
+        if node.op_type not in SHAPE_ONLY_OPS:
+            for name in node.input:
+                inherited |= masks.get(name, 0)
+        for name in node.output:
+            if name and name in index.activations:
+                bit_of[name] = len(bit_of)
+                masks[name] = inherited | (1 << bit_of[name])
+    return bit_of, masks
+
+
+def _bits(mask: int) -> list[int]:
+    bits = []
+    while mask:
+        low = mask & -mask
+        bits.append(low.bit_length() - 1)
+        mask ^= low
+    return bits
+
+
+def _same_rank(index: GraphIndex, first: str, second: str) -> bool:
+    """Equal rank and equal static dims; unknown types are accepted (checked at run time)."""
+    a, b = index.types.get(first), index.types.get(second)
+    if not (a and b and a.shape is not None and b.shape is not None):
+        return True
+    if len(a.shape) != len(b.shape):
+        return False
+    return all(not (isinstance(x, int) and isinstance(y, int)) or x == y for x, y in zip(a.shape, b.shape))
+
+
+def find_residual_merges(index: GraphIndex) -> list[ResidualMerge]:
+    """Every residual block of the main graph, in graph order."""
+    bit_of, masks = _data_ancestry(index)
+    name_of_bit = {bit: name for name, bit in bit_of.items()}
+    merges = []
+    for position, node in enumerate(index.nodes):
+        operands = [name for name in node.input if name]
+        if node.op_type not in ("Add", "Sum") or len(operands) != 2 or not node.output:
+            continue
+        left, right = operands
+        if left not in masks or right not in masks or not _same_rank(index, left, right):
+            continue
+        common = masks[left] & masks[right]
+        if not common:
+            continue
+        entry = name_of_bit[common.bit_length() - 1]  # latest common tensor in topological order
+        entry_type, out_type = index.types.get(entry), index.types.get(node.output[0])
+        if entry_type and out_type and entry_type.shape is not None and out_type.shape is not None \
+                and len(entry_type.shape) != len(out_type.shape):
+            continue
+        branch_mask = (masks[left] | masks[right]) & ~masks[entry]
+        branch = frozenset(index.producer[name_of_bit[bit]] for bit in _bits(branch_mask)
+                           if name_of_bit[bit] in index.producer)
+        if not any(is_weighted(index, index.nodes[p]) for p in branch):
+            continue
+        end = chain_end(index, node.output[0])
+        if not index.is_tappable(end):
+            end = node.output[0]
+        merges.append(ResidualMerge(position, entry, node.output[0], end, entry in operands, branch))
+    return merges
+
+
+def encoder_layer_merges(index: GraphIndex, merges: list[ResidualMerge]) -> list[list[ResidualMerge]]:
+    """Group consecutive merges into transformer encoder layers: an attention merge followed by
+    the feed-forward merge(s) that start from its IR is one layer. Attention-free networks
+    (ResNets) get one group per merge."""
+    groups: list[list[ResidualMerge]] = []
+    for merge in merges:
+        attention = merge.has_attention(index)
+        previous = groups[-1] if groups else None
+        if (previous is not None and not attention and previous[0].has_attention(index)
+                and merge.entry == previous[-1].exit):
+            previous.append(merge)
+        else:
+            groups.append([merge])
+    return groups

@@ -1,0 +1,99 @@
+"""``PreparedModel``: a model loaded, checked and indexed once, reused by every scan of it.
+
+Loading (the untrusted-input checks), shape inference and tap selection cost as much as the
+inference itself on small models, and prune/nas/the service scan the same model repeatedly
+(different taps, before/after). A PreparedModel keeps what does not change between those
+scans: the proto, its identity (path, sha256, size), its graph index, its input specs, the
+session factory (the device), and caches of tap selections, augmented graphs and sessions.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import onnx
+
+from redaudit.core.augment import AugmentedModel, augment
+from redaudit.core.graph import GraphIndex, parameter_count
+from redaudit.core.model import check_model, load_model, model_sha256_of_proto
+from redaudit.core.probe import InputSpec, input_specs
+from redaudit.core.result import ModelInfo
+from redaudit.core.run import SessionFactory
+from redaudit.core.spec import DEFAULT_MAX_MODEL_BYTES
+from redaudit.core.tap import TapSelection, select_taps
+
+
+@dataclass
+class PreparedModel:
+    proto: onnx.ModelProto
+    path: str
+    sha256: str
+    size_bytes: int
+    sessions: SessionFactory = field(default_factory=SessionFactory)
+    _index: GraphIndex | None = field(default=None, repr=False)
+    _selections: dict[tuple[str, tuple[str, ...]], TapSelection] = field(default_factory=dict, repr=False)
+    _augmented: dict[tuple[Any, ...], AugmentedModel] = field(default_factory=dict, repr=False)
+    _sessions: dict[tuple[Any, ...], tuple[Any, str]] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def load(cls, model: "str | os.PathLike[str] | onnx.ModelProto | PreparedModel", *,
+             max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES, device: str = "auto") -> "PreparedModel":
+        """From a path (untrusted: size bound, external-data policy, checker) or a proto."""
+        if isinstance(model, PreparedModel):
+            return model
+        sessions = SessionFactory(device)
+        sessions.providers()  # an unusable --device fails here, before any work
+        if isinstance(model, onnx.ModelProto):
+            check_model(model, "in-memory model")
+            return cls(model, "<in-memory>", model_sha256_of_proto(model), model.ByteSize(), sessions)
+        loaded = load_model(model, max_bytes=max_model_bytes)
+        return cls(loaded.proto, loaded.path, loaded.sha256, loaded.size_bytes, sessions)
+
+    def on_device(self, device: str) -> "PreparedModel":
+        """This model with sessions made for ``device`` (graph caches shared)."""
+        if device == self.sessions.device:
+            return self
+        SessionFactory(device).providers()
+        return PreparedModel(self.proto, self.path, self.sha256, self.size_bytes, SessionFactory(device),
+                             self._index, self._selections, self._augmented, {})
+
+    @property
+    def index(self) -> GraphIndex:
+        if self._index is None:
+            self._index = GraphIndex.build(self.proto)
+        return self._index
+
+    @property
+    def input_specs(self) -> list[InputSpec]:
+        return input_specs(self.proto)
+
+    @property
+    def info(self) -> ModelInfo:
+        opset = next((int(o.version) for o in self.proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+        inputs = tuple((spec.name, str(spec.dtype), tuple("?" if d is None else d for d in spec.shape))
+                       for spec in self.input_specs)
+        return ModelInfo(path=self.path, sha256=self.sha256, size_bytes=self.size_bytes,
+                         parameter_count=parameter_count(self.proto), opset=opset,
+                         producer=f"{self.proto.producer_name} {self.proto.producer_version}".strip(),
+                         inputs=inputs)
+
+    def taps(self, level: str = "block", taps: tuple[str, ...] = ()) -> TapSelection:
+        key = (level, tuple(taps))
+        if key not in self._selections:
+            self._selections[key] = select_taps(self.index, level, tuple(taps))
+        return self._selections[key]
+
+    def augmented(self, selection: TapSelection, reduce: str,
+                  layouts: tuple[tuple[str, str], ...] = ()) -> AugmentedModel:
+        key = (tuple(p.tensor for p in selection.points), reduce, layouts)
+        if key not in self._augmented:
+            self._augmented[key] = augment(self.proto, self.index, selection.points, reduce, dict(layouts))
+        return self._augmented[key]
+
+    def session(self, augmented: AugmentedModel) -> tuple[Any, str]:
+        """(onnxruntime session, provider) for an augmented graph, made once."""
+        key = (tuple(augmented.fetch_names), id(augmented))
+        if key not in self._sessions:
+            self._sessions[key] = self.sessions.create(augmented.proto)
+        return self._sessions[key]
