@@ -55,18 +55,24 @@ def prepare_output_paths(*paths: str | None) -> None:
             raise OutputError(f"cannot write {path}: it is a folder")
 
 
+def parse_pairs(values: tuple[str, ...], option: str, form: str = "NAME=VALUE") -> dict[str, str]:
+    """Repeated ``NAME=VALUE`` options as a mapping; the library validates the values."""
+    pairs: dict[str, str] = {}
+    for value in values:
+        name, sep, raw = value.rpartition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{value!r} is not {form}", param_hint=option)
+        pairs[name] = raw
+    return pairs
+
+
 def parse_dims(values: tuple[str, ...]) -> dict[str, int]:
     dims: dict[str, int] = {}
-    for value in values:
-        name, sep, number = value.rpartition("=")
-        if not sep or not name:
-            raise click.BadParameter(f"{value!r} is not NAME=VALUE", param_hint="--dim")
+    for name, number in parse_pairs(values, "--dim").items():
         try:
             dims[name] = int(number)
         except ValueError:
-            raise click.BadParameter(f"{value!r}: VALUE must be an integer", param_hint="--dim") from None
-        if dims[name] < 1:
-            raise click.BadParameter(f"{value!r}: VALUE must be positive", param_hint="--dim")
+            raise click.BadParameter(f"{name}={number!r}: VALUE must be an integer", param_hint="--dim") from None
     return dims
 
 

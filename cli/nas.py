@@ -40,6 +40,21 @@ def _candidate_table(title: str, rows: list[tuple[str, Any]]) -> Table:
 @click.group("nas")
 def nas() -> None:
     """Redundancy-aware neural architecture search (needs: pip install 'redaudit[nas]')."""
+    _quiet_optuna()
+
+
+def _quiet_optuna() -> None:
+    """The application's choice (the library leaves global state alone): Optuna logs warnings
+    only, and its ExperimentalWarning for heartbeats and metric names, which redaudit uses
+    knowingly, is not shown to CLI users."""
+    import warnings
+
+    try:
+        import optuna
+    except ImportError:
+        return
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 @nas.command("run")
