@@ -226,7 +226,8 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
     shapes = {name: array.shape for name, array in arrays.items()}
     result = PruneResult(source=prepared.path, source_sha256=prepared.sha256, iterative=iterative,
                          candidates=describe_candidates(prepared, candidates, scores, shapes),
-                         probe_real=real, samples=int(next(iter(arrays.values())).shape[0]), warnings=warnings)
+                         probe_real=real, samples=int(next(iter(arrays.values())).shape[0]), warnings=warnings,
+                         policy=chosen_policy.name, policy_description=chosen_policy.description)
     if list_only:
         return result
     evaluator = Evaluator(prepared, arrays, spec.cka_batch or 256)
