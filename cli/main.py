@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from redaudit import __version__
+from redaudit.cli.doctor import doctor_command
 from redaudit.cli.history import check_command, db_group, diff_command, history_command
 from redaudit.cli.nas import nas
 from redaudit.cli.prune import prune_command
@@ -19,6 +20,7 @@ def cli() -> None:
 cli.add_command(scan_command)
 cli.add_command(taps_command)
 cli.add_command(prune_command)
+cli.add_command(doctor_command)
 for command in (history_command, diff_command, check_command, db_group, nas):
     cli.add_command(command)
 

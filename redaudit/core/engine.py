@@ -84,7 +84,8 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
     if batch_size < min_batch(spec.estimator):
         raise ConfigError(f"at least {min_batch(spec.estimator)} probe samples are needed for the "
                           f"{spec.estimator} estimator")
-    runner = BatchRunner(session, augmented.fetch_names)
+    on_gpu = provider == "CUDAExecutionProvider" and array_backend.name == "cupy"
+    runner = BatchRunner(session, augmented.fetch_names, device_arrays=array_backend.xp if on_gpu else None)
     tapped_at = time.perf_counter()
 
     run_size = batch_size if spec.cka_batch is not None else min(_RUN_CHUNK, batch_size)
@@ -128,7 +129,7 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
             if spec.cka_batch is None:
                 pending_features.append(features)
                 if done >= used_samples:
-                    accumulator.add_batch([np.concatenate([part[i] for part in pending_features])
+                    accumulator.add_batch([(array_backend.xp if on_gpu else np).concatenate([part[i] for part in pending_features])
                                            for i in range(len(keep))])
             else:
                 accumulator.add_batch(features)
