@@ -62,6 +62,12 @@ def scan(model: "str | os.PathLike[str] | onnx.ModelProto | PreparedModel", spec
     from redaudit.core.engine import _notify, scan_prepared
 
     spec, arrays = spec_from_options(spec, inputs, **options)
+    import time
+
     _notify(progress, "load")
+    started = time.perf_counter()
     prepared = prepare(model, max_model_bytes=spec.max_model_bytes, device=spec.device)
-    return scan_prepared(prepared, spec, inputs=arrays, progress=progress, cancel=cancel)
+    loaded = time.perf_counter() - started
+    result = scan_prepared(prepared, spec, inputs=arrays, progress=progress, cancel=cancel)
+    result.timings = {"load_s": loaded, **result.timings, "total_s": result.timings["total_s"] + loaded}
+    return result

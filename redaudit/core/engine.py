@@ -66,13 +66,25 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
     started = time.perf_counter()
     array_backend = select_backend(spec.backend)
     prepared = prepared.on_device(spec.device)
+    stage_times: dict[str, float] = {}
+    mark = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        stage_times[f"{name}_s"] = now - mark
+        mark = now
+
     _notify(progress, "taps")
     selection = prepared.taps(spec.level, spec.taps)
+    lap("taps")
     _check_cancel(cancel)
     _notify(progress, "augment")
     augmented = prepared.augmented(selection, spec.reduce, spec.layouts)
+    lap("augment")
     _notify(progress, "session")
     session, provider = prepared.session(augmented)
+    lap("session")
     _check_cancel(cancel)
     _notify(progress, "probe")
     probe = make_probe(prepared.input_specs, inputs if inputs is not None else spec.inputs, spec.samples,
@@ -162,6 +174,7 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
         batches=batch_count, dropped_samples=dropped, nan_batches=summary.msrs.nan_batches,
         inputs_real=probe.real, input_hash=probe.digest, provider=provider, backend=array_backend.name,
         redaudit_version=__version__,
-        timings={"prepare_s": tapped_at - started, "run_s": run_seconds,
-                 "similarity_s": (finished - tapped_at) - run_seconds, "total_s": finished - started},
+        timings={**stage_times, "prepare_s": tapped_at - started, "streaming_s": finished - tapped_at,
+                 "run_s": run_seconds, "similarity_s": (finished - tapped_at) - run_seconds,
+                 "total_s": finished - started},
         layer_issues=layer_issues, warnings=warnings)
