@@ -15,19 +15,22 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from redaudit import __version__
+from redaudit.core.augment import Reduction
 from redaudit.core.backend import select_backend
 from redaudit.core.prepared import PreparedModel
 from redaudit.core.probe import make_probe
 from redaudit.core.result import LayerInfo, ScanResult
 from redaudit.core.run import BatchRunner
+from redaudit.core.shapes import PROBE_SAMPLES, RuntimeShapes, probe_ranks
 from redaudit.core.similarity import SimilarityAccumulator
 from redaudit.core.spec import ScanSpec, min_batch
+from redaudit.core.tap import TapPoint
 from redaudit.errors import ConfigError, ScanCancelled
 
 _RUN_CHUNK = 256  # samples per onnxruntime call when one CKA batch holds every sample
 
 #: Stages in the order a scan reports them.
-STAGES = ("load", "taps", "augment", "session", "probe", "batches", "similarity")
+STAGES = ("load", "taps", "probe", "augment", "session", "batches", "similarity")
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,12 @@ def _check_cancel(cancel: CancelCheck | None) -> None:
         raise ScanCancelled("scan cancelled")
 
 
+def _layer_info(point: TapPoint, reduction: Reduction, shapes: RuntimeShapes, position: int) -> LayerInfo:
+    return LayerInfo(name=point.tensor, op=point.op, shape=tuple(point.shape), node=point.node,
+                     runtime_shape=shapes.shape(position), reduced_axes=tuple(reduction.axes or ()),
+                     layout=reduction.layout, layout_source=reduction.source)
+
+
 def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
                   inputs: Mapping[str, np.ndarray] | None = None,
                   progress: ProgressCallback | None = None, cancel: CancelCheck | None = None) -> ScanResult:
@@ -69,14 +78,18 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
     _notify(progress, "taps")
     selection = prepared.taps(spec.level, spec.taps)
     _check_cancel(cancel)
-    _notify(progress, "augment")
-    augmented = prepared.augmented(selection, spec.reduce, spec.layouts)
-    _notify(progress, "session")
-    session, provider = prepared.session(augmented)
-    _check_cancel(cancel)
     _notify(progress, "probe")
     probe = make_probe(prepared.input_specs, inputs if inputs is not None else spec.inputs, spec.samples,
                        spec.seed, spec.dims_dict, spec.int_range)
+    _notify(progress, "augment")
+    augmented = prepared.augmented(selection, spec.reduce, spec.layouts)
+    if augmented.unresolved:  # typing left some ranks unknown: learn them from one probe batch
+        head = next(iter(probe.batches(PROBE_SAMPLES, PROBE_SAMPLES)))
+        ranks = probe_ranks(prepared.sessions, augmented, head)
+        augmented = prepared.augmented(selection, spec.reduce, spec.layouts, tuple(sorted(ranks.items())))
+    _notify(progress, "session")
+    session, provider = prepared.session(augmented)
+    _check_cancel(cancel)
     batch_size = spec.cka_batch if spec.cka_batch is not None else probe.samples
     if probe.samples < batch_size:
         raise ConfigError(f"only {probe.samples} probe samples but --cka-batch is {batch_size}; "
@@ -84,7 +97,7 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
     if batch_size < min_batch(spec.estimator):
         raise ConfigError(f"at least {min_batch(spec.estimator)} probe samples are needed for the "
                           f"{spec.estimator} estimator")
-    runner = BatchRunner(session, augmented.fetch_names)
+    runner = BatchRunner(session, [*augmented.fetch_names, *augmented.shape_names])
     tapped_at = time.perf_counter()
 
     run_size = batch_size if spec.cka_batch is not None else min(_RUN_CHUNK, batch_size)
@@ -92,6 +105,7 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
     used_samples = batch_count * batch_size
     layers = list(selection.points)
     keep = list(range(len(layers)))
+    shapes = RuntimeShapes([point.batch_axis for point in layers])
     warnings = [*selection.warnings, *probe.warnings]
     accumulator: SimilarityAccumulator | None = None
     pending_features: list[list[np.ndarray]] = []
@@ -113,6 +127,8 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
             _check_cancel(cancel)
             following = next(source, None)
             future = pool.submit(timed_run, following) if following is not None else None
+            outputs, shape_rows = outputs[:len(layers)], outputs[len(layers):]
+            shapes.add(shape_rows)
             count = outputs[0].shape[0]
             if accumulator is None:
                 keep = [i for i, out in enumerate(outputs) if out.ndim >= 1 and out.shape[0] == count]
@@ -155,7 +171,7 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
     config = replace(spec, level=selection.level, dims=tuple(sorted(probe.dims.items())))
     return ScanResult(
         model=prepared.info,
-        layers=[LayerInfo(name=p.tensor, op=p.op, shape=tuple(p.shape), node=p.node) for p in kept_layers],
+        layers=[_layer_info(p, augmented.reductions[i], shapes, i) for i, p in zip(keep, kept_layers)],
         similarity=summary.similarity, msrs=summary.msrs.mean, msrs_std=summary.msrs.std,
         msrs_batches=summary.msrs.per_batch, config=config, samples=used_samples,
         batches=batch_count, dropped_samples=dropped, nan_batches=summary.msrs.nan_batches,
