@@ -77,6 +77,18 @@ class LayerRow:
     def display_shape(self) -> str:
         return "×".join(map(str, self.runtime_shape or self.shape)) or "?"
 
+    @property
+    def reduction(self) -> str:
+        """How the IR became features, in a few words: ``tokens: mean axis 1``, ``channels: mean
+        axes 2,3``, ``time: mean axis 0``, ``as is`` or ``flattened``; ``(--layout)`` marks an
+        override."""
+        if not self.reduced_axes:
+            return "as is" if self.layout == "features" else "flattened"
+        what = "time" if self.layout_source == "recurrent" else self.layout or "?"
+        axes = ",".join(map(str, self.reduced_axes))
+        text = f"{what}: mean axis {axes}" if len(self.reduced_axes) == 1 else f"{what}: mean axes {axes}"
+        return text + (" (--layout)" if self.layout_source == "override" else "")
+
 
 def _finite_or_none(value: float) -> float | None:
     number = float(value)
