@@ -82,3 +82,45 @@ def lstm_node(steps: int = 7, features: int = 8, hidden: int = 12, seed: int = 0
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", steps, features])
     y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", steps, 5])
     return make_model(nodes, [x], [y], inits)
+
+
+def export_unrolled(path, cell: str = "lstm", steps: int = 6, features: int = 8, hidden: int = 16,
+                    bidirectional: bool = False, seed: int = 0) -> None:
+    """A torch module that loops an LSTMCell/GRUCell over time steps (the exporter unrolls the
+    loop: the same weights at every step), stacks the step outputs and applies a head; exported
+    with the TorchScript exporter as many real CRNNs were."""
+    import torch
+    from torch import nn
+
+    class Unrolled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Linear(features, features)
+            make = nn.LSTMCell if cell == "lstm" else nn.GRUCell
+            self.forward_cell = make(features, hidden)
+            self.backward_cell = make(features, hidden) if bidirectional else None
+            self.head = nn.Linear(hidden * (2 if bidirectional else 1), 5)
+
+        def run(self, module, x, order):
+            h = x.new_zeros(x.shape[0], hidden)
+            c = x.new_zeros(x.shape[0], hidden)
+            outs = {}
+            for t in order:
+                if cell == "lstm":
+                    h, c = module(x[:, t], (h, c))
+                else:
+                    h = module(x[:, t], h)
+                outs[t] = h
+            return torch.stack([outs[t] for t in range(steps)], 1)
+
+        def forward(self, x):
+            x = torch.relu(self.embed(x))
+            seq = self.run(self.forward_cell, x, range(steps))
+            if self.backward_cell is not None:
+                seq = torch.cat([seq, self.run(self.backward_cell, x, range(steps - 1, -1, -1))], -1)
+            return self.head(seq)
+
+    torch.manual_seed(seed)
+    model = Unrolled().eval()
+    torch.onnx.export(model, torch.zeros(2, steps, features), str(path), input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "N"}, "y": {0: "N"}}, opset_version=17, dynamo=False)
