@@ -93,3 +93,19 @@ def test_layout_on_a_4d_tap_is_refused(runner, save_model):
     done = runner.invoke(cli, ["scan", str(path), "--samples", "32", "--layout", "block0_out=tokens"])
     assert done.exit_code == 2
     assert "only chooses between" in done.output
+
+
+def test_all_degenerate_scan_says_why_in_one_line_and_exits_0(runner, tmp_path, save_model):
+    import models
+    path = save_model(models.mlp(constant_layer=True))
+    out = tmp_path / "r.json"
+    done = runner.invoke(cli, ["scan", str(path), "--tap", "a0", "--tap", "a0_zero", "--samples", "64",
+                               "--cka-batch", "32", "--json", str(out)])
+    assert done.exit_code == 0, done.output
+    data = json.loads(out.read_text())
+    assert data["msrs"] is None and data["msrs_batches"] == [None, None]
+    result = redaudit.scan(str(path), taps=["a0", "a0_zero"], samples=64, cka_batch=32)
+    (reason,) = [w for w in result.warnings if w.startswith("MSRS cannot be computed")]
+    assert "\n" not in reason and "a0_zero" in reason and "likely cause: synthetic probe inputs" in reason
+    assert np.isnan(result.msrs) and reason == result.msrs_unavailable_reason()
+    assert " ".join(reason.split()) in " ".join(done.output.split())  # the terminal says it (rich may wrap)

@@ -156,27 +156,35 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
 
     kept_layers = [layers[i] for i in keep]
     layer_issues = {kept_layers[i].tensor: text for i, text in summary.layer_issues.items()}
+    msrs, msrs_std, per_batch, nan_batches = (summary.msrs.mean, summary.msrs.std, summary.msrs.per_batch,
+                                              summary.msrs.nan_batches)
+    if len(kept_layers) - len(summary.excluded_layers) < 2:  # no pair left: MSRS is undefined, not 0
+        msrs = msrs_std = float("nan")
+        per_batch, nan_batches = np.full(batch_count, np.nan), batch_count
     if summary.excluded_layers:
         names = ", ".join(kept_layers[i].tensor for i in summary.excluded_layers)
         warnings.append(f"MSRS leaves out {len(summary.excluded_layers)} degenerate layer(s) (constant or "
                         f"non-finite in every batch): {names}")
-    if summary.msrs.nan_batches:
-        warnings.append(f"{summary.msrs.nan_batches} of {batch_count} batches had degenerate layers and were "
-                        "skipped in MSRS")
+    if nan_batches and nan_batches < batch_count:
+        warnings.append(f"{nan_batches} of {batch_count} batches had degenerate layers and were skipped in MSRS")
     dropped = probe.samples - used_samples
     if dropped:
         warnings.append(f"dropped the final partial batch of {dropped} samples (--cka-batch {batch_size})")
     if not probe.real:
         warnings.append("probe inputs are synthetic (random); pass real data with --inputs for meaningful numbers")
     config = replace(spec, level=selection.level, dims=tuple(sorted(probe.dims.items())))
-    return ScanResult(
+    result = ScanResult(
         model=prepared.info,
         layers=[_layer_info(p, augmented.reductions[i], shapes, i) for i, p in zip(keep, kept_layers)],
-        similarity=summary.similarity, msrs=summary.msrs.mean, msrs_std=summary.msrs.std,
-        msrs_batches=summary.msrs.per_batch, config=config, samples=used_samples,
-        batches=batch_count, dropped_samples=dropped, nan_batches=summary.msrs.nan_batches,
+        similarity=summary.similarity, msrs=msrs, msrs_std=msrs_std,
+        msrs_batches=per_batch, config=config, samples=used_samples,
+        batches=batch_count, dropped_samples=dropped, nan_batches=nan_batches,
         inputs_real=probe.real, input_hash=probe.digest, provider=provider, backend=array_backend.name,
         redaudit_version=__version__,
         timings={"prepare_s": tapped_at - started, "run_s": run_seconds,
                  "similarity_s": (finished - tapped_at) - run_seconds, "total_s": finished - started},
         layer_issues=layer_issues, warnings=warnings)
+    reason = result.msrs_unavailable_reason()
+    if reason:
+        result.warnings.insert(0, reason)
+    return result

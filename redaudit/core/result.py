@@ -152,6 +152,28 @@ class ScanResult:
     def log2_msrs(self) -> float:
         return float(np.log2(self.msrs)) if self.msrs > 0 else float("-inf")
 
+    def msrs_unavailable_reason(self) -> str | None:
+        """One line saying why MSRS is undefined (every batch degenerate), naming the layers and
+        the likely cause; None when MSRS is a number."""
+        if np.isfinite(self.msrs):
+            return None
+        names = [layer.name for layer in self.layers if layer.name in self.layer_issues]
+        if not names:
+            return "MSRS cannot be computed: no batch gave a defined similarity matrix"
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        issues = " ".join(self.layer_issues[name] for name in names)
+        if "NaN/Inf" in issues:
+            cause = ("non-finite activations: overflow (float16?) or inputs outside the range the model "
+                     "expects; pass real data with --inputs")
+        elif not self.inputs_real:
+            cause = ("synthetic probe inputs that leave these layers constant; pass real data with --inputs "
+                     "(or --int-range for token ids), or leave the layers out with --tap")
+        else:
+            cause = ("these layers do not vary with the inputs (dead or saturated activations); "
+                     "leave them out with --tap")
+        return (f"MSRS cannot be computed: every one of the {self.batches} batch(es) had a degenerate layer "
+                f"({shown}); likely cause: {cause}")
+
     def layer_redundancy(self) -> np.ndarray:
         """Soft count, per layer, of other layers it is more than ε alike (its share of MSRS × 2)."""
         scores = pair_scores(self.similarity, self.config.epsilon, self.config.beta)
