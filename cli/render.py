@@ -17,6 +17,20 @@ def _fmt(value: float, digits: int = 3) -> str:
     return "nan" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
+def layer_table(result: ScanResult) -> Table:
+    """The per-layer table, from the view every renderer shares (:meth:`ScanResult.layer_rows`)."""
+    table = Table(title="Layers", show_lines=False)
+    for column, justify in [("#", "right"), ("layer", "left"), ("op", "left"), ("shape", "left"),
+                            ("reduced", "left"), ("redundancy", "right"), ("most similar", "left"),
+                            ("CKA", "right"), ("issue", "left")]:
+        table.add_column(column, justify=justify, overflow="fold")
+    for row in result.layer_rows():
+        table.add_row(str(row.position), _short(row.name), row.op, row.display_shape, row.reduction,
+                      _fmt(row.redundancy, 2), _short(row.most_similar, 32) if row.most_similar else "-",
+                      _fmt(row.most_similar_cka), row.issue or "")
+    return table
+
+
 def render_scan(result: ScanResult, console: Console, top: int = 10) -> None:
     config = result.config
     console.print(f"[bold]redaudit scan[/bold] {result.model.path}  sha256 {result.model.sha256[:12]}  "
@@ -25,18 +39,7 @@ def render_scan(result: ScanResult, console: Console, top: int = 10) -> None:
                   f"CKA batch {config.cka_batch or 'all'} · aggregate {config.aggregate} · ε {config.epsilon} · "
                   f"β {config.beta} · {result.samples} samples in {result.batches} batches "
                   f"({'real' if result.inputs_real else 'synthetic'} inputs) · {result.provider} · {result.backend}")
-    redundancy = result.layer_redundancy()
-    similar = result.most_similar()
-    table = Table(title="Layers", show_lines=False)
-    for column, justify in [("#", "right"), ("layer", "left"), ("op", "left"), ("shape", "left"),
-                            ("redundancy", "right"), ("most similar", "left"), ("CKA", "right"), ("issue", "left")]:
-        table.add_column(column, justify=justify, overflow="fold")
-    for i, layer in enumerate(result.layers):
-        j, cka = similar[i]
-        table.add_row(str(i), _short(layer.name), layer.op, "×".join(map(str, layer.shape)),
-                      _fmt(float(redundancy[i]), 2), _short(result.layers[j].name, 32) if j >= 0 else "-",
-                      _fmt(cka), result.layer_issues.get(layer.name, ""))
-    console.print(table)
+    console.print(layer_table(result))
     pairs = Table(title=f"Most redundant pairs (top {top})")
     for column in ("layer a", "layer b", "CKA"):
         pairs.add_column(column, overflow="fold")

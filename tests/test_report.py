@@ -312,7 +312,7 @@ def test_html_is_self_contained_and_escaped(tmp_path):
     # The browser-visible text of each row is the full name (scope greyed, not removed).
     assert [row[1] for row in parser.layer_cells] == result.layer_names
     assert [row[2] for row in parser.layer_cells] == [layer.op for layer in result.layers]
-    assert parser.layer_cells[3][7] == "constant output in every batch"
+    assert parser.layer_cells[3][8] == "constant output in every batch"  # after the Reduced column
     assert "&lt;untrusted&gt;" in page
     assert f"{result.msrs:.3f}" in page and "0.141" in page
     assert "constant output in every batch" in page

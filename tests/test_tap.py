@@ -72,15 +72,17 @@ def test_augment_adds_only_pooled_taps_and_keeps_model_outputs():
     points = select_taps(index, "block").points
     augmented = augment(model, index, points, "pool")
     outputs = [o.name for o in augmented.proto.graph.output]
-    assert outputs[0] == "logits" and len(outputs) == 1 + len(points)
+    assert outputs[0] == "logits" and len(outputs) == 1 + 2 * len(points)  # pooled tap + its runtime shape
     assert all(axes == (2, 3) for axes in augmented.pooled_axes)
     x = np.random.default_rng(0).normal(size=(5, 3, 8, 8)).astype(np.float32)
     original = ort.InferenceSession(model.SerializeToString()).run(None, {"input": x})[0]
     session = ort.InferenceSession(augmented.proto.SerializeToString())
     values = session.run(None, {"input": x})
     np.testing.assert_array_equal(values[0], original)
+    pooled, shape = session.run([augmented.fetch_names[-1], augmented.shape_names[-1]], {"input": x})
     raw = ort.InferenceSession(_with_output(model, "block1_out")).run(["block1_out"], {"input": x})[0]
-    np.testing.assert_allclose(values[-1], raw.mean(axis=(2, 3)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(pooled, raw.mean(axis=(2, 3)), rtol=1e-5, atol=1e-6)
+    assert shape.tolist() == [[5, 8, 8, 8]]
 
 
 def _with_output(model: onnx.ModelProto, name: str) -> bytes:

@@ -3,7 +3,15 @@
 Only the chosen tensors become outputs (every extra output costs time and blocks fusion of
 what consumes it). With ``reduce="pool"`` a ReduceMean node per tap is appended so that only
 (N, C) tensors leave onnxruntime: global average pooling over spatial axes for channel-first
-maps, mean over tokens for (N, T, D) sequences.
+maps, mean over tokens for (N, T, D) sequences, mean over time for a recurrent layer's output
+sequence (moved batch-first by a Transpose when the layer is time-major).
+
+The reduction depends on the tap's rank, and ONNX shape inference does not always know it (a
+Reshape whose target shape is computed at run time leaves its output shapeless). Such taps are
+*unresolved*: :func:`augment` exposes them raw, the caller learns their rank from one probe
+batch (see :mod:`redaudit.core.shapes`) and augments again with ``ranks`` — so a scan never
+reduces a tensor differently because its shape was unknown statically. Every tap also gets a
+small ``(1, rank)`` int64 output holding its runtime shape, which the result records.
 """
 from __future__ import annotations
 
@@ -14,18 +22,44 @@ import onnx
 from onnx import helper
 
 from redaudit.core.graph import GraphIndex
+from redaudit.core.spec import REDUCTIONS  # noqa: F401 - defined once, re-exported
 from redaudit.core.tap import TapPoint
+from redaudit.errors import ConfigError
 
-from redaudit.core.spec import REDUCTIONS  # noqa: E402,F401 - defined once, re-exported
 _CHANNEL_FIRST_OPS = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "ConvInteger", "QLinearConv",
                       "FusedConv", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "Resize", "Upsample"}
 
 
 @dataclass(frozen=True)
+class Reduction:
+    """How one IR becomes a feature vector per sample.
+
+    ``axes`` are the axes averaged, numbered as in the tapped tensor (empty: flattened as is;
+    None: not decided yet because the rank is unknown). ``layout`` is what the axes mean:
+    ``tokens`` (N, T, D) or a recurrent output sequence, ``channels`` (N, C, *spatial), or
+    ``features`` (N, D) — nothing to pool. ``source`` says who decided: ``override``
+    (``--layout``), ``graph`` (the nearest producer of a 3-D tensor), ``rank`` (the rank alone
+    decides) or ``recurrent`` (a recurrent layer's sequence: mean over time).
+    """
+
+    axes: tuple[int, ...] | None
+    layout: str | None
+    source: str
+
+
+@dataclass(frozen=True)
 class AugmentedModel:
     proto: onnx.ModelProto
+    tensors: list[str]  # the tapped tensors, in tap order
     fetch_names: list[str]  # graph output to fetch per tap, in tap order
-    pooled_axes: list[tuple[int, ...]]  # axes reduced inside the graph per tap (empty = none)
+    shape_names: list[str]  # graph output holding each tap's runtime shape, (1, rank) int64
+    reductions: list[Reduction]  # per tap
+    unresolved: tuple[str, ...]  # taps whose rank is unknown: exposed raw, to be probed
+
+    @property
+    def pooled_axes(self) -> list[tuple[int, ...]]:
+        """Axes reduced inside the graph per tap (empty = none)."""
+        return [reduction.axes or () for reduction in self.reductions]
 
 
 def _is_channel_first(index: GraphIndex, tensor: str, depth: int = 64) -> bool:
@@ -48,17 +82,48 @@ def _is_channel_first(index: GraphIndex, tensor: str, depth: int = 64) -> bool:
     return False
 
 
+def static_rank(index: GraphIndex, tap: TapPoint) -> int | None:
+    """The tap's rank as typing knows it (None: unknown)."""
+    if tap.rank is not None:
+        return tap.rank
+    tensor_type = index.types.get(tap.tensor)
+    return None if tensor_type is None or tensor_type.shape is None else len(tensor_type.shape)
+
+
+def decide_reduction(index: GraphIndex, tap: TapPoint, rank: int | None, reduce: str,
+                     layout: str | None = None) -> Reduction:
+    """The documented reduction for ``tap`` at ``rank``: tokens of (N, T, D), spatial axes of
+    (N, C, ...), time of a recurrent sequence; ``layout`` overrides the graph's guess for a
+    3-D tensor. ``reduce="flatten"`` keeps every axis but still states the layout."""
+    if rank is None and (tap.batch_axis != 0 or tap.time_axis is None):
+        found = Reduction(None, None, "rank")
+    elif tap.time_axis is not None:
+        found = Reduction((tap.time_axis,), "tokens", "recurrent")
+    elif tap.batch_axis != 0:  # a recurrent layer's last state only, (D, N, H): nothing to pool
+        found = Reduction((), "features", "recurrent")
+    elif rank is None:
+        found = Reduction(None, None, "rank")
+    elif layout is not None:
+        if rank != 3:
+            raise ConfigError(f"--layout {tap.tensor}={layout}: the tap has {rank} axes; --layout only "
+                              "chooses between (N, T, D) tokens and (N, C, L) channels for 3-D taps")
+        found = Reduction((1,) if layout == "tokens" else (2,), layout, "override")
+    elif rank <= 2:
+        found = Reduction((), "features", "rank")
+    elif rank == 3:
+        channels = _is_channel_first(index, tap.tensor)
+        found = Reduction((2,) if channels else (1,), "channels" if channels else "tokens", "graph")
+    else:
+        found = Reduction(tuple(range(2, rank)), "channels", "rank")
+    if reduce != "pool" and not (found.axes is None and tap.batch_axis != 0):
+        # flattening needs no rank (unless the batch axis must move first); the layout is still stated
+        return Reduction((), found.layout, found.source)
+    return found
+
+
 def pool_axes(index: GraphIndex, tap: TapPoint, layout: str | None = None) -> tuple[int, ...]:
-    """Axes the documented reduction averages: tokens of (N, T, D), spatial axes of (N, C, ...).
-    ``layout`` ("tokens"/"channels") overrides what the graph suggests for a rank-3 tensor."""
-    rank = len(tap.shape)
-    if rank <= 2:
-        return ()
-    if rank == 3 and layout == "tokens":
-        return (1,)
-    if rank == 3 and layout is None and not _is_channel_first(index, tap.tensor):
-        return (1,)  # (N, T, D): mean over tokens
-    return tuple(range(2, rank))  # (N, C, *spatial): global average pooling
+    """Axes the documented reduction averages (static rank; empty when it is unknown)."""
+    return decide_reduction(index, tap, static_rank(index, tap), "pool", layout).axes or ()
 
 
 def _default_opset(model: onnx.ModelProto) -> int:
@@ -68,42 +133,81 @@ def _default_opset(model: onnx.ModelProto) -> int:
     return 1
 
 
+class _Builder:
+    """Appends nodes with fresh names, honouring the opset's attribute-vs-input conventions."""
+
+    def __init__(self, proto: onnx.ModelProto, taken: set[str]) -> None:
+        self.graph = proto.graph
+        self.opset = _default_opset(proto)
+        self.taken = taken
+
+    def fresh(self, name: str) -> str:
+        while name in self.taken:
+            name += "_"
+        self.taken.add(name)
+        return name
+
+    def axes_node(self, op: str, source: str, out: str, axes: tuple[int, ...], since: int, **attrs) -> None:
+        if self.opset >= since:
+            axes_name = self.fresh(f"{out}_axes")
+            self.graph.initializer.append(helper.make_tensor(axes_name, onnx.TensorProto.INT64, [len(axes)],
+                                                             list(axes)))
+            node = helper.make_node(op, [source, axes_name], [out], name=f"{out}_node", **attrs)
+        else:
+            node = helper.make_node(op, [source], [out], axes=list(axes), name=f"{out}_node", **attrs)
+        self.graph.node.append(node)
+
+    def output(self, name: str, elem_type: int) -> None:
+        self.graph.output.append(helper.make_tensor_value_info(name, elem_type, None))
+
+
 def augment(model: onnx.ModelProto, index: GraphIndex, taps: list[TapPoint], reduce: str,
-            layouts: Mapping[str, str] | None = None) -> AugmentedModel:
-    """Return a copy of ``model`` whose outputs include one (optionally pooled) tensor per tap.
-    The model's own outputs stay as they are."""
+            layouts: Mapping[str, str] | None = None, ranks: Mapping[str, int] | None = None) -> AugmentedModel:
+    """Return a copy of ``model`` whose outputs include one (optionally pooled) tensor and one
+    runtime shape per tap. ``ranks`` gives the probed rank of taps typing left unknown. The
+    model's own outputs stay as they are. Raises ConfigError for a ``layouts`` name that is not
+    tapped or that names a tap without three axes."""
+    layouts = dict(layouts or {})
+    tapped = {tap.tensor for tap in taps}
+    unknown = sorted(set(layouts) - tapped)
+    if unknown:
+        raise ConfigError(f"--layout names {', '.join(map(repr, unknown))}, which this scan does not tap; "
+                          "name a tapped tensor (see `redaudit taps MODEL`)")
     augmented = onnx.ModelProto()
     augmented.CopyFrom(model)
     graph = augmented.graph
     existing_outputs = {output.name for output in graph.output}
-    opset = _default_opset(model)
-    fetch_names, pooled = [], []
-    taken = set(index.producer) | index.initializers | set(index.graph_inputs)
+    build = _Builder(augmented, set(index.producer) | index.initializers | set(index.graph_inputs))
+    fetch_names, shape_names, reductions, unresolved = [], [], [], []
     for position, tap in enumerate(taps):
         tensor_type = index.types.get(tap.tensor)
         elem_type = tensor_type.elem_type if tensor_type else onnx.TensorProto.FLOAT
-        axes = pool_axes(index, tap, (layouts or {}).get(tap.tensor)) if reduce == "pool" else ()
-        if not axes:
-            if tap.tensor not in existing_outputs:
-                graph.output.append(helper.make_tensor_value_info(tap.tensor, elem_type, None))
-                existing_outputs.add(tap.tensor)
-            fetch_names.append(tap.tensor)
-            pooled.append(())
-            continue
-        out_name = f"redaudit_pool_{position}"
-        while out_name in taken:
-            out_name += "_"
-        taken.add(out_name)
-        if opset >= 18:
-            axes_name = f"{out_name}_axes"
-            graph.initializer.append(helper.make_tensor(axes_name, onnx.TensorProto.INT64, [len(axes)], list(axes)))
-            node = helper.make_node("ReduceMean", [tap.tensor, axes_name], [out_name], keepdims=0,
-                                    name=f"{out_name}_node")
-        else:
-            node = helper.make_node("ReduceMean", [tap.tensor], [out_name], axes=list(axes), keepdims=0,
-                                    name=f"{out_name}_node")
-        graph.node.append(node)
-        graph.output.append(helper.make_tensor_value_info(out_name, elem_type, None))
-        fetch_names.append(out_name)
-        pooled.append(axes)
-    return AugmentedModel(augmented, fetch_names, pooled)
+        rank = static_rank(index, tap)
+        if rank is None and ranks and tap.tensor in ranks:
+            rank = int(ranks[tap.tensor])
+        reduction = decide_reduction(index, tap, rank, reduce, layouts.get(tap.tensor))
+        if reduction.axes is None:
+            unresolved.append(tap.tensor)
+        reductions.append(reduction)
+        source, axes = tap.tensor, reduction.axes or ()
+        if tap.batch_axis != 0 and rank is not None:  # time-major recurrent output: batch axis first
+            order = [tap.batch_axis] + [axis for axis in range(rank) if axis != tap.batch_axis]
+            source = build.fresh(f"redaudit_batch_first_{position}")
+            graph.node.append(helper.make_node("Transpose", [tap.tensor], [source], perm=order,
+                                               name=f"{source}_node"))
+            axes = tuple(order.index(axis) for axis in axes)
+        if axes:
+            out_name = build.fresh(f"redaudit_pool_{position}")
+            build.axes_node("ReduceMean", source, out_name, tuple(sorted(axes)), 18, keepdims=0)
+            source = out_name
+        if source not in existing_outputs:
+            build.output(source, elem_type)
+            existing_outputs.add(source)
+        fetch_names.append(source)
+        shape_name = build.fresh(f"redaudit_shape_{position}")
+        graph.node.append(helper.make_node("Shape", [tap.tensor], [f"{shape_name}_flat"], name=f"{shape_name}_flat_node"))
+        build.taken.add(f"{shape_name}_flat")
+        build.axes_node("Unsqueeze", f"{shape_name}_flat", shape_name, (0,), 13)
+        build.output(shape_name, onnx.TensorProto.INT64)
+        shape_names.append(shape_name)
+    return AugmentedModel(augmented, [tap.tensor for tap in taps], fetch_names, shape_names, reductions, tuple(unresolved))

@@ -95,7 +95,7 @@ class ResidualMerge:
         return any(index.nodes[p].op_type in ATTENTION_OPS for p in self.branch_nodes)
 
 
-def _data_ancestry(index: GraphIndex) -> tuple[dict[str, int], dict[str, int]]:
+def data_ancestry(index: GraphIndex) -> tuple[dict[str, int], dict[str, int]]:
     """Bit per activation tensor and, per tensor, a bitmask of the tensors it depends on through
     data edges (itself included). One pass in topological order; Python ints as bitsets."""
     bit_of: dict[str, int] = {}
@@ -155,13 +155,18 @@ def _is_skip_connection(index: GraphIndex, entry: str, output: str, operands: li
 
 
 def find_residual_merges(index: GraphIndex) -> list[ResidualMerge]:
-    """Every residual block of the main graph, in graph order."""
-    bit_of, masks = _data_ancestry(index)
+    """Every residual block of the main graph, in graph order. Merges inside a recurrent
+    layer (a GRU's ``(1 − z)·n + z·h``, an LSTM's cell update, unrolled per time step) are
+    not blocks: the recurrence is one IR (:mod:`redaudit.core.recurrence`)."""
+    from redaudit.core.recurrence import recurrent_region  # recurrence builds on this module
+
+    inside = recurrent_region(index)
+    bit_of, masks = data_ancestry(index)
     name_of_bit = {bit: name for name, bit in bit_of.items()}
     merges = []
     for position, node in enumerate(index.nodes):
         operands = [name for name in node.input if name]
-        if node.op_type not in ("Add", "Sum") or len(operands) != 2 or not node.output:
+        if node.op_type not in ("Add", "Sum") or len(operands) != 2 or not node.output or position in inside:
             continue
         left, right = operands
         if left not in masks or right not in masks or not _compatible_shapes(index, left, right):

@@ -15,19 +15,22 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from redaudit import __version__
+from redaudit.core.augment import Reduction
 from redaudit.core.backend import select_backend
 from redaudit.core.prepared import PreparedModel
 from redaudit.core.probe import make_probe
 from redaudit.core.result import LayerInfo, ScanResult
 from redaudit.core.run import BatchRunner
+from redaudit.core.shapes import PROBE_SAMPLES, RuntimeShapes, probe_ranks
 from redaudit.core.similarity import SimilarityAccumulator
 from redaudit.core.spec import ScanSpec, min_batch
+from redaudit.core.tap import TapPoint
 from redaudit.errors import ConfigError, ScanCancelled
 
 _RUN_CHUNK = 256  # samples per onnxruntime call when one CKA batch holds every sample
 
 #: Stages in the order a scan reports them.
-STAGES = ("load", "taps", "augment", "session", "probe", "batches", "similarity")
+STAGES = ("load", "taps", "probe", "augment", "session", "batches", "similarity")
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,12 @@ def _notify(progress: ProgressCallback | None, stage: str, done: int = 0, total:
 def _check_cancel(cancel: CancelCheck | None) -> None:
     if cancel is not None and cancel():
         raise ScanCancelled("scan cancelled")
+
+
+def _layer_info(point: TapPoint, reduction: Reduction, shapes: RuntimeShapes, position: int) -> LayerInfo:
+    return LayerInfo(name=point.tensor, op=point.op, shape=tuple(point.shape), node=point.node,
+                     runtime_shape=shapes.shape(position), reduced_axes=tuple(reduction.axes or ()),
+                     layout=reduction.layout, layout_source=reduction.source)
 
 
 def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
@@ -79,16 +88,21 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
     selection = prepared.taps(spec.level, spec.taps)
     lap("taps")
     _check_cancel(cancel)
+    _notify(progress, "probe")
+    probe = make_probe(prepared.input_specs, inputs if inputs is not None else spec.inputs, spec.samples,
+                       spec.seed, spec.dims_dict, spec.int_range)
+    lap("probe")
     _notify(progress, "augment")
     augmented = prepared.augmented(selection, spec.reduce, spec.layouts)
+    if augmented.unresolved:  # typing left some ranks unknown: learn them from one probe batch
+        head = next(iter(probe.batches(PROBE_SAMPLES, PROBE_SAMPLES)))
+        ranks = probe_ranks(prepared.sessions, augmented, head)
+        augmented = prepared.augmented(selection, spec.reduce, spec.layouts, tuple(sorted(ranks.items())))
     lap("augment")
     _notify(progress, "session")
     session, provider = prepared.session(augmented)
     lap("session")
     _check_cancel(cancel)
-    _notify(progress, "probe")
-    probe = make_probe(prepared.input_specs, inputs if inputs is not None else spec.inputs, spec.samples,
-                       spec.seed, spec.dims_dict, spec.int_range)
     batch_size = spec.cka_batch if spec.cka_batch is not None else probe.samples
     if probe.samples < batch_size:
         raise ConfigError(f"only {probe.samples} probe samples but --cka-batch is {batch_size}; "
@@ -97,7 +111,8 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
         raise ConfigError(f"at least {min_batch(spec.estimator)} probe samples are needed for the "
                           f"{spec.estimator} estimator")
     on_gpu = provider == "CUDAExecutionProvider" and array_backend.name == "cupy"
-    runner = BatchRunner(session, augmented.fetch_names, device_arrays=array_backend.xp if on_gpu else None)
+    runner = BatchRunner(session, [*augmented.fetch_names, *augmented.shape_names],
+                         device_arrays=array_backend.xp if on_gpu else None)
     tapped_at = time.perf_counter()
 
     run_size = batch_size if spec.cka_batch is not None else min(_RUN_CHUNK, batch_size)
@@ -105,6 +120,7 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
     used_samples = batch_count * batch_size
     layers = list(selection.points)
     keep = list(range(len(layers)))
+    shapes = RuntimeShapes([point.batch_axis for point in layers])
     warnings = [*selection.warnings, *probe.warnings]
     accumulator: SimilarityAccumulator | None = None
     pending_features: list[list[np.ndarray]] = []
@@ -126,6 +142,8 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
             _check_cancel(cancel)
             following = next(source, None)
             future = pool.submit(timed_run, following) if following is not None else None
+            outputs, shape_rows = outputs[:len(layers)], outputs[len(layers):]
+            shapes.add(shape_rows)
             count = outputs[0].shape[0]
             if accumulator is None:
                 keep = [i for i, out in enumerate(outputs) if out.ndim >= 1 and out.shape[0] == count]
@@ -153,28 +171,36 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
 
     kept_layers = [layers[i] for i in keep]
     layer_issues = {kept_layers[i].tensor: text for i, text in summary.layer_issues.items()}
+    msrs, msrs_std, per_batch, nan_batches = (summary.msrs.mean, summary.msrs.std, summary.msrs.per_batch,
+                                              summary.msrs.nan_batches)
+    if len(kept_layers) - len(summary.excluded_layers) < 2:  # no pair left: MSRS is undefined, not 0
+        msrs = msrs_std = float("nan")
+        per_batch, nan_batches = np.full(batch_count, np.nan), batch_count
     if summary.excluded_layers:
         names = ", ".join(kept_layers[i].tensor for i in summary.excluded_layers)
         warnings.append(f"MSRS leaves out {len(summary.excluded_layers)} degenerate layer(s) (constant or "
                         f"non-finite in every batch): {names}")
-    if summary.msrs.nan_batches:
-        warnings.append(f"{summary.msrs.nan_batches} of {batch_count} batches had degenerate layers and were "
-                        "skipped in MSRS")
+    if nan_batches and nan_batches < batch_count:
+        warnings.append(f"{nan_batches} of {batch_count} batches had degenerate layers and were skipped in MSRS")
     dropped = probe.samples - used_samples
     if dropped:
         warnings.append(f"dropped the final partial batch of {dropped} samples (--cka-batch {batch_size})")
     if not probe.real:
         warnings.append("probe inputs are synthetic (random); pass real data with --inputs for meaningful numbers")
     config = replace(spec, level=selection.level, dims=tuple(sorted(probe.dims.items())))
-    return ScanResult(
+    result = ScanResult(
         model=prepared.info,
-        layers=[LayerInfo(name=p.tensor, op=p.op, shape=tuple(p.shape), node=p.node) for p in kept_layers],
-        similarity=summary.similarity, msrs=summary.msrs.mean, msrs_std=summary.msrs.std,
-        msrs_batches=summary.msrs.per_batch, config=config, samples=used_samples,
-        batches=batch_count, dropped_samples=dropped, nan_batches=summary.msrs.nan_batches,
+        layers=[_layer_info(p, augmented.reductions[i], shapes, i) for i, p in zip(keep, kept_layers)],
+        similarity=summary.similarity, msrs=msrs, msrs_std=msrs_std,
+        msrs_batches=per_batch, config=config, samples=used_samples,
+        batches=batch_count, dropped_samples=dropped, nan_batches=nan_batches,
         inputs_real=probe.real, input_hash=probe.digest, provider=provider, backend=array_backend.name,
         redaudit_version=__version__,
         timings={**stage_times, "prepare_s": tapped_at - started, "streaming_s": finished - tapped_at,
                  "run_s": run_seconds, "similarity_s": (finished - tapped_at) - run_seconds,
                  "total_s": finished - started},
         layer_issues=layer_issues, warnings=warnings)
+    reason = result.msrs_unavailable_reason()
+    if reason:
+        result.warnings.insert(0, reason)
+    return result

@@ -85,10 +85,14 @@ class PreparedModel:
         return self._selections[key]
 
     def augmented(self, selection: TapSelection, reduce: str,
-                  layouts: tuple[tuple[str, str], ...] = ()) -> AugmentedModel:
-        key = (tuple(p.tensor for p in selection.points), reduce, layouts)
+                  layouts: tuple[tuple[str, str], ...] = (),
+                  ranks: tuple[tuple[str, int], ...] = ()) -> AugmentedModel:
+        """The graph with ``selection`` exposed; ``ranks`` are probed ranks of taps typing left
+        unknown (see :mod:`redaudit.core.shapes`)."""
+        key = (tuple(p.tensor for p in selection.points), reduce, layouts, ranks)
         if key not in self._augmented:
-            self._augmented[key] = augment(self.proto, self.index, selection.points, reduce, dict(layouts))
+            self._augmented[key] = augment(self.proto, self.index, selection.points, reduce, dict(layouts),
+                                           dict(ranks))
         return self._augmented[key]
 
     def session(self, augmented: AugmentedModel) -> tuple[Any, str]:

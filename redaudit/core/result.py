@@ -29,12 +29,70 @@ class ModelInfo:
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """One tapped IR. ``name`` is the tensor name in the ONNX graph (unique key)."""
+    """One tapped IR. ``name`` is the tensor name in the ONNX graph (unique key).
+
+    ``shape`` is what static typing knew (``?`` for unknown dims, empty for an unknown rank);
+    ``runtime_shape`` what the run produced (``N`` on the batch axis, ``?`` only where a dim
+    varied between batches). ``reduced_axes`` are the axes averaged into one feature vector per
+    sample, numbered as in the tensor (empty: flattened); ``layout`` says what they mean
+    (``tokens``, ``channels``, ``features``) and ``layout_source`` who decided it
+    (``graph``, ``rank``, ``override``, ``recurrent``)."""
 
     name: str
     op: str
     shape: tuple[int | str, ...]
     node: str = ""
+    runtime_shape: tuple[int | str, ...] = ()
+    reduced_axes: tuple[int, ...] = ()
+    layout: str | None = None
+    layout_source: str = ""
+
+    @property
+    def display_shape(self) -> tuple[int | str, ...]:
+        """The runtime shape when the run recorded one, else the static shape."""
+        return self.runtime_shape or self.shape
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    """One row of the per-layer view every renderer shows (JSON, HTML, terminal, history):
+    the layer, how its IR was reduced, and what the similarity matrix says about it.
+    Non-finite numbers are None."""
+
+    position: int
+    name: str
+    op: str
+    node: str
+    shape: tuple[int | str, ...]
+    runtime_shape: tuple[int | str, ...]
+    reduced_axes: tuple[int, ...]
+    layout: str | None
+    layout_source: str
+    redundancy: float | None
+    most_similar: str | None
+    most_similar_cka: float | None
+    issue: str | None
+
+    @property
+    def display_shape(self) -> str:
+        return "×".join(map(str, self.runtime_shape or self.shape)) or "?"
+
+    @property
+    def reduction(self) -> str:
+        """How the IR became features, in a few words: ``tokens: mean axis 1``, ``channels: mean
+        axes 2,3``, ``time: mean axis 0``, ``as is`` or ``flattened``; ``(--layout)`` marks an
+        override."""
+        if not self.reduced_axes:
+            return "as is" if self.layout == "features" else "flattened"
+        what = "time" if self.layout_source == "recurrent" else self.layout or "?"
+        axes = ",".join(map(str, self.reduced_axes))
+        text = f"{what}: mean axis {axes}" if len(self.reduced_axes) == 1 else f"{what}: mean axes {axes}"
+        return text + (" (--layout)" if self.layout_source == "override" else "")
+
+
+def _finite_or_none(value: float) -> float | None:
+    number = float(value)
+    return number if np.isfinite(number) else None
 
 
 @dataclass
@@ -66,6 +124,25 @@ class ScanResult:
     timings: dict[str, float] = field(default_factory=dict)
     layer_issues: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    _rows: tuple[LayerRow, ...] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def layer_rows(self) -> tuple[LayerRow, ...]:
+        """The per-layer view, built once (a ScanResult is not edited after the scan; use
+        ``dataclasses.replace`` to derive one, which starts without the cache)."""
+        if self._rows is None:
+            names = self.layer_names
+            redundancy = self.layer_redundancy() if names else np.zeros(0)
+            nearest = self.most_similar() if names else []
+            self._rows = tuple(
+                LayerRow(position=i, name=layer.name, op=layer.op, node=layer.node, shape=tuple(layer.shape),
+                         runtime_shape=tuple(layer.runtime_shape), reduced_axes=tuple(layer.reduced_axes),
+                         layout=layer.layout, layout_source=layer.layout_source,
+                         redundancy=_finite_or_none(redundancy[i]),
+                         most_similar=names[nearest[i][0]] if nearest[i][0] >= 0 else None,
+                         most_similar_cka=_finite_or_none(nearest[i][1]),
+                         issue=self.layer_issues.get(layer.name))
+                for i, layer in enumerate(self.layers))
+        return self._rows
 
     @property
     def layer_names(self) -> list[str]:
@@ -74,6 +151,28 @@ class ScanResult:
     @property
     def log2_msrs(self) -> float:
         return float(np.log2(self.msrs)) if self.msrs > 0 else float("-inf")
+
+    def msrs_unavailable_reason(self) -> str | None:
+        """One line saying why MSRS is undefined (every batch degenerate), naming the layers and
+        the likely cause; None when MSRS is a number."""
+        if np.isfinite(self.msrs):
+            return None
+        names = [layer.name for layer in self.layers if layer.name in self.layer_issues]
+        if not names:
+            return "MSRS cannot be computed: no batch gave a defined similarity matrix"
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        issues = " ".join(self.layer_issues[name] for name in names)
+        if "NaN/Inf" in issues:
+            cause = ("non-finite activations: overflow (float16?) or inputs outside the range the model "
+                     "expects; pass real data with --inputs")
+        elif not self.inputs_real:
+            cause = ("synthetic probe inputs that leave these layers constant; pass real data with --inputs "
+                     "(or --int-range for token ids), or leave the layers out with --tap")
+        else:
+            cause = ("these layers do not vary with the inputs (dead or saturated activations); "
+                     "leave them out with --tap")
+        return (f"MSRS cannot be computed: every one of the {self.batches} batch(es) had a degenerate layer "
+                f"({shown}); likely cause: {cause}")
 
     def layer_redundancy(self) -> np.ndarray:
         """Soft count, per layer, of other layers it is more than ε alike (its share of MSRS × 2)."""

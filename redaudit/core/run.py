@@ -158,11 +158,14 @@ class BatchRunner:
         binding = self.session.io_binding()
         for name, array in batch.items():
             binding.bind_cpu_input(name, np.ascontiguousarray(array))
-        names = self.fetch_names if self.fetch_names is not None else [o.name for o in self.session.get_outputs()]
-        for name in names:
-            binding.bind_output(name, "cuda", 0)
+        types = {output.name: output.type for output in self.session.get_outputs()}
+        names = self.fetch_names if self.fetch_names is not None else list(types)
+        on_device = [types.get(name) in _ORT_DTYPES for name in names]  # float IRs; shapes stay on the host
+        for name, device in zip(names, on_device):
+            binding.bind_output(name, "cuda" if device else "cpu", 0)
         self.session.run_with_iobinding(binding)
-        return [ortvalue_to_cupy(value, self.device_arrays) for value in binding.get_outputs()]
+        return [ortvalue_to_cupy(value, self.device_arrays) if device else value.numpy()
+                for value, device in zip(binding.get_outputs(), on_device)]
 
     def run_all(self, arrays: Mapping[str, np.ndarray], chunk: int = 256) -> list[np.ndarray]:
         """Every output for every sample of ``arrays``, in chunks of at most ``chunk``."""

@@ -5,6 +5,9 @@ merge point, taken after the block's trailing normalisation/activation; for tran
 attention merge is folded into the encoder layer so there is one IR per layer.
 ``layer``: each weighted operator with its trailing elementwise chain (the chain's end keeps
 Conv+activation fusion intact). ``op``: every eligible node output.
+At ``block`` and ``layer`` level a recurrent layer (an ONNX LSTM/GRU/RNN node or an unrolled
+recurrence, :mod:`redaudit.core.recurrence`) is one IR, its output sequence; nothing inside it
+is tapped. docs/taps.md says what is tapped and why.
 """
 from __future__ import annotations
 
@@ -15,18 +18,26 @@ import onnx
 from redaudit.errors import TapError
 from redaudit.core.blocks import chain_end, encoder_layer_merges, find_residual_merges, is_weighted
 from redaudit.core.graph import GraphIndex
+from redaudit.core.recurrence import Recurrence, find_recurrences, recurrent_region
 
 LEVELS = ("block", "layer", "op")  # re-exported; the spec validates the level
 
 
 @dataclass(frozen=True)
 class TapPoint:
-    """One IR: the tensor to fetch and a short description of what computed it."""
+    """One IR: the tensor to fetch and a short description of what computed it.
+
+    ``shape`` is the static shape for display. A recurrent layer's output sequence carries its
+    structure explicitly, since typing often cannot tell it: ``rank``, the ``batch_axis`` (2 for
+    an ONNX LSTM's time-major Y) and the ``time_axis`` its reduction averages."""
 
     tensor: str
     op: str
     node: str
     shape: tuple[int | str, ...]
+    rank: int | None = None
+    batch_axis: int = 0
+    time_axis: int | None = None
 
 
 @dataclass(frozen=True)
@@ -46,18 +57,42 @@ def _point(index: GraphIndex, tensor: str, anchor: onnx.NodeProto) -> TapPoint:
     return TapPoint(tensor=tensor, op=op, node=anchor.name or anchor.output[0], shape=shape)
 
 
+def _recurrent_point(index: GraphIndex, found: Recurrence) -> TapPoint:
+    anchor = index.nodes[found.anchor]
+    tensor_type = index.types.get(found.output)
+    shape = tensor_type.pretty_shape() if tensor_type else ()
+    return TapPoint(tensor=found.output, op=found.op, node=anchor.name or anchor.output[0], shape=shape,
+                    rank=found.rank, batch_axis=found.batch_axis, time_axis=found.time_axis)
+
+
+def _recurrent_points(index: GraphIndex) -> list[tuple[int, TapPoint]]:
+    """(graph position, point) of each recurrent layer whose output can be fetched."""
+    return [(found.anchor, _recurrent_point(index, found)) for found in find_recurrences(index)
+            if found.output in index.activations and (tensor_type := index.types.get(found.output)) is not None
+            and tensor_type.is_float]
+
+
+def _with_recurrences(index: GraphIndex, points: list[tuple[int, TapPoint]]) -> list[TapPoint]:
+    """Points and recurrent layers merged in graph order, one point per tensor."""
+    merged: dict[str, TapPoint] = {}
+    for _, point in sorted([*points, *_recurrent_points(index)], key=lambda item: item[0]):
+        merged.setdefault(point.tensor, point)
+    return list(merged.values())
+
+
 def layer_points(index: GraphIndex) -> list[TapPoint]:
-    points: dict[str, TapPoint] = {}
-    for node in index.nodes:
-        if not is_weighted(index, node):
+    points: dict[str, tuple[int, TapPoint]] = {}
+    inside = recurrent_region(index)
+    for position, node in enumerate(index.nodes):
+        if not is_weighted(index, node) or position in inside:
             continue
         if not node.output or not index.is_tappable(node.output[0]):
             continue
         end = chain_end(index, node.output[0])
         if not index.is_tappable(end):
             end = node.output[0]
-        points.setdefault(end, _point(index, end, node))
-    return list(points.values())
+        points.setdefault(end, (position, _point(index, end, node)))
+    return _with_recurrences(index, list(points.values()))
 
 
 def op_points(index: GraphIndex) -> list[TapPoint]:
@@ -70,21 +105,20 @@ def op_points(index: GraphIndex) -> list[TapPoint]:
 
 
 def block_points(index: GraphIndex) -> list[TapPoint]:
-    """The stem (the first block's input) and one IR per block; a transformer encoder layer's
-    attention and feed-forward merges are one layer, tapped at its end."""
+    """The stem (the first block's input), one IR per block and one per recurrent layer; a
+    transformer encoder layer's attention and feed-forward merges are one layer, tapped at its end."""
     merges = find_residual_merges(index)
-    if not merges:
-        return []
-    points: dict[str, TapPoint] = {}
-    stem = merges[0].entry
-    stem_node = index.node_of(stem)
-    if index.is_tappable(stem) and stem_node is not None:
-        points[stem] = _point(index, stem, stem_node)
+    points: list[tuple[int, TapPoint]] = []
+    if merges:
+        stem = merges[0].entry
+        stem_node = index.node_of(stem)
+        if index.is_tappable(stem) and stem_node is not None:
+            points.append((-1, _point(index, stem, stem_node)))
     for group in encoder_layer_merges(index, merges):
         last = group[-1]
         if index.is_tappable(last.exit):
-            points.setdefault(last.exit, _point(index, last.exit, index.nodes[last.add_position]))
-    return list(points.values())
+            points.append((last.add_position, _point(index, last.exit, index.nodes[last.add_position])))
+    return _with_recurrences(index, points)
 
 
 def explicit_points(index: GraphIndex, names: list[str]) -> list[TapPoint]:

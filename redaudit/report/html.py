@@ -183,25 +183,19 @@ def _details(result: ScanResult) -> str:
 
 
 def _layer_table(result: ScanResult) -> str:
-    names = result.layer_names
-    redundancy = result.layer_redundancy() if names else []
-    nearest = result.most_similar() if names else []
-    scope = shared_scope(names)
-    scale = max(1.0, float(np.nanmax(redundancy))) if len(names) and np.isfinite(redundancy).any() else 1.0
-    rows = []
-    for index, layer in enumerate(result.layers):
-        other, cka = nearest[index]
-        issue = result.layer_issues.get(layer.name)
-        rows.append([
-            _e(index), _name_cell(layer.name, scope), _e(layer.op),
-            _e("×".join(map(str, layer.shape))),
-            _num(redundancy[index], 2) + _bar(redundancy[index], scale),
-            _name_cell(names[other], scope) if other >= 0 else "—",
-            _num(cka, 3),
-            f'<td class="issue">{_e(issue)}</td>' if issue else "",
-        ])
-    return _table(["#", "Layer", "Op", "Shape", "Redundancy", "Most similar", "CKA", "Issue"], rows,
-                  numeric=(0, 4, 6), css="layers")
+    rows = result.layer_rows()
+    scope = shared_scope(result.layer_names)
+    values = [row.redundancy for row in rows if row.redundancy is not None]
+    scale = max(1.0, max(values)) if values else 1.0
+    body = [[
+        _e(row.position), _name_cell(row.name, scope), _e(row.op), _e(row.display_shape), _e(row.reduction),
+        _num(row.redundancy, 2) + _bar(row.redundancy, scale),
+        _name_cell(row.most_similar, scope) if row.most_similar is not None else "—",
+        _num(row.most_similar_cka, 3),
+        f'<td class="issue">{_e(row.issue)}</td>' if row.issue else "",
+    ] for row in rows]
+    return _table(["#", "Layer", "Op", "Shape", "Reduced", "Redundancy", "Most similar", "CKA", "Issue"], body,
+                  numeric=(0, 5, 7), css="layers")
 
 
 def _pairs_table(result: ScanResult) -> str:

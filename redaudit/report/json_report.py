@@ -90,23 +90,23 @@ def _matrix_to_json(matrix: np.ndarray) -> list[list[float | None]]:
 
 
 def _layers_to_json(result: ScanResult) -> list[dict[str, Any]]:
-    names = result.layer_names
-    redundancy = result.layer_redundancy() if names else np.zeros(0)
-    nearest = result.most_similar() if names else []
-    layers = []
-    for index, layer in enumerate(result.layers):
-        other, cka = nearest[index]
-        layers.append({
-            "name": layer.name,
-            "op": layer.op,
-            "shape": _shape_to_json(layer.shape),
-            "node": layer.node,
-            "redundancy": _float_or_none(redundancy[index]),
-            "most_similar": names[other] if other >= 0 else None,
-            "most_similar_cka": _float_or_none(cka),
-            "issue": result.layer_issues.get(layer.name),
-        })
-    return layers
+    """One object per layer from the shared per-layer view (:meth:`ScanResult.layer_rows`):
+    static ``shape`` (empty when typing did not know the rank), ``runtime_shape`` (``N`` on the
+    batch axis, ``?`` only where a dim varied), ``reduced_axes`` and the ``layout`` decision."""
+    return [{
+        "name": row.name,
+        "op": row.op,
+        "shape": _shape_to_json(row.shape),
+        "runtime_shape": _shape_to_json(row.runtime_shape),
+        "reduced_axes": [int(axis) for axis in row.reduced_axes],
+        "layout": row.layout,
+        "layout_source": row.layout_source,
+        "node": row.node,
+        "redundancy": row.redundancy,
+        "most_similar": row.most_similar,
+        "most_similar_cka": row.most_similar_cka,
+        "issue": row.issue,
+    } for row in result.layer_rows()]
 
 
 def scan_to_dict(result: ScanResult) -> dict[str, Any]:
@@ -155,8 +155,10 @@ def scan_from_dict(data: dict[str, Any]) -> ScanResult:
             f"unsupported scan report schema_version {version!r} (this redaudit reads {SCHEMA_VERSION})")
     try:
         layers = [
-            LayerInfo(name=item["name"], op=item["op"], shape=tuple(item["shape"]),
-                      node=item.get("node", ""))
+            LayerInfo(name=item["name"], op=item["op"], shape=tuple(item["shape"]), node=item.get("node", ""),
+                      runtime_shape=tuple(item.get("runtime_shape", ())),
+                      reduced_axes=tuple(int(axis) for axis in item.get("reduced_axes", ())),
+                      layout=item.get("layout"), layout_source=item.get("layout_source", ""))
             for item in data["layers"]
         ]
         size = len(layers)

@@ -1,0 +1,89 @@
+"""A plain float64 reference for a scan: raw IRs from onnxruntime, reduced as the docs say, and
+unbiased linear CKA computed one pair at a time.
+
+Independent of redaudit's pipeline on purpose (no augmentation, no ReduceMean in the graph, no
+all-pairs kernel): tests and benchmarks/real_models.py compare the scan's matrix with it.
+The documented reduction (docs/taps.md): mean over spatial axes of (N, C, *spatial); mean over
+tokens of (N, T, D); (N, C, L) after a convolution is channels; a recurrent layer's output
+sequence is averaged over time with the batch axis moved first; (N, D) is used as is.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import helper
+
+
+def raw_outputs(model: onnx.ModelProto, names: Sequence[str], inputs: Mapping[str, np.ndarray],
+                chunk: int | None = None) -> list[np.ndarray]:
+    """The named tensors, unreduced, for every sample (``chunk``: samples per run, e.g. 1 for a
+    model with a fixed batch of 1)."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    present = {output.name for output in copy.graph.output}
+    copy.graph.output.extend(onnx.ValueInfoProto(name=name)
+                             for name in names if name not in present)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(copy.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    count = next(iter(inputs.values())).shape[0]
+    step = chunk or count
+    parts = [session.run(list(names), {k: v[i:i + step] for k, v in inputs.items()}) for i in range(0, count, step)]
+    batch_axes = [_batch_axis(parts[0][j], step if count >= step else count) for j in range(len(names))]
+    return [np.concatenate([part[j] for part in parts], axis=batch_axes[j]) for j in range(len(names))]
+
+
+def _batch_axis(array: np.ndarray, count: int) -> int:
+    return 0 if array.shape[0] == count else next(i for i, d in enumerate(array.shape) if d == count)
+
+
+def reduce_as_documented(array: np.ndarray, samples: int, layout: str | None, recurrent: bool = False,
+                         reduce: str = "pool") -> np.ndarray:
+    """(samples, features) float64 from one raw IR, following the documented rule."""
+    values = np.asarray(array, dtype=np.float64)
+    if values.shape[0] != samples:  # time-major recurrent output: move the batch axis first
+        axis = next(i for i, d in enumerate(values.shape) if d == samples)
+        values = np.moveaxis(values, axis, 0)
+    if reduce == "pool" and values.ndim >= 3:
+        if recurrent or (values.ndim == 3 and layout == "tokens"):
+            values = values.mean(axis=1)
+        else:
+            values = values.mean(axis=tuple(range(2, values.ndim)))
+    return values.reshape(samples, -1)
+
+
+def unbiased_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Unbiased linear CKA of two (n, d) feature matrices (Song et al. 2012 HSIC estimator),
+    float64, features centred first; NaN for a constant layer."""
+    def hsic(k: np.ndarray, l: np.ndarray) -> float:
+        n = k.shape[0]
+        k, l = k.copy(), l.copy()
+        np.fill_diagonal(k, 0.0)
+        np.fill_diagonal(l, 0.0)
+        ones = np.ones(n)
+        term = np.trace(k @ l) + (ones @ k @ ones) * (ones @ l @ ones) / ((n - 1) * (n - 2)) \
+            - 2.0 / (n - 2) * (ones @ k @ l @ ones)
+        return term / (n * (n - 3))
+
+    x = np.asarray(x, np.float64) - np.asarray(x, np.float64).mean(axis=0)
+    y = np.asarray(y, np.float64) - np.asarray(y, np.float64).mean(axis=0)
+    k, l = x @ x.T, y @ y.T
+    xy, xx, yy = hsic(k, l), hsic(k, k), hsic(l, l)
+    if xx <= 0 or yy <= 0:
+        return float("nan")
+    return float(xy / np.sqrt(xx * yy))
+
+
+def reference_matrix(features: Sequence[np.ndarray], batch: int | None = None) -> np.ndarray:
+    """Mean over CKA batches of the per-pair CKA matrix (the paper's aggregate)."""
+    count = features[0].shape[0]
+    size = batch or count
+    matrices = []
+    for start in range(0, count - size + 1, size):
+        part = [f[start:start + size] for f in features]
+        matrix = np.array([[unbiased_cka(a, b) for b in part] for a in part])
+        matrices.append(matrix)
+    return np.nanmean(np.stack(matrices), axis=0)

@@ -1,0 +1,71 @@
+"""Runtime shapes of the tapped tensors: what static typing could not tell, learned by running.
+
+Exporters often compute reshape targets at run time (paddle2onnx, tf2onnx), and ONNX shape
+inference then leaves the result shapeless. The documented reduction depends on the rank, so
+:func:`probe_ranks` runs one small probe batch through the augmented copy (unresolved taps
+exposed raw, every tap's shape as a tiny extra output) before the real session is built.
+:class:`RuntimeShapes` then follows every batch's shapes so the result can show each layer's
+real shape, with ``N`` on the batch axis and ``?`` only where a dimension really varied.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from redaudit.core.augment import AugmentedModel
+from redaudit.core.run import BatchRunner, SessionFactory
+
+#: Samples in the probe batch that learns unknown ranks (2: a batch of 1 can hide the batch
+#: axis behind a Squeeze).
+PROBE_SAMPLES = 2
+
+
+def probe_ranks(sessions: SessionFactory, augmented: AugmentedModel,
+                batch: Mapping[str, np.ndarray]) -> dict[str, int]:
+    """Rank of every unresolved tap, from one run of ``batch`` (a few samples)."""
+    wanted = [augmented.tensors.index(name) for name in augmented.unresolved]
+    session, _ = sessions.create(augmented.proto, "the model with its taps exposed")
+    rows = BatchRunner(session, [augmented.shape_names[i] for i in wanted]).run(batch)
+    return {augmented.tensors[i]: int(np.asarray(row).reshape(-1, np.asarray(row).shape[-1]).shape[1])
+            for i, row in zip(wanted, rows)}
+
+
+@dataclass
+class RuntimeShapes:
+    """Per tap: the shape seen in the first batch, and which dims changed in later ones."""
+
+    batch_axes: list[int]
+    _first: list[tuple[int, ...] | None] = field(default_factory=list)
+    _varies: list[set[int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._first = [None] * len(self.batch_axes)
+        self._varies = [set() for _ in self.batch_axes]
+
+    def add(self, rows: list[np.ndarray]) -> None:
+        """``rows[i]`` is tap i's shape output of one run: (chunks, rank) int64."""
+        for position, row in enumerate(rows):
+            array = np.asarray(row).reshape(-1, np.asarray(row).shape[-1])
+            for shape in {tuple(int(d) for d in line) for line in array}:
+                first = self._first[position]
+                if first is None:
+                    self._first[position] = first = shape
+                if len(shape) != len(first):
+                    self._varies[position].update(range(max(len(shape), len(first))))
+                else:
+                    self._varies[position].update(i for i, (a, b) in enumerate(zip(shape, first)) if a != b)
+
+    def rank(self, position: int) -> int | None:
+        first = self._first[position]
+        return None if first is None else len(first)
+
+    def shape(self, position: int) -> tuple[int | str, ...]:
+        """Shape for display: ``N`` on the batch axis, ``?`` where a dim varied between batches."""
+        first = self._first[position]
+        if first is None:
+            return ()
+        varies = self._varies[position]
+        return tuple("N" if axis == self.batch_axes[position] else "?" if axis in varies else dim
+                      for axis, dim in enumerate(first))

@@ -1,0 +1,111 @@
+"""Reduction decided from the run when typing cannot tell a tap's rank; layouts stated and overridable."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import redaudit
+import tap_models
+from benchmarks.reference import raw_outputs, reduce_as_documented, reference_matrix
+from redaudit.cli.main import cli
+from redaudit.core.graph import GraphIndex
+
+SAMPLES = 192
+
+
+def _token_inputs(seed: int = 1) -> dict[str, np.ndarray]:
+    return {"x": np.random.default_rng(seed).normal(size=(SAMPLES, 96)).astype(np.float32)}
+
+
+def _reference(model, result, inputs) -> np.ndarray:
+    raw = raw_outputs(model, result.layer_names, inputs)
+    features = [reduce_as_documented(array, SAMPLES, layer.layout, layer.layout_source == "recurrent")
+                for array, layer in zip(raw, result.layers)]
+    return reference_matrix(features, result.config.cka_batch)
+
+
+def test_hidden_rank_is_pooled_exactly_like_its_static_twin():
+    hidden, static = tap_models.token_blocks(hidden_rank=True), tap_models.token_blocks(hidden_rank=False)
+    assert GraphIndex.build(hidden).types["block0_out"].shape is None  # typing really cannot tell
+    inputs = _token_inputs()
+    found = redaudit.scan(hidden, inputs=inputs, samples=SAMPLES, cka_batch=64)
+    twin = redaudit.scan(static, inputs=inputs, samples=SAMPLES, cka_batch=64)
+    assert found.layer_names == twin.layer_names == ["stem_out", "block0_out", "block1_out", "block2_out"]
+    assert np.array_equal(found.similarity, twin.similarity)
+    assert found.msrs == twin.msrs
+    for layer in found.layers:
+        assert layer.shape == ()  # nothing static ...
+        assert layer.runtime_shape == ("N", 6, 16)  # ... but the run knows
+        assert (layer.reduced_axes, layer.layout, layer.layout_source) == ((1,), "tokens", "graph")
+    np.testing.assert_allclose(found.similarity, _reference(hidden, found, inputs), atol=1e-6)
+
+
+def test_conv1d_maps_are_channels_and_match_the_reference():
+    model = tap_models.conv1d_blocks()
+    inputs = {"x": np.random.default_rng(2).normal(size=(SAMPLES, 4, 12)).astype(np.float32)}
+    result = redaudit.scan(model, inputs=inputs, samples=SAMPLES, cka_batch=64)
+    assert [layer.reduced_axes for layer in result.layers] == [(2,)] * 4
+    assert {(layer.layout, layer.layout_source) for layer in result.layers} == {("channels", "graph")}
+    assert result.layers[0].runtime_shape == ("N", 8, 12)
+    np.testing.assert_allclose(result.similarity, _reference(model, result, inputs), atol=1e-6)
+
+
+def test_layout_override_end_to_end(runner, tmp_path, save_model):
+    model = tap_models.conv1d_blocks()
+    path = save_model(model)
+    inputs = {"x": np.random.default_rng(3).normal(size=(SAMPLES, 4, 12)).astype(np.float32)}
+    np.savez(tmp_path / "in.npz", **inputs)
+    out = tmp_path / "r.json"
+    done = runner.invoke(cli, ["scan", str(path), "--inputs", str(tmp_path / "in.npz"), "--samples", str(SAMPLES),
+                                "--cka-batch", "64", "--layout", "block1_out=tokens", "--json", str(out), "--quiet"])
+    assert done.exit_code == 0, done.output
+    layers = {item["name"]: item for item in json.loads(out.read_text())["layers"]}
+    assert (layers["block1_out"]["reduced_axes"], layers["block1_out"]["layout"],
+            layers["block1_out"]["layout_source"]) == ([1], "tokens", "override")
+    assert (layers["block0_out"]["reduced_axes"], layers["block0_out"]["layout"]) == ([2], "channels")
+    assert layers["block0_out"]["runtime_shape"] == ["N", 8, 12]
+    result = redaudit.scan(model, inputs=inputs, samples=SAMPLES, cka_batch=64, layouts={"block1_out": "tokens"})
+    plain = redaudit.scan(model, inputs=inputs, samples=SAMPLES, cka_batch=64)
+    assert not np.allclose(result.similarity, plain.similarity)  # the override changed the features
+    np.testing.assert_allclose(result.similarity, _reference(model, result, inputs), atol=1e-6)
+
+
+@pytest.mark.parametrize("layout, message", [("nosuch=tokens", "does not tap"),
+                                             ("stem_out=channels", None)])
+def test_layout_names_must_be_tapped_3d_tensors(runner, tmp_path, save_model, layout, message):
+    path = save_model(tap_models.token_blocks(hidden_rank=False) if message else tap_models.conv1d_blocks())
+    out = tmp_path / "r.json"
+    done = runner.invoke(cli, ["scan", str(path), "--samples", "64", "--cka-batch", "32", "--layout", layout,
+                                "--json", str(out), "--quiet"])
+    if message is None:  # a 3-D tap: accepted
+        assert done.exit_code == 0, done.output
+        return
+    assert done.exit_code == 2
+    assert message in done.output and len(done.output.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_layout_on_a_4d_tap_is_refused(runner, save_model):
+    import models
+    path = save_model(models.residual_cnn(blocks=2))
+    done = runner.invoke(cli, ["scan", str(path), "--samples", "32", "--layout", "block0_out=tokens"])
+    assert done.exit_code == 2
+    assert "only chooses between" in done.output
+
+
+def test_all_degenerate_scan_says_why_in_one_line_and_exits_0(runner, tmp_path, save_model):
+    import models
+    path = save_model(models.mlp(constant_layer=True))
+    out = tmp_path / "r.json"
+    done = runner.invoke(cli, ["scan", str(path), "--tap", "a0", "--tap", "a0_zero", "--samples", "64",
+                               "--cka-batch", "32", "--json", str(out)])
+    assert done.exit_code == 0, done.output
+    data = json.loads(out.read_text())
+    assert data["msrs"] is None and data["msrs_batches"] == [None, None]
+    result = redaudit.scan(str(path), taps=["a0", "a0_zero"], samples=64, cka_batch=32)
+    (reason,) = [w for w in result.warnings if w.startswith("MSRS cannot be computed")]
+    assert "\n" not in reason and "a0_zero" in reason and "likely cause: synthetic probe inputs" in reason
+    assert np.isnan(result.msrs) and reason == result.msrs_unavailable_reason()
+    assert " ".join(reason.split()) in " ".join(done.output.split())  # the terminal says it (rich may wrap)
