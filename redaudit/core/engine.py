@@ -16,10 +16,11 @@ import numpy as np
 
 from redaudit import __version__
 from redaudit.core.backend import select_backend
+from redaudit.core.memory import check_memory, estimate_scan_memory
 from redaudit.core.prepared import PreparedModel
 from redaudit.core.probe import make_probe
 from redaudit.core.result import LayerInfo, ScanResult
-from redaudit.core.run import BatchRunner
+from redaudit.core.run import CUDA, BatchRunner
 from redaudit.core.similarity import SimilarityAccumulator
 from redaudit.core.spec import ScanSpec, min_batch
 from redaudit.errors import ConfigError, ScanCancelled
@@ -71,6 +72,9 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
     _check_cancel(cancel)
     _notify(progress, "augment")
     augmented = prepared.augmented(selection, spec.reduce, spec.layouts)
+    estimate = estimate_scan_memory(prepared, spec, device_backend=array_backend.name == "cupy",
+                                    device_runtime=prepared.sessions.providers()[0] == CUDA)
+    memory_warnings = check_memory(estimate, reduce=spec.reduce)  # refuses what cannot fit
     _notify(progress, "session")
     session, provider = prepared.session(augmented)
     _check_cancel(cancel)
@@ -92,7 +96,7 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
     used_samples = batch_count * batch_size
     layers = list(selection.points)
     keep = list(range(len(layers)))
-    warnings = [*selection.warnings, *probe.warnings]
+    warnings = [*selection.warnings, *probe.warnings, *memory_warnings]
     accumulator: SimilarityAccumulator | None = None
     pending_features: list[list[np.ndarray]] = []
     run_seconds = 0.0
