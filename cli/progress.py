@@ -38,30 +38,46 @@ def stage_text(stage: str) -> str:
 
 
 class LineReporter:
-    """One timestamped line per stage and per ~10 % of a stage's items, for non-terminals."""
+    """One timestamped line per stage and per ~10 % of a stage's items, for non-terminals.
 
-    def __init__(self, description: str, console: Console, clock: Callable[[], datetime] = datetime.now):
+    Lines of the first ``hold_s`` seconds are held back until an event with a count (batches)
+    or a later event arrives, then written with their own timestamps: a command that fails
+    while validating its input (a wrong ``--dim``, a scan too big for memory) prints only its
+    one error line, and a slow start still shows up in the log.
+    """
+
+    def __init__(self, description: str, console: Console, clock: Callable[[], datetime] = datetime.now,
+                 hold_s: float = 2.0):
         self.description = description
         self.console = console
         self.clock = clock
+        self.hold_s = hold_s
         self.stage: str | None = None
         self.logged_step = -1
+        self.held: list[tuple[datetime, str]] = []
+        self.first_event = time.monotonic()
 
     def __call__(self, event: Any) -> None:
+        lines = []
         if event.stage != self.stage:
             self.stage, self.logged_step = event.stage, -1
             if not event.total:
-                self._line(stage_text(event.stage))
+                lines.append(stage_text(event.stage))
         if event.total:
             step = int(event.done / event.total / LOG_STEP + 1e-9)
             if step > self.logged_step:
                 self.logged_step = step
                 share = 100 * event.done // event.total
-                self._line(f"{stage_text(event.stage)} {event.done:,}/{event.total:,} ({share}%)")
+                lines.append(f"{stage_text(event.stage)} {event.done:,}/{event.total:,} ({share}%)")
+        self.held.extend((self.clock(), line) for line in lines)
+        if event.total or time.monotonic() - self.first_event >= self.hold_s:
+            self.flush()
 
-    def _line(self, text: str) -> None:
-        self.console.print(f"{self.clock():%H:%M:%S} {self.description}: {text}", highlight=False,
-                           markup=False, soft_wrap=True)
+    def flush(self) -> None:
+        for stamp, text in self.held:
+            self.console.print(f"{stamp:%H:%M:%S} {self.description}: {text}", highlight=False,
+                               markup=False, soft_wrap=True)
+        self.held.clear()
 
 
 class LiveReporter:
@@ -107,7 +123,9 @@ def stage_progress(description: str, console: Console, enabled: bool = True) -> 
         yield lambda event: None
         return
     if not console.is_terminal:
-        yield LineReporter(description, console)
+        lines = LineReporter(description, console)
+        yield lines
+        lines.flush()  # not after an error: held lines would bury its one line
         return
     reporter = LiveReporter(description, console)
     try:
