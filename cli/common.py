@@ -1,4 +1,4 @@
-"""Shared CLI plumbing: error mapping, option parsing helpers, progress bars."""
+"""Shared CLI plumbing: error mapping, option parsing helpers, progress display."""
 from __future__ import annotations
 
 import functools
@@ -9,7 +9,6 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from redaudit.errors import RedauditError
 
@@ -99,37 +98,12 @@ def parse_cka_batch(value: str) -> int | None:
         raise click.BadParameter(f"{value!r} is not an integer or 'all'", param_hint="--cka-batch") from None
 
 
-_STAGE_TEXT = {"load": "loading the model", "taps": "choosing taps", "augment": "augmenting the graph",
-               "session": "creating the session", "probe": "preparing probe inputs", "batches": "running batches",
-               "similarity": "computing similarity"}
-
-
 @contextmanager
 def progress_bar(description: str, enabled: bool = True) -> Iterator[Callable[[Any], None]]:
-    """A rich progress bar on stderr, handed out as the library's progress callback (it takes
-    :class:`redaudit.core.engine.ScanProgress` events and shows the stage by name).
+    """The library's progress callback for a command, shown on stderr: a live display on a
+    terminal, one timestamped line per stage (and per ~10 % of batches) otherwise; nothing when
+    not ``enabled``. See :mod:`redaudit.cli.progress`."""
+    from redaudit.cli.progress import stage_progress
 
-    It starts on the first progress report, so a command that fails while validating its
-    input prints only its one error line.
-    """
-    if not enabled:
-        yield lambda event: None
-        return
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=True)
-    task = progress.add_task(description, total=None)
-    started = False
-
-    def update(event: Any) -> None:
-        nonlocal started
-        if not started:
-            progress.start()
-            started = True
-        text = f"{description}: {_STAGE_TEXT.get(event.stage, event.stage)}"
-        progress.update(task, description=text, completed=event.done, total=event.total)
-
-    try:
+    with stage_progress(description, err_console, enabled) as update:
         yield update
-    finally:
-        if started:
-            progress.stop()

@@ -8,7 +8,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from redaudit.cli.common import console, prepare_output_paths, user_errors
+from redaudit.cli.common import console, prepare_output_paths, progress_bar, user_errors
 from redaudit.cli.scan_options import scan_options, scan_spec
 from redaudit.prune.policies import POLICIES
 
@@ -98,10 +98,12 @@ def prune_command(model: str, list_only: bool, remove: int | None, target_params
 
     names = [name for name in blocks.split(",") if name.strip()] if blocks else None
     prepare_output_paths(output)  # a missing or read-only folder fails now, not after the work
-    result = prune_model(model, remove=remove, target_params=target_params, max_drift=max_drift,
-                         blocks=names, iterative=iterative, list_only=list_only, output=output,
-                         latency=not no_latency, record=record, label=label, db=db, policy=policy,
-                         spec=scan_spec(options))
+    spec = scan_spec(options)
+    with progress_bar("pruning") as update:
+        result = prune_model(model, remove=remove, target_params=target_params, max_drift=max_drift,
+                             blocks=names, iterative=iterative, list_only=list_only, output=output,
+                             latency=not no_latency, record=record, label=label, db=db, policy=policy,
+                             spec=spec, progress=update)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return

@@ -17,10 +17,11 @@ import numpy as np
 from redaudit import __version__
 from redaudit.core.augment import Reduction
 from redaudit.core.backend import select_backend
+from redaudit.core.memory import check_memory, estimate_scan_memory
 from redaudit.core.prepared import PreparedModel
 from redaudit.core.probe import make_probe
 from redaudit.core.result import LayerInfo, ScanResult
-from redaudit.core.run import BatchRunner
+from redaudit.core.run import CUDA, BatchRunner
 from redaudit.core.shapes import PROBE_SAMPLES, RuntimeShapes, probe_ranks
 from redaudit.core.similarity import SimilarityAccumulator
 from redaudit.core.spec import ScanSpec, min_batch
@@ -98,6 +99,9 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
         head = next(iter(probe.batches(PROBE_SAMPLES, PROBE_SAMPLES)))
         ranks = probe_ranks(prepared.sessions, augmented, head)
         augmented = prepared.augmented(selection, spec.reduce, spec.layouts, tuple(sorted(ranks.items())))
+    estimate = estimate_scan_memory(prepared, spec, device_backend=array_backend.name == "cupy",
+                                    device_runtime=prepared.sessions.providers()[0] == CUDA)
+    memory_warnings = check_memory(estimate, reduce=spec.reduce)  # refuses what cannot fit
     lap("augment")
     _notify(progress, "session")
     session, provider = prepared.session(augmented)
@@ -121,7 +125,7 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
     layers = list(selection.points)
     keep = list(range(len(layers)))
     shapes = RuntimeShapes([point.batch_axis for point in layers])
-    warnings = [*selection.warnings, *probe.warnings]
+    warnings = [*selection.warnings, *probe.warnings, *memory_warnings]
     accumulator: SimilarityAccumulator | None = None
     pending_features: list[list[np.ndarray]] = []
     run_seconds = 0.0

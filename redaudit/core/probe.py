@@ -211,6 +211,35 @@ def _validate_arrays(specs: list[InputSpec], arrays: Mapping[str, np.ndarray]) -
     return checked
 
 
+def symbolic_dims(specs: list[InputSpec]) -> list[str]:
+    """Names ``--dim`` accepts: every symbolic non-batch axis of the inputs (a ``dim_param``, or
+    ``input:axis`` for an axis without a name), in input order."""
+    names: list[str] = []
+    for spec in specs:
+        for axis, dim in enumerate(spec.shape[1:], start=1):
+            if not (isinstance(dim, int) and dim > 0):
+                key = dim if isinstance(dim, str) else f"{spec.name}:{axis}"
+                if key not in names:
+                    names.append(key)
+    return names
+
+
+def check_dim_names(specs: list[InputSpec], dims: Mapping[str, int] | None) -> None:
+    """Refuse ``--dim`` names the model does not have: a typo would otherwise be ignored and
+    the default size used without a word."""
+    known = symbolic_dims(specs)
+    batch_names = {spec.shape[0] for spec in specs if spec.shape and isinstance(spec.shape[0], str)}
+    for name in dims or {}:
+        if name in known:
+            continue
+        if name in batch_names:
+            raise ProbeInputError(f"--dim {name}: {name!r} is the batch axis; the batch size is set with "
+                                  "--cka-batch")
+        listing = ", ".join(known) if known else "none (every non-batch axis is fixed)"
+        raise ProbeInputError(f"--dim {name}: the model has no symbolic dimension {name!r}; its symbolic "
+                              f"dimensions are: {listing}")
+
+
 def make_probe(specs: list[InputSpec], inputs: str | os.PathLike[str] | Mapping[str, np.ndarray] | None,
                samples: int, seed: int = 0, dims: Mapping[str, int] | None = None,
                int_range: tuple[int, int] | None = None) -> Probe:
@@ -219,6 +248,7 @@ def make_probe(specs: list[InputSpec], inputs: str | os.PathLike[str] | Mapping[
         raise ProbeInputError("--samples must be at least 1")
     if int_range is not None and int_range[0] >= int_range[1]:
         raise ProbeInputError(f"--int-range {int_range[0]} {int_range[1]} is empty; the upper bound is exclusive")
+    check_dim_names(specs, dims)
     if inputs is None:
         probe = Probe(specs, real=False, samples=samples, seed=seed, dims=dict(dims or {}),
                       int_range=int_range or DEFAULT_INT_RANGE)
