@@ -9,6 +9,7 @@ import io
 import os
 import struct
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -469,21 +470,51 @@ def _npy(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def zip_bomb(unused_bytes: int = 400 * 1024**2) -> bytes:
-    """Valid inputs plus an unused extra array of ``unused_bytes`` zeros, deflated to ~0.1%."""
-    x = _npy(_good_x())
-    header = _npy(np.zeros((0,), np.uint8))  # header of a uint8 vector, patched to the big length
-    big_header = header.replace(b"(0,)", f"({unused_bytes},)".encode()).split(b"\n")[0]
-    big_header = _pad_header(big_header)
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
-        archive.writestr("x.npy", x)
-        with archive.open("bomb.npy", "w", force_zip64=True) as member:
-            member.write(big_header)
-            chunk = b"\0" * (4 * 1024**2)
-            for _ in range(unused_bytes // len(chunk)):
-                member.write(chunk)
-    return buffer.getvalue()
+def zip_bomb(unused_bytes: int = 3 * 1024**3, as_input: bool = False, bad_crc: bool = False) -> bytes:
+    """Valid inputs plus a ``unused_bytes`` array of zeros deflated ~1000:1 (3 GiB in ~3 MB), or,
+    with ``as_input``, the model input itself as that array ((N, 8) float32 zeros).
+
+    Built without compressing gigabytes: one deflate block of 4 MiB of zeros, flushed so that it
+    decodes on its own, is repeated; the zip records are written by hand (sizes < 4 GiB)."""
+    chunk = 4 * 1024**2
+    name = "x.npy" if as_input else "bomb.npy"
+    dims = f"({unused_bytes // (4 * WIDTH)}, {WIDTH})" if as_input else f"({unused_bytes},)"
+    descr = "<f4" if as_input else "|u1"
+    header = _pad_header(b"\x93NUMPY\x01\x00xx{'descr': '" + descr.encode() + b"', 'fortran_order': False, "
+                         b"'shape': " + dims.encode() + b", }")
+    count = unused_bytes // chunk
+    total = len(header) + count * chunk
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    head = compressor.compress(header) + compressor.flush(zlib.Z_FULL_FLUSH)
+    block = compressor.compress(b"\0" * chunk) + compressor.flush(zlib.Z_FULL_FLUSH)
+    tail = compressor.flush(zlib.Z_FINISH)
+    crc = zlib.crc32(header)
+    zeros = b"\0" * chunk
+    for _ in range(count if total <= 256 * 1024**2 else 0):  # above that the CRC is left wrong
+        crc = zlib.crc32(zeros, crc)  # (seconds to compute; the reader never reaches the end)
+    if bad_crc:
+        crc ^= 0xFFFF
+    data = head + block * count + tail
+    members = [] if as_input else [("x.npy", _npy(_good_x()), zipfile.ZIP_STORED)]
+    return _hand_zip(members + [(name, (data, total, crc), zipfile.ZIP_DEFLATED)])
+
+
+def _hand_zip(members: list) -> bytes:
+    """A zip of (name, payload, method) written record by record; a deflated payload is given
+    as (compressed bytes, uncompressed size, crc)."""
+    out, central = bytearray(), bytearray()
+    for name, payload, method in members:
+        if method == zipfile.ZIP_STORED:
+            data, size, crc = payload, len(payload), zlib.crc32(payload)
+        else:
+            data, size, crc = payload
+        offset = len(out)
+        fields = struct.pack("<HHHHHIIIHH", 20, 0, method, 0, 0x21, crc, len(data), size, len(name), 0)
+        out += b"PK\x03\x04" + fields + name.encode() + data
+        central += (b"PK\x01\x02" + struct.pack("<H", 20) + fields + struct.pack("<HHHII", 0, 0, 0, 0, offset)
+                    + name.encode())
+    end = struct.pack("<HHHHIIH", 0, 0, len(members), len(members), len(central), len(out), 0)
+    return bytes(out + central + b"PK\x05\x06" + end)
 
 
 def _pad_header(first_line: bytes) -> bytes:
@@ -519,6 +550,42 @@ def _bad_header_dict(text: bytes) -> Callable[[], bytes]:
     return build
 
 
+def _ratio_lie() -> bytes:
+    """A deflated member whose central directory claims 2 GB from a few bytes."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    data = compressor.compress(_npy(_good_x())) + compressor.flush()
+    return _hand_zip([("x.npy", (data, 2 * 10**9, 0), zipfile.ZIP_DEFLATED)])
+
+
+def _stored_lie() -> bytes:
+    member = _npy(_good_x())
+    archive = bytearray(_hand_zip([("x.npy", member, zipfile.ZIP_STORED)]))
+    central = archive.rindex(b"PK\x01\x02")
+    struct.pack_into("<I", archive, central + 24, len(member) * 100)  # uncompressed size field
+    return bytes(archive)
+
+
+#: Accepted .npz files: odd but harmless (extra arrays are never read, only the rows used are).
+ACCEPTED_NPZ: dict[str, Callable[[Path], Path]] = {
+    "zip bomb (unused 3 GiB array)": _npz(lambda: zip_bomb()),
+    "unused array with bad crc (never read)": _npz(lambda: zip_bomb(64 * 1024**2, bad_crc=True)),
+    "zip bomb as the input (64 rows read)": _npz(lambda: zip_bomb(1024**3, as_input=True)),
+    "fortran order": _npz(_fortran_npy),
+    "big-endian floats": _npz(lambda: npz_bytes(x=_good_x().astype(">f4"))),
+    "float64 for float32 input": _npz(lambda: npz_bytes(x=_good_x().astype(np.float64))),
+    "int array for float input": _npz(lambda: npz_bytes(x=np.arange(64 * WIDTH).reshape(64, WIDTH))),
+    "compressed npz": _npz(lambda: _compressed(x=_good_x())),
+    "fewer samples than asked": _npz(lambda: npz_bytes(x=_good_x(40))),
+    "extra arrays": _npz(lambda: npz_bytes(x=_good_x(), y=np.zeros(3), z=np.ones((2, 2)))),
+}
+
+
+def _compressed(**arrays: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
 #: Refused .npz files for the 8-wide MLP (input "x").
 REFUSED_NPZ: dict[str, Callable[[Path], Path]] = {
     "npy renamed npz": _npz(_npy_renamed),
@@ -542,6 +609,8 @@ REFUSED_NPZ: dict[str, Callable[[Path], Path]] = {
     "string array": _npz(lambda: npz_bytes(x=np.array([["a"] * WIDTH] * 64))),
     "complex array": _npz(lambda: npz_bytes(x=np.zeros((64, WIDTH), np.complex64))),
     "nan inputs": _npz(lambda: npz_bytes(x=np.full((64, WIDTH), np.nan, np.float32))),
-    "zip bomb (unused array)": _npz(lambda: zip_bomb()),
+    "inf inputs": _npz(lambda: npz_bytes(x=np.full((64, WIDTH), np.inf, np.float32))),
+    "deflate ratio impossible": _npz(lambda: _ratio_lie()),
+    "stored size mismatch": _npz(lambda: _stored_lie()),
     "scalar array": _npz(lambda: npz_bytes(x=np.float32(1.0))),
 }
