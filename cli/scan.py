@@ -28,7 +28,8 @@ def scan_command(model: str, json_path: str | None, heatmap_path: str | None, ht
                  **options: Any) -> None:
     """Measure layer similarity (CKA) and MSRS of an ONNX MODEL."""
     spec = scan_spec(options)
-    prepare_output_paths(json_path, heatmap_path, html_path)  # fail before a long scan, not after
+    prepare_output_paths(json_path, heatmap_path, html_path,  # fail before a long scan, not after
+                         inputs=(model, spec.inputs))
     with progress_bar("scanning", enabled=not quiet) as update:
         result = redaudit.scan(model, spec, progress=update)
     if quiet:

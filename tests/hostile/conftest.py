@@ -21,8 +21,11 @@ from redaudit.cli.main import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = ["--samples", "64", "--cka-batch", "32"]
-PENDING_HISTORY = pytest.mark.skip(reason="fixed on branch history; unskipped at merge")
-PENDING_FEEDBACK = pytest.mark.skip(reason="needs core/memory.py from branch feedback")
+#: Cases whose fix lives on another branch; HOSTILE_RUN_PENDING=1 runs them anyway (to see them fail
+#: here, or pass after the merge).
+_RUN_PENDING = os.environ.get("HOSTILE_RUN_PENDING") == "1"
+PENDING_HISTORY = pytest.mark.skipif(not _RUN_PENDING, reason="fixed on branch history; unskipped at merge")
+PENDING_FEEDBACK = pytest.mark.skipif(not _RUN_PENDING, reason="needs core/memory.py from branch feedback")
 
 
 def snapshot(folder: Path) -> dict[str, str]:
