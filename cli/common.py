@@ -28,6 +28,9 @@ def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except MemoryError:  # a last resort: work is sized before it starts, this names the knobs
+            click.echo("error: out of memory; lower --samples, --cka-batch or the --dim values", err=True)
+            sys.exit(2)
     return wrapper
 
 
@@ -35,11 +38,24 @@ class OutputError(RedauditError):
     """A report file cannot be written."""
 
 
-def prepare_output_paths(*paths: str | None) -> None:
-    """Create the parent folders of the requested output files and check they are writable."""
+def prepare_output_paths(*paths: str | None, inputs: tuple[str | None, ...] = ()) -> None:
+    """Create the parent folders of the requested output files and check they are writable;
+    refuse an output that is one of ``inputs`` (same path, hard or symbolic link) or that is
+    requested twice: writing it would destroy the input or the other output."""
     import os
     from pathlib import Path
 
+    seen: dict[str, str] = {}
+    for path in paths:
+        if not path:
+            continue
+        for source in inputs:
+            if source and _same_file(source, path):
+                raise OutputError(f"output {path} is the input {source}; choose another output path")
+        key = os.path.realpath(path)
+        if key in seen:
+            raise OutputError(f"{seen[key]} and {path} are the same file; give each output its own path")
+        seen[key] = path
     for path in paths:
         if not path:
             continue
@@ -63,6 +79,15 @@ def parse_pairs(values: tuple[str, ...], option: str, form: str = "NAME=VALUE") 
             raise click.BadParameter(f"{value!r} is not {form}", param_hint=option)
         pairs[name] = raw
     return pairs
+
+
+def _same_file(first: str, second: str) -> bool:
+    import os
+
+    try:
+        return os.path.realpath(first) == os.path.realpath(second) or os.path.samefile(first, second)
+    except OSError:  # the output does not exist yet
+        return False
 
 
 def parse_dims(values: tuple[str, ...]) -> dict[str, int]:

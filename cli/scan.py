@@ -29,7 +29,8 @@ def scan_command(model: str, json_path: str | None, heatmap_path: str | None, ht
                  **options: Any) -> None:
     """Measure layer similarity (CKA) and MSRS of an ONNX MODEL."""
     spec = scan_spec(options)
-    prepare_output_paths(json_path, heatmap_path, html_path)  # fail before a long scan, not after
+    prepare_output_paths(json_path, heatmap_path, html_path,  # fail before a long scan, not after
+                         inputs=(model, spec.inputs))
     with progress_bar("scanning", enabled=not quiet) as update:
         result = redaudit.scan(model, spec, progress=update)
     if quiet:
@@ -54,19 +55,27 @@ def _write_reports(result: redaudit.ScanResult, json_path: str | None, heatmap_p
 
 def _write_each(result: redaudit.ScanResult, json_path: str | None, heatmap_path: str | None,
                 html_path: str | None, quiet: bool) -> None:
+    """Render every requested report, then write them together: all complete, or none (a full
+    disk or ``ulimit -f`` on the last one removes the others' temporary files too)."""
+    from redaudit.atomic import staged_files
+
+    rendered: list[tuple[str, bytes]] = []
     if json_path:
-        from redaudit.report.json_report import write_json
-        write_json(result, json_path)
+        from redaudit.report.json_report import dumps
+        rendered.append((json_path, (dumps(result) + "\n").encode("utf-8")))
     if heatmap_path:
-        from redaudit.report.heatmap import write_heatmap
-        write_heatmap(result, heatmap_path)
+        from redaudit.report.heatmap import default_title, heatmap_png_bytes
+        rendered.append((heatmap_path, heatmap_png_bytes(result.similarity, result.layer_names,
+                                                         default_title(result))))
     if html_path:
-        from redaudit.report.html import write_html
-        write_html(result, html_path)
+        from redaudit.report.html import render_html
+        rendered.append((html_path, render_html(result).encode("utf-8")))
+    with staged_files() as files:
+        for path, data in rendered:
+            files.stage(path, data)
     if not quiet:
-        for path in (json_path, heatmap_path, html_path):
-            if path:
-                err_console.print(f"wrote {path}", highlight=False, soft_wrap=True)
+        for path, _ in rendered:
+            err_console.print(f"wrote {path}", highlight=False, soft_wrap=True)
 
 
 @click.command("taps")

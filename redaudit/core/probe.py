@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import zipfile
 from collections import deque
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,6 +17,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from redaudit.core.npz import read_npz
 from redaudit.errors import ProbeInputError
 
 DEFAULT_SYMBOLIC_DIM = 16
@@ -163,26 +163,21 @@ class Probe:
             yield batch
 
 
-def _read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    try:
-        with open(path, "rb") as handle:
-            magic = handle.read(6)
-        if not magic.startswith(b"PK") and magic != b"\x93NUMPY":
-            raise ProbeInputError(f"cannot read {path}: not an .npz archive; save inputs with numpy.savez")
-        with np.load(path, allow_pickle=False) as archive:
-            if not isinstance(archive, np.lib.npyio.NpzFile):
-                raise ProbeInputError(f"{path} is a single .npy array; save inputs with np.savez(path, input_name=array)")
-            return {key: archive[key] for key in archive.files}
-    except FileNotFoundError:
-        raise ProbeInputError(f"inputs file not found: {path}") from None
-    except ValueError as error:
-        if "pickle" in str(error).lower():
-            raise ProbeInputError(f"{path} holds object arrays that need pickle, which redaudit never loads; "
-                                  "save plain numeric arrays") from None
-        raise ProbeInputError(f"cannot read {path} as .npz: {error}") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as error:
-        raise ProbeInputError(f"cannot read {path} as .npz ({type(error).__name__}); "
-                              "save inputs with numpy.savez") from None
+def _read_npz(path: str | os.PathLike[str], specs: list[InputSpec], samples: int) -> dict[str, np.ndarray]:
+    """The model inputs' arrays (first ``samples`` rows) from an untrusted .npz: see
+    :mod:`redaudit.core.npz` for what is checked before anything is decompressed. Extra arrays
+    are kept as empty placeholders so that the caller can name them, never read."""
+    contents = read_npz(path, [spec.name for spec in specs], rows=samples)
+    lengths = sorted(set(contents.declared_samples.values()))
+    if len(lengths) > 1:
+        raise ProbeInputError(f"arrays disagree on the number of samples (first axis): {lengths}")
+    arrays: dict[str, np.ndarray] = dict(contents.arrays)
+    for name in contents.names:
+        arrays.setdefault(name, _UNREAD)
+    return arrays
+
+
+_UNREAD = np.empty((0,), np.uint8)
 
 
 def _validate_arrays(specs: list[InputSpec], arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -204,6 +199,9 @@ def _validate_arrays(specs: list[InputSpec], arrays: Mapping[str, np.ndarray]) -
             raise ProbeInputError(f"input {spec.name!r} is {spec.dtype} but the array holds floats ({array.dtype})")
         if spec.dtype.kind == "f" and array.dtype.kind not in "fiu":
             raise ProbeInputError(f"input {spec.name!r} is {spec.dtype} but the array is {array.dtype}")
+        if array.dtype.kind in "fc" and array.size and not np.isfinite(array).all():
+            raise ProbeInputError(f"input {spec.name!r} holds NaN or infinite values; every layer would be NaN, "
+                                  "pass finite inputs")
         checked[spec.name] = array.astype(spec.dtype, copy=False)
         counts.add(array.shape[0])
     if len(counts) != 1:
@@ -259,9 +257,12 @@ def make_probe(specs: list[InputSpec], inputs: str | os.PathLike[str] | Mapping[
             probe.warnings.append(f"integer inputs filled with uniform integers in [{DEFAULT_INT_RANGE[0]}, "
                                   f"{DEFAULT_INT_RANGE[1]}); set --int-range LOW HIGH for this model")
         return probe
-    arrays = _read_npz(inputs) if isinstance(inputs, (str, os.PathLike)) else dict(inputs)
-    checked = _validate_arrays(specs, arrays)
+    from_file = isinstance(inputs, (str, os.PathLike))
+    arrays = _read_npz(inputs, specs, samples) if from_file else dict(inputs)
+    checked = _validate_arrays(specs, arrays)  # looks only at the model inputs' arrays
     available = next(iter(checked.values())).shape[0]
+    if available == 0:
+        raise ProbeInputError("the inputs hold 0 samples (first axis is empty); pass at least one sample")
     warnings = []
     extra = sorted(set(arrays) - {spec.name for spec in specs})
     if extra:

@@ -54,7 +54,8 @@ class SessionFactory:
         providers = self.providers()
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3  # onnxruntime's own warnings would break the one-line contract
+        options.log_severity_level = 4  # fatal only: its warnings and error lines (a failed run is raised
+        # as an exception too) would break the one-line contract
         if self.threads:
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1

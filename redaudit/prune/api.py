@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 
 import redaudit
+from redaudit import atomic
 from redaudit.core.engine import ProgressCallback, ScanProgress, _notify, scan_prepared
 from redaudit.core.graph import parameter_count
 from redaudit.core.prepared import PreparedModel
@@ -25,7 +26,7 @@ from redaudit.errors import RedauditError
 from redaudit.prune import select
 from redaudit.prune.candidates import Block, find_candidates
 from redaudit.prune.cost import block_costs
-from redaudit.prune.policies import PolicyContext, PrunePolicy, make_policy, removal_order
+from redaudit.prune.policies import PolicyContext, PrunePolicy, make_policy
 from redaudit.prune.result import Candidate, PruneResult
 from redaudit.prune.surgery import PruneError, remove_blocks
 from redaudit.prune.verify import Evaluator, drift, measure_latency
@@ -130,20 +131,33 @@ def _iterate(context: PolicyContext, policy: PrunePolicy, *, remove: int | None,
 
 
 def save_model(model: onnx.ModelProto, path: str | os.PathLike[str]) -> int:
-    """Write atomically (temp file, then rename); big models get one external data file next to
-    it. Returns the bytes written (model file plus its data file)."""
+    """Write atomically (temporary file in the target folder, fsync, rename; removed on any
+    failure, so a full disk leaves neither a partial model nor a stray ``.tmp``); big models
+    get one external data file next to it. Returns the bytes written (model plus data file)."""
     target = Path(path)
-    temporary = target.with_name(target.name + ".tmp")
+    try:
+        if model.ByteSize() > EXTERNAL_DATA_THRESHOLD:
+            return _save_with_external_data(model, target)
+        atomic.write_bytes(target, model.SerializeToString())
+        return target.stat().st_size
+    except OSError as error:
+        raise PruneError(f"cannot write the pruned model to {target}: {error.strerror or error}; "
+                         "free space or choose another -o") from None
+
+
+def _save_with_external_data(model: onnx.ModelProto, target: Path) -> int:
+    """Both files are written in a temporary folder beside the target, the data file renamed
+    into place first so that the model file, renamed last, never points at missing data."""
     data_name = target.name + ".data"
-    if model.ByteSize() > EXTERNAL_DATA_THRESHOLD:
-        onnx.save_model(model, str(temporary), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=data_name)
-    else:
-        onnx.save_model(model, str(temporary))
-    os.replace(temporary, target)
-    data_file = target.with_name(data_name)
-    return target.stat().st_size + (data_file.stat().st_size if data_file.exists()
-                                    and model.ByteSize() > EXTERNAL_DATA_THRESHOLD else 0)
+    with atomic.temporary_folder(target.parent) as folder:
+        onnx.save_model(model, str(folder / target.name), save_as_external_data=True,
+                        all_tensors_to_one_file=True, location=data_name)
+        for name in (data_name, target.name):
+            with open(folder / name, "rb+") as handle:
+                os.fsync(handle.fileno())
+        os.replace(folder / data_name, target.with_name(data_name))
+        os.replace(folder / target.name, target)
+    return target.stat().st_size + target.with_name(data_name).stat().st_size
 
 
 def _scan_msrs(prepared: PreparedModel, spec: ScanSpec, arrays: Mapping[str, np.ndarray],
