@@ -33,30 +33,34 @@ def scan_command(model: str, json_path: str | None, heatmap_path: str | None, ht
                          inputs=(model, spec.inputs))
     with progress_bar("scanning", enabled=not quiet) as update:
         result = redaudit.scan(model, spec, progress=update)
+    # Every write first (reports staged, the history row committed, then the reports renamed
+    # into place), so a failure is the command's only line and leaves nothing behind.
+    written = _write_reports(result, json_path, heatmap_path, html_path,
+                             record=lambda: record_from_cli(result, record, label, db, quiet=quiet) if record else None)
+    print_warnings(result.warnings)
     if quiet:
         click.echo(msrs_line(result))
     else:
         render_scan(result, console, top=top)
-    print_warnings(result.warnings)
-    _write_reports(result, json_path, heatmap_path, html_path, quiet)
-    if record:
-        record_from_cli(result, record, label, db, quiet=quiet)
-    elif label:
+        for path in written:
+            err_console.print(f"wrote {path}", highlight=False, soft_wrap=True)
+    if label and not record:
         print_warnings(["--label has no effect without --record NAME"])
 
 
 def _write_reports(result: redaudit.ScanResult, json_path: str | None, heatmap_path: str | None,
-                   html_path: str | None, quiet: bool = False) -> None:
+                   html_path: str | None, record: Any = None) -> list[str]:
     try:
-        _write_each(result, json_path, heatmap_path, html_path, quiet)
+        return _write_each(result, json_path, heatmap_path, html_path, record)
     except OSError as error:
         raise OutputError(f"cannot write {error.filename or 'report'}: {error.strerror or error}") from None
 
 
 def _write_each(result: redaudit.ScanResult, json_path: str | None, heatmap_path: str | None,
-                html_path: str | None, quiet: bool) -> None:
+                html_path: str | None, record: Any) -> list[str]:
     """Render every requested report, then write them together: all complete, or none (a full
-    disk or ``ulimit -f`` on the last one removes the others' temporary files too)."""
+    disk or ``ulimit -f`` on the last one removes the others' temporary files too). ``record``
+    runs while the files are staged: a failed recording leaves no report either."""
     from redaudit.atomic import staged_files
 
     rendered: list[tuple[str, bytes]] = []
@@ -73,9 +77,9 @@ def _write_each(result: redaudit.ScanResult, json_path: str | None, heatmap_path
     with staged_files() as files:
         for path, data in rendered:
             files.stage(path, data)
-    if not quiet:
-        for path, _ in rendered:
-            err_console.print(f"wrote {path}", highlight=False, soft_wrap=True)
+        if record is not None:
+            record()
+    return [path for path, _ in rendered]
 
 
 @click.command("taps")

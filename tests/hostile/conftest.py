@@ -7,6 +7,8 @@ real process (signals, ``ulimit``) use :func:`run_process`.
 """
 from __future__ import annotations
 
+import re
+
 import hashlib
 import os
 import subprocess
@@ -44,6 +46,9 @@ def snapshot(folder: Path) -> dict[str, str]:
     return state
 
 
+_STAGE_LINE = re.compile(r"^\d\d:\d\d:\d\d ")
+
+
 @dataclass
 class Outcome:
     exit_code: int
@@ -53,7 +58,9 @@ class Outcome:
 
     @property
     def stderr_lines(self) -> list[str]:
-        return [line for line in self.stderr.splitlines() if line.strip()]
+        """stderr's lines, less the timestamped stage lines long commands print when stderr is
+        not a terminal (issue 16): the contract is about what the command says went wrong."""
+        return [line for line in self.stderr.splitlines() if line.strip() and not _STAGE_LINE.match(line)]
 
 
 def invoke(*args: object, env: dict[str, str] | None = None) -> Outcome:

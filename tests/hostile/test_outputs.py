@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from builders import save, tiny_mlp
-from conftest import FAST, PENDING_HISTORY, assert_refused, invoke, run_process, snapshot
+from conftest import FAST, PENDING_HISTORY, Outcome, assert_refused, invoke, run_process, snapshot
 
 
 def _mount_tmpfs(folder: Path, options: str) -> None:
@@ -108,7 +108,7 @@ def test_reports_past_ulimit_f(workdir, args):
     before = snapshot(workdir)
     result = run_process(["scan", str(model), *FAST, "--quiet", *args], cwd=workdir, preexec=_limit_file_size(4096))
     assert result.returncode == 2, (result.returncode, result.stderr)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    lines = Outcome(result.returncode, result.stdout, result.stderr).stderr_lines
     assert len(lines) == 1 and lines[0].startswith("error:") and "too large" in lines[0], result.stderr
     assert snapshot(workdir) == before
 
@@ -119,7 +119,8 @@ def test_pruned_model_past_ulimit_f(workdir):
     result = run_process(["prune", str(model), *FAST, "--remove", "1", "--no-latency", "-o", "p.onnx"],
                          cwd=workdir, preexec=_limit_file_size(8192))
     assert result.returncode == 2, (result.returncode, result.stderr)
-    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr, result.stderr
+    lines = Outcome(result.returncode, result.stdout, result.stderr).stderr_lines
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     assert snapshot(workdir) == before
 
 
