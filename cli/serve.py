@@ -77,5 +77,6 @@ def worker_command(broker, db, server, queues, concurrency, lease_s, max_attempt
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = worker_app(broker, db, server, os.environ.get(TOKEN_ENV), lease_s, max_attempts, limits)
     app.worker_main(["worker", "--pool", "threads", "--concurrency", str(concurrency),
+                     "--hostname", f"redaudit-{os.getpid()}@%h",  # unique: several workers per machine
                      "--queues", ",".join(queues), "--loglevel", log_level.upper(), "--without-gossip",
                      "--without-mingle", "--without-heartbeat"])

@@ -37,6 +37,7 @@ def make_celery(broker: str, lease_s: float = 60.0) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_transport_options={"visibility_timeout": max(300, int(4 * lease_s))},
         worker_hijack_root_logger=False,
+        worker_enable_remote_control=False,  # no pidbox queue: jobs are cancelled through the database
     )
     return app
 

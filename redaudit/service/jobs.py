@@ -18,8 +18,10 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from redaudit.history.errors import DatabaseUnavailableError
 from redaudit.history.store import unit_of_work
 from redaudit.service.models import (CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Blob, Job)
 
@@ -172,6 +174,18 @@ class JobStore:
         The guarded UPDATE runs first: if this worker's lease is gone, nothing is recorded and
         False is returned — so a job is never recorded twice, even when two workers ran it.
         """
+        for attempt in range(5):
+            try:
+                return self._finish_once(claim, result, outcome, output_sha256, record)
+            except DatabaseUnavailableError as error:
+                # Two workers creating the same model or version at once: one insert loses on a
+                # unique constraint (PostgreSQL). The whole transaction rolled back; run it
+                # again, and this time the row is there to be found.
+                if not isinstance(error.__cause__, IntegrityError) or attempt == 4:
+                    raise
+        return False
+
+    def _finish_once(self, claim, result, outcome, output_sha256, record) -> bool:
         with unit_of_work(self.engine, write=True) as session:
             changed = session.execute(
                 update(Job).where(Job.id == claim.job_id, Job.state == RUNNING, Job.lease_token == claim.token)

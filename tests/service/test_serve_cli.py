@@ -21,14 +21,16 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_serve(args: list[str], port: int, env: dict | None = None) -> subprocess.Popen:
+def start_serve(args: list[str], port: int, log=subprocess.PIPE) -> subprocess.Popen:
+    """``redaudit serve`` in a subprocess; ``log`` (a file) when its output is not read at the end,
+    so a full pipe cannot block it."""
     process = subprocess.Popen([sys.executable, "-m", "redaudit.cli.main", "serve", "--port", str(port), *args],
-                               env={**os.environ, "PYTHONPATH": os.getcwd(), **(env or {})},
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                               env={**os.environ, "PYTHONPATH": os.getcwd()},
+                               stdout=log, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"serve exited: {process.stdout.read()}")
+            raise AssertionError(f"serve exited: {process.stdout.read() if process.stdout else ''}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=1).status_code == 200:
                 return process
