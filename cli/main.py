@@ -8,6 +8,7 @@ from redaudit.cli.history import check_command, db_group, diff_command, history_
 from redaudit.cli.nas import nas
 from redaudit.cli.prune import prune_command
 from redaudit.cli.scan import scan_command, taps_command
+from redaudit.cli.push import push_command
 from redaudit.cli.serve import serve_command, worker_command
 from redaudit.cli.token import token_group
 
@@ -22,7 +23,7 @@ cli.add_command(scan_command)
 cli.add_command(taps_command)
 cli.add_command(prune_command)
 for command in (history_command, diff_command, check_command, db_group, nas, serve_command,
-                worker_command, token_group):
+                worker_command, token_group, push_command):
     cli.add_command(command)
 
 

@@ -12,7 +12,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from redaudit import __version__
-from redaudit.errors import ConfigError, RedauditError
+from pydantic import BaseModel
+
+from redaudit.errors import RedauditError
 from redaudit.history.errors import (DatabaseUnavailableError, IncompatibleScansError, LabelInUseError,
                                      UnknownReferenceError)
 from redaudit.service.api import history, jobs, uploads
@@ -21,6 +23,19 @@ from redaudit.service.storage import UploadError
 from redaudit.service.workers import EmbeddedPool, LocalBlobs, Reaper
 
 API_PREFIX = "/api/v1"
+
+
+class ErrorOut(BaseModel):
+    """Every error the service itself raises: one line that says what is wrong and what to do."""
+
+    detail: str
+
+
+ERRORS = {status: {"model": ErrorOut, "description": text} for status, text in {
+    400: "invalid input (model, archive, inputs, or scan option)", 401: "missing, unknown or revoked token",
+    403: "token lacks the needed scope", 404: "unknown job, blob, model, version or scan",
+    409: "conflict (job not finished, label in use, incomparable scans)", 413: "upload above the size limit",
+    415: "wrong content type", 503: "database unavailable"}.items()}
 
 
 def _status(error: RedauditError) -> int:
@@ -32,7 +47,9 @@ def _status(error: RedauditError) -> int:
         return 409
     if isinstance(error, DatabaseUnavailableError):
         return 503
-    return 422 if isinstance(error, ConfigError) else 400
+    # 422 stays FastAPI's own (a body that does not fit the request schema, documented as such);
+    # our errors — an invalid scan option included — are 400 with a one-line detail.
+    return 400
 
 
 def create_app(state: ServiceState, *, start_workers: bool = True) -> FastAPI:
@@ -67,7 +84,8 @@ def create_app(state: ServiceState, *, start_workers: bool = True) -> FastAPI:
 
     app = FastAPI(title="redaudit", version=__version__, lifespan=lifespan,
                   description="Structural-redundancy audits (RedTest / MSRS) of ONNX models, as a service.",
-                  openapi_url=f"{API_PREFIX}/openapi.json", docs_url=f"{API_PREFIX}/docs", redoc_url=None)
+                  openapi_url=f"{API_PREFIX}/openapi.json", docs_url=f"{API_PREFIX}/docs", redoc_url=None,
+                  responses=ERRORS)
     app.state.service = state
     for router in (uploads.router, jobs.router, history.router):
         app.include_router(router, prefix=API_PREFIX)

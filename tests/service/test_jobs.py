@@ -17,12 +17,12 @@ def _upload(service, model_file) -> str:
 @pytest.mark.parametrize("spec, words", [({"samples": 0}, "--samples"), ({"level": "planet"}, "unknown --level"),
                                          ({"colour": 1}, "unknown scan option"), ({"epsilon": 3}, "--epsilon"),
                                          ({"inputs": "/etc/passwd"}, "inputs")])
-def test_invalid_spec_is_422_and_leaves_no_job(make_service, sqlite_url, model_file, spec, words):
+def test_invalid_spec_is_400_and_leaves_no_job(make_service, sqlite_url, model_file, spec, words):
     service = make_service(sqlite_url)
     blob = _upload(service, model_file)
     response = service.client.post("/api/v1/scans", headers=service.headers(),
                                    json={"model": "net", "blob": blob, "spec": spec})
-    assert response.status_code == 422 and words in response.json()["detail"], response.text
+    assert response.status_code == 400 and words in response.json()["detail"], response.text
     assert service.state.jobs.list() == []
 
 

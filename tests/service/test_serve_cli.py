@@ -68,3 +68,31 @@ def test_serve_answers_openapi_and_runs_a_scan(served, model_file):
     process.terminate()
     log = process.communicate(timeout=10)[0]
     assert secret not in log and secret[4:] not in log
+
+
+def test_push_exit_codes_follow_check(served, model_file, tmp_path, monkeypatch):
+    base, secret, _process = served
+    runner = CliRunner()
+    fast = ["--samples", "64", "--cka-batch", "32"]
+    monkeypatch.delenv("REDAUDIT_TOKEN", raising=False)
+    no_token = runner.invoke(cli, ["push", str(model_file), "--server", base, "--name", "net"])
+    assert no_token.exit_code == 2 and "REDAUDIT_TOKEN" in no_token.stderr
+    monkeypatch.setenv("REDAUDIT_TOKEN", secret)
+    first = runner.invoke(cli, ["push", str(model_file), "--server", base, "--name", "net", "--label", "v1",
+                                "--max-increase", "5", *fast])
+    assert first.exit_code == 0, first.output
+    assert "PASS" in first.stdout and "baseline" in first.stdout
+    failing = runner.invoke(cli, ["push", str(model_file), "--server", base, "--name", "net",
+                                  "--max-msrs", "0", *fast])
+    assert failing.exit_code == 1, failing.output
+    assert "FAIL" in failing.stdout and "exceeds --max-msrs 0" in failing.stdout
+    garbage = tmp_path / "bad.onnx"
+    garbage.write_bytes(b"not a model")
+    refused = runner.invoke(cli, ["push", str(garbage), "--server", base, "--name", "net"])
+    assert refused.exit_code == 2 and "not an ONNX model" in refused.stderr
+    assert refused.stderr.count("\n") == 1 and secret not in refused.stderr
+    bad_option = runner.invoke(cli, ["push", str(model_file), "--server", base, "--name", "net", "--epsilon", "7"])
+    assert bad_option.exit_code == 2 and "--epsilon" in bad_option.stderr
+    unreachable = runner.invoke(cli, ["push", str(model_file), "--server", f"http://127.0.0.1:{free_port()}",
+                                      "--name", "net"])
+    assert unreachable.exit_code == 2 and "cannot reach" in unreachable.stderr

@@ -190,7 +190,8 @@ def job_heatmap(job_id: str, state: ServiceState = Depends(get_state), _token=De
     return Response(png, media_type="image/png")
 
 
-@router.get("/jobs/{job_id}/report.html", response_class=HTMLResponse, summary="The HTML report")
+@router.get("/jobs/{job_id}/report.html", response_class=Response, summary="The HTML report",
+            responses={200: {"content": {"text/html": {}}}})
 def job_report(job_id: str, state: ServiceState = Depends(get_state), _token=Depends(require_read)) -> HTMLResponse:
     from redaudit.report.html import render_html
 
