@@ -30,6 +30,10 @@ _COMMANDS = {
     "db": ("redaudit.cli.history", "db_group"),
     "nas": ("redaudit.cli.nas", "nas"),
     "doctor": ("redaudit.cli.doctor", "doctor_command"),
+    "serve": ("redaudit.cli.serve", "serve_command"),
+    "worker": ("redaudit.cli.serve", "worker_command"),
+    "token": ("redaudit.cli.token", "token_group"),
+    "push": ("redaudit.cli.push", "push_command"),
 }
 
 INTERRUPTED_EXIT = 130
