@@ -160,20 +160,17 @@ def _per_sample_graph(proto: onnx.ModelProto, dims: dict[str, int]) -> onnx.Mode
     return model
 
 
-def _shapes(proto: onnx.ModelProto, activations: set[str],
-            dims: dict[str, int]) -> tuple[dict[str, tuple[int, ...]], dict[str, int], int]:
-    """Shape and bytes per sample of every activation (batch 1), and how many could not be sized."""
+def _sizes(proto: onnx.ModelProto, activations: set[str], dims: dict[str, int]) -> tuple[dict[str, int], int]:
+    """Bytes per sample of every activation (batch 1), and how many could not be sized."""
     types = infer_types(_per_sample_graph(proto, dims))
-    shapes, sizes, unsized = {}, {}, 0
+    sizes, unsized = {}, 0
     for name in activations:
         found = types.get(name)
         if found is None or found.shape is None or any(not isinstance(d, int) or d < 0 for d in found.shape):
             unsized += 1
             continue
-        itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(found.elem_type)).itemsize
-        shapes[name] = tuple(int(d) for d in found.shape)
-        sizes[name] = math.prod(found.shape) * itemsize
-    return shapes, sizes, unsized
+        sizes[name] = math.prod(found.shape) * np.dtype(helper.tensor_dtype_to_np_dtype(found.elem_type)).itemsize
+    return sizes, unsized
 
 
 #: Operators whose output is a view of their first input in onnxruntime (no new buffer).
@@ -253,8 +250,7 @@ def estimate_scan_memory(prepared: PreparedModel, spec: ScanSpec, *, device_back
     selection = prepared.taps(spec.level, spec.taps)
     augmented = prepared.augmented(selection, spec.reduce, spec.layouts)
     activations = prepared.index.activations | {o.name for o in augmented.proto.graph.output}
-    shapes, sizes, unsized = _shapes(augmented.proto, activations, spec.dims_dict)
-    taps = [point.tensor for point in selection.points]
+    sizes, unsized = _sizes(augmented.proto, activations, spec.dims_dict)
     samples = spec.samples
     cka_batch = spec.cka_batch if spec.cka_batch is not None else samples
     run_batch = min(RUN_CHUNK, cka_batch) if spec.cka_batch is None else cka_batch
@@ -263,11 +259,10 @@ def estimate_scan_memory(prepared: PreparedModel, spec: ScanSpec, *, device_back
     probe = 2 * run_batch * (input_bytes + 8 * input_elements)
     if spec.inputs is not None:
         probe += samples * input_bytes
-    tap_elements = [sizes.get(name, 0) // 4 for name in augmented.fetch_names]  # float32 features
-    feature_elements = sum(tap_elements)
+    feature_elements = sum(sizes.get(name, 0) // 4 for name in augmented.fetch_names)  # float32
     features = cka_batch * feature_elements * (4 + 4 + 8) + (8 * cka_batch * feature_elements
                                                             if spec.estimator == "biased" else 0)
-    layers = len(taps)
+    layers = len(selection.points)
     block_rows = max(1, GRAM_BLOCK_BYTES // (8 * cka_batch * max(layers, 1)))
     gram = 2 * 8 * layers * cka_batch * min(cka_batch, block_rows)
     runs = math.ceil(cka_batch / run_batch) * max(samples // cka_batch, 1)
@@ -277,15 +272,10 @@ def estimate_scan_memory(prepared: PreparedModel, spec: ScanSpec, *, device_back
     weights = 2 * sum(init.ByteSize() for init in prepared.proto.graph.initializer)
     parts = {"process": _rss_bytes(), "weights": weights, "probe": probe, "features": features,
              "gram": gram, "activations": activations}
-    device = 0
-    if device_runtime:
-        device += weights + activations
-        parts_host = {k: v for k, v in parts.items() if k != "activations"}
-    else:
-        parts_host = parts
-    if device_backend:
-        device += cka_batch * feature_elements * 8 + gram
-    return MemoryEstimate(host_bytes=int(sum(parts_host.values())), device_bytes=int(device), parts=parts,
+    device = (weights + activations if device_runtime else 0) + (
+        cka_batch * feature_elements * 8 + gram if device_backend else 0)
+    host = sum(parts.values()) - (activations if device_runtime else 0)
+    return MemoryEstimate(host_bytes=int(host), device_bytes=int(device), parts=parts,
                           run_batch=run_batch, cka_batch=cka_batch, unsized_tensors=unsized)
 
 
