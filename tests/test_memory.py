@@ -92,3 +92,10 @@ def test_large_scan_warning_reaches_the_result(save_model, monkeypatch):
     monkeypatch.setattr(memory, "WARN_BYTES", 1)
     result = redaudit.scan(save_model(models.mlp()), samples=32, cka_batch=16, device="cpu")
     assert any(w.startswith("this scan needs about ") for w in result.warnings)
+
+
+def test_gpu_memory_is_checked_when_the_scan_uses_it():
+    estimate = MemoryEstimate(host_bytes=1024**3, device_bytes=3 * 1024**3, parts={"activations": 2 * 1024**3})
+    with pytest.raises(MemoryLimitError, match=r"3.0 GB of GPU memory but 1.0 GB is free.*--device cpu"):
+        check_memory(estimate, available=64 * 1024**3, device_available=lambda: 1024**3)
+    assert check_memory(estimate, available=64 * 1024**3, device_available=lambda: 8 * 1024**3) == []
