@@ -99,3 +99,22 @@ def test_gpu_memory_is_checked_when_the_scan_uses_it():
     with pytest.raises(MemoryLimitError, match=r"3.0 GB of GPU memory but 1.0 GB is free.*--device cpu"):
         check_memory(estimate, available=64 * 1024**3, device_available=lambda: 1024**3)
     assert check_memory(estimate, available=64 * 1024**3, device_available=lambda: 8 * 1024**3) == []
+
+
+def test_live_peak_follows_onnxruntime_buffer_reuse():
+    """Known answers: a view (Reshape) and an in-place Relu add no buffer; a branch keeps both
+    operands alive until they are merged; graph outputs live to the end."""
+    from onnx import TensorProto, helper
+
+    from redaudit.core.liveness import live_peak
+
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["a"]), helper.make_node("Relu", ["a"], ["r"]),
+             helper.make_node("Reshape", ["r", "shape"], ["v"]), helper.make_node("MatMul", ["v", "w"], ["b"]),
+             helper.make_node("Add", ["v", "b"], ["s"]), helper.make_node("MatMul", ["s", "w"], ["out"])]
+    value = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", 100])  # noqa: E731
+    graph = helper.make_graph(nodes, "g", [value("x")], [value("out")])
+    sizes = {name: 400 for name in ("x", "a", "r", "v", "b", "s", "out")}
+    # a (r, v are the same buffer) + b alive at the Add, whose s reuses one of them; then out.
+    assert live_peak(graph, sizes) == 800
+    graph.output.append(value("a"))  # a tapped output cannot be reused by Relu or Add
+    assert live_peak(graph, sizes) == 1200
