@@ -10,6 +10,7 @@ alone.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,8 +68,10 @@ def make_engine(db: str | None = None) -> Engine:
     url_text = resolve_url(db)
     try:
         url = make_url(url_text)
-    except ArgumentError as exc:
-        raise DatabaseUnavailableError(f"not a database URL: {url_text!r}") from exc
+        url.port  # noqa: B018  (parsed lazily: a port like 'abc' fails only here)
+    except (ArgumentError, ValueError) as exc:
+        raise DatabaseUnavailableError(f"not a database URL: {url_text!r} ({_first_line(exc)}); "
+                                       f"expected e.g. postgresql://user@host:5432/db or a file path") from None
     if url.get_backend_name() == "sqlite":
         folder = Path(url.database).parent if url.database and url.database != ":memory:" else None
         if folder is not None and not folder.is_dir():
@@ -81,6 +84,37 @@ def make_engine(db: str | None = None) -> Engine:
         return create_engine(url, connect_args=connect_args, pool_pre_ping=True)
     except (ImportError, ArgumentError) as exc:
         raise DatabaseUnavailableError(f"no database driver for {display_url(url_text)}: {exc}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _switch_to_wal(cursor) -> None:
+    """``PRAGMA journal_mode = WAL``, retried while another connection holds the lock.
+
+    On a brand-new (empty) file the switch is a write: it reads page 1 and then upgrades to a
+    write lock. If another process holds that lock (it is creating the schema), SQLite returns
+    SQLITE_BUSY at once *without* calling the busy handler, because a reader waiting for a
+    writer that waits for the reader would deadlock. That was the two-process flake: one
+    process failed with "database is locked" 30 ms into a 30 s busy timeout. Retrying the
+    statement (which drops the read lock in between) lets the other commit first. On a file
+    already in WAL mode the pragma is a no-op and succeeds at once.
+    """
+    import sqlite3
+
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
 
 
 def _install_sqlite_pragmas(engine: Engine) -> None:
@@ -96,7 +130,7 @@ def _install_sqlite_pragmas(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _switch_to_wal(cursor)
         cursor.execute("PRAGMA synchronous = NORMAL")  # durable at checkpoints; safe with WAL
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()

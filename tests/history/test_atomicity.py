@@ -68,3 +68,37 @@ def test_two_processes_record_into_one_sqlite_file(tmp_path):
     assert len(history.versions) == 4
     assert len(history.scans()) == 16
     assert _counts(url)["scan_layers"] == 16 * 40
+
+
+def test_connecting_waits_while_another_process_creates_a_new_file(tmp_path):
+    """The cause of the two-process flake, made deterministic.
+
+    On a brand-new file, switching to WAL is a write; while another connection holds the write
+    lock (it is creating the schema), SQLite answers that switch with "database is locked" at
+    once, without the busy handler. Connecting must wait for the other writer instead.
+    """
+    import sqlite3
+    import threading
+    import time
+
+    path = tmp_path / "new.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("CREATE TABLE being_created (x)")  # rollback-journal mode: the file is new
+    released = threading.Event()
+
+    def commit_later() -> None:
+        time.sleep(0.5)
+        other.execute("COMMIT")
+        released.set()
+
+    threading.Thread(target=commit_later).start()
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        with engine.connect() as connection:
+            assert released.is_set()  # it waited for the other writer rather than failing
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    finally:
+        engine.dispose()
+        released.wait(5)
+        other.close()
