@@ -24,7 +24,7 @@ import onnx  # noqa: E402
 import models  # noqa: E402  (tests/models.py: generated networks)
 import redaudit  # noqa: E402
 from redaudit.history import make_engine, record_scan  # noqa: E402
-from redaudit.history.db import ensure_schema  # noqa: E402
+from redaudit.history.schema import ensure_schema  # noqa: E402
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-import redaudit.history.store as store
+import redaudit.history.writes as writes
 from redaudit.history import make_engine, model_history, record_scan
 from redaudit.history.models import Model, ModelVersion, Scan, ScanLayer, SimilarityMatrix
 from tests.history.conftest import make_result
@@ -32,7 +32,7 @@ def test_failure_midway_leaves_no_rows(db_url, monkeypatch):
         assert session.scalar(select(func.count()).select_from(ScanLayer)) == 6
         raise RuntimeError("disk full (injected)")
 
-    monkeypatch.setattr(store, "_insert_matrix", fail_after_layers)
+    monkeypatch.setattr(writes, "insert_matrix", fail_after_layers)
     with pytest.raises(RuntimeError, match="injected"):
         record_scan(db_url, make_result(file_tag="v1"), "net", label="v1")
     assert set(_counts(db_url).values()) == {0}
@@ -40,7 +40,7 @@ def test_failure_midway_leaves_no_rows(db_url, monkeypatch):
 
 def test_failure_on_existing_model_keeps_only_earlier_scan(db_url, monkeypatch):
     record_scan(db_url, make_result(file_tag="v1"), "net", label="v1")
-    monkeypatch.setattr(store, "_insert_matrix", lambda *args: (_ for _ in ()).throw(RuntimeError("x")))
+    monkeypatch.setattr(writes, "insert_matrix", lambda *args: (_ for _ in ()).throw(RuntimeError("x")))
     with pytest.raises(RuntimeError):
         record_scan(db_url, make_result(file_tag="v2"), "net", label="v2")
     assert _counts(db_url) == {"models": 1, "model_versions": 1, "scans": 1, "scan_layers": 6,
