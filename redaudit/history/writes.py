@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from typing import TypeVar
 
 import numpy as np
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -108,10 +108,12 @@ def _label_holder(session: Session, model: Model, label: str) -> VersionLabel | 
                                                      VersionLabel.label == label))
 
 
-def _refuse_taken(holder: VersionLabel | None, version: ModelVersion | None, model: Model,
-                  session: Session) -> None:
-    if holder is not None and (version is None or holder.version_id != version.id):
-        sha = session.scalar(select(ModelVersion.sha256).where(ModelVersion.id == holder.version_id))
+def _refuse_taken(session: Session, holder: VersionLabel | None, sha256: str, model: Model) -> None:
+    """LabelInUseError when ``holder`` (the row of the label asked for) names other bytes."""
+    if holder is None:
+        return
+    sha = session.scalar(select(ModelVersion.sha256).where(ModelVersion.id == holder.version_id))
+    if sha != sha256:
         raise LabelInUseError(f"label {holder.label!r} already names version {sha[:12]} of "
                               f"{model.name!r} (a different file); pick another label")
 
@@ -123,9 +125,15 @@ def version_row(session: Session, model: Model, result: ScanResult, label: str |
     parent_id = parent_version_id(session, model, parent_sha256) if parent_sha256 else None
     find = select(ModelVersion).where(ModelVersion.model_id == model.id, ModelVersion.sha256 == sha)
     for _ in range(_ATTEMPTS):
-        version = session.scalar(find)
+        # The label first, then the version: on PostgreSQL each statement sees the latest commits,
+        # and a version and its first label commit together, so a label seen here implies its
+        # version is seen by the next statement (the other order could see a label whose
+        # version it missed a moment before).
         holder = _label_holder(session, model, label) if label else None
-        _refuse_taken(holder, version, model, session)
+        _refuse_taken(session, holder, sha, model)
+        version = session.scalar(find)
+        if holder is not None and version is None:
+            continue  # cannot happen (see above); re-read rather than guess
         try:
             with session.begin_nested():
                 if version is None:
@@ -140,8 +148,8 @@ def version_row(session: Session, model: Model, result: ScanResult, label: str |
                 else:
                     status = "same" if holder is not None or not label else (
                         "alias" if version.label else "named")
-                    if status == "named":
-                        version.label = label
+                    if status == "named" and not _name_unlabelled(session, version, label):
+                        status = "alias"  # another writer named it a moment ago
                     if parent_id is not None and version.parent_id is None:
                         version.parent_id = parent_id
                 if label and holder is None:
@@ -152,6 +160,17 @@ def version_row(session: Session, model: Model, result: ScanResult, label: str |
         except IntegrityError:
             continue  # the version or the label was just created by another writer: re-read
     raise HistoryError("the history database kept changing under concurrent writers; retry")
+
+
+def _name_unlabelled(session: Session, version: ModelVersion, label: str) -> bool:
+    """Give an unlabelled version its first label; False if it has one by now. The condition
+    is in the UPDATE so that of two concurrent writers only one names it (PostgreSQL re-checks
+    the WHERE clause after waiting for the other's row lock)."""
+    done = session.execute(update(ModelVersion).where(ModelVersion.id == version.id,
+                                                      ModelVersion.label.is_(None))
+                           .values(label=label).execution_options(synchronize_session=False))
+    session.refresh(version)
+    return done.rowcount == 1
 
 
 def parent_version_id(session: Session, model: Model, parent_sha256: str) -> int:
