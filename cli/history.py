@@ -139,7 +139,7 @@ def _fmt(value: float | None, spec: str = ".4g") -> str:
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="Print the history as JSON.")
 @click.option("--scans", "every_scan", is_flag=True, help="List every scan, not one row per version.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path),
               help="Draw log2(MSRS) over versions into this PNG.")
 @user_errors
 def history_command(name: str, db: str | None, as_json: bool, every_scan: bool,
@@ -168,7 +168,7 @@ def history_command(name: str, db: str | None, as_json: bool, every_scan: bool,
                  if plot.at_floor else [])
         notes += [f"{plot.left_out} scan(s) without MSRS left out"] if plot.left_out else []
         console.print(f"plot written to {plot_path}" + (f" ({'; '.join(notes)})" if notes else ""),
-                      highlight=False)
+                      highlight=False, soft_wrap=True)
 
 
 # --------------------------------------------------------------------------- diff
@@ -180,7 +180,7 @@ def history_command(name: str, db: str | None, as_json: bool, every_scan: bool,
 @click.argument("after")
 @db_option
 @click.option("--force", is_flag=True, help="Compare even if settings that change MSRS differ.")
-@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--html", "html_path", type=click.Path(path_type=Path),
               help="Write an HTML report with side-by-side heatmaps.")
 @click.option("--json", "as_json", is_flag=True, help="Print the diff as JSON.")
 @click.option("--top", default=10, show_default=True, help="Layers to list by redundancy change.")

@@ -35,10 +35,15 @@ def _count(number: int) -> str:
     return str(number)
 
 
-def _title(version: VersionSummary) -> str:
+def _title(version: VersionSummary, aliases: bool = True) -> str:
     """``v1 (0c46d239)``, with aliases: ``v1 (0c46d239) aka v2, v3`` (labels of the same bytes)."""
     title = version.sha256[:8] if not version.label else f"{version.label} ({version.sha256[:8]})"
-    return title + (f" aka {', '.join(version.aliases)}" if version.aliases else "")
+    return title + (f" aka {', '.join(version.aliases)}" if aliases and version.aliases else "")
+
+
+def _alias_lines(history: ModelHistory) -> list[str]:
+    return [f"{version.short} aka {', '.join(version.aliases)} (same file)"
+            for version in history.versions if version.aliases]
 
 
 def _log2(scan: ScanSummary) -> str:
@@ -65,13 +70,17 @@ def versions_table(history: ModelHistory) -> Table:
     previous = None
     for version in history.versions:
         latest = version.scans[-1]
-        table.add_row(_title(version), str(len(version.scans)), latest.created_at.strftime("%Y-%m-%d"),
+        table.add_row(_title(version, aliases=False), str(len(version.scans)), latest.created_at.strftime("%Y-%m-%d"),
                       _msrs(latest, spread=False), _log2(latest),
                       COLOURED[trend(previous, latest)],
                       str(latest.layer_count), _count(version.parameter_count))
         previous = latest
+    notes = _alias_lines(history)
     if any(version.scans[-1].msrs_is_zero for version in history.versions):
-        table.caption = ZERO_NOTE
+        notes.append(ZERO_NOTE)
+    if notes:
+        table.caption = "\n".join(notes)
+        table.caption_justify = "left"
     return table
 
 
