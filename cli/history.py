@@ -221,7 +221,7 @@ def diff_command(name: str, before: str, after: str, db: str | None, force: bool
     for difference in diff.forced_differences:
         console.print(f"[yellow]forced:[/yellow] {difference}", highlight=False)
     for note in diff.notes:
-        console.print(f"note: {note}", highlight=False)
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
     if html_path is not None:
         console.print(f"HTML report written to {html_path}", highlight=False)
 

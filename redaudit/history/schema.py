@@ -134,16 +134,19 @@ def ensure_schema(engine: Engine, create: bool) -> None:
             f"this redaudit (which needs {head}): it was written by a newer redaudit; upgrade redaudit")
 
 
-def _check_revisions(engine: Engine, before: str | None, target: str) -> None:
+def _check_target(target: str) -> None:
+    if target not in ("head", "base") and not known_revision(target):
+        raise SchemaOutdatedError(f"--revision {target!r} is not a schema revision of this redaudit "
+                                  f"(known: {', '.join(_known_revisions())}, or head)")
+
+
+def _check_current(engine: Engine, before: str | None) -> None:
     """One line, before Alembic runs, for what Alembic would answer with a traceback."""
     if before is not None and not known_revision(before):
         raise SchemaOutdatedError(
             f"history database {display_url(engine)} is at schema revision {before}, unknown to this "
             f"redaudit (which knows up to {head_revision()}): it was written by a newer redaudit; "
             f"upgrade redaudit instead")
-    if target not in ("head", "base") and not known_revision(target):
-        raise SchemaOutdatedError(f"--revision {target!r} is not a schema revision of this redaudit "
-                                  f"(known: {', '.join(_known_revisions())}, or head)")
 
 
 def _known_revisions() -> list[str]:
@@ -154,12 +157,13 @@ def _migrate(engine: Engine, step: str, revision: str) -> tuple[str | None, str 
     from alembic import command
     from alembic.util import CommandError
 
+    _check_target(revision)  # before connecting: a new SQLite file is not even created
     with translated_errors(engine), writer(engine).connect() as connection, connection.begin():
         _lock_for_schema(connection)
         before = current_revision(connection)
         if before is None:
             _refuse_foreign(connection, engine)
-        _check_revisions(engine, before, revision)
+        _check_current(engine, before)
         try:
             getattr(command, step)(alembic_config(connection), revision)
         except CommandError as exc:  # e.g. "upgrade" to a revision older than the current one

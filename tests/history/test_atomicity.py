@@ -102,3 +102,35 @@ def test_connecting_waits_while_another_process_creates_a_new_file(tmp_path):
         engine.dispose()
         released.wait(5)
         other.close()
+
+
+def test_record_pruned_is_one_transaction(db_url, monkeypatch):
+    """The original (unknown to the history) and the pruned child are committed together: a
+    failure while writing the child leaves neither (prune --record used two transactions and
+    could leave a parentless or childless version behind)."""
+    from redaudit.history import record_pruned
+
+    original, pruned = make_result(file_tag="full"), make_result(layer_count=4, file_tag="pruned")
+    calls = []
+    real_insert_matrix = writes.insert_matrix
+
+    def fail_on_child(session, scan_id, layer_order, npy):
+        calls.append(scan_id)
+        if len(calls) == 2:  # the original's rows are flushed; now the child's
+            raise RuntimeError("disk full while recording the child (injected)")
+        real_insert_matrix(session, scan_id, layer_order, npy)
+
+    monkeypatch.setattr(writes, "insert_matrix", fail_on_child)
+    with pytest.raises(RuntimeError, match="injected"):
+        record_pruned(db_url, original, pruned, "net", label="pruned")
+    assert set(_counts(db_url).values()) == {0}
+    monkeypatch.setattr(writes, "insert_matrix", real_insert_matrix)
+    recorded = record_pruned(db_url, original, pruned, "net", label="pruned")
+    assert recorded.original_scan_id is not None and recorded.version_status == "new"
+    versions = model_history(db_url, "net").versions
+    assert [(v.sha256, v.parent_sha256) for v in versions] == [
+        (original.model.sha256, None), (pruned.model.sha256, original.model.sha256)]
+    # the original known already: only the child is recorded
+    again = record_pruned(db_url, original, make_result(layer_count=3, file_tag="pruned-2"), "net")
+    assert again.original_scan_id is None
+    assert len(model_history(db_url, "net").scans()) == 3
