@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
@@ -109,7 +110,7 @@ class HistoryStore:
             recorded = writes.record_in_session(session, after, after_rows, name, label, parent)
         if original is None:
             return recorded
-        return Recorded(**{**recorded.__dict__, "original_scan_id": original.scan_id})
+        return replace(recorded, original_scan_id=original.scan_id)
 
     # ------------------------------------------------------------------ reading
 
