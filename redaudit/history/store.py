@@ -61,13 +61,17 @@ class HistoryStore:
         self.close()
 
     @contextmanager
-    def _session(self, *, write: bool = False) -> Iterator[Session]:
+    def transaction(self, *, write: bool = False) -> Iterator[Session]:
+        """One session in one transaction (schema checked first), for composing history writes
+        with other tables that must commit together (the service's job rows): e.g.
+        ``writes.record_in_session(session, result, writes.prepare_rows(result), name, label, None)``.
+        ``write=True`` takes SQLite's write lock up front (``BEGIN IMMEDIATE``)."""
         if not self._schema_checked:
             ensure_schema(self.engine, create=write)
             self._schema_checked = True
-        bind = writer(self.engine) if write else self.engine
-        with translated_errors(self.engine), Session(bind) as session, session.begin():
+        with unit_of_work(self.engine, write=write) as session:
             yield session
+
 
     # ------------------------------------------------------------------ writing
 
@@ -86,7 +90,7 @@ class HistoryStore:
         if label is not None:
             writes.validate_name(label, "label")
         rows = writes.prepare_rows(result)
-        with self._session(write=True) as session:
+        with self.transaction(write=True) as session:
             return writes.record_in_session(session, result, rows, name, label, parent_sha256)
 
     def record_pruned(self, before: ScanResult, after: ScanResult, name: str,
@@ -103,7 +107,7 @@ class HistoryStore:
             writes.validate_name(label, "label")
         parent = parent_sha256 or before.model.sha256
         before_rows, after_rows = writes.prepare_rows(before), writes.prepare_rows(after)
-        with self._session(write=True) as session:
+        with self.transaction(write=True) as session:
             original = None
             if not writes.known_sha256(session, parent):
                 original = writes.record_in_session(session, before, before_rows, name, None, None)
@@ -115,15 +119,15 @@ class HistoryStore:
     # ------------------------------------------------------------------ reading
 
     def model_history(self, name: str) -> ModelHistory:
-        with self._session() as session:
+        with self.transaction() as session:
             return reads.model_history(session, name)
 
     def resolve(self, name: str, reference: str) -> reads.Reference:
-        with self._session() as session:
+        with self.transaction() as session:
             return reads.resolve(session, name, reference)
 
     def load_scan(self, scan_id: int) -> StoredScan:
-        with self._session() as session:
+        with self.transaction() as session:
             return reads.load_scan(session, scan_id)
 
     def diff(self, name: str, before: str, after: str, *, force: bool = False) -> ScanDiff:
@@ -136,7 +140,7 @@ class HistoryStore:
         """
         from redaudit.history.diff import diff_scans
 
-        with self._session() as session:
+        with self.transaction() as session:
             first, second = reads.resolve(session, name, before), reads.resolve(session, name, after)
             _refuse_self_comparison(name, first, second)
             stored = reads.load_scan(session, first.scan_id), reads.load_scan(session, second.scan_id)
@@ -173,6 +177,15 @@ def _refuse_self_comparison(name: str, first: reads.Reference, second: reads.Ref
 
 
 DbRef = str | Engine | HistoryStore | None
+
+
+@contextmanager
+def unit_of_work(engine: Engine, *, write: bool = False) -> Iterator[Session]:
+    """A session in one transaction on ``engine`` (no schema check); commits or rolls back whole,
+    and driver errors become one-line ``DatabaseUnavailableError``."""
+    bind = writer(engine) if write else engine
+    with translated_errors(engine), Session(bind) as session, session.begin():
+        yield session
 
 
 @contextmanager
