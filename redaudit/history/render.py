@@ -1,49 +1,91 @@
 """Files the history writes: the MSRS-over-versions plot (PNG) and the diff report (HTML).
 
-Both are plain functions of records; matplotlib runs headless (Agg) for the plot, and the HTML
-is the scan report's template (``redaudit/report/templates``) with inline SVG heatmaps, one
-self-contained file a CI job can attach.
+Both are plain functions of records. Figures are ``matplotlib.figure.Figure`` objects drawn on
+their own Agg canvas, never pyplot: the library leaves matplotlib's global backend and figure
+registry to the application. The HTML is the scan report's template (``redaudit/report/templates``)
+with inline SVG heatmaps, one self-contained file a CI job can attach. Files are written whole or
+not at all (``files.py``).
 """
 from __future__ import annotations
 
+import io
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from redaudit.history.diff import ScanDiff
+from redaudit.history.files import write_atomically
 from redaudit.history.records import ModelHistory
 
 
-def _pyplot():
-    import matplotlib
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    figure = Figure(figsize=(width, height))
+    FigureCanvasAgg(figure)
+    return figure
 
-    return plt
+
+def _png(figure, dpi: int) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
 
 
-def plot_history(history: ModelHistory, path: str | Path) -> Path:
+@dataclass(frozen=True)
+class PlotSummary:
+    """What the plot shows: ``at_floor`` scans with MSRS 0 (log2 undefined) are drawn as
+    triangles on a floor line below every other point; ``left_out`` scans had no MSRS at all
+    (every batch degenerate) and are not drawn."""
+
+    path: Path
+    plotted: int
+    at_floor: int
+    left_out: int
+    floor: float | None
+
+
+def plot_history(history: ModelHistory, path: str | Path) -> PlotSummary:
     """log2(MSRS) per version (x: versions in recording order); every scan is a point, the
-    line joins each version's latest scan, error bars are the batch spread."""
-    plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(max(5.0, 1.1 * len(history.versions) + 2), 4))
-    latest_x, latest_y = [], []
+    line joins each version's latest scan, error bars are the batch spread. MSRS 0 has no
+    log2: such scans sit on a marked floor one unit below the lowest drawn value."""
+    finite = [s.log2_msrs for v in history.versions for s in v.scans if s.log2_msrs is not None]
+    floor = math.floor(min(finite, default=0.0)) - 1.0
+    figure = _figure(max(5.0, 1.1 * len(history.versions) + 2), 4)
+    axes = figure.add_subplot()
+    latest_x, latest_y, zero_x = [], [], []
+    plotted = left_out = 0
     for index, version in enumerate(history.versions):
-        points = [(s.log2_msrs, s) for s in version.scans if s.log2_msrs is not None
-                  and math.isfinite(s.log2_msrs)]
-        for value, scan in points:
-            # MSRS ± std in log space; the lower end is cut at MSRS/8 (3 below) when std >= MSRS
-            std = scan.msrs_std or 0.0
-            low = value - math.log2(max(scan.msrs - std, scan.msrs / 8))
-            high = math.log2(scan.msrs + std) - value
-            axes.errorbar(index, value, yerr=[[low], [high]], fmt="o", color="tab:blue", alpha=0.5,
-                          capsize=3)
-        if points:
+        latest = None
+        for scan in version.scans:
+            if scan.msrs_is_zero:
+                zero_x.append(index)
+                latest = floor
+            elif scan.log2_msrs is None:
+                left_out += 1
+                continue
+            else:
+                value = scan.log2_msrs
+                # MSRS ± std in log space; the lower end is cut at MSRS/8 (3 below) when std >= MSRS
+                std = scan.msrs_std or 0.0
+                low = value - math.log2(max(scan.msrs - std, scan.msrs / 8))
+                high = math.log2(scan.msrs + std) - value
+                axes.errorbar(index, value, yerr=[[low], [high]], fmt="o", color="tab:blue", alpha=0.5,
+                              capsize=3)
+                latest = value
+            plotted += 1
+        if latest is not None:
             latest_x.append(index)
-            latest_y.append(points[-1][0])
+            latest_y.append(latest)
     axes.plot(latest_x, latest_y, "-", color="tab:blue")
+    if zero_x:
+        axes.axhline(floor, color="tab:gray", linestyle=":", linewidth=1)
+        axes.plot(zero_x, [floor] * len(zero_x), "v", color="tab:red", markersize=8,
+                  label=f"MSRS 0 (log2 undefined), drawn at {floor:g}")
+        axes.legend(loc="best", fontsize=8)
     axes.set_xticks(range(len(history.versions)), [v.short for v in history.versions],
                     rotation=30, ha="right")
     axes.set_ylabel("log2(MSRS)")
@@ -51,10 +93,8 @@ def plot_history(history: ModelHistory, path: str | Path) -> Path:
     axes.set_title(f"{history.name}: redundancy over versions")
     axes.grid(alpha=0.3)
     figure.tight_layout()
-    target = Path(path)
-    figure.savefig(target, dpi=120)
-    plt.close(figure)
-    return target
+    target = write_atomically(path, _png(figure, dpi=120))
+    return PlotSummary(target, plotted, len(zero_x), left_out, floor if zero_x else None)
 
 
 def _fmt(value: float | None) -> str:
@@ -96,7 +136,5 @@ def render_diff_html(diff: ScanDiff, top: int = 15) -> str:
 
 
 def write_diff_html(diff: ScanDiff, path: str | Path, top: int = 15) -> Path:
-    """Write :func:`render_diff_html` to ``path`` (one self-contained UTF-8 file)."""
-    target = Path(path)
-    target.write_text(render_diff_html(diff, top), encoding="utf-8")
-    return target
+    """Write :func:`render_diff_html` to ``path`` (one self-contained UTF-8 file, whole or not at all)."""
+    return write_atomically(path, render_diff_html(diff, top).encode("utf-8"))

@@ -154,21 +154,15 @@ def _scan_msrs(prepared: PreparedModel, spec: ScanSpec, arrays: Mapping[str, np.
 
 
 def _record(db: Any, name: str, label: str | None, before, after, parent_sha256: str) -> int:
-    """Store the pruned model's scan as a version whose parent is the original (recorded first
-    if the history does not know it yet)."""
+    """Store the pruned model's scan as a version whose parent is the original (the original
+    recorded too if the history does not know its bytes), in one transaction."""
     try:
-        from redaudit.history import record_scan
-        from redaudit.history.errors import UnknownReferenceError
+        from redaudit.history import record_pruned
     except ImportError as error:
         raise PruneError(f"--record needs the history module, which is not available here ({error})") from None
     if before is None or after is None:
         raise PruneError("--record needs MSRS scans of both models, which could not be made (see warnings)")
-    try:
-        return record_scan(db, after, name, label=label, parent_sha256=parent_sha256)
-    except UnknownReferenceError:
-        record_scan(db, before, name)
-        return record_scan(db, after, name, label=label, parent_sha256=parent_sha256)
-
+    return record_pruned(db, before, after, name, label=label, parent_sha256=parent_sha256).scan_id
 
 def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel, *, remove: int | None = None,
                 target_params: float | None = None, max_drift: float | None = None,
