@@ -85,6 +85,13 @@ class BatchHsic:
 
 
 def batch_hsic(features: Sequence[Any], estimator: str = "unbiased", xp: Any = np) -> BatchHsic:
+    """All-pairs HSIC of one batch; see :func:`_batch_hsic`. A non-finite layer turns only its
+    own row into NaN, quietly (NumPy's invalid-value warnings are silenced for this call only)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _batch_hsic(features, estimator, xp)
+
+
+def _batch_hsic(features: Sequence[Any], estimator: str, xp: Any) -> BatchHsic:
     """All-pairs HSIC of one batch, one Gram per layer.
 
     When the L Grams fit in ``_GRAM_BLOCK_BYTES`` (the usual case: L·n²·8 bytes), each layer is
