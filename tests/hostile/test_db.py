@@ -96,6 +96,19 @@ def test_bad_inputs_record_nothing(db, workdir, case):
     assert counts(db) == before
 
 
+@pytest.mark.parametrize("link", ["same path", "hard link"])
+def test_prune_onto_its_input_with_record_changes_nothing(db, workdir, link):
+    """Was: the input overwritten, then exit 2 with a parentless version committed."""
+    model = save(tiny_mlp(), workdir)
+    if link == "hard link":
+        os.link(model, workdir / "link.onnx")
+    output = model if link == "same path" else workdir / "link.onnx"
+    before, files = counts(db), snapshot(workdir)
+    assert_refused(invoke("prune", model, *FAST, "--remove", "1", "--no-latency", "-o", output,
+                          "--record", "m", "--db", db))
+    assert counts(db) == before and snapshot(workdir) == files
+
+
 BAD_OPTIONS = {"beta inf": ["--beta", "inf"], "samples 3e9": ["--samples", "3000000000"],
                "seed -5": ["--seed", "-5"], "epsilon nan": ["--epsilon", "nan"]}
 
