@@ -613,4 +613,8 @@ REFUSED_NPZ: dict[str, Callable[[Path], Path]] = {
     "deflate ratio impossible": _npz(lambda: _ratio_lie()),
     "stored size mismatch": _npz(lambda: _stored_lie()),
     "scalar array": _npz(lambda: npz_bytes(x=np.float32(1.0))),
+    "member with an empty name (fuzz)": _npz(lambda: _hand_zip([("", _npy(_good_x()), zipfile.ZIP_STORED)])),
+    "fifo": lambda folder: (os.mkfifo(folder / "inputs.npz"), folder / "inputs.npz")[1],
+    "/dev/zero": lambda folder: Path("/dev/zero"),
+    "folder": lambda folder: (folder / "inputs.npz").mkdir() or folder / "inputs.npz",
 }

@@ -39,6 +39,26 @@ def test_external_data_numbers_must_be_plain_decimals(tmp_path, key, value):
         load_model(path)
 
 
+FUZZ_NPZ_EMPTY_NAME = bytes.fromhex(
+    "504b03e2 0350 4b01 0214 0014 0000 0008 0000 0021 0074 0000 00da 0700 0000 9435 7705 0000 0000"
+    " 0000 0000 0000 0000 7800 0000 0000 2e6e 7079 504b 0506 0000 0000 0100 0100 3300 0000 fd07 0000 0000")
+
+
+def test_npz_crash_found_by_fuzzing_is_one_line(tmp_path):
+    """The 78-byte archive the .npz fuzzer found (a central-directory entry with an empty name:
+    IndexError inside zipfile), and the same built cleanly."""
+    from builders import REFUSED_NPZ
+    from redaudit.core.npz import read_npz
+    from redaudit.errors import ProbeInputError
+
+    path = tmp_path / "crash.npz"
+    path.write_bytes(FUZZ_NPZ_EMPTY_NAME)
+    with pytest.raises(ProbeInputError):
+        read_npz(path, ["x"])
+    with pytest.raises(ProbeInputError):
+        read_npz(REFUSED_NPZ["member with an empty name (fuzz)"](tmp_path), ["x"])
+
+
 def test_parse_accepts_only_models():
     with pytest.raises(ModelLoadError):
         parse_model_bytes(b"\x08\x08", "two bytes")
