@@ -33,9 +33,17 @@ def run_harness(name: str, seconds: int, corpus: Path, crashes: Path) -> tuple[i
         execs += int(runs[-1]) if runs else (int(done[-1]) if done else 0)
         if result.returncode == 0:
             break
-        lines = [line for line in result.stderr.splitlines() if re.match(r"^\w[\w.]*(Error|Exception|Warning)\b", line)]
-        findings.add(re.sub(r"\d+", "N", lines[-1]) if lines else f"exit {result.returncode}")
+        findings.add(_finding(result.stderr) or f"exit {result.returncode}")
     return execs, findings
+
+
+def _finding(stderr: str) -> str | None:
+    """The exception line atheris prints after "Uncaught Python exception", numbers masked."""
+    lines = stderr.splitlines()
+    for index, line in enumerate(lines):
+        if "Uncaught Python exception" in line and index + 1 < len(lines):
+            return re.sub(r"\d+", "N", lines[index + 1].strip())
+    return None
 
 
 def main() -> None:
