@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "hostile")]
 
 import builders  # noqa: E402
+import npz_builders  # noqa: E402
 import models  # noqa: E402
 
 SMALL = 1024 * 1024  # seeds above this slow the fuzzer down for nothing
@@ -31,7 +32,7 @@ def model_seeds() -> dict[str, bytes]:
             with tempfile.TemporaryDirectory() as folder:
                 try:
                     path = build(Path(folder))
-                    data = path.read_bytes() if path.is_file() else b""
+                    data = path.read_bytes() if path.is_file() and not path.is_symlink() else b""
                 except OSError:
                     continue
             if data and len(data) <= SMALL:
@@ -41,19 +42,22 @@ def model_seeds() -> dict[str, bytes]:
 
 def npz_seeds() -> dict[str, bytes]:
     rng = np.random.default_rng(0)
-    seeds = {"good": builders.npz_bytes(x=rng.standard_normal((64, 8)).astype(np.float32),
+    seeds = {"good": npz_builders.npz_bytes(x=rng.standard_normal((64, 8)).astype(np.float32),
                                         ids=rng.integers(0, 9, (64, 4))),
-             "small": builders.npz_bytes(x=np.ones((2, 8), np.float32), ids=np.zeros((2, 4), np.int64))}
+             "small": npz_builders.npz_bytes(x=np.ones((2, 8), np.float32), ids=np.zeros((2, 4), np.int64))}
     buffer = io.BytesIO()
     np.savez_compressed(buffer, x=np.ones((5, 8), np.float32), ids=np.zeros((5, 4), np.int64))
     seeds["compressed"] = buffer.getvalue()
-    seeds["bomb_small"] = builders.zip_bomb(8 * 1024**2)
-    for table in (builders.REFUSED_NPZ,):
+    seeds["bomb_small"] = npz_builders.zip_bomb(8 * 1024**2)
+    for table in (npz_builders.REFUSED_NPZ,):
         for name, build in table.items():
             if "bomb" in name:
                 continue
             with tempfile.TemporaryDirectory() as folder:
-                data = build(Path(folder)).read_bytes()
+                path = build(Path(folder))
+                if not path.is_file() or path.is_symlink():  # a FIFO or /dev/zero: nothing to seed
+                    continue
+                data = path.read_bytes()
             if len(data) <= SMALL:
                 seeds[name] = data
     return seeds

@@ -8,7 +8,8 @@ import uuid
 import pytest
 from sqlalchemy import create_engine, text
 
-from builders import REFUSED_MODELS, REFUSED_NPZ, save, tiny_mlp
+from builders import REFUSED_MODELS, save, tiny_mlp
+from npz_builders import REFUSED_NPZ
 from conftest import FAST, PENDING_HISTORY, assert_refused, invoke, run_process, snapshot
 
 PG_DSN = os.environ.get("REDAUDIT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -292,7 +293,7 @@ NAS_CASES = {
 def test_nas_run_refuses_bad_files(workdir, case):
     pytest.importorskip("torch")
     pytest.importorskip("optuna")
-    from builders import REFUSED_NPZ
+    from npz_builders import REFUSED_NPZ
 
     files = {"NPY": REFUSED_NPZ["npy renamed npz"](workdir), "PICKLED": REFUSED_NPZ["pickled object array"](workdir)}
     (workdir / "t.txt").write_text("[[[ not toml\n")

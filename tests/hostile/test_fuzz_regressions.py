@@ -47,7 +47,7 @@ FUZZ_NPZ_EMPTY_NAME = bytes.fromhex(
 def test_npz_crash_found_by_fuzzing_is_one_line(tmp_path):
     """The 78-byte archive the .npz fuzzer found (a central-directory entry with an empty name:
     IndexError inside zipfile), and the same built cleanly."""
-    from builders import REFUSED_NPZ
+    from npz_builders import REFUSED_NPZ
     from redaudit.core.npz import read_npz
     from redaudit.errors import ProbeInputError
 
