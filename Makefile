@@ -46,7 +46,6 @@ bench: $(STAMP)
 # generated test models; crashes land in fuzz/crashes/ and must become tests/hostile regressions.
 FUZZ_SECONDS ?= 60
 fuzz: $(STAMP)
-	$(BIN)/pip install -q -e ".[fuzz]"
 	$(BIN)/python fuzz/seeds.py fuzz/corpus
 	$(BIN)/python fuzz/run.py --seconds $(FUZZ_SECONDS)
 
