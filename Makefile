@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 OUT    ?= demo-out
 
-.PHONY: demo test install bench gpu clean
+.PHONY: demo test install bench gpu clean fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,13 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/scan_overhead.py
+
+# Fuzz the model loader and the .npz reader (atheris), FUZZ_SECONDS per harness, seeded with the
+# generated test models; crashes land in fuzz/crashes/ and must become tests/hostile regressions.
+FUZZ_SECONDS ?= 60
+fuzz: $(STAMP)
+	$(BIN)/python fuzz/seeds.py fuzz/corpus
+	$(BIN)/python fuzz/run.py --seconds $(FUZZ_SECONDS)
 
 # GPU extras: onnxruntime-gpu (CUDA 13, with its CUDA/cuDNN libraries from pip) replaces onnxruntime
 # (same import name), and CuPy for CUDA 13. `redaudit doctor` checks the result.

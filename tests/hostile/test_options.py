@@ -90,14 +90,10 @@ def _gpu_present(case: str) -> bool:
         return False
 
 
-PRUNE_TAP_ONLY_WARNS = pytest.mark.xfail(strict=True, reason="prune/api.py (lead's file): a bad --tap only "
-                                         "skips MSRS before/after with a warning; validate the taps before work")
-
-
 def _scan_option_params():
     for command in COMMANDS:
         for case in SCAN_OPTIONS:
-            marks = [PRUNE_TAP_ONLY_WARNS] if command == "prune" and case in {"tap unknown tensor", "tap the input"} else []
+            marks = []
             yield pytest.param(case, command, marks=marks, id=f"{case}-{command}")
 
 
