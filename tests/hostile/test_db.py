@@ -10,6 +10,7 @@ from sqlalchemy import create_engine, text
 
 from builders import REFUSED_MODELS, save, tiny_mlp
 from npz_builders import REFUSED_NPZ
+from redaudit.history.schema import VERSION_TABLE
 from conftest import FAST, PENDING_HISTORY, assert_refused, invoke, run_process, snapshot
 
 PG_DSN = os.environ.get("REDAUDIT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -150,7 +151,7 @@ def test_upgrade_from_an_unknown_revision(workdir):
     url = _with_one_scan(f"sqlite:///{workdir.parent / 'stamped.db'}", workdir)
     engine = create_engine(url)
     with engine.begin() as connection:
-        connection.execute(text("UPDATE alembic_version SET version_num = 'deadbeefcafe'"))
+        connection.execute(text(f"UPDATE {VERSION_TABLE} SET version_num = 'deadbeefcafe'"))
     engine.dispose()
     assert_refused(invoke("db", "upgrade", "--db", url))
     assert_refused(invoke("scan", save(tiny_mlp(), workdir), *FAST, "--quiet", "--record", "m", "--db", url))

@@ -81,4 +81,6 @@ def test_int64_model_failing_in_onnxruntime_prints_one_line(workdir):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "onnxruntime" in lines[0], result.stderr
     fixed = run_process(["scan", str(path), *FAST, "--quiet", "--int-range", "0", "10"], cwd=workdir)
-    assert fixed.returncode == 0 and not fixed.stderr.strip(), fixed.stderr
+    # it runs; stderr holds only redaudit's own warnings (never an onnxruntime log line)
+    assert fixed.returncode == 0 and all(line.startswith("warning: ") for line in fixed.stderr.strip().splitlines()), \
+        fixed.stderr

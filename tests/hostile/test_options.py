@@ -198,7 +198,9 @@ def test_check_on_all_degenerate_taps_is_not_ok(workdir):
     path = save(model, workdir)
     outcome = invoke("check", path, *FAST, "--quiet", "--max-msrs", "100")
     assert not outcome.stdout.startswith("OK"), outcome.stdout
-    assert_refused(outcome)
+    # a gate that cannot pass fails (exit 1) with one line on stdout saying why (issue 15)
+    assert outcome.exit_code == 1 and outcome.exception is None, (outcome.exit_code, outcome.stderr)
+    assert outcome.stdout.startswith("FAIL: ") and outcome.stdout.count("\n") == 1
 
 
 def _conv_with_symbolic_size():
