@@ -100,8 +100,9 @@ def prune_command(model: str, list_only: bool, remove: int | None, target_params
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return
+    # Warnings change how the tables read (synthetic inputs): say them first.
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
     render_candidates(result)
     if not list_only:
         render_result(result)
-    for warning in result.warnings:
-        console.print(f"[yellow]warning:[/] {warning}")

@@ -25,6 +25,9 @@ def render_scan(result: ScanResult, console: Console, top: int = 10) -> None:
                   f"CKA batch {config.cka_batch or 'all'} · aggregate {config.aggregate} · ε {config.epsilon} · "
                   f"β {config.beta} · {result.samples} samples in {result.batches} batches "
                   f"({'real' if result.inputs_real else 'synthetic'} inputs) · {result.provider} · {result.backend}")
+    # Warnings change how the tables read (synthetic inputs, a fallback level): say them first.
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
     redundancy = result.layer_redundancy()
     similar = result.most_similar()
     table = Table(title="Layers", show_lines=False)
@@ -57,5 +60,3 @@ def render_scan(result: ScanResult, console: Console, top: int = 10) -> None:
                   f"{result.nan_batches} NaN batches skipped)")
     timings = result.timings
     console.print(f"time {timings.get('total_s', 0):.2f} s (inference {timings.get('run_s', 0):.2f} s)")
-    for warning in result.warnings:
-        console.print(f"[yellow]warning:[/yellow] {warning}")
