@@ -50,9 +50,12 @@ def depth_table(sweep: list[dict]) -> str:
 
 
 def pruning_table(pruning: list[dict]) -> str:
-    rows = [r for r in pruning if "rule" in r]
-    if not rows:
-        return "(no pruning rows)"
+    depths = sorted({r["n"] for r in pruning if "rule" in r})
+    return "\n\n".join(_pruning_table([r for r in pruning if "rule" in r and r["n"] == n]) for n in depths) \
+        or "(no pruning rows)"
+
+
+def _pruning_table(rows: list[dict]) -> str:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
         groups[(r["fraction"], r["removed"], r["of"], r["rule"])].append(r)
@@ -135,6 +138,7 @@ def figures(results: dict, out: Path) -> None:
     plt.close(fig)
 
     rows = [r for r in results["pruning"] if "rule" in r]
+    rows = [r for r in rows if r["n"] == max(r["n"] for r in rows)]  # the deepest pruned model
     if rows:
         fig, axis = plt.subplots(figsize=(4.6, 3.4))
         for rule in ("similarity", "random", "shallowing"):

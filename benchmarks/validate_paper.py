@@ -178,9 +178,16 @@ def merge(folders: list[Path], out: Path) -> None:
     settings = {**parts[0]["settings"], "seeds": sorted({s for p in parts for s in p["settings"]["seeds"]}),
                 "depths": sorted({n for p in parts for n in p["settings"]["depths"]}),
                 "wall_s": max(p["settings"]["wall_s"] for p in parts), "merged_from": [str(f) for f in folders]}
-    sweep = [row for p in parts for row in p["sweep"]]
+    seen: set[tuple[int, int]] = set()
+    sweep = []  # the first row of each (n, seed) wins: a re-run model is not counted twice
+    for row in (row for p in parts for row in p["sweep"]):
+        if (row["n"], row["seed"]) not in seen:
+            seen.add((row["n"], row["seed"]))
+            sweep.append(row)
     out.mkdir(parents=True, exist_ok=True)
-    write(out, {"settings": settings, "sweep": sweep, "pruning": [row for p in parts for row in p["pruning"]]})
+    prune_depths = sorted({row["n"] for p in parts for row in p["pruning"]})
+    write(out, {"settings": {**settings, "prune_depth": prune_depths}, "sweep": sweep,
+                "pruning": [row for p in parts for row in p["pruning"]]})
     print(paper_report.tables(json.loads((out / "results.json").read_text())))
 
 
