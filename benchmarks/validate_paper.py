@@ -1,7 +1,7 @@
 """Does MSRS behave as the RedTest paper says? A seeded, CPU-only study on a ResNet family trained here.
 
-Run:  python benchmarks/validate_paper.py            # full: n = 1…9, seeds 0 1 2, 20 epochs
-      python benchmarks/validate_paper.py --quick    # n = 1…4, seeds 0 1 2, 15 epochs
+Run:  python benchmarks/validate_paper.py            # full: n = 1…9, seeds 0 1 2, 15 epochs, prune n = 9
+      python benchmarks/validate_paper.py --quick    # n = 1…4, seeds 0 1 2, 15 epochs, prune n = 4
       (or one process per seed with --seeds S --out DIR_S, then --merge DIR_0 DIR_1 DIR_2 --out DIR)
 Writes OUT/results.json, OUT/tables.md and OUT/*.png (default OUT: benchmarks/out/validation).
 
@@ -139,9 +139,9 @@ def main() -> None:
     if args.merge:
         return merge(args.merge, args.out)
     depths = args.depths or ([1, 2, 3, 4] if args.quick else list(range(1, 10)))
-    epochs = args.epochs or (15 if args.quick else 20)
+    epochs = args.epochs or 15
     prune_depth = args.prune_depth if args.prune_depth is not None else (4 if args.quick else 9)
-    finetune_epochs = args.finetune_epochs or (2 if args.quick else 3)
+    finetune_epochs = args.finetune_epochs or 2
     import torch
 
     torch.set_num_threads(args.threads)
