@@ -20,7 +20,9 @@ TOKEN_COOKIE = "redaudit_token"
 bearer = HTTPBearer(auto_error=False, description="an API token from `redaudit token create`")
 
 
-def get_state(request: Request) -> ServiceState:
+async def get_state(request: Request) -> ServiceState:
+    """Async on purpose: a plain attribute read, which as a sync dependency would cost every
+    request a hop through the thread pool (and a wait for a free thread under load)."""
     return request.app.state.service
 
 

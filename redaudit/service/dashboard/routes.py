@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 import jinja2
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
@@ -93,7 +94,7 @@ async def login(request: Request, state: ServiceState = Depends(get_state)):
     form = await request.form()
     secret = str(form.get("token") or "").strip()
     target = _safe_next(str(form.get("next") or ""))
-    if not secret or verify_token(state.engine, secret) is None:
+    if not secret or await run_in_threadpool(verify_token, state.engine, secret) is None:  # off the loop
         return page("login.html", 401, title="Log in", next=target, public=state.settings.public_read,
                     message="That token is unknown or revoked; create one with `redaudit token create`.")
     response = RedirectResponse(target, status_code=303)
