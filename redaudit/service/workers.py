@@ -96,21 +96,6 @@ class HttpBlobs:
         return response.json()["sha256"]
 
 
-#: How much lower than the API's threads the embedded scan threads run (Linux ``nice`` steps).
-WORKER_NICENESS = 10
-
-
-def _yield_cpu_to_the_api() -> None:
-    """Lower this thread's CPU priority (Linux: per thread; the threads onnxruntime starts from
-    it inherit it). Embedded workers share the API's cores; a scan that takes every core would
-    otherwise make a status poll wait for the scheduler behind it. Where per-thread priority is
-    not available this does nothing: the service still works, only less politely."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)
-    except (AttributeError, OSError):
-        pass
-
-
 class EmbeddedPool:
     """``count`` worker threads claiming jobs from the database until :meth:`stop`."""
 
@@ -131,7 +116,6 @@ class EmbeddedPool:
 
     def _loop(self, index: int) -> None:
         name = worker_name(f"/embedded-{index}")
-        _yield_cpu_to_the_api()
         while not self.stopping.is_set():
             try:
                 claim = self.jobs.claim(name, queues=self.queues)
