@@ -47,13 +47,19 @@ def browser():
 
 
 class Recorder:
-    """Every request the pages make (documents, styles, scripts, fetches, images)."""
+    """Every request the pages make (documents, styles, scripts, fetches, images), and every
+    console error (a Content-Security-Policy violation or a script error shows up there)."""
 
     def __init__(self) -> None:
         self.urls: list[str] = []
+        self.errors: list[str] = []
 
     def __call__(self, request) -> None:
         self.urls.append(request.url)
+
+    def console(self, message) -> None:
+        if message.type == "error":
+            self.errors.append(message.text)
 
     def outside(self) -> list[str]:
         return [url for url in self.urls
@@ -67,6 +73,8 @@ def session(browser, live):
     recorder = Recorder()
     context.on("request", recorder)
     page = context.new_page()
+    page.on("console", recorder.console)
+    page.on("pageerror", lambda error: recorder.errors.append(str(error)))
     page.goto(live.base + "/ui/")
     assert urlsplit(page.url).path == "/ui/login"  # reads need a token: the form comes first
     page.fill("#token", live.tokens["read"])
@@ -82,6 +90,7 @@ def _stays_local(request):
     if "session" in request.fixturenames:
         _, _, recorder = request.getfixturevalue("session")
         assert recorder.urls and not recorder.outside(), recorder.outside()
+        assert not recorder.errors, recorder.errors
 
 
 def _shot(page, name: str) -> None:
