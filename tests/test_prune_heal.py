@@ -2,17 +2,24 @@
 (insert vs fold) on generated models whose removed block is exactly affine, and calibration."""
 from __future__ import annotations
 
+import heal_models as hm
 import numpy as np
 import onnx
 import onnxruntime as ort
+import prune_models as pm
 import pytest
 
-import heal_models as hm
-import prune_models as pm
 from redaudit.prune import PruneError, find_candidates, remove_blocks
 from redaudit.prune.cost import parameter_count
-from redaudit.prune.heal import (HealedSpan, RidgeAccumulator, calibrate_spans, fit_linear_heal, heal_blocks,
-                                 heal_span, merge_spans)
+from redaudit.prune.heal import (
+    HealedSpan,
+    RidgeAccumulator,
+    calibrate_spans,
+    fit_linear_heal,
+    heal_blocks,
+    heal_span,
+    merge_spans,
+)
 
 
 def run(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> np.ndarray:

@@ -25,14 +25,31 @@ import numpy as np
 import onnx
 
 from redaudit.prune.calibrate import batches, calibrate_spans
-from redaudit.prune.heal_fit import DEFAULT_FOLDS, DEFAULT_LAMBDAS, LinearMap, RidgeAccumulator, fit_linear_heal
+from redaudit.prune.heal_fit import (
+    DEFAULT_FOLDS,
+    DEFAULT_LAMBDAS,
+    LinearMap,
+    RidgeAccumulator,
+    fit_linear_heal,
+)
 from redaudit.prune.heal_graph import default_layout, heal_span
 from redaudit.prune.surgery import PruneError
 
 HEAL_METHODS = ("none", "linear")
 
-__all__ = ["HEAL_METHODS", "HealedSpan", "LinearMap", "RidgeAccumulator", "Span", "calibrate_spans",
-           "fit_linear_heal", "heal_blocks", "heal_span", "merge_spans", "default_layout"]
+__all__ = [
+    "HEAL_METHODS",
+    "HealedSpan",
+    "LinearMap",
+    "RidgeAccumulator",
+    "Span",
+    "calibrate_spans",
+    "default_layout",
+    "fit_linear_heal",
+    "heal_blocks",
+    "heal_span",
+    "merge_spans",
+]
 
 
 class SpanLike(Protocol):
@@ -114,7 +131,7 @@ def heal_blocks(model: onnx.ModelProto, blocks: Sequence[SpanLike],
     healed, report = model, []
     for span, linear in zip(spans, maps):
         if linear is None:
-            healed, how = _identity_span(healed, span, layout)
+            healed, how = _identity_span(healed, span)
             report.append(HealedSpan(span, how, float("nan"), float("nan"), float("nan"), 0, 0))
             continue
         healed, how = heal_span(healed, span.entry, span.exit, linear.weight, linear.bias, layout, fold)
@@ -123,7 +140,7 @@ def heal_blocks(model: onnx.ModelProto, blocks: Sequence[SpanLike],
     return healed, report
 
 
-def _identity_span(model: onnx.ModelProto, span: Span, layout: str | None) -> tuple[onnx.ModelProto, str]:
+def _identity_span(model: onnx.ModelProto, span: Span) -> tuple[onnx.ModelProto, str]:
     """Plain removal of a span through the surgery module (consumers of the exit read the entry)."""
     from redaudit.prune.candidates import Block
     from redaudit.prune.surgery import remove_blocks

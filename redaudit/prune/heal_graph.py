@@ -17,7 +17,13 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from redaudit.prune.surgery import PruneError, _drop_dead, _live_nodes, _node_key, check_model
+from redaudit.prune.surgery import (
+    PruneError,
+    _drop_dead,
+    _live_nodes,
+    _node_key,
+    check_model,
+)
 
 LAYOUTS = ("last", "channel")
 
@@ -152,7 +158,7 @@ def _fold_conv(graph, node, entry, weight, bias, dtype) -> str | None:
     return f"folded into Conv {node.name or node.output[0]}"
 
 
-def _insert(graph, position, entry, exit_name, weight, bias, dtype, layout, rank) -> tuple[list, str]:
+def _insert(graph, entry, exit_name, weight, bias, dtype, layout, rank) -> tuple[list, str]:
     if layout == "last":
         t = _add_init(graph, f"{exit_name}/heal_T", weight.astype(dtype))
         b = _add_init(graph, f"{exit_name}/heal_b", bias.astype(dtype))
@@ -209,7 +215,7 @@ def heal_span(model: onnx.ModelProto, entry: str, exit: str, weight: np.ndarray,
         folder = folders.get(consumer.op_type) if consumer.input[0] == exit else None
         how = folder(graph, consumer, entry, weight, bias, dtype) if folder else None
     if how is None:
-        nodes, how = _insert(graph, position, entry, exit, weight, bias, dtype, layout, rank)
+        nodes, how = _insert(graph, entry, exit, weight, bias, dtype, layout, rank)
         for offset, node in enumerate(nodes):
             graph.node.insert(position + offset, node)
     _drop_dead(graph, dead_before)

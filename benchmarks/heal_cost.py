@@ -1,0 +1,87 @@
+"""What healing costs: fitting the map for one span on 2,560 samples vs one default scan of the
+model on the same 2,560 samples, measured alternately in one process.
+
+Run: python benchmarks/heal_cost.py [--subjects digits,minilm] [--repeats 2]
+
+The fit is the whole of it: a calibration pass of the original model (run only as far as the
+span's exit), the float64 accumulation and the ridge solve with α chosen over 10 candidates by
+5-fold held-out error. The span is the *last* removable block, so the calibration pass runs the
+whole model: the dearest span there is. The scan is ``redaudit.scan`` with its defaults
+(block-level IRs, CKA per batch of 256) and the same inputs.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from redaudit import scan  # noqa: E402
+from redaudit.prune import find_candidates  # noqa: E402
+from redaudit.prune.calibrate import batches, calibrate_spans  # noqa: E402
+
+SAMPLES = 2560
+
+
+def digits_inputs(folder: Path) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    from benchmarks.digits_cnn import digits_splits, train_digits_cnn
+
+    splits = digits_splits()
+    train_digits_cnn(folder / "digits.onnx", splits, epochs=3)  # cost does not depend on accuracy
+    rng = np.random.default_rng(0)
+    pool = np.concatenate([splits.train_x, splits.calib_x])
+    picks = rng.integers(0, len(pool), SAMPLES)
+    shifted = np.stack([np.roll(pool[i], tuple(rng.integers(-1, 2, 2)), axis=(1, 2)) for i in picks])
+    return onnx.load(str(folder / "digits.onnx")), {"image": shifted.astype(np.float32)}
+
+
+def minilm_inputs(folder: Path) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    from benchmarks.minilm import export_minilm, tokenize
+    from benchmarks.sentence_sets import docstring_sentences
+
+    sentences = docstring_sentences(limit=SAMPLES)
+    return onnx.load(str(export_minilm(folder / "minilm.onnx"))), tokenize(sentences, max_length=64)
+
+
+def fit_once(model: onnx.ModelProto, arrays: dict[str, np.ndarray]) -> float:
+    last = find_candidates(model)[-1]
+    started = time.perf_counter()
+    (accumulator,) = calibrate_spans(model, [(last.entry, last.exit)], batches(arrays, 256))
+    accumulator.solve()
+    return time.perf_counter() - started
+
+
+def scan_once(model: onnx.ModelProto, arrays: dict[str, np.ndarray]) -> float:
+    started = time.perf_counter()
+    scan(model, inputs=arrays, samples=SAMPLES)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subjects", default="digits,minilm")
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    with tempfile.TemporaryDirectory() as temporary:
+        for name in args.subjects.split(","):
+            model, arrays = (minilm_inputs if name == "minilm" else digits_inputs)(Path(temporary))
+            assert len(next(iter(arrays.values()))) == SAMPLES
+            fits, scans = [], []
+            for _ in range(args.repeats):  # alternate, so load on the machine hits both alike
+                fits.append(fit_once(model, arrays))
+                scans.append(scan_once(model, arrays))
+            fit, full = float(np.median(fits)), float(np.median(scans))
+            print(f"{name}: fit one span (last block) on {SAMPLES} samples {fit:.2f} s (runs {fits}); "
+                  f"one scan {full:.2f} s (runs {scans}); fit ÷ scan = {fit / full:.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
