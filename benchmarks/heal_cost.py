@@ -5,8 +5,9 @@ Run: python benchmarks/heal_cost.py [--subjects digits,minilm] [--repeats 2]
 
 The fit is the whole of it: a calibration pass of the original model (run only as far as the
 span's exit), the float64 accumulation and the ridge solve with α chosen over 10 candidates by
-5-fold held-out error. The span is the *last* removable block, so the calibration pass runs the
-whole model: the dearest span there is. The scan is ``redaudit.scan`` with its defaults
+5-fold held-out error. The calibration pass runs the model only as far as the span's exit, so
+the cost depends on where the span is: the first, middle and last removable block are measured
+(the last one runs the whole model: the dearest span there is). The scan is ``redaudit.scan`` with its defaults
 (block-level IRs, CKA per batch of 256) and the same inputs.
 """
 from __future__ import annotations
@@ -50,10 +51,10 @@ def minilm_inputs(folder: Path) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]
     return onnx.load(str(export_minilm(folder / "minilm.onnx"))), tokenize(sentences, max_length=64)
 
 
-def fit_once(model: onnx.ModelProto, arrays: dict[str, np.ndarray]) -> float:
-    last = find_candidates(model)[-1]
+def fit_once(model: onnx.ModelProto, arrays: dict[str, np.ndarray], position: int) -> float:
+    block = find_candidates(model)[position]
     started = time.perf_counter()
-    (accumulator,) = calibrate_spans(model, [(last.entry, last.exit)], batches(arrays, 256))
+    (accumulator,) = calibrate_spans(model, [(block.entry, block.exit)], batches(arrays, 256))
     accumulator.solve()
     return time.perf_counter() - started
 
@@ -74,13 +75,20 @@ def main() -> None:
         for name in args.subjects.split(","):
             model, arrays = (minilm_inputs if name == "minilm" else digits_inputs)(Path(temporary))
             assert len(next(iter(arrays.values()))) == SAMPLES
-            fits, scans = [], []
+            count = len(find_candidates(model))
+            positions = {"first": 0, "middle": count // 2, "last": count - 1}
+            fits: dict[str, list[float]] = {where: [] for where in positions}
+            scans: list[float] = []
             for _ in range(args.repeats):  # alternate, so load on the machine hits both alike
-                fits.append(fit_once(model, arrays))
+                for where, position in positions.items():
+                    fits[where].append(fit_once(model, arrays, position))
                 scans.append(scan_once(model, arrays))
-            fit, full = float(np.median(fits)), float(np.median(scans))
-            print(f"{name}: fit one span (last block) on {SAMPLES} samples {fit:.2f} s (runs {fits}); "
-                  f"one scan {full:.2f} s (runs {scans}); fit ÷ scan = {fit / full:.3f}", flush=True)
+            full = float(np.median(scans))
+            print(f"{name}: one scan on {SAMPLES} samples {full:.2f} s (runs {[round(t, 2) for t in scans]})")
+            for where, times in fits.items():
+                fit = float(np.median(times))
+                print(f"  fit one span ({where} block {positions[where]} of {count}) {fit:.2f} s "
+                      f"(runs {[round(t, 2) for t in times]}); fit ÷ scan = {fit / full:.3f}", flush=True)
 
 
 if __name__ == "__main__":

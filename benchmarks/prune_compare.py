@@ -21,7 +21,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,8 +79,13 @@ POLICIES: dict[str, tuple[Callable[[Subject, int], list[int]], int]] = {
 
 
 # --- measurement ------------------------------------------------------------------------------
+#: onnxruntime threads per session. One: on a shared machine a spinning intra-op pool is many
+#: times slower than one thread, and single-thread latency ratios are the stable ones.
+THREADS = 1
+
+
 def run_outputs(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> np.ndarray:
-    session = make_session(model)
+    session = make_session(model, THREADS)
     return np.concatenate([session.run(None, feed)[0] for feed in feeds])
 
 
@@ -90,7 +95,7 @@ def fit_all_spans(subject: Subject) -> float:
              for i in range(len(subject.blocks)) for j in range(i, len(subject.blocks))
              if j - i < max(subject.ks)]
     started = time.perf_counter()
-    accumulators = calibrate_spans(subject.model, spans, subject.calibration)
+    accumulators = calibrate_spans(subject.model, spans, subject.calibration, threads=THREADS)
     subject.maps = {span: acc.solve() for span, acc in zip(spans, accumulators)}
     return time.perf_counter() - started
 
@@ -116,8 +121,8 @@ def evaluate(subject: Subject, combo: tuple[int, ...], heal: str) -> dict[str, f
     return subject.cache[key]
 
 
-def compare(subject: Subject, draws_override: int | None) -> list[dict]:
-    rows = []
+def compare(subject: Subject, draws_override: int | None) -> Iterator[dict]:
+    """Rows policy × k × heal, yielded as they are measured."""
     for policy, (order, draws) in POLICIES.items():
         draws = draws_override if draws > 1 and draws_override else draws
         orders = [order(subject, seed) for seed in range(draws)]
@@ -127,13 +132,12 @@ def compare(subject: Subject, draws_override: int | None) -> list[dict]:
                 row = {"subject": subject.name, "policy": policy, "k": k, "heal": heal, "draws": draws,
                        "removed": sorted(orders[0][:k]) if draws == 1 else None}
                 row.update({name: float(np.mean([m[name] for m in measured])) for name in measured[0]})
-                rows.append(row)
-    return rows
+                yield row
 
 
 def latency_ratio(subject: Subject, combo: tuple[int, ...], heal: str) -> float:
     feed = subject.evaluation[0]
-    return measure_latency(make_session(subject.model), make_session(build(subject, combo, heal)), feed,
+    return measure_latency(make_session(subject.model, THREADS), make_session(build(subject, combo, heal), THREADS), feed,
                            batch=32, repeats=10).ratio
 
 
@@ -218,11 +222,13 @@ def main() -> None:
             print(f"\n## {subject.name}: {len(subject.blocks)} blocks; calibration "
                   f"{sum(len(next(iter(f.values()))) for f in subject.calibration)} samples, evaluation "
                   f"{len(subject.reference)}; all span maps fitted in {fit_seconds:.1f} s", flush=True)
-            rows = compare(subject, args.draws)
-            metrics = [key for key in rows[0] if key not in ("subject", "policy", "k", "heal", "draws", "removed")]
-            print("| policy | k | heal | removed | " + " | ".join(metrics) + " | latency |")
-            print("| --- " * (5 + len(metrics)) + "|")
-            for row in rows:
+            header = False
+            for row in compare(subject, args.draws):
+                metrics = [key for key in row if key not in ("subject", "policy", "k", "heal", "draws", "removed")]
+                if not header:
+                    print("| policy | k | heal | removed | " + " | ".join(metrics) + " | latency |")
+                    print("| --- " * (5 + len(metrics)) + "|")
+                    header = True
                 latency = (f"{latency_ratio(subject, tuple(row['removed']), row['heal']):.2f}"
                            if row["removed"] is not None else "")
                 removed = ",".join(map(str, row["removed"])) if row["removed"] is not None else f"mean of {row['draws']}"

@@ -188,3 +188,17 @@ def test_bad_requests_are_refused():
         heal_span(model, "block2.out", "block1.out", np.eye(8), np.zeros(8))
     with pytest.raises(PruneError, match="not computed"):
         heal_span(model, "x", "nothing", np.eye(8), np.zeros(8))
+
+
+def test_calibration_model_runs_only_as_far_as_the_span():
+    from redaudit.prune.calibrate import outputs_only
+
+    model = hm.conv_stack(head="conv")
+    cut = outputs_only(model, ["layer0.out"])
+    assert [out.name for out in cut.graph.output] == ["layer0.out"]
+    assert {node.name for node in cut.graph.node} == {"layer0.conv1", "layer0.relu1", "layer0.conv2",
+                                                      "layer0.add", "layer0.relu2"}
+    feed = images(4, seed=0)
+    expected = ort.InferenceSession(outputs_only(model, ["layer0.out", "y"]).SerializeToString(),
+                                    providers=["CPUExecutionProvider"]).run(["layer0.out"], feed)[0]
+    np.testing.assert_array_equal(run(cut, feed), expected)

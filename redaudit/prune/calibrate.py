@@ -22,7 +22,7 @@ from onnx import TensorProto, helper
 
 from redaudit.prune.heal_fit import DEFAULT_FOLDS, RidgeAccumulator
 from redaudit.prune.heal_graph import LAYOUTS, default_layout
-from redaudit.prune.surgery import PruneError
+from redaudit.prune.surgery import PruneError, _live_nodes
 from redaudit.prune.verify import make_session
 
 AUTO_MASK_INPUTS = ("attention_mask",)
@@ -38,8 +38,8 @@ def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
 def outputs_only(model: onnx.ModelProto, tensors: Sequence[str]) -> onnx.ModelProto:
     """A copy of ``model`` whose outputs are exactly ``tensors`` (none of them a graph input).
 
-    Everything downstream of the last of them becomes dead, and onnxruntime's graph
-    optimisation drops it: calibrating a span near the input costs a fraction of a full run.
+    Nodes none of them depends on are deleted (onnxruntime would still run them): calibrating a
+    span near the input costs a fraction of a full run.
     """
     exposed = copy.deepcopy(model)
     graph = exposed.graph
@@ -47,6 +47,10 @@ def outputs_only(model: onnx.ModelProto, tensors: Sequence[str]) -> onnx.ModelPr
     del graph.output[:]
     graph.output.extend(helper.make_tensor_value_info(name, types.get(name, TensorProto.FLOAT), None)
                         for name in tensors)
+    live = _live_nodes(graph)  # onnxruntime keeps and runs dead nodes: delete them here
+    kept = [node for position, node in enumerate(graph.node) if position in live]
+    del graph.node[:]
+    graph.node.extend(kept)
     return exposed
 
 

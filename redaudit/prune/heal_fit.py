@@ -95,22 +95,29 @@ class RidgeAccumulator:
             raise ValueError(f"mask {mask.shape} does not match the rows of x {x.shape}")
         fold_of_sample = (self.samples + np.arange(x.shape[0])) % self.folds
         self.samples += x.shape[0]
+        x_rows = x.reshape(x.shape[0], -1, self.d_in)
+        y_rows = y.reshape(y.shape[0], -1, self.d_out)
+        keep_rows = None if mask is None else mask.reshape(mask.shape[0], -1).astype(bool)
         for fold in range(self.folds):
             pick = fold_of_sample == fold
             if not pick.any():
                 continue
-            xs = x[pick].reshape(-1, self.d_in).astype(np.float64)
-            ys = y[pick].reshape(-1, self.d_out).astype(np.float64)
-            if mask is not None:
-                keep = mask[pick].reshape(-1).astype(bool)
-                xs, ys = xs[keep], ys[keep]
+            if keep_rows is None:
+                xs = x_rows[pick].reshape(-1, self.d_in).astype(np.float64)
+                ys = y_rows[pick].reshape(-1, self.d_out).astype(np.float64)
+            else:
+                keep = keep_rows[pick]
+                xs, ys = x_rows[pick][keep].astype(np.float64), y_rows[pick][keep].astype(np.float64)
             if not len(xs):
                 continue
-            ones = np.ones((len(xs), 1))
-            augmented = np.hstack([xs, ones])
-            self.gram[fold] += augmented.T @ augmented
-            self.cross[fold] += augmented.T @ ys
-            self.y_square[fold] += float(np.sum(ys * ys))
+            x_sum = xs.sum(0)
+            self.gram[fold, :-1, :-1] += xs.T @ xs
+            self.gram[fold, :-1, -1] += x_sum
+            self.gram[fold, -1, :-1] += x_sum
+            self.gram[fold, -1, -1] += len(xs)
+            self.cross[fold, :-1] += xs.T @ ys
+            self.cross[fold, -1] += ys.sum(0)
+            self.y_square[fold] += float(np.einsum("ij,ij->", ys, ys))
             self.rows[fold] += len(xs)
 
     def _variance(self, fold: int | None = None) -> float:
