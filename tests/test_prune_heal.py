@@ -202,3 +202,23 @@ def test_calibration_model_runs_only_as_far_as_the_span():
     expected = ort.InferenceSession(outputs_only(model, ["layer0.out", "y"]).SerializeToString(),
                                     providers=["CPUExecutionProvider"]).run(["layer0.out"], feed)[0]
     np.testing.assert_array_equal(run(cut, feed), expected)
+
+
+def test_healer_fits_each_span_once_and_reuses_it(monkeypatch):
+    import redaudit.prune.heal as heal_module
+    from redaudit.prune.heal import LinearHealer
+
+    passes = []
+    original = heal_module.calibrate_spans
+    monkeypatch.setattr(heal_module, "calibrate_spans",
+                        lambda model, spans, feeds, **kw: passes.append(list(spans)) or original(model, spans, feeds, **kw))
+    model = pm.residual_mlp(4, seed=3)
+    blocks = find_candidates(model)
+    healer = LinearHealer(model, {"x": np.random.default_rng(0).normal(size=(128, 8)).astype(np.float32)})
+    first, _ = healer.apply([blocks[1]])
+    second, report = healer.apply([blocks[1], blocks[3]])
+    assert passes == [[(blocks[1].entry, blocks[1].exit)], [(blocks[3].entry, blocks[3].exit)]]
+    assert len(report) == 2
+    direct, _ = heal_blocks(model, [blocks[1]], healer.calibration)
+    check = {"x": np.random.default_rng(1).normal(size=(16, 8)).astype(np.float32)}
+    np.testing.assert_array_equal(run(first, check), run(direct, check))

@@ -1,7 +1,8 @@
 """Training-free healing of a pruned model: each removed span is replaced by a fitted linear map.
 
 ``heal_blocks(model, blocks, calibration)`` is what ``prune --heal linear`` runs instead of
-plain removal. Steps, each its own module:
+plain removal. ``LinearHealer(model, calibration).apply(blocks)`` does the same with the maps
+cached per span, for callers that try several removal sets. Steps, each its own module:
 
 1. :func:`merge_spans` — removed blocks that follow one another (one's exit is the next one's
    entry) become one span: one map for the whole run fits better than a composition of maps
@@ -17,7 +18,7 @@ a comparison differ only by the map.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -39,7 +40,9 @@ HEAL_METHODS = ("none", "linear")
 
 __all__ = [
     "HEAL_METHODS",
+    "HealOptions",
     "HealedSpan",
+    "LinearHealer",
     "LinearMap",
     "RidgeAccumulator",
     "Span",
@@ -104,39 +107,82 @@ def merge_spans(blocks: Sequence[SpanLike]) -> list[Span]:
     return spans
 
 
+@dataclass(frozen=True)
+class HealOptions:
+    """How maps are fitted and put in: calibration batch size, feature layout (None: by rank),
+    padding mask input ("auto": ``attention_mask``), ridge grid, prior and folds, and whether
+    to fold into the next linear op when possible."""
+
+    batch_size: int = 64
+    layout: str | None = None
+    mask_input: str | None = "auto"
+    lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
+    prior: str = "identity"
+    folds: int = DEFAULT_FOLDS
+    fold: bool = True
+
+
+class LinearHealer:
+    """Fits one map per span on one model's calibration data, caches it, and applies the maps.
+
+    ``fit`` runs the original model once for all spans not fitted yet, so a caller that tries
+    several removal sets (a drift bound, a comparison of policies) pays one pass per new batch
+    of spans, not one per candidate model. ``calibration`` is a dict of whole input arrays (cut
+    into batches) or a re-iterable sequence of feeds.
+    """
+
+    def __init__(self, model: onnx.ModelProto,
+                 calibration: Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]],
+                 options: HealOptions = HealOptions()) -> None:
+        self.model, self.calibration, self.options = model, calibration, options
+        self.maps: dict[tuple[str, str], LinearMap] = {}
+
+    def fit(self, spans: Sequence[Span]) -> None:
+        todo = list(dict.fromkeys((s.entry, s.exit) for s in spans if (s.entry, s.exit) not in self.maps))
+        if not todo:
+            return
+        options = self.options
+        feeds = (batches(self.calibration, options.batch_size) if isinstance(self.calibration, Mapping)
+                 else self.calibration)
+        accumulators = calibrate_spans(self.model, todo, feeds, layout=options.layout,
+                                       mask_input=options.mask_input, folds=options.folds)
+        for span, accumulator in zip(todo, accumulators):
+            self.maps[span] = accumulator.solve(options.lambdas, options.prior)
+
+    def apply(self, blocks: Sequence[SpanLike]) -> tuple[onnx.ModelProto, list[HealedSpan]]:
+        """The model with ``blocks`` replaced by their spans' maps (checked), and a report."""
+        if not blocks:
+            raise PruneError("no block selected for removal")
+        spans = merge_spans(blocks)
+        self.fit(spans)
+        healed, report = self.model, []
+        for span in spans:
+            linear = self.maps[(span.entry, span.exit)]
+            healed, how = heal_span(healed, span.entry, span.exit, linear.weight, linear.bias,
+                                    self.options.layout, self.options.fold)
+            report.append(HealedSpan(span, how, linear.relative_alpha, linear.heldout_error,
+                                     linear.removal_error, linear.rows, linear.samples))
+        return healed, report
+
+
 def heal_blocks(model: onnx.ModelProto, blocks: Sequence[SpanLike],
-                calibration: Mapping[str, np.ndarray] | Iterable[Mapping[str, np.ndarray]], *,
-                heal: str = "linear", batch_size: int = 64, layout: str | None = None,
-                mask_input: str | None = "auto", lambdas: Sequence[float] = DEFAULT_LAMBDAS,
-                prior: str = "identity", folds: int = DEFAULT_FOLDS,
-                fold: bool = True) -> tuple[onnx.ModelProto, list[HealedSpan]]:
+                calibration: Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]], *,
+                heal: str = "linear", **options: Any) -> tuple[onnx.ModelProto, list[HealedSpan]]:
     """Remove ``blocks`` from ``model`` and (``heal="linear"``) put a fitted map in their place.
 
-    ``calibration`` is a dict of whole input arrays (cut into ``batch_size`` batches) or an
-    iterable of feeds; it is run through the original ``model`` once. Returns the checked model
-    and one :class:`HealedSpan` per merged span, in graph order of the spans given.
+    ``options`` are :class:`HealOptions` fields. Returns the checked model and one
+    :class:`HealedSpan` per merged span. ``heal="none"`` is plain removal of the same spans.
     """
     if heal not in HEAL_METHODS:
         raise PruneError(f"--heal must be one of {', '.join(HEAL_METHODS)}; got {heal!r}")
     if not blocks:
         raise PruneError("no block selected for removal")
-    spans = merge_spans(blocks)
-    if heal == "none":
-        maps = [None] * len(spans)
-    else:
-        feeds = batches(calibration, batch_size) if isinstance(calibration, Mapping) else calibration
-        accumulators = calibrate_spans(model, [(s.entry, s.exit) for s in spans], feeds, layout=layout,
-                                       mask_input=mask_input, folds=folds)
-        maps = [acc.solve(lambdas, prior) for acc in accumulators]
+    if heal == "linear":
+        return LinearHealer(model, calibration, HealOptions(**options)).apply(blocks)
     healed, report = model, []
-    for span, linear in zip(spans, maps):
-        if linear is None:
-            healed, how = _identity_span(healed, span)
-            report.append(HealedSpan(span, how, float("nan"), float("nan"), float("nan"), 0, 0))
-            continue
-        healed, how = heal_span(healed, span.entry, span.exit, linear.weight, linear.bias, layout, fold)
-        report.append(HealedSpan(span, how, linear.relative_alpha, linear.heldout_error,
-                                 linear.removal_error, linear.rows, linear.samples))
+    for span in merge_spans(blocks):
+        healed, how = _identity_span(healed, span)
+        report.append(HealedSpan(span, how, float("nan"), float("nan"), float("nan"), 0, 0))
     return healed, report
 
 
