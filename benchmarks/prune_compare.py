@@ -208,6 +208,7 @@ def main() -> None:
     parser.add_argument("--calibration", type=int, default=512, help="MiniLM calibration sentences")
     parser.add_argument("--evaluation", type=int, default=300, help="MiniLM evaluation sentences")
     parser.add_argument("--pairs", action="store_true", help="also every subset of k ≤ 2 blocks")
+    parser.add_argument("--no-policies", action="store_true", help="skip the policy table (with --pairs)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with tempfile.TemporaryDirectory() as temporary:
@@ -223,7 +224,7 @@ def main() -> None:
                   f"{sum(len(next(iter(f.values()))) for f in subject.calibration)} samples, evaluation "
                   f"{len(subject.reference)}; all span maps fitted in {fit_seconds:.1f} s", flush=True)
             header = False
-            for row in compare(subject, args.draws):
+            for row in ([] if args.no_policies else compare(subject, args.draws)):
                 metrics = [key for key in row if key not in ("subject", "policy", "k", "heal", "draws", "removed")]
                 if not header:
                     print("| policy | k | heal | removed | " + " | ".join(metrics) + " | latency |")
@@ -235,6 +236,7 @@ def main() -> None:
                 print(f"| {row['policy']} | {row['k']} | {row['heal']} | {removed} | "
                       + " | ".join(f"{row[m]:.4f}" for m in metrics) + f" | {latency} |", flush=True)
             if args.pairs:
+                metrics = [m for m in evaluate(subject, (0,), "none") if m != "params"]
                 print(f"\nevery subset, k ≤ 2 ({subject.name}): " + ", ".join(metrics[:2]) + " none → linear")
                 for k in (1, 2):
                     for combo in itertools.combinations(range(len(subject.blocks)), k):
