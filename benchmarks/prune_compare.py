@@ -1,0 +1,250 @@
+"""Layer-pruning policies × healing, side by side, on real models.
+
+Run: python benchmarks/prune_compare.py [--subjects minilm,digits] [--draws 10] [--pairs]
+
+Subjects: MiniLM-L6 (k = 1, 2, 3 of 6 encoder layers; mean embedding cosine to the original and
+nearest-neighbour agreement@10 on evaluation sentences from other packages' READMEs than the
+calibration sentences' docstrings) and a residual CNN trained here on scikit-learn's digits
+(k up to half its blocks; test accuracy retained). For each policy × heal {none, linear} × k:
+quality, parameter ratio, latency ratio. ``--pairs`` also prints every subset for k ≤ 2.
+
+A policy is one function ``order(subject, seed) -> list[int]`` (block indices, first removed
+first) registered in :data:`POLICIES` with its number of draws; adding one is one line. Healing
+maps are fitted once per span on the calibration set (one pass of the original model) and
+reused by every policy that removes that span.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from redaudit.prune import find_candidates, remove_blocks  # noqa: E402
+from redaudit.prune.calibrate import calibrate_spans  # noqa: E402
+from redaudit.prune.cost import parameter_count  # noqa: E402
+from redaudit.prune.heal import LinearMap, heal_span, merge_spans  # noqa: E402
+from redaudit.prune.verify import make_session, measure_latency  # noqa: E402
+
+
+@dataclass
+class Subject:
+    """A model, its removable blocks, calibration feeds and evaluation feeds, and a quality
+    function (original outputs, pruned outputs) -> {metric: value}."""
+
+    name: str
+    model: onnx.ModelProto
+    calibration: list[dict[str, np.ndarray]]
+    evaluation: list[dict[str, np.ndarray]]
+    quality: Callable[[np.ndarray, np.ndarray], dict[str, float]]
+    ks: list[int]
+    probe: dict[str, np.ndarray]  # whole calibration arrays, for policies that scan
+    blocks: list = field(default_factory=list)
+    maps: dict[tuple[str, str], LinearMap] = field(default_factory=dict)
+    cache: dict[tuple[tuple[int, ...], str], dict[str, float]] = field(default_factory=dict)
+    reference: np.ndarray | None = None
+
+
+# --- policies: order(subject, seed) -> block indices, first to remove first -------------------
+def cka_order(subject: Subject, seed: int) -> list[int]:
+    """The paper's rule as prune implements it today: CKA(block input, block output), most similar first."""
+    from redaudit.prune.select import removal_order
+    from redaudit.prune.similarity import ProbeOptions, block_similarity
+
+    samples = len(next(iter(subject.probe.values())))
+    options = ProbeOptions({"inputs": subject.probe, "samples": samples, "cka_batch": min(256, samples // 2 * 2)})
+    scores, _ = block_similarity(subject.model, subject.blocks, options)
+    return removal_order(scores)
+
+
+def random_order(subject: Subject, seed: int) -> list[int]:
+    return [int(i) for i in np.random.default_rng(seed).permutation(len(subject.blocks))]
+
+
+#: name -> (order function, draws). Deterministic policies need one draw.
+POLICIES: dict[str, tuple[Callable[[Subject, int], list[int]], int]] = {
+    "cka": (cka_order, 1),
+    "random": (random_order, 10),
+}
+
+
+# --- measurement ------------------------------------------------------------------------------
+#: onnxruntime threads per session. One: on a shared machine a spinning intra-op pool is many
+#: times slower than one thread, and single-thread latency ratios are the stable ones.
+THREADS = 1
+
+
+def run_outputs(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> np.ndarray:
+    session = make_session(model, THREADS)
+    return np.concatenate([session.run(None, feed)[0] for feed in feeds])
+
+
+def fit_all_spans(subject: Subject) -> float:
+    """Fit a map for every contiguous run of blocks in one calibration pass; returns seconds."""
+    spans = [(subject.blocks[i].entry, subject.blocks[j].exit)
+             for i in range(len(subject.blocks)) for j in range(i, len(subject.blocks))
+             if j - i < max(subject.ks)]
+    started = time.perf_counter()
+    accumulators = calibrate_spans(subject.model, spans, subject.calibration, threads=THREADS)
+    subject.maps = {span: acc.solve() for span, acc in zip(spans, accumulators)}
+    return time.perf_counter() - started
+
+
+def build(subject: Subject, combo: tuple[int, ...], heal: str) -> onnx.ModelProto:
+    chosen = [subject.blocks[i] for i in combo]
+    if heal == "none":
+        return remove_blocks(subject.model, chosen)
+    model = subject.model
+    for span in merge_spans(chosen):
+        linear = subject.maps[(span.entry, span.exit)]
+        model, _ = heal_span(model, span.entry, span.exit, linear.weight, linear.bias)
+    return model
+
+
+def evaluate(subject: Subject, combo: tuple[int, ...], heal: str) -> dict[str, float]:
+    key = (tuple(sorted(combo)), heal)
+    if key not in subject.cache:
+        model = build(subject, key[0], heal)
+        metrics = subject.quality(subject.reference, run_outputs(model, subject.evaluation))
+        metrics["params"] = parameter_count(model) / parameter_count(subject.model)
+        subject.cache[key] = metrics
+    return subject.cache[key]
+
+
+def compare(subject: Subject, draws_override: int | None) -> Iterator[dict]:
+    """Rows policy × k × heal, yielded as they are measured."""
+    for policy, (order, draws) in POLICIES.items():
+        draws = draws_override if draws > 1 and draws_override else draws
+        orders = [order(subject, seed) for seed in range(draws)]
+        for k in subject.ks:
+            for heal in ("none", "linear"):
+                measured = [evaluate(subject, tuple(o[:k]), heal) for o in orders]
+                row = {"subject": subject.name, "policy": policy, "k": k, "heal": heal, "draws": draws,
+                       "removed": sorted(orders[0][:k]) if draws == 1 else None}
+                row.update({name: float(np.mean([m[name] for m in measured])) for name in measured[0]})
+                yield row
+
+
+def latency_ratio(subject: Subject, combo: tuple[int, ...], heal: str) -> float:
+    feed = subject.evaluation[0]
+    return measure_latency(make_session(subject.model, THREADS), make_session(build(subject, combo, heal), THREADS), feed,
+                           batch=32, repeats=10).ratio
+
+
+# --- subjects ---------------------------------------------------------------------------------
+def embedding_quality(reference: np.ndarray, pruned: np.ndarray, neighbours: int = 10) -> dict[str, float]:
+    """Mean cosine per sentence, and the mean overlap of each sentence's 10 nearest neighbours."""
+    a = reference / np.linalg.norm(reference, axis=1, keepdims=True)
+    b = pruned / np.linalg.norm(pruned, axis=1, keepdims=True)
+    cosine = float(np.mean(np.sum(a * b, axis=1)))
+
+    def knn(unit: np.ndarray) -> np.ndarray:
+        similarity = unit @ unit.T
+        np.fill_diagonal(similarity, -np.inf)
+        return np.argsort(-similarity, axis=1)[:, :neighbours]
+
+    ours, theirs = knn(a), knn(b)
+    overlap = np.mean([len(set(x) & set(y)) / neighbours for x, y in zip(ours, theirs)])
+    return {"cosine": cosine, "nn@10": float(overlap)}
+
+
+def minilm_subject(folder: Path, calibration: int, evaluation: int, batch: int = 32) -> Subject:
+    from benchmarks.minilm import export_minilm, model_dir
+    from benchmarks.sentence_sets import disjoint_sets
+    from transformers import AutoTokenizer
+
+    calib, held_out = disjoint_sets(calibration, evaluation)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir()))
+
+    def feeds(sentences: list[str]) -> list[dict[str, np.ndarray]]:
+        out = []
+        for start in range(0, len(sentences), batch):
+            encoded = tokenizer(sentences[start:start + batch], padding="longest", truncation=True,
+                                max_length=64, return_tensors="np")
+            out.append({"input_ids": encoded["input_ids"].astype(np.int64),
+                        "attention_mask": encoded["attention_mask"].astype(np.int64)})
+        return out
+
+    encoded = tokenizer(calib, padding="max_length", truncation=True, max_length=64, return_tensors="np")
+    probe = {"input_ids": encoded["input_ids"].astype(np.int64),
+             "attention_mask": encoded["attention_mask"].astype(np.int64)}
+    model = onnx.load(str(export_minilm(folder / "minilm.onnx")))
+    return Subject("MiniLM-L6", model, feeds(calib), feeds(held_out), embedding_quality, [1, 2, 3], probe)
+
+
+def digits_subject(folder: Path, blocks: int = 8) -> Subject:
+    from benchmarks.digits_cnn import digits_splits, train_digits_cnn
+
+    splits = digits_splits()
+    train_digits_cnn(folder / "digits.onnx", splits, blocks=blocks)
+    labels = splits.test_y
+
+    def quality(reference: np.ndarray, pruned: np.ndarray) -> dict[str, float]:
+        original = float(np.mean(reference.argmax(1) == labels))
+        return {"accuracy": float(np.mean(pruned.argmax(1) == labels)),
+                "retained": float(np.mean(pruned.argmax(1) == labels)) / original,
+                "top1 agree": float(np.mean(pruned.argmax(1) == reference.argmax(1)))}
+
+    calibration = [{"image": splits.calib_x[s:s + 64]} for s in range(0, len(splits.calib_x), 64)]
+    return Subject(f"digits CNN ({blocks} blocks)", onnx.load(str(folder / "digits.onnx")), calibration,
+                   [{"image": splits.test_x}], quality, list(range(1, blocks // 2 + 1)),
+                   {"image": splits.calib_x})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subjects", default="digits,minilm")
+    parser.add_argument("--draws", type=int, default=None, help="draws for randomised policies (default 10)")
+    parser.add_argument("--calibration", type=int, default=512, help="MiniLM calibration sentences")
+    parser.add_argument("--evaluation", type=int, default=300, help="MiniLM evaluation sentences")
+    parser.add_argument("--pairs", action="store_true", help="also every subset of k ≤ 2 blocks")
+    parser.add_argument("--no-policies", action="store_true", help="skip the policy table (with --pairs)")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    with tempfile.TemporaryDirectory() as temporary:
+        folder = Path(temporary)
+        for name in args.subjects.split(","):
+            started = time.perf_counter()
+            subject = (minilm_subject(folder, args.calibration, args.evaluation) if name == "minilm"
+                       else digits_subject(folder))
+            subject.blocks = find_candidates(subject.model)
+            subject.reference = run_outputs(subject.model, subject.evaluation)
+            fit_seconds = fit_all_spans(subject)
+            print(f"\n## {subject.name}: {len(subject.blocks)} blocks; calibration "
+                  f"{sum(len(next(iter(f.values()))) for f in subject.calibration)} samples, evaluation "
+                  f"{len(subject.reference)}; all span maps fitted in {fit_seconds:.1f} s", flush=True)
+            header = False
+            for row in ([] if args.no_policies else compare(subject, args.draws)):
+                metrics = [key for key in row if key not in ("subject", "policy", "k", "heal", "draws", "removed")]
+                if not header:
+                    print("| policy | k | heal | removed | " + " | ".join(metrics) + " | latency |")
+                    print("| --- " * (5 + len(metrics)) + "|")
+                    header = True
+                latency = (f"{latency_ratio(subject, tuple(row['removed']), row['heal']):.2f}"
+                           if row["removed"] is not None else "")
+                removed = ",".join(map(str, row["removed"])) if row["removed"] is not None else f"mean of {row['draws']}"
+                print(f"| {row['policy']} | {row['k']} | {row['heal']} | {removed} | "
+                      + " | ".join(f"{row[m]:.4f}" for m in metrics) + f" | {latency} |", flush=True)
+            if args.pairs:
+                metrics = [m for m in evaluate(subject, (0,), "none") if m != "params"]
+                print(f"\nevery subset, k ≤ 2 ({subject.name}): " + ", ".join(metrics[:2]) + " none → linear")
+                for k in (1, 2):
+                    for combo in itertools.combinations(range(len(subject.blocks)), k):
+                        plain, healed = evaluate(subject, combo, "none"), evaluate(subject, combo, "linear")
+                        print(f"  {combo}: " + "  ".join(f"{m} {plain[m]:.4f} → {healed[m]:.4f}" for m in metrics[:2]),
+                              flush=True)
+            print(f"({subject.name} took {time.perf_counter() - started:.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Two disjoint sets of real English sentences, from different installed packages' documentation:
+one to calibrate healing on, one to evaluate on.
+
+* Calibration: docstrings of the Python modules, classes and functions of a fixed list of
+  packages (read with ``ast``, never imported) — thousands of sentences.
+* Evaluation: the READMEs (METADATA long descriptions) of every *other* installed package, the
+  sentences ``benchmarks.minilm.english_sentences`` uses.
+
+No package contributes to both, and a sentence that occurs in both sets is dropped from the
+evaluation set. Files are read in sorted order, so an environment always yields the same sets.
+"""
+from __future__ import annotations
+
+import ast
+import inspect
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.minilm import _candidate_sentences
+
+#: Packages whose docstrings calibrate; their READMEs are excluded from evaluation.
+CALIBRATION_PACKAGES = ("sklearn", "scipy", "sqlalchemy", "alembic", "click", "optuna", "hypothesis")
+
+
+def _site_packages() -> Path:
+    return Path(next(p for p in sys.path if p.endswith("site-packages")))
+
+
+def _distribution_key(name: str) -> str:
+    return name.lower().replace("-", "_").split("_")[0]
+
+
+def docstring_sentences(packages: tuple[str, ...] = CALIBRATION_PACKAGES, limit: int = 4000) -> list[str]:
+    """Distinct sentences from the docstrings of ``packages`` (spread evenly if over ``limit``)."""
+    root = _site_packages()
+    seen: set[str] = set()
+    sentences: list[str] = []
+    for package in packages:
+        for source in sorted((root / package).rglob("*.py")):
+            if "tests" in source.parts:
+                continue
+            try:
+                tree = ast.parse(source.read_text(encoding="utf-8", errors="ignore"))
+            except (SyntaxError, ValueError):
+                continue
+            for node in ast.walk(tree):
+                if not isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                    continue
+                doc = ast.get_docstring(node, clean=False)
+                if not doc:
+                    continue
+                for sentence in _candidate_sentences(inspect.cleandoc(doc)):
+                    if sentence not in seen:
+                        seen.add(sentence)
+                        sentences.append(sentence)
+    if len(sentences) > limit:
+        picks = np.linspace(0, len(sentences) - 1, limit).round().astype(int)
+        sentences = [sentences[i] for i in picks]
+    return sentences
+
+
+def readme_sentences(exclude: tuple[str, ...] = CALIBRATION_PACKAGES, limit: int = 400) -> list[str]:
+    """Distinct sentences from the READMEs of installed packages not in ``exclude``."""
+    excluded = {_distribution_key(name) for name in exclude} | {"scikit"}
+    seen: set[str] = set()
+    sentences: list[str] = []
+    for metadata in sorted(_site_packages().glob("*.dist-info/METADATA")):
+        if _distribution_key(metadata.parent.name) in excluded:
+            continue
+        body = metadata.read_text(encoding="utf-8", errors="ignore").partition("\n\n")[2]
+        for sentence in _candidate_sentences(body):
+            if sentence not in seen:
+                seen.add(sentence)
+                sentences.append(sentence)
+    if len(sentences) > limit:
+        picks = np.linspace(0, len(sentences) - 1, limit).round().astype(int)
+        sentences = [sentences[i] for i in picks]
+    return sentences
+
+
+def disjoint_sets(calibration: int = 512, evaluation: int = 300) -> tuple[list[str], list[str]]:
+    """(calibration sentences, evaluation sentences), disjoint by package and by sentence."""
+    calib = docstring_sentences(limit=calibration)
+    taken = set(calib)
+    evaluate = [s for s in readme_sentences(limit=evaluation + 50) if s not in taken][:evaluation]
+    return calib, evaluate

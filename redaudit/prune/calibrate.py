@@ -1,0 +1,112 @@
+"""Calibration for healing: run the *original* model on calibration batches with the entry and
+exit tensors of each span exposed as extra outputs, and feed one :class:`RidgeAccumulator` per
+span. Activations live for one batch only; what stays is O(D²) per span.
+
+Calibration samples must not be the evaluation samples (a map fitted and judged on the same
+samples flatters itself); the caller passes them separately.
+
+Padding: for token models the rows that are padding are computed but ignored downstream (mean
+pooling and attention mask them out); fitting the map on them would spend its capacity on rows
+that do not matter. ``mask_input`` names an integer graph input of shape (N, S) whose non-zero
+entries mark the rows to use; ``"auto"`` picks ``attention_mask`` when the model has one and
+the activation's leading dims match it.
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from redaudit.prune.heal_fit import DEFAULT_FOLDS, RidgeAccumulator
+from redaudit.prune.heal_graph import LAYOUTS, default_layout
+from redaudit.prune.surgery import PruneError, _live_nodes
+from redaudit.prune.verify import make_session
+
+AUTO_MASK_INPUTS = ("attention_mask",)
+
+
+def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
+    graph = onnx.shape_inference.infer_shapes(model).graph
+    return {info.name: info.type.tensor_type.elem_type
+            for info in list(graph.input) + list(graph.value_info) + list(graph.output)
+            if info.type.HasField("tensor_type")}
+
+
+def outputs_only(model: onnx.ModelProto, tensors: Sequence[str]) -> onnx.ModelProto:
+    """A copy of ``model`` whose outputs are exactly ``tensors`` (none of them a graph input).
+
+    Nodes none of them depends on are deleted (onnxruntime would still run them): calibrating a
+    span near the input costs a fraction of a full run.
+    """
+    exposed = copy.deepcopy(model)
+    graph = exposed.graph
+    types = _elem_types(model)
+    del graph.output[:]
+    graph.output.extend(helper.make_tensor_value_info(name, types.get(name, TensorProto.FLOAT), None)
+                        for name in tensors)
+    live = _live_nodes(graph)  # onnxruntime keeps and runs dead nodes: delete them here
+    kept = [node for position, node in enumerate(graph.node) if position in live]
+    del graph.node[:]
+    graph.node.extend(kept)
+    return exposed
+
+
+def batches(arrays: Mapping[str, np.ndarray], batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    """Consecutive slices of equally long input arrays."""
+    count = next(iter(arrays.values())).shape[0]
+    for start in range(0, count, batch_size):
+        yield {name: array[start:start + batch_size] for name, array in arrays.items()}
+
+
+def _features_last(array: np.ndarray, layout: str) -> np.ndarray:
+    return np.moveaxis(array, 1, -1) if layout == "channel" else array
+
+
+def _mask_name(model: onnx.ModelProto, mask_input: str | None) -> str | None:
+    names = {inp.name for inp in model.graph.input}
+    if mask_input == "auto":
+        return next((name for name in AUTO_MASK_INPUTS if name in names), None)
+    if mask_input is not None and mask_input not in names:
+        raise PruneError(f"calibration mask input {mask_input!r} is not an input of the model")
+    return mask_input
+
+
+def calibrate_spans(model: onnx.ModelProto, spans: Sequence[tuple[str, str]],
+                    calibration: Iterable[Mapping[str, np.ndarray]], *, layout: str | None = None,
+                    mask_input: str | None = "auto", folds: int = DEFAULT_FOLDS,
+                    threads: int | None = None) -> list[RidgeAccumulator]:
+    """One accumulator per (entry, exit) span, fed with the original model's activations.
+
+    ``calibration`` yields input feeds (one batch each). ``layout`` is "last" (features on the
+    last axis), "channel" (axis 1, NCHW) or None (by rank, :func:`default_layout`).
+    """
+    if layout is not None and layout not in LAYOUTS:
+        raise PruneError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
+    tensors = list(dict.fromkeys(name for span in spans for name in span))
+    graph_inputs = {inp.name for inp in model.graph.input}
+    fetched = [name for name in tensors if name not in graph_inputs]
+    session = make_session(outputs_only(model, fetched), threads) if fetched else None
+    mask_name = _mask_name(model, mask_input)
+    accumulators: list[RidgeAccumulator | None] = [None] * len(spans)
+    layouts: list[str] = [layout or ""] * len(spans)
+    seen_batches = 0
+    for feed in calibration:
+        values = dict(zip(fetched, session.run(fetched, dict(feed)))) if session else {}
+        values.update({name: feed[name] for name in tensors if name in graph_inputs})
+        seen_batches += 1
+        for i, (entry, exit_name) in enumerate(spans):
+            x, y = values[entry], values[exit_name]
+            layouts[i] = layouts[i] or default_layout(x.ndim)
+            x, y = _features_last(x, layouts[i]), _features_last(y, layouts[i])
+            mask = None
+            if mask_name is not None and feed[mask_name].shape == x.shape[:-1]:
+                mask = np.asarray(feed[mask_name]) != 0
+            if accumulators[i] is None:
+                accumulators[i] = RidgeAccumulator(x.shape[-1], y.shape[-1], folds)
+            accumulators[i].add_batch(x, y, mask)
+    if not seen_batches:
+        raise PruneError("no calibration samples were given")
+    return [acc for acc in accumulators if acc is not None]

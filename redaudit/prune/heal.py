@@ -1,0 +1,194 @@
+"""Training-free healing of a pruned model: each removed span is replaced by a fitted linear map.
+
+``heal_blocks(model, blocks, calibration)`` is what ``prune --heal linear`` runs instead of
+plain removal. ``LinearHealer(model, calibration).apply(blocks)`` does the same with the maps
+cached per span, for callers that try several removal sets. Steps, each its own module:
+
+1. :func:`merge_spans` — removed blocks that follow one another (one's exit is the next one's
+   entry) become one span: one map for the whole run fits better than a composition of maps
+   each fitted as if its neighbours were still there.
+2. :func:`redaudit.prune.calibrate.calibrate_spans` — one pass of the *original* model over the
+   calibration batches feeds one ridge accumulator per span (bounded memory).
+3. :meth:`RidgeAccumulator.solve` — ridge map toward the identity, α by held-out error.
+4. :func:`redaudit.prune.heal_graph.heal_span` — the span is replaced by the map, folded into
+   the next linear op where possible; the result is checked (full checker, strict inference).
+
+``heal="none"`` in the same call is plain removal through the same span logic, so both arms of
+a comparison differ only by the map.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import onnx
+
+from redaudit.prune.calibrate import batches, calibrate_spans
+from redaudit.prune.heal_fit import (
+    DEFAULT_FOLDS,
+    DEFAULT_LAMBDAS,
+    LinearMap,
+    RidgeAccumulator,
+    fit_linear_heal,
+)
+from redaudit.prune.heal_graph import default_layout, heal_span
+from redaudit.prune.surgery import PruneError
+
+HEAL_METHODS = ("none", "linear")
+
+__all__ = [
+    "HEAL_METHODS",
+    "HealOptions",
+    "HealedSpan",
+    "LinearHealer",
+    "LinearMap",
+    "RidgeAccumulator",
+    "Span",
+    "calibrate_spans",
+    "default_layout",
+    "fit_linear_heal",
+    "heal_blocks",
+    "heal_span",
+    "merge_spans",
+]
+
+
+class SpanLike(Protocol):
+    """Anything with an entry and an exit tensor name (a ``Block``), plus a display name."""
+
+    name: str
+    entry: str
+    exit: str
+
+
+@dataclass(frozen=True)
+class Span:
+    """A run of consecutive removed blocks, entry of the first → exit of the last."""
+
+    entry: str
+    exit: str
+    blocks: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class HealedSpan:
+    """What healing did to one span: how the map went in, and how well it fits on held-out
+    calibration samples (relative squared error, 1 − R²; ``removal_error`` is plain removal's)."""
+
+    span: Span
+    how: str
+    relative_alpha: float
+    heldout_error: float
+    removal_error: float
+    rows: int
+    samples: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "span": asdict(self.span)}
+
+
+def merge_spans(blocks: Sequence[SpanLike]) -> list[Span]:
+    """Group blocks whose entry is another chosen block's exit into single spans (order of
+    ``blocks`` does not matter; the result follows the chain order)."""
+    by_entry = {block.entry: block for block in blocks}
+    exits = {block.exit for block in blocks}
+    spans = []
+    for block in blocks:
+        if block.entry in exits:
+            continue
+        chain = [block]
+        while chain[-1].exit in by_entry and len(chain) <= len(blocks):
+            chain.append(by_entry[chain[-1].exit])
+        spans.append(Span(chain[0].entry, chain[-1].exit, tuple(b.name for b in chain)))
+    if sum(len(span.blocks) for span in spans) != len(blocks):
+        raise PruneError("the chosen blocks form a cycle of entries and exits; cannot heal them")
+    return spans
+
+
+@dataclass(frozen=True)
+class HealOptions:
+    """How maps are fitted and put in: calibration batch size, feature layout (None: by rank),
+    padding mask input ("auto": ``attention_mask``), ridge grid, prior and folds, and whether
+    to fold into the next linear op when possible."""
+
+    batch_size: int = 64
+    layout: str | None = None
+    mask_input: str | None = "auto"
+    lambdas: tuple[float, ...] = DEFAULT_LAMBDAS
+    prior: str = "identity"
+    folds: int = DEFAULT_FOLDS
+    fold: bool = True
+
+
+class LinearHealer:
+    """Fits one map per span on one model's calibration data, caches it, and applies the maps.
+
+    ``fit`` runs the original model once for all spans not fitted yet, so a caller that tries
+    several removal sets (a drift bound, a comparison of policies) pays one pass per new batch
+    of spans, not one per candidate model. ``calibration`` is a dict of whole input arrays (cut
+    into batches) or a re-iterable sequence of feeds.
+    """
+
+    def __init__(self, model: onnx.ModelProto,
+                 calibration: Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]],
+                 options: HealOptions = HealOptions()) -> None:
+        self.model, self.calibration, self.options = model, calibration, options
+        self.maps: dict[tuple[str, str], LinearMap] = {}
+
+    def fit(self, spans: Sequence[Span]) -> None:
+        todo = list(dict.fromkeys((s.entry, s.exit) for s in spans if (s.entry, s.exit) not in self.maps))
+        if not todo:
+            return
+        options = self.options
+        feeds = (batches(self.calibration, options.batch_size) if isinstance(self.calibration, Mapping)
+                 else self.calibration)
+        accumulators = calibrate_spans(self.model, todo, feeds, layout=options.layout,
+                                       mask_input=options.mask_input, folds=options.folds)
+        for span, accumulator in zip(todo, accumulators):
+            self.maps[span] = accumulator.solve(options.lambdas, options.prior)
+
+    def apply(self, blocks: Sequence[SpanLike]) -> tuple[onnx.ModelProto, list[HealedSpan]]:
+        """The model with ``blocks`` replaced by their spans' maps (checked), and a report."""
+        if not blocks:
+            raise PruneError("no block selected for removal")
+        spans = merge_spans(blocks)
+        self.fit(spans)
+        healed, report = self.model, []
+        for span in spans:
+            linear = self.maps[(span.entry, span.exit)]
+            healed, how = heal_span(healed, span.entry, span.exit, linear.weight, linear.bias,
+                                    self.options.layout, self.options.fold)
+            report.append(HealedSpan(span, how, linear.relative_alpha, linear.heldout_error,
+                                     linear.removal_error, linear.rows, linear.samples))
+        return healed, report
+
+
+def heal_blocks(model: onnx.ModelProto, blocks: Sequence[SpanLike],
+                calibration: Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]], *,
+                heal: str = "linear", **options: Any) -> tuple[onnx.ModelProto, list[HealedSpan]]:
+    """Remove ``blocks`` from ``model`` and (``heal="linear"``) put a fitted map in their place.
+
+    ``options`` are :class:`HealOptions` fields. Returns the checked model and one
+    :class:`HealedSpan` per merged span. ``heal="none"`` is plain removal of the same spans.
+    """
+    if heal not in HEAL_METHODS:
+        raise PruneError(f"--heal must be one of {', '.join(HEAL_METHODS)}; got {heal!r}")
+    if not blocks:
+        raise PruneError("no block selected for removal")
+    if heal == "linear":
+        return LinearHealer(model, calibration, HealOptions(**options)).apply(blocks)
+    healed, report = model, []
+    for span in merge_spans(blocks):
+        healed, how = _identity_span(healed, span)
+        report.append(HealedSpan(span, how, float("nan"), float("nan"), float("nan"), 0, 0))
+    return healed, report
+
+
+def _identity_span(model: onnx.ModelProto, span: Span) -> tuple[onnx.ModelProto, str]:
+    """Plain removal of a span through the surgery module (consumers of the exit read the entry)."""
+    from redaudit.prune.candidates import Block
+    from redaudit.prune.surgery import remove_blocks
+
+    return remove_blocks(model, [Block(span.exit, span.entry, span.exit, "span", (), ())]), "removed"
