@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from redaudit import scan  # noqa: E402
 from redaudit.prune import find_candidates  # noqa: E402
 from redaudit.prune.calibrate import batches, calibrate_spans, outputs_only  # noqa: E402
-from redaudit.prune.verify import make_session  # noqa: E402
+from redaudit.core.run import SessionFactory  # noqa: E402
 
 SAMPLES = 2560
 
@@ -45,7 +45,7 @@ def digits_inputs(folder: Path) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]
 
 
 def minilm_inputs(folder: Path) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
-    from benchmarks.minilm import export_minilm, tokenize
+    from examples.minilm_export import export_minilm, tokenize
     from benchmarks.sentence_sets import docstring_sentences
 
     sentences = docstring_sentences(limit=SAMPLES)
@@ -61,7 +61,7 @@ def fit_once(model: onnx.ModelProto, arrays: dict[str, np.ndarray], position: in
     fit = time.perf_counter() - started
     tensors = [name for name in (block.entry, block.exit) if name not in arrays]
     started = time.perf_counter()
-    session = make_session(outputs_only(model, tensors))
+    session = SessionFactory("cpu").create(outputs_only(model, tensors))[0]
     for feed in batches(arrays, 256):
         session.run(tensors, feed)
     return fit, time.perf_counter() - started

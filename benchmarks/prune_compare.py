@@ -8,8 +8,8 @@ calibration sentences' docstrings) and a residual CNN trained here on scikit-lea
 (k up to half its blocks; test accuracy retained). For each policy × heal {none, linear} × k:
 quality, parameter ratio, latency ratio. ``--pairs`` also prints every subset for k ≤ 2.
 
-A policy is one function ``order(subject, seed) -> list[int]`` (block indices, first removed
-first) registered in :data:`POLICIES` with its number of draws; adding one is one line. Healing
+A policy is one class in redaudit.prune.policies; registering it here is one line in
+:data:`POLICIES` (its name and number of draws). Healing
 maps are fitted once per span on the calibration set (one pass of the original model) and
 reused by every policy that removes that span.
 """
@@ -34,7 +34,12 @@ from redaudit.prune import find_candidates, remove_blocks  # noqa: E402
 from redaudit.prune.calibrate import calibrate_spans  # noqa: E402
 from redaudit.prune.cost import parameter_count  # noqa: E402
 from redaudit.prune.heal import LinearMap, heal_span, merge_spans  # noqa: E402
-from redaudit.prune.verify import make_session, measure_latency  # noqa: E402
+from redaudit.core.run import SessionFactory  # noqa: E402
+from redaudit.prune.verify import measure_latency  # noqa: E402
+
+
+def make_session(model, threads):
+    return SessionFactory("cpu", threads).create(model)[0]
 
 
 @dataclass
@@ -52,29 +57,37 @@ class Subject:
     blocks: list = field(default_factory=list)
     maps: dict[tuple[str, str], LinearMap] = field(default_factory=dict)
     cache: dict[tuple[tuple[int, ...], str], dict[str, float]] = field(default_factory=dict)
+    contexts: dict[tuple, object] = field(default_factory=dict)
     reference: np.ndarray | None = None
 
 
-# --- policies: order(subject, seed) -> block indices, first to remove first -------------------
-def cka_order(subject: Subject, seed: int) -> list[int]:
-    """The paper's rule as prune implements it today: CKA(block input, block output), most similar first."""
-    from redaudit.prune.select import removal_order
-    from redaudit.prune.similarity import ProbeOptions, block_similarity
+# --- policies: choose(subject, seed, k) -> the k block indices to remove ----------------------
+def library_policy(name: str) -> Callable[[Subject, int, int], list[int]]:
+    """A policy of redaudit.prune.policies (cka, bi, angular, greedy, random), scored on the
+    calibration arrays through the same PreparedModel/PolicyContext prune uses. Choices need not
+    be nested (angular's best span of 3 need not contain its best span of 2), so each k asks."""
+    def choose(subject: Subject, seed: int, k: int) -> list[int]:
+        from redaudit.core.prepared import PreparedModel
+        from redaudit.core.spec import ScanSpec
+        from redaudit.prune.policies import PolicyContext, make_policy
 
-    samples = len(next(iter(subject.probe.values())))
-    options = ProbeOptions({"inputs": subject.probe, "samples": samples, "cka_batch": min(256, samples // 2 * 2)})
-    scores, _ = block_similarity(subject.model, subject.blocks, options)
-    return removal_order(scores)
+        key = ("context",)
+        if key not in subject.contexts:
+            samples = len(next(iter(subject.probe.values())))
+            spec = ScanSpec(samples=samples, cka_batch=min(256, samples // 2 * 2))
+            subject.contexts[key] = PolicyContext(PreparedModel.load(subject.model), subject.blocks, spec,
+                                                  subject.probe)
+        return make_policy(name, seed).choose(subject.contexts[key], k)
+    return choose
 
 
-def random_order(subject: Subject, seed: int) -> list[int]:
-    return [int(i) for i in np.random.default_rng(seed).permutation(len(subject.blocks))]
-
-
-#: name -> (order function, draws). Deterministic policies need one draw.
-POLICIES: dict[str, tuple[Callable[[Subject, int], list[int]], int]] = {
-    "cka": (cka_order, 1),
-    "random": (random_order, 10),
+#: name -> (choose function, draws). Deterministic policies need one draw.
+POLICIES: dict[str, tuple[Callable[[Subject, int, int], list[int]], int]] = {
+    "cka": (library_policy("cka"), 1),
+    "bi": (library_policy("bi"), 1),
+    "angular": (library_policy("angular"), 1),
+    "greedy": (library_policy("greedy"), 1),
+    "random": (library_policy("random"), 10),
 }
 
 
@@ -123,14 +136,14 @@ def evaluate(subject: Subject, combo: tuple[int, ...], heal: str) -> dict[str, f
 
 def compare(subject: Subject, draws_override: int | None) -> Iterator[dict]:
     """Rows policy × k × heal, yielded as they are measured."""
-    for policy, (order, draws) in POLICIES.items():
+    for policy, (choose, draws) in POLICIES.items():
         draws = draws_override if draws > 1 and draws_override else draws
-        orders = [order(subject, seed) for seed in range(draws)]
         for k in subject.ks:
+            choices = [choose(subject, seed, k) for seed in range(draws)]
             for heal in ("none", "linear"):
-                measured = [evaluate(subject, tuple(o[:k]), heal) for o in orders]
+                measured = [evaluate(subject, tuple(c), heal) for c in choices]
                 row = {"subject": subject.name, "policy": policy, "k": k, "heal": heal, "draws": draws,
-                       "removed": sorted(orders[0][:k]) if draws == 1 else None}
+                       "removed": sorted(choices[0]) if draws == 1 else None}
                 row.update({name: float(np.mean([m[name] for m in measured])) for name in measured[0]})
                 yield row
 
@@ -159,7 +172,7 @@ def embedding_quality(reference: np.ndarray, pruned: np.ndarray, neighbours: int
 
 
 def minilm_subject(folder: Path, calibration: int, evaluation: int, batch: int = 32) -> Subject:
-    from benchmarks.minilm import export_minilm, model_dir
+    from examples.minilm_export import export_minilm, model_dir
     from benchmarks.sentence_sets import disjoint_sets
     from transformers import AutoTokenizer
 

@@ -4,7 +4,7 @@ one to calibrate healing on, one to evaluate on.
 * Calibration: docstrings of the Python modules, classes and functions of a fixed list of
   packages (read with ``ast``, never imported) — thousands of sentences.
 * Evaluation: the READMEs (METADATA long descriptions) of every *other* installed package, the
-  sentences ``benchmarks.minilm.english_sentences`` uses.
+  sentences ``examples.english_text.english_sentences`` uses.
 
 No package contributes to both, and a sentence that occurs in both sets is dropped from the
 evaluation set. Files are read in sorted order, so an environment always yields the same sets.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.minilm import _candidate_sentences
+from examples.english_text import candidate_sentences as _candidate_sentences
 
 #: Packages whose docstrings calibrate; their READMEs are excluded from evaluation.
 CALIBRATION_PACKAGES = ("sklearn", "scipy", "sqlalchemy", "alembic", "click", "optuna", "hypothesis")

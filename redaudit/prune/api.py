@@ -19,7 +19,7 @@ from redaudit.core.engine import ProgressCallback, ScanProgress, _notify, scan_p
 from redaudit.core.graph import parameter_count
 from redaudit.core.prepared import PreparedModel
 from redaudit.core.probe import make_probe
-from redaudit.core.spec import ScanSpec
+from redaudit.core.spec import MAX_INT32, ScanSpec
 from redaudit.errors import RedauditError
 from redaudit.prune import select
 from redaudit.prune.candidates import Block, find_candidates
@@ -84,6 +84,45 @@ def _check_request(blocks: Sequence[Block], *, remove: int | None, target_params
     elif max_drift is None:
         raise PruneError("say what to remove: --remove N, --target-params PCT, --max-drift X or --blocks NAMES "
                          "(or --list to see the candidates)")
+
+
+def _healed(prepared: PreparedModel, spec: ScanSpec, chosen: list[Block], heal: str, calibrate: Any,
+            arrays_in: Any, arrays: Mapping[str, np.ndarray], result: PruneResult) -> onnx.ModelProto:
+    """Remove ``chosen`` and fit a linear map in place of each span on calibration activations of
+    the original model: ``calibrate`` (an .npz path or arrays), else the probe samples — then the
+    verification runs on the samples the map was fitted on, and the result says so."""
+    from redaudit.prune.heal import heal_blocks
+
+    if calibrate is None:
+        calibration = arrays
+        result.warnings.append("healing was calibrated on the probe inputs that also verify the pruned model; "
+                               "pass --calibrate data.npz to keep calibration and evaluation apart")
+    elif isinstance(calibrate, (str, os.PathLike)):  # every sample of the file, read safely
+        calibration, _, _ = probe_arrays(prepared, spec.with_options(inputs=os.fspath(calibrate), samples=MAX_INT32))
+    else:
+        calibration = calibrate
+    pruned, spans = heal_blocks(prepared.proto, chosen, calibration, heal=heal)
+    result.healed = [span.to_dict() for span in spans]
+    return pruned
+
+
+def _check_agreement(result: PruneResult, min_cosine: float | None, min_top1: float | None, force: bool,
+                     writes: bool) -> None:
+    """The safety bound: a pruned model that no longer computes what the original did is not
+    written (or recorded) unless ``force``; without an output it is a warning."""
+    misses = []
+    worst = min(item.cosine_mean for item in result.agreement)
+    if min_cosine is not None and worst < min_cosine:
+        misses.append(f"output cosine {worst:.3f} is below --min-cosine {min_cosine:g} by {min_cosine - worst:.3f}")
+    tops = [item.top1_agreement for item in result.agreement if item.top1_agreement is not None]
+    if min_top1 is not None and tops and min(tops) < min_top1:
+        misses.append(f"top-1 agreement {min(tops):.3f} is below --min-top1 {min_top1:g} by {min_top1 - min(tops):.3f}")
+    if not misses:
+        return
+    text = "; ".join(misses)
+    if writes and not force:
+        raise PruneError(f"{text}; nothing written — remove fewer blocks, try --heal linear, or pass --force")
+    result.warnings.append(text + ("" if writes else " (nothing is written without -o)"))
 
 
 def _limit_by_drift(model: onnx.ModelProto, blocks: Sequence[Block], plan: list[int], bound: float,
@@ -170,6 +209,8 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
                 output: str | os.PathLike[str] | None = None, latency: bool = True, latency_batch: int = 32,
                 latency_repeats: int = 20, measure_msrs: bool = True, record: str | None = None,
                 label: str | None = None, db: Any = None, policy: str | PrunePolicy = "cka",
+                heal: str = "none", calibrate: Any = None, min_cosine: float | None = 0.9,
+                min_top1: float | None = None, force: bool = False,
                 spec: ScanSpec | None = None, inputs: Any = None, progress: ProgressCallback | None = None,
                 **spec_options: Any) -> PruneResult:
     """Find removable blocks, remove the most redundant ones, verify, optionally save and record.
@@ -184,6 +225,9 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
     """
     if iterative and blocks:
         raise PruneError("--iterative chooses blocks by similarity; it does not combine with --blocks")
+    if iterative and heal != "none":
+        raise PruneError("--heal linear fits one map per removed span of the final selection; it does not "
+                         "combine with --iterative yet (drop one of them)")
     if remove is not None and remove < 1:
         raise PruneError("--remove must be at least 1")
     if max_drift is not None and not 0 <= max_drift <= 2:
@@ -229,11 +273,14 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
                      names=blocks)
         if max_drift is not None and not blocks:
             plan = _limit_by_drift(prepared.proto, candidates, plan, max_drift, evaluator)
-        pruned = remove_blocks(prepared.proto, [candidates[i] for i in plan])
+        chosen = [candidates[i] for i in plan]
+        pruned = remove_blocks(prepared.proto, chosen) if heal == "none" else \
+            _healed(prepared, spec, chosen, heal, calibrate, arrays_in, arrays, result)
         result.removed = [candidates[i].name for i in plan]
     _notify(progress, "verification")
     result.agreement, pruned_session = evaluator.agreement(pruned)  # raises if it does not run
     result.drift = drift(result.agreement)
+    _check_agreement(result, min_cosine, min_top1, force, writes=output is not None or bool(record))
     result.model = pruned
     result.params_before, result.params_after = parameter_count(prepared.proto), parameter_count(pruned)
     result.size_before = prepared.size_bytes

@@ -23,7 +23,7 @@ from onnx import TensorProto, helper
 from redaudit.prune.heal_fit import DEFAULT_FOLDS, RidgeAccumulator
 from redaudit.prune.heal_graph import LAYOUTS, default_layout
 from redaudit.prune.surgery import PruneError, _live_nodes
-from redaudit.prune.verify import make_session
+from redaudit.core.run import SessionFactory
 
 AUTO_MASK_INPUTS = ("attention_mask",)
 
@@ -88,7 +88,7 @@ def calibrate_spans(model: onnx.ModelProto, spans: Sequence[tuple[str, str]],
     tensors = list(dict.fromkeys(name for span in spans for name in span))
     graph_inputs = {inp.name for inp in model.graph.input}
     fetched = [name for name in tensors if name not in graph_inputs]
-    session = make_session(outputs_only(model, fetched), threads) if fetched else None
+    session = SessionFactory("auto", threads).create(outputs_only(model, fetched))[0] if fetched else None
     mask_name = _mask_name(model, mask_input)
     accumulators: list[RidgeAccumulator | None] = [None] * len(spans)
     layouts: list[str] = [layout or ""] * len(spans)

@@ -55,6 +55,7 @@ class PruneResult:
     warnings: list[str] = field(default_factory=list)
     policy: str = "cka"
     policy_description: str = ""
+    healed: list[dict[str, Any]] = field(default_factory=list)  # one entry per healed span
 
     @property
     def params_ratio(self) -> float:
@@ -77,7 +78,7 @@ class PruneResult:
 
         data = {
             "source": self.source, "source_sha256": self.source_sha256,
-            "policy": {"name": self.policy, "score": self.policy_description},
+            "policy": {"name": self.policy, "score": self.policy_description}, "healed": self.healed,
             "candidates": [asdict(candidate) for candidate in self.candidates],
             "removed": list(self.removed), "output_path": self.output_path,
             "iterative": self.iterative, "steps": self.steps,
