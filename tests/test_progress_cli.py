@@ -62,7 +62,7 @@ def test_check_logs_stages_and_warns_about_synthetic_inputs(runner, residual_mod
 
 def test_prune_logs_its_stages_and_the_nested_scans(runner, save_model, tmp_path):
     path = save_model(models.residual_cnn(blocks=4))
-    result = runner.invoke(cli, ["prune", str(path), "--remove", "1", "-o", str(tmp_path / "p.onnx"),
+    result = runner.invoke(cli, ["prune", str(path), "--remove", "1", "--force", "-o", str(tmp_path / "p.onnx"),
                                  "--samples", "64", "--cka-batch", "32", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     texts = [t for who, t in _lines(result.stderr) if who == "pruning"]

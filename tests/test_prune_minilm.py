@@ -41,7 +41,7 @@ def test_prune_layers_keeps_embeddings_close(minilm, tmp_path, remove):
     path, inputs = minilm
     out = tmp_path / "pruned.onnx"
     result = prune_model(path, remove=remove, inputs=inputs, samples=64, cka_batch=32, output=out,
-                         latency_repeats=3)
+                         latency_repeats=3, force=True)  # unhealed removal stays below --min-cosine 0.9
     assert len(result.removed) == remove
     assert len(find_candidates(onnx.load(str(out)))) == 6 - remove
     (agreement,) = result.agreement

@@ -84,7 +84,7 @@ def test_bad_model_records_nothing(db, workdir, case, command):
     before = counts(db)
     args = {"scan": ["scan", path, *FAST, "--quiet", "--record", "m"],
             "check": ["check", path, *FAST, "--quiet", "--against", "m", "--max-increase", "5"],
-            "prune": ["prune", path, *FAST, "--remove", "1", "--no-latency", "--record", "m"]}[command]
+            "prune": ["prune", path, *FAST, "--remove", "1", "--force", "--no-latency", "--record", "m"]}[command]
     assert_refused(invoke(*args, "--db", db))
     assert counts(db) == before
 
@@ -106,7 +106,7 @@ def test_prune_onto_its_input_with_record_changes_nothing(db, workdir, link):
         os.link(model, workdir / "link.onnx")
     output = model if link == "same path" else workdir / "link.onnx"
     before, files = counts(db), snapshot(workdir)
-    assert_refused(invoke("prune", model, *FAST, "--remove", "1", "--no-latency", "-o", output,
+    assert_refused(invoke("prune", model, *FAST, "--remove", "1", "--force", "--no-latency", "-o", output,
                           "--record", "m", "--db", db))
     assert counts(db) == before and snapshot(workdir) == files
 
@@ -210,7 +210,7 @@ def test_kill_during_record_leaves_no_partial_rows(tmp_path, how, delay):
     url = f"sqlite:///{tmp_path / 'h.db'}"
     model = save(tiny_mlp(width=32, layers=6), tmp_path)
     args = (["scan", str(model), "--samples", "4096", "--cka-batch", "256", "--quiet"] if "scan" in how else
-            ["prune", str(model), "--samples", "2048", "--cka-batch", "256", "--remove", "1", "-o",
+            ["prune", str(model), "--samples", "2048", "--cka-batch", "256", "--remove", "1", "--force", "-o",
              str(tmp_path / "p.onnx")])
     process = subprocess.Popen([sys.executable, "-m", "redaudit.cli.main", *args, "--record", "m", "--db", url],
                                env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,

@@ -9,7 +9,7 @@ from conftest import FAST, assert_handled, assert_refused, invoke, snapshot
 COMMANDS = {
     "scan": lambda path: ["scan", path, *FAST, "--quiet", "--json", "out.json", "--html", "out.html"],
     "taps": lambda path: ["taps", path],
-    "prune": lambda path: ["prune", path, *FAST, "--remove", "1", "-o", "pruned.onnx", "--no-latency"],
+    "prune": lambda path: ["prune", path, *FAST, "--remove", "1", "--force", "-o", "pruned.onnx", "--no-latency"],
     "check": lambda path: ["check", path, *FAST, "--quiet", "--max-msrs", "100"],
 }
 

@@ -10,7 +10,7 @@ from conftest import FAST, assert_refused, invoke, snapshot
 COMMANDS = {
     "scan": lambda model, npz: ["scan", model, "--inputs", npz, *FAST, "--quiet", "--json", "out.json"],
     "check": lambda model, npz: ["check", model, "--inputs", npz, *FAST, "--quiet", "--max-msrs", "100"],
-    "prune": lambda model, npz: ["prune", model, "--inputs", npz, *FAST, "--remove", "1", "-o", "p.onnx",
+    "prune": lambda model, npz: ["prune", model, "--inputs", npz, *FAST, "--remove", "1", "--force", "-o", "p.onnx",
                                  "--no-latency"],
 }
 

@@ -73,7 +73,7 @@ NEEDS_GPU = {"device cuda without GPU", "backend cupy without CuPy"}
 COMMANDS = {
     "scan": lambda model: ["scan", model, *FAST, "--quiet", "--json", "out.json"],
     "check": lambda model: ["check", model, *FAST, "--quiet", "--max-msrs", "100"],
-    "prune": lambda model: ["prune", model, *FAST, "--remove", "1", "-o", "p.onnx", "--no-latency"],
+    "prune": lambda model: ["prune", model, *FAST, "--remove", "1", "--force", "-o", "p.onnx", "--no-latency"],
 }
 
 
@@ -140,7 +140,7 @@ PRUNE_OPTIONS = {
 def test_bad_prune_option(workdir, case):
     model = save(tiny_mlp(), workdir)
     before = snapshot(workdir)
-    outcome = invoke("prune", model, *FAST, "-o", "p.onnx", "--no-latency", *PRUNE_OPTIONS[case])
+    outcome = invoke("prune", model, *FAST, "-o", "p.onnx", "--no-latency", "--force", *PRUNE_OPTIONS[case])
     assert_refused(outcome)
     assert snapshot(workdir) == before
 
@@ -156,10 +156,10 @@ def test_output_onto_input_refused(workdir, case):
         os.link(model, workdir / "link.onnx")
     if case == "symlink":
         os.symlink(model, workdir / "link.onnx")
-    args = {"same path": ["prune", model, "--remove", "1", "-o", model],
-            "relative same path": ["prune", model, "--remove", "1", "-o", "./model.onnx"],
-            "hard link": ["prune", model, "--remove", "1", "-o", "link.onnx"],
-            "symlink": ["prune", model, "--remove", "1", "-o", "link.onnx"],
+    args = {"same path": ["prune", model, "--remove", "1", "--force", "-o", model],
+            "relative same path": ["prune", model, "--remove", "1", "--force", "-o", "./model.onnx"],
+            "hard link": ["prune", model, "--remove", "1", "--force", "-o", "link.onnx"],
+            "symlink": ["prune", model, "--remove", "1", "--force", "-o", "link.onnx"],
             "json onto model": ["scan", model, "--json", model],
             "html onto model": ["scan", model, "--html", "./model.onnx"],
             "json and html same path": ["scan", model, "--json", "out", "--html", "out"]}[case]

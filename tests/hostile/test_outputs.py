@@ -89,7 +89,7 @@ def test_pruned_model_output_fails_cleanly(workdir, where, request):
         folder = request.getfixturevalue("full_disk" if where == "full disk" else "readonly_folder")
         target = folder / "pruned.onnx"
     before, inputs = snapshot(folder), snapshot(workdir)
-    outcome = invoke("prune", model, *FAST, "--remove", "1", "--no-latency", "-o", target)
+    outcome = invoke("prune", model, *FAST, "--remove", "1", "--no-latency", "--force", "-o", target)
     assert_refused(outcome)
     assert snapshot(folder) == before and snapshot(workdir) == inputs
 
@@ -116,7 +116,7 @@ def test_reports_past_ulimit_f(workdir, args):
 def test_pruned_model_past_ulimit_f(workdir):
     model = save(tiny_mlp(width=64, layers=4), workdir)
     before = snapshot(workdir)
-    result = run_process(["prune", str(model), *FAST, "--remove", "1", "--no-latency", "-o", "p.onnx"],
+    result = run_process(["prune", str(model), *FAST, "--remove", "1", "--no-latency", "--force", "-o", "p.onnx"],
                          cwd=workdir, preexec=_limit_file_size(8192))
     assert result.returncode == 2, (result.returncode, result.stderr)
     lines = Outcome(result.returncode, result.stdout, result.stderr).stderr_lines
@@ -165,7 +165,7 @@ def test_missing_output_folders_created_only_on_success(workdir, command):
     bad = REFUSED_MODELS["truncated model"](workdir)
     good = save(tiny_mlp(), workdir, "good.onnx")
     args = (["--json", "new/deeper/out.json"] if command == "scan" else
-            ["--remove", "1", "--no-latency", "-o", "new/deeper/p.onnx"])
+            ["--remove", "1", "--no-latency", "--force", "-o", "new/deeper/p.onnx"])
     before = snapshot(workdir)
     assert_refused(invoke(command, bad, *FAST, *args))
     assert snapshot(workdir) == before
