@@ -18,7 +18,9 @@ separately, so candidates never overlap and can be removed in any combination.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import onnx
 
@@ -28,6 +30,9 @@ from redaudit.core.graph import FLOAT_TYPES, GraphIndex
 
 #: Ops a ``chain`` link may start with (layers whose removal keeps a plain feed-forward stream).
 WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"}) & _ALL_WEIGHTED_OPS
+
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -105,8 +110,10 @@ def _residual_blocks(index: GraphIndex) -> list[Block]:
     return blocks
 
 
-def _chains(units: list[Block]) -> list[list[Block]]:
-    """Split units into maximal sequences where each one's entry is the previous one's exit."""
+def chains(units: Sequence[T]) -> list[list[T]]:
+    """Split units (anything with ``entry`` and ``exit``) into maximal sequences where each one's
+    entry is the previous one's exit. Used for chain blocks, healing spans and contiguous-span
+    policies alike."""
     by_entry = {unit.entry: unit for unit in units}
     exits = {unit.exit for unit in units}
     chains = []
@@ -166,7 +173,7 @@ def _layer_links(index: GraphIndex, covered: set[int]) -> list[Block]:
 def _chain_blocks(index: GraphIndex, links: list[Block]) -> list[Block]:
     """Minimal shape-preserving spans of consecutive layers, left to right, not overlapping."""
     blocks = []
-    for chain in _chains(links):
+    for chain in chains(links):
         tensors = [chain[0].entry] + [link.exit for link in chain]
         start = 0
         while start < len(tensors) - 1:

@@ -92,16 +92,9 @@ class HealedSpan:
 def merge_spans(blocks: Sequence[SpanLike]) -> list[Span]:
     """Group blocks whose entry is another chosen block's exit into single spans (order of
     ``blocks`` does not matter; the result follows the chain order)."""
-    by_entry = {block.entry: block for block in blocks}
-    exits = {block.exit for block in blocks}
-    spans = []
-    for block in blocks:
-        if block.entry in exits:
-            continue
-        chain = [block]
-        while chain[-1].exit in by_entry and len(chain) <= len(blocks):
-            chain.append(by_entry[chain[-1].exit])
-        spans.append(Span(chain[0].entry, chain[-1].exit, tuple(b.name for b in chain)))
+    from redaudit.prune.candidates import chains
+
+    spans = [Span(chain[0].entry, chain[-1].exit, tuple(b.name for b in chain)) for chain in chains(blocks)]
     if sum(len(span.blocks) for span in spans) != len(blocks):
         raise PruneError("the chosen blocks form a cycle of entries and exits; cannot heal them")
     return spans

@@ -114,14 +114,11 @@ class BlockInfluencePolicy(RankingPolicy):
 
 
 def consecutive_runs(blocks: Sequence[Block]) -> list[list[int]]:
-    """Maximal runs of blocks where each one's entry is the previous one's exit."""
-    runs: list[list[int]] = []
-    for i, block in enumerate(blocks):
-        if runs and blocks[runs[-1][-1]].exit == block.entry:
-            runs[-1].append(i)
-        else:
-            runs.append([i])
-    return runs
+    """Maximal runs of consecutive blocks (each entry the previous exit), as indices."""
+    from redaudit.prune.candidates import chains
+
+    position = {id(block): i for i, block in enumerate(blocks)}
+    return sorted([position[id(block)] for block in chain] for chain in chains(list(blocks)))
 
 
 class AngularPolicy:
