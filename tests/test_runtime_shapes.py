@@ -109,3 +109,26 @@ def test_all_degenerate_scan_says_why_in_one_line_and_exits_0(runner, tmp_path, 
     assert "\n" not in reason and "a0_zero" in reason and "likely cause: synthetic probe inputs" in reason
     assert np.isnan(result.msrs) and reason == result.msrs_unavailable_reason()
     assert " ".join(reason.split()) in " ".join(done.output.split())  # the terminal says it (rich may wrap)
+
+
+def test_conv_map_flattened_and_transposed_to_tokens_is_tokens():
+    """SVTR-style OCR heads: (N, C, H, W) → Flatten(2) → (N, C, H·W) → Transpose(0, 2, 1) → (N, T, C):
+    tokens, although the nearest weighted producer is a convolution."""
+    from onnx import TensorProto, helper
+
+    from models import _init, make_model
+    from redaudit.core.augment import decide_reduction
+    from redaudit.core.tap import TapPoint
+
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Reshape", ["c", "flat"], ["flattened"]),
+             helper.make_node("Transpose", ["flattened"], ["tokens"], perm=[0, 2, 1]),
+             helper.make_node("Relu", ["flattened"], ["channels"])]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4, 5])],
+                       [helper.make_tensor_value_info("tokens", TensorProto.FLOAT, ["N", 20, 6]),
+                        helper.make_tensor_value_info("channels", TensorProto.FLOAT, ["N", 6, 20])],
+                       [_init("w", np.ones((6, 3, 3, 3))), helper.make_tensor("flat", TensorProto.INT64, [3], [0, 6, 20])])
+    index = GraphIndex.build(model)
+    decided = {name: decide_reduction(index, TapPoint(name, "", "", ()), 3, "pool") for name in ("tokens", "channels")}
+    assert (decided["tokens"].layout, decided["tokens"].axes) == ("tokens", (1,))
+    assert (decided["channels"].layout, decided["channels"].axes) == ("channels", (2,))

@@ -63,10 +63,17 @@ class AugmentedModel:
 
 
 def _is_channel_first(index: GraphIndex, tensor: str, depth: int = 64) -> bool:
-    """Whether the nearest spatial/weighted ancestor of a rank-3 tensor is a convolution-like op."""
-    frontier, seen = [tensor], set()
+    """Whether axis 1 of a rank-3 tensor holds the channels of a convolution-like producer.
+
+    Walks back to the nearest convolution-like or matrix-product producer, following which axis
+    of each tensor the tap's axis 1 came from: a ``Transpose`` permutes it (SVTR and other
+    OCR heads flatten a (N, C, H, W) map and transpose it to (N, H·W, C) tokens), reshapes
+    keep it. At a convolution the tap is channels when that axis is the channel axis; at a
+    matrix product (features last) when it is not the token axis."""
+    frontier: list[tuple[str, int]] = [(tensor, 1)]
+    seen: set[str] = set()
     while frontier and depth > 0:
-        current = frontier.pop(0)
+        current, axis = frontier.pop(0)
         if current in seen:
             continue
         seen.add(current)
@@ -75,10 +82,14 @@ def _is_channel_first(index: GraphIndex, tensor: str, depth: int = 64) -> bool:
             continue
         depth -= 1
         if node.op_type in _CHANNEL_FIRST_OPS:
-            return True
+            return axis == 1
         if node.op_type in ("MatMul", "Gemm", "Einsum", "Attention", "MultiHeadAttention"):
-            return False
-        frontier.extend(name for name in node.input if name in index.activations)
+            return axis != 1
+        if node.op_type == "Transpose":
+            perm = next((list(attr.ints) for attr in node.attribute if attr.name == "perm"), None)
+            if perm and axis < len(perm):
+                axis = perm[axis]
+        frontier.extend((name, axis) for name in node.input if name in index.activations)
     return False
 
 
