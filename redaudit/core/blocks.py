@@ -134,6 +134,23 @@ def _same_rank(index: GraphIndex, first: str, second: str) -> bool:
     return all(not (isinstance(x, int) and isinstance(y, int)) or x == y for x, y in zip(a.shape, b.shape))
 
 
+def _weighted_function_of(index: GraphIndex, entry: str, branch: frozenset[int]) -> bool:
+    """Whether the branch applies a weighted operator to ``entry`` itself: to a tensor computed
+    from ``entry``, constants and shape arithmetic alone. An additive attention mask is not a
+    block input although later scores depend on it (through earlier layers): every weighted op
+    downstream of the mask also reads the hidden state."""
+    pure = {entry}
+    for position in sorted(branch):
+        node = index.nodes[position]
+        floats = [name for name in node.input if name and name not in index.constants
+                  and (index.types.get(name) is None or index.types[name].is_float)]
+        if floats and all(name in pure for name in floats):
+            if is_weighted(index, node):
+                return True
+            pure.update(name for name in node.output if name)
+    return False
+
+
 def find_residual_merges(index: GraphIndex) -> list[ResidualMerge]:
     """Every residual block of the main graph, in graph order. Merges inside a recurrent
     layer (a GRU's ``(1 − z)·n + z·h``, an LSTM's cell update, unrolled per time step) are
@@ -162,7 +179,7 @@ def find_residual_merges(index: GraphIndex) -> list[ResidualMerge]:
         branch_mask = (masks[left] | masks[right]) & ~masks[entry]
         branch = frozenset(index.producer[name_of_bit[bit]] for bit in _bits(branch_mask)
                            if name_of_bit[bit] in index.producer)
-        if not any(is_weighted(index, index.nodes[p]) for p in branch):
+        if not _weighted_function_of(index, entry, branch):
             continue
         end = chain_end(index, node.output[0])
         if not index.is_tappable(end):
