@@ -42,7 +42,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/scan_overhead.py
 
-# GPU extras: onnxruntime-gpu replaces onnxruntime (same import name), then CuPy for CUDA 12.
+# GPU extras: onnxruntime-gpu (CUDA 13, with its CUDA/cuDNN libraries from pip) replaces onnxruntime
+# (same import name), and CuPy for CUDA 13. `redaudit doctor` checks the result.
 gpu: $(STAMP)
 	$(BIN)/pip uninstall -y onnxruntime
 	$(BIN)/pip install -e ".[gpu]"

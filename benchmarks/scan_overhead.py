@@ -85,8 +85,10 @@ def overhead(args: argparse.Namespace) -> None:
           f"ort {ort.__version__}, CPU")
     print(f"  plain onnxruntime inference : {plain_s:8.2f} s  (runs: {', '.join(f'{t:.2f}' for t in plain)})")
     print(f"  redaudit scan (defaults)    : {scan_s:8.2f} s  (runs: {', '.join(f'{t:.2f}' for t in scans)})")
-    print(f"  of which: inference {result.timings['run_s']:.2f} s, similarity+overhead "
-          f"{result.timings['similarity_s']:.2f} s, load+tap {result.timings['load_s'] + result.timings['tap_s']:.2f} s")
+    t = result.timings
+    print(f"  of which: taps {t['taps_s']:.2f} s, augment {t['augment_s']:.2f} s, session {t['session_s']:.2f} s, "
+          f"streaming {t['streaming_s']:.2f} s (inference {t['run_s']:.2f} s, similarity+overhead "
+          f"{t['similarity_s']:.2f} s)")
     print(f"  overhead ratio scan / plain : {scan_s / plain_s:8.3f}   (target <= 1.5)")
     print(f"  MSRS {result.msrs:.3f} ± {result.msrs_std:.3f}")
     print(json.dumps({"overhead_ratio": scan_s / plain_s}))

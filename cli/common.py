@@ -1,4 +1,4 @@
-"""Shared CLI plumbing: error mapping, option parsing helpers, progress bars."""
+"""Shared CLI plumbing: error mapping, option parsing helpers, progress display."""
 from __future__ import annotations
 
 import functools
@@ -9,7 +9,6 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from redaudit.errors import RedauditError
 
@@ -29,6 +28,9 @@ def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except MemoryError:  # a last resort: work is sized before it starts, this names the knobs
+            click.echo("error: out of memory; lower --samples, --cka-batch or the --dim values", err=True)
+            sys.exit(2)
     return wrapper
 
 
@@ -36,11 +38,24 @@ class OutputError(RedauditError):
     """A report file cannot be written."""
 
 
-def prepare_output_paths(*paths: str | None) -> None:
-    """Create the parent folders of the requested output files and check they are writable."""
+def prepare_output_paths(*paths: str | None, inputs: tuple[str | None, ...] = ()) -> None:
+    """Create the parent folders of the requested output files and check they are writable;
+    refuse an output that is one of ``inputs`` (same path, hard or symbolic link) or that is
+    requested twice: writing it would destroy the input or the other output."""
     import os
     from pathlib import Path
 
+    seen: dict[str, str] = {}
+    for path in paths:
+        if not path:
+            continue
+        for source in inputs:
+            if source and _same_file(source, path):
+                raise OutputError(f"output {path} is the input {source}; choose another output path")
+        key = os.path.realpath(path)
+        if key in seen:
+            raise OutputError(f"{seen[key]} and {path} are the same file; give each output its own path")
+        seen[key] = path
     for path in paths:
         if not path:
             continue
@@ -55,18 +70,33 @@ def prepare_output_paths(*paths: str | None) -> None:
             raise OutputError(f"cannot write {path}: it is a folder")
 
 
+def parse_pairs(values: tuple[str, ...], option: str, form: str = "NAME=VALUE") -> dict[str, str]:
+    """Repeated ``NAME=VALUE`` options as a mapping; the library validates the values."""
+    pairs: dict[str, str] = {}
+    for value in values:
+        name, sep, raw = value.rpartition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{value!r} is not {form}", param_hint=option)
+        pairs[name] = raw
+    return pairs
+
+
+def _same_file(first: str, second: str) -> bool:
+    import os
+
+    try:
+        return os.path.realpath(first) == os.path.realpath(second) or os.path.samefile(first, second)
+    except OSError:  # the output does not exist yet
+        return False
+
+
 def parse_dims(values: tuple[str, ...]) -> dict[str, int]:
     dims: dict[str, int] = {}
-    for value in values:
-        name, sep, number = value.rpartition("=")
-        if not sep or not name:
-            raise click.BadParameter(f"{value!r} is not NAME=VALUE", param_hint="--dim")
+    for name, number in parse_pairs(values, "--dim").items():
         try:
             dims[name] = int(number)
         except ValueError:
-            raise click.BadParameter(f"{value!r}: VALUE must be an integer", param_hint="--dim") from None
-        if dims[name] < 1:
-            raise click.BadParameter(f"{value!r}: VALUE must be positive", param_hint="--dim")
+            raise click.BadParameter(f"{name}={number!r}: VALUE must be an integer", param_hint="--dim") from None
     return dims
 
 
@@ -93,37 +123,12 @@ def parse_cka_batch(value: str) -> int | None:
         raise click.BadParameter(f"{value!r} is not an integer or 'all'", param_hint="--cka-batch") from None
 
 
-_STAGE_TEXT = {"load": "loading the model", "taps": "choosing taps", "augment": "augmenting the graph",
-               "session": "creating the session", "probe": "preparing probe inputs", "batches": "running batches",
-               "similarity": "computing similarity"}
-
-
 @contextmanager
 def progress_bar(description: str, enabled: bool = True) -> Iterator[Callable[[Any], None]]:
-    """A rich progress bar on stderr, handed out as the library's progress callback (it takes
-    :class:`redaudit.core.engine.ScanProgress` events and shows the stage by name).
+    """The library's progress callback for a command, shown on stderr: a live display on a
+    terminal, one timestamped line per stage (and per ~10 % of batches) otherwise; nothing when
+    not ``enabled``. See :mod:`redaudit.cli.progress`."""
+    from redaudit.cli.progress import stage_progress
 
-    It starts on the first progress report, so a command that fails while validating its
-    input prints only its one error line.
-    """
-    if not enabled:
-        yield lambda event: None
-        return
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=True)
-    task = progress.add_task(description, total=None)
-    started = False
-
-    def update(event: Any) -> None:
-        nonlocal started
-        if not started:
-            progress.start()
-            started = True
-        text = f"{description}: {_STAGE_TEXT.get(event.stage, event.stage)}"
-        progress.update(task, description=text, completed=event.done, total=event.total)
-
-    try:
+    with stage_progress(description, err_console, enabled) as update:
         yield update
-    finally:
-        if started:
-            progress.stop()

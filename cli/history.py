@@ -16,6 +16,7 @@ from rich.table import Table
 
 import redaudit
 from redaudit.cli.common import progress_bar, user_errors
+from redaudit.cli.render import print_warnings
 from redaudit.cli.history_views import history_to_dict, scan_lines, versions_table
 from redaudit.cli.scan_options import scan_options, scan_spec
 from redaudit.errors import ConfigError
@@ -43,13 +44,15 @@ def record_options(command):
 
 
 def record_from_cli(result, name: str, label: str | None = None, db: str | None = None,
-                    parent_sha256: str | None = None) -> int:
+                    parent_sha256: str | None = None, quiet: bool = False) -> int:
     """What ``redaudit scan MODEL --record NAME [--label L] [--db URL]`` calls after the scan.
 
     Records in one transaction, says so in one line on stderr (stdout stays free for --json) and
     returns the scan id. Raises RedauditError subclasses for the caller's error handling.
     """
     scan_id = record_scan(db, result, name, label=label, parent_sha256=parent_sha256)
+    if quiet:
+        return scan_id
     version = label or result.model.sha256[:12]
     Console(stderr=True).print(f"recorded scan {scan_id} of [bold]{name}[/bold] (version {version}) "
                                f"in {history_db.display_url(history_db.resolve_url(db))}",
@@ -213,6 +216,7 @@ def check_command(model: str, max_msrs: float | None, against: str | None, max_i
         result = redaudit.scan(model, spec, progress=update)
     outcome = check_result(result, max_msrs=max_msrs, against=against, max_increase=max_increase,
                            db=db, force=force)
+    print_warnings(result.warnings)  # on stderr: synthetic probes make the gate's number weak
     click.echo(("OK: " if outcome.passed else "FAIL: ") + outcome.reason)
     if not outcome.passed:
         raise SystemExit(1)

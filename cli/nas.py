@@ -14,6 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from redaudit.cli.common import console as stdout
+from redaudit.cli.progress import LineReporter
+from redaudit.core.engine import ScanProgress
 from redaudit.cli.common import err_console as stderr
 from redaudit.cli.common import user_errors as _user_errors
 
@@ -40,6 +42,21 @@ def _candidate_table(title: str, rows: list[tuple[str, Any]]) -> Table:
 @click.group("nas")
 def nas() -> None:
     """Redundancy-aware neural architecture search (needs: pip install 'redaudit[nas]')."""
+    _quiet_optuna()
+
+
+def _quiet_optuna() -> None:
+    """The application's choice (the library leaves global state alone): Optuna logs warnings
+    only, and its ExperimentalWarning for heartbeats and metric names, which redaudit uses
+    knowingly, is not shown to CLI users."""
+    import warnings
+
+    try:
+        import optuna
+    except ImportError:
+        return
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 @nas.command("run")
@@ -87,7 +104,13 @@ def run_command(study_name: str | None, trials: int, objective: str, budget: int
     with Progress(*columns, console=stderr, transient=True) as bar:
         tasks: dict[int, Any] = {}
 
+        lines = None if stderr.is_terminal else LineReporter("nas", stderr)  # CI logs: timestamped lines
+
         def on_progress(number: int, stage: str, done: int, total: int) -> None:
+            if lines is not None:
+                step = "training (epochs)" if stage == "train" else "exporting and scanning"
+                lines(ScanProgress(f"trial {number}/{step}", done, total))
+                return
             if number not in tasks:
                 tasks[number] = bar.add_task(f"trial {number}", total=budget + 1)
             label = "training" if stage == "train" else "exporting + scanning"

@@ -8,7 +8,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from redaudit.cli.common import console, prepare_output_paths, user_errors
+from redaudit.cli.common import console, prepare_output_paths, progress_bar, user_errors
 from redaudit.cli.scan_options import scan_options, scan_spec
 from redaudit.prune.policies import POLICIES
 
@@ -23,20 +23,21 @@ def _short(name: str, width: int = 70) -> str:
 
 def render_candidates(result) -> None:
     table = Table(title=f"Removable blocks of {result.source}", title_justify="left")
-    for column in ("#", "block (output tensor)", "kind", "CKA in/out", "params", "FLOPs"):
-        table.add_column(column, justify="right" if column in ("#", "CKA in/out", "params", "FLOPs") else "left")
+    score = "CKA in/out" if result.policy == "cka" else f"{result.policy} score"
+    for column in ("#", "block (output tensor)", "kind", score, "params", "FLOPs"):
+        table.add_column(column, justify="right" if column in ("#", score, "params", "FLOPs") else "left")
     for item in result.candidates:
         table.add_row(str(item.index), _short(item.name), item.kind, _num(item.similarity),
                       f"{100 * item.param_share:.1f}%", f"{100 * item.flop_share:.1f}%")
     console.print(table)
     kind = "real" if result.probe_real else "synthetic"
-    console.print(f"{len(result.candidates)} candidate(s); similarity on {result.samples} {kind} probe samples. "
-                  "Higher CKA = output more like input = removed first.")
+    console.print(f"{len(result.candidates)} candidate(s), measured on {result.samples} {kind} probe samples. "
+                  f"Policy {result.policy}: {result.policy_description}.")
 
 
 def render_result(result) -> None:
     removed = Table(title="Removed", title_justify="left")
-    removed.add_column("block"), removed.add_column("CKA in/out", justify="right")
+    removed.add_column("block"), removed.add_column("CKA in/out" if result.policy == "cka" else f"{result.policy} score", justify="right")
     similarity = {item.name: item.similarity for item in result.candidates}
     for step, name in enumerate(result.removed):
         value = result.steps[step]["similarity"] if result.steps else similarity.get(name)
@@ -75,7 +76,7 @@ def render_result(result) -> None:
 @click.option("--max-drift", type=float, metavar="X", help="Stop before 1 - output cosine similarity exceeds X.")
 @click.option("--blocks", metavar="NAME,...", help="Remove these blocks (names or numbers from --list).")
 @click.option("--policy", type=click.Choice(list(POLICIES)), default="cka", show_default=True,
-              help="How blocks are ranked: cka = input/output CKA (RedTest), random = seeded baseline.")
+              help="How blocks are chosen: cka (RedTest, input/output CKA), bi (ShortGPT Block Influence), angular (best contiguous span, Gromov et al.), greedy (SLEB), random (seeded baseline).")
 @click.option("--iterative", is_flag=True, help="Re-scan after each removal and pick the next block on the new model.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the pruned model here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -97,10 +98,12 @@ def prune_command(model: str, list_only: bool, remove: int | None, target_params
 
     names = [name for name in blocks.split(",") if name.strip()] if blocks else None
     prepare_output_paths(output)  # a missing or read-only folder fails now, not after the work
-    result = prune_model(model, remove=remove, target_params=target_params, max_drift=max_drift,
-                         blocks=names, iterative=iterative, list_only=list_only, output=output,
-                         latency=not no_latency, record=record, label=label, db=db, policy=policy,
-                         spec=scan_spec(options))
+    spec = scan_spec(options)
+    with progress_bar("pruning") as update:
+        result = prune_model(model, remove=remove, target_params=target_params, max_drift=max_drift,
+                             blocks=names, iterative=iterative, list_only=list_only, output=output,
+                             latency=not no_latency, record=record, label=label, db=db, policy=policy,
+                             spec=spec, progress=update)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import click
 from rich.console import Console
 from rich.table import Table
 
@@ -14,7 +15,7 @@ def _short(name: str, width: int = 48) -> str:
 
 
 def _fmt(value: float, digits: int = 3) -> str:
-    return "nan" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
 def layer_table(result: ScanResult) -> Table:
@@ -60,5 +61,19 @@ def render_scan(result: ScanResult, console: Console, top: int = 10) -> None:
                   f"{result.nan_batches} NaN batches skipped)")
     timings = result.timings
     console.print(f"time {timings.get('total_s', 0):.2f} s (inference {timings.get('run_s', 0):.2f} s)")
-    for warning in result.warnings:
-        console.print(f"[yellow]warning:[/yellow] {warning}")
+
+
+def msrs_line(result: ScanResult) -> str:
+    """The one result line of ``scan --quiet``: plain text, never ``nan``. An undefined MSRS
+    says why, so a script reading the line can tell it from a number."""
+    if not math.isfinite(result.msrs):
+        return (f"MSRS n/a (every batch degenerate: {result.nan_batches} of {result.batches} batches had "
+                "constant or non-finite layers)")
+    spread = f"{result.msrs_std:.4f}" if math.isfinite(result.msrs_std) else "n/a"
+    return f"MSRS {result.msrs:.4f} ± {spread}"
+
+
+def print_warnings(warnings: list[str]) -> None:
+    """Warnings go to stderr in every mode (``--quiet`` too): stdout carries only results."""
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)

@@ -9,7 +9,7 @@ from rich.table import Table
 import redaudit
 from redaudit.cli.history import record_from_cli, record_options
 from redaudit.cli.common import OutputError, console, err_console, prepare_output_paths, progress_bar, user_errors
-from redaudit.cli.render import render_scan
+from redaudit.cli.render import msrs_line, print_warnings, render_scan
 from redaudit.cli.scan_options import scan_options, scan_spec
 
 
@@ -20,7 +20,8 @@ from redaudit.cli.scan_options import scan_options, scan_spec
 @click.option("--heatmap", "heatmap_path", type=click.Path(dir_okay=False), help="Write the similarity heatmap (PNG).")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Write a self-contained HTML report.")
 @click.option("--top", type=click.IntRange(1), default=10, show_default=True, help="Redundant pairs to list.")
-@click.option("--quiet", is_flag=True, help="No progress bar and no table; only the MSRS line.")
+@click.option("--quiet", is_flag=True,
+              help="Print only the MSRS line on stdout; stderr gets warnings, nothing else.")
 @record_options
 @user_errors
 def scan_command(model: str, json_path: str | None, heatmap_path: str | None, html_path: str | None,
@@ -28,42 +29,57 @@ def scan_command(model: str, json_path: str | None, heatmap_path: str | None, ht
                  **options: Any) -> None:
     """Measure layer similarity (CKA) and MSRS of an ONNX MODEL."""
     spec = scan_spec(options)
-    prepare_output_paths(json_path, heatmap_path, html_path)  # fail before a long scan, not after
+    prepare_output_paths(json_path, heatmap_path, html_path,  # fail before a long scan, not after
+                         inputs=(model, spec.inputs))
     with progress_bar("scanning", enabled=not quiet) as update:
         result = redaudit.scan(model, spec, progress=update)
+    # Every write first (reports staged, the history row committed, then the reports renamed
+    # into place), so a failure is the command's only line and leaves nothing behind.
+    written = _write_reports(result, json_path, heatmap_path, html_path,
+                             record=lambda: record_from_cli(result, record, label, db, quiet=quiet) if record else None)
+    print_warnings(result.warnings)
     if quiet:
-        console.print(f"MSRS {result.msrs:.4f} ± {result.msrs_std:.4f}")
+        click.echo(msrs_line(result))
     else:
         render_scan(result, console, top=top)
-    _write_reports(result, json_path, heatmap_path, html_path)
-    if record:
-        record_from_cli(result, record, label, db)
-    elif label:
-        err_console.print("warning: --label has no effect without --record NAME")
+        for path in written:
+            err_console.print(f"wrote {path}", highlight=False, soft_wrap=True)
+    if label and not record:
+        print_warnings(["--label has no effect without --record NAME"])
 
 
 def _write_reports(result: redaudit.ScanResult, json_path: str | None, heatmap_path: str | None,
-                   html_path: str | None) -> None:
+                   html_path: str | None, record: Any = None) -> list[str]:
     try:
-        _write_each(result, json_path, heatmap_path, html_path)
+        return _write_each(result, json_path, heatmap_path, html_path, record)
     except OSError as error:
         raise OutputError(f"cannot write {error.filename or 'report'}: {error.strerror or error}") from None
 
 
 def _write_each(result: redaudit.ScanResult, json_path: str | None, heatmap_path: str | None,
-                html_path: str | None) -> None:
+                html_path: str | None, record: Any) -> list[str]:
+    """Render every requested report, then write them together: all complete, or none (a full
+    disk or ``ulimit -f`` on the last one removes the others' temporary files too). ``record``
+    runs while the files are staged: a failed recording leaves no report either."""
+    from redaudit.atomic import staged_files
+
+    rendered: list[tuple[str, bytes]] = []
     if json_path:
-        from redaudit.report.json_report import write_json
-        write_json(result, json_path)
-        err_console.print(f"wrote {json_path}")
+        from redaudit.report.json_report import dumps
+        rendered.append((json_path, (dumps(result) + "\n").encode("utf-8")))
     if heatmap_path:
-        from redaudit.report.heatmap import write_heatmap
-        write_heatmap(result, heatmap_path)
-        err_console.print(f"wrote {heatmap_path}")
+        from redaudit.report.heatmap import default_title, heatmap_png_bytes
+        rendered.append((heatmap_path, heatmap_png_bytes(result.similarity, result.layer_names,
+                                                         default_title(result))))
     if html_path:
-        from redaudit.report.html import write_html
-        write_html(result, html_path)
-        err_console.print(f"wrote {html_path}")
+        from redaudit.report.html import render_html
+        rendered.append((html_path, render_html(result).encode("utf-8")))
+    with staged_files() as files:
+        for path, data in rendered:
+            files.stage(path, data)
+        if record is not None:
+            record()
+    return [path for path, _ in rendered]
 
 
 @click.command("taps")

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from redaudit.cli.common import parse_cka_batch, parse_dims, parse_size
+from redaudit.cli.common import parse_cka_batch, parse_dims, parse_pairs, parse_size
 from redaudit.core.spec import (AGGREGATES, BACKENDS, DEVICES, ESTIMATORS, LEVELS, REDUCTIONS, ScanSpec)
 
 _DEFAULT = ScanSpec()
@@ -52,16 +52,6 @@ def scan_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def _layouts(values: tuple[str, ...]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for value in values:
-        name, sep, layout = value.rpartition("=")
-        if not sep or not name:
-            raise click.BadParameter(f"{value!r} is not NAME=tokens|channels", param_hint="--layout")
-        out[name] = layout
-    return out
-
-
 def scan_spec(options: dict[str, Any]) -> ScanSpec:
     """Pop the parsed click options and validate them once, as the library does: a ScanSpec."""
     int_range = options.pop("int_range")
@@ -69,7 +59,7 @@ def scan_spec(options: dict[str, Any]) -> ScanSpec:
         level=options.pop("level"), taps=tuple(options.pop("taps")), inputs=options.pop("inputs"),
         samples=options.pop("samples"), seed=options.pop("seed"), dims=parse_dims(options.pop("dims")),
         int_range=tuple(int_range) if int_range else None, reduce=options.pop("reduce"),
-        layouts=_layouts(options.pop("layouts")),
+        layouts=parse_pairs(options.pop("layouts"), "--layout", "NAME=tokens|channels"),
         cka_batch=parse_cka_batch(options.pop("cka_batch")), estimator=options.pop("estimator"),
         aggregate=options.pop("aggregate"), epsilon=options.pop("epsilon"), beta=options.pop("beta"),
         device=options.pop("device"), backend=options.pop("backend"),

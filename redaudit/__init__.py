@@ -10,13 +10,14 @@ import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from redaudit.core.result import LayerInfo, ModelInfo, ScanResult
 from redaudit.core.spec import ScanConfig, ScanSpec
 from redaudit.errors import RedauditError, ScanCancelled
 
 if TYPE_CHECKING:
     import numpy as np
     import onnx
+
+    from redaudit.core.result import LayerInfo, ModelInfo, ScanResult
 
     from redaudit.core.engine import ScanProgress
     from redaudit.core.prepared import PreparedModel
@@ -25,6 +26,19 @@ __version__ = "0.2.0"
 
 __all__ = ["scan", "prepare", "ScanSpec", "ScanResult", "ScanConfig", "LayerInfo", "ModelInfo", "RedauditError",
            "ScanCancelled", "__version__"]
+
+
+_LAZY = {"LayerInfo", "ModelInfo", "ScanResult"}
+
+
+def __getattr__(name: str) -> Any:
+    """The result types import numpy; loading them on first use keeps ``import redaudit`` (and
+    so the CLI's start, before its Ctrl-C handler is in place) light."""
+    if name in _LAZY:
+        from redaudit.core import result
+
+        return getattr(result, name)
+    raise AttributeError(f"module 'redaudit' has no attribute {name!r}")
 
 
 def spec_from_options(spec: ScanSpec | None = None, inputs: Any = None, **options: Any) -> tuple[ScanSpec, Any]:
@@ -62,6 +76,12 @@ def scan(model: "str | os.PathLike[str] | onnx.ModelProto | PreparedModel", spec
     from redaudit.core.engine import _notify, scan_prepared
 
     spec, arrays = spec_from_options(spec, inputs, **options)
+    import time
+
     _notify(progress, "load")
+    started = time.perf_counter()
     prepared = prepare(model, max_model_bytes=spec.max_model_bytes, device=spec.device)
-    return scan_prepared(prepared, spec, inputs=arrays, progress=progress, cancel=cancel)
+    loaded = time.perf_counter() - started
+    result = scan_prepared(prepared, spec, inputs=arrays, progress=progress, cancel=cancel)
+    result.timings = {"load_s": loaded, **result.timings, "total_s": result.timings["total_s"] + loaded}
+    return result

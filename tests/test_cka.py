@@ -93,3 +93,82 @@ def test_property_symmetric_bounded_and_scale_invariant(n, d1, d2, seed, scale):
     assert matrix[0, 1] == pytest.approx(matrix[0, 2], abs=1e-8)
     biased = cka_all_pairs([x, y], "biased")
     assert -1e-12 <= biased[0, 1] <= 1 + 1e-12
+
+
+def _reference_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Unbiased CKA through U-centred Grams (Székely & Rizzo), from float64-centred features:
+    a different formula from cka.py's, sharing no code with it."""
+    def u_centred(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+        x = x - x.mean(axis=0)
+        gram = x @ x.T
+        n = len(gram)
+        np.fill_diagonal(gram, 0.0)
+        rows = gram.sum(axis=1) / (n - 2)
+        centred = gram - rows[:, None] - rows[None, :] + gram.sum() / ((n - 1) * (n - 2))
+        np.fill_diagonal(centred, 0.0)
+        return centred
+
+    kx, ky = u_centred(x), u_centred(y)
+    return float((kx * ky).sum() / np.sqrt((kx * kx).sum() * (ky * ky).sum()))
+
+
+def _far_from_zero(n: int, seed: int, dtype=np.float64) -> list[np.ndarray]:
+    """Three layers whose values sit at ~1e3 and move by ~1e-3 across samples (std/mean 1e-6),
+    the regime of pooled post-ReLU CNN features, only more extreme."""
+    base = _random(n, 8, seed)
+    related = base @ _random(8, 6, seed + 1) + 0.5 * _random(n, 6, seed + 2)
+    return [(1e3 + 1e-3 * layer).astype(dtype) for layer in (base, related, _random(n, 5, seed + 3))]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("estimator", ["unbiased", "biased"])
+def test_large_mean_small_spread_is_not_constant_and_matches_reference(dtype, estimator):
+    features = _far_from_zero(64, 5, dtype)
+    matrix = cka_all_pairs(features, estimator)
+    assert np.isfinite(matrix).all(), matrix
+    if estimator == "unbiased":
+        expected = np.array([[_reference_cka(a, b) for b in features] for a in features])
+        assert np.abs(matrix - expected).max() < 1e-6
+    # The single-pair check implementation must be robust too: the same values, shifted, agree.
+    shifted = [f.astype(np.float64) - f.astype(np.float64).mean(axis=0) for f in features]
+    for i in range(3):
+        for j in range(3):
+            assert cka_pair(features[i], features[j], estimator) == pytest.approx(
+                cka_pair(shifted[i], shifted[j], estimator), abs=1e-9)
+            assert matrix[i, j] == pytest.approx(cka_pair(shifted[i], shifted[j], estimator), abs=1e-6)
+
+
+def test_exactly_constant_layers_are_reported_constant():
+    rng = np.random.default_rng(7)
+    x = _random(48, 6, 0)
+    jitter = np.float32(0.1) + np.float32(2 ** -27) * rng.integers(-1, 2, size=(48, 3)).astype(np.float32)
+    assert np.ptp(jitter, axis=0).min() > 0  # rounding-level jitter, not an exact constant
+    layers = [
+        x,
+        np.full((48, 4), 0.1),  # its float64 mean is not exactly 0.1
+        np.full((48, 2), 1e3, dtype=np.float32),
+        jitter.astype(np.float32),  # constant up to float32 rounding of its values
+        np.zeros((48, 5), dtype=np.float32),
+        np.hstack([np.full((48, 1), 1e3), 1e3 + 1e-3 * _random(48, 1, 9)]),  # one column moves: not constant
+    ]
+    for estimator in ("unbiased", "biased"):
+        matrix = cka_all_pairs(layers, estimator)
+        for position in (1, 2, 3, 4):
+            assert np.isnan(matrix[position]).all() and np.isnan(matrix[:, position]).all()
+        assert np.isfinite(matrix[np.ix_([0, 5], [0, 5])]).all()
+
+
+def test_accumulator_keeps_far_from_zero_layer_and_flags_constant():
+    from redaudit.core.backend import select_backend
+    from redaudit.core.similarity import SimilarityAccumulator
+
+    for aggregate in ("cka", "hsic"):
+        accumulator = SimilarityAccumulator(4, select_backend("numpy"), aggregate=aggregate)
+        for seed in range(3):
+            features = _far_from_zero(64, 10 * seed, np.float32)
+            accumulator.add_batch([*features, np.full((64, 3), 7.0, dtype=np.float32)])
+        summary = accumulator.finish(0.8, 100.0)
+        assert summary.excluded_layers == [3]
+        assert list(summary.layer_issues) == [3] and "constant" in summary.layer_issues[3]
+        assert np.isfinite(summary.similarity[:3, :3]).all()

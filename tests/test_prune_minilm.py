@@ -52,3 +52,19 @@ def test_prune_layers_keeps_embeddings_close(minilm, tmp_path, remove):
     assert result.params_before - result.params_after == remove * per_layer
     assert result.size_ratio == pytest.approx(1 - remove * per_layer * 4 / result.size_before, abs=0.01)
     assert np.isfinite(result.msrs_before) and result.msrs_after < result.msrs_before
+
+
+def test_scan_taps_the_encoder_layers_not_the_attention_mask(minilm):
+    """The additive attention mask (N, heads, T, T) is not a residual block: block level gives
+    the embeddings plus one IR per encoder layer, the same names prune offers."""
+    from redaudit.core.graph import GraphIndex
+    from redaudit.core.tap import select_taps
+    from redaudit.prune import find_candidates
+
+    path, _ = minilm
+    model = onnx.load(str(path))
+    index = GraphIndex.build(model)
+    taps = [point.tensor for point in select_taps(index, "block").points]
+    layers = [f"/m/encoder/layer.{i}/output/LayerNorm/LayerNormalization_output_0" for i in range(6)]
+    assert taps == ["/m/embeddings/LayerNorm/LayerNormalization_output_0", *layers]
+    assert [block.name for block in find_candidates(model, index)] == layers

@@ -47,3 +47,16 @@ def test_one_block_ir_per_encoder_layer(tmp_path):
     result = redaudit.scan(str(path), samples=256, dims={"T": 10}, int_range=(0, 100))
     assert result.similarity.shape == (4, 4)
     assert all(len(layer.shape) == 3 for layer in result.layers)  # (N, T, D), pooled over tokens
+
+
+@pytest.mark.torch
+def test_scan_and_prune_agree_on_an_exported_encoder(tmp_path):
+    from redaudit.prune import find_candidates
+
+    path = tmp_path / "encoder.onnx"
+    _export_tiny_encoder(path)
+    model = onnx.load(str(path))
+    index = GraphIndex.build(model)
+    taps = [point.tensor for point in select_taps(index, "block").points]
+    layers = [block.name for block in find_candidates(model, index) if block.kind == "transformer-layer"]
+    assert len(layers) == 3 and taps[1:] == layers

@@ -124,7 +124,7 @@ def _bits(mask: int) -> list[int]:
     return bits
 
 
-def _same_rank(index: GraphIndex, first: str, second: str) -> bool:
+def _compatible_shapes(index: GraphIndex, first: str, second: str) -> bool:
     """Equal rank and equal static dims; unknown types are accepted (checked at run time)."""
     a, b = index.types.get(first), index.types.get(second)
     if not (a and b and a.shape is not None and b.shape is not None):
@@ -151,6 +151,26 @@ def _weighted_function_of(index: GraphIndex, entry: str, branch: frozenset[int])
     return False
 
 
+#: Ops that build a broadcast operand (an attention mask expanded to the scores' shape): a side
+#: made of them is not a skip connection.
+_BROADCAST_OPS = frozenset({"Expand", "Tile", "Unsqueeze", "Where", "ConstantOfShape"})
+
+
+def _is_skip_connection(index: GraphIndex, entry: str, output: str, operands: list[str],
+                        sides: list[frozenset[int]]) -> bool:
+    """y = s(x) + f(x) with f weighted, and s either the identity on a tensor of y's shape or a
+    shortcut that does not merely broadcast x (a projection, a pooling shortcut)."""
+    weighted = [any(is_weighted(index, index.nodes[p]) for p in side) for side in sides]
+    if not any(weighted):
+        return False
+    if entry in operands:
+        return _compatible_shapes(index, entry, output)
+    for side, has_weight in zip(sides, weighted):
+        if not has_weight and any(index.nodes[p].op_type in _BROADCAST_OPS for p in side):
+            return False
+    return True
+
+
 def find_residual_merges(index: GraphIndex) -> list[ResidualMerge]:
     """Every residual block of the main graph, in graph order. Merges inside a recurrent
     layer (a GRU's ``(1 − z)·n + z·h``, an LSTM's cell update, unrolled per time step) are
@@ -166,7 +186,7 @@ def find_residual_merges(index: GraphIndex) -> list[ResidualMerge]:
         if node.op_type not in ("Add", "Sum") or len(operands) != 2 or not node.output or position in inside:
             continue
         left, right = operands
-        if left not in masks or right not in masks or not _same_rank(index, left, right):
+        if left not in masks or right not in masks or not _compatible_shapes(index, left, right):
             continue
         common = masks[left] & masks[right]
         if not common:
@@ -176,11 +196,12 @@ def find_residual_merges(index: GraphIndex) -> list[ResidualMerge]:
         if entry_type and out_type and entry_type.shape is not None and out_type.shape is not None \
                 and len(entry_type.shape) != len(out_type.shape):
             continue
-        branch_mask = (masks[left] | masks[right]) & ~masks[entry]
-        branch = frozenset(index.producer[name_of_bit[bit]] for bit in _bits(branch_mask)
-                           if name_of_bit[bit] in index.producer)
-        if not _weighted_function_of(index, entry, branch):
+        sides = [frozenset(index.producer[name_of_bit[bit]] for bit in _bits(masks[operand] & ~masks[entry])
+                           if name_of_bit[bit] in index.producer) for operand in (left, right)]
+        if not _is_skip_connection(index, entry, node.output[0], operands, sides) \
+                or not _weighted_function_of(index, entry, sides[0] | sides[1]):
             continue
+        branch = sides[0] | sides[1]
         end = chain_end(index, node.output[0])
         if not index.is_tappable(end):
             end = node.output[0]

@@ -17,10 +17,11 @@ import numpy as np
 from redaudit import __version__
 from redaudit.core.augment import Reduction
 from redaudit.core.backend import select_backend
+from redaudit.core.memory import check_memory, estimate_scan_memory
 from redaudit.core.prepared import PreparedModel
 from redaudit.core.probe import make_probe
 from redaudit.core.result import LayerInfo, ScanResult
-from redaudit.core.run import BatchRunner
+from redaudit.core.run import CUDA, BatchRunner
 from redaudit.core.shapes import PROBE_SAMPLES, RuntimeShapes, probe_ranks
 from redaudit.core.similarity import SimilarityAccumulator
 from redaudit.core.spec import ScanSpec, min_batch
@@ -75,20 +76,36 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
     started = time.perf_counter()
     array_backend = select_backend(spec.backend)
     prepared = prepared.on_device(spec.device)
+    stage_times: dict[str, float] = {}
+    mark = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        stage_times[f"{name}_s"] = now - mark
+        mark = now
+
     _notify(progress, "taps")
     selection = prepared.taps(spec.level, spec.taps)
+    lap("taps")
     _check_cancel(cancel)
     _notify(progress, "probe")
     probe = make_probe(prepared.input_specs, inputs if inputs is not None else spec.inputs, spec.samples,
                        spec.seed, spec.dims_dict, spec.int_range)
+    lap("probe")
     _notify(progress, "augment")
     augmented = prepared.augmented(selection, spec.reduce, spec.layouts)
     if augmented.unresolved:  # typing left some ranks unknown: learn them from one probe batch
         head = next(iter(probe.batches(PROBE_SAMPLES, PROBE_SAMPLES)))
         ranks = probe_ranks(prepared.sessions, augmented, head)
         augmented = prepared.augmented(selection, spec.reduce, spec.layouts, tuple(sorted(ranks.items())))
+    estimate = estimate_scan_memory(prepared, spec, device_backend=array_backend.name == "cupy",
+                                    device_runtime=prepared.sessions.providers()[0] == CUDA)
+    memory_warnings = check_memory(estimate, reduce=spec.reduce)  # refuses what cannot fit
+    lap("augment")
     _notify(progress, "session")
     session, provider = prepared.session(augmented)
+    lap("session")
     _check_cancel(cancel)
     batch_size = spec.cka_batch if spec.cka_batch is not None else probe.samples
     if probe.samples < batch_size:
@@ -97,7 +114,9 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
     if batch_size < min_batch(spec.estimator):
         raise ConfigError(f"at least {min_batch(spec.estimator)} probe samples are needed for the "
                           f"{spec.estimator} estimator")
-    runner = BatchRunner(session, [*augmented.fetch_names, *augmented.shape_names])
+    on_gpu = provider == "CUDAExecutionProvider" and array_backend.name == "cupy"
+    runner = BatchRunner(session, [*augmented.fetch_names, *augmented.shape_names],
+                         device_arrays=array_backend.xp if on_gpu else None)
     tapped_at = time.perf_counter()
 
     run_size = batch_size if spec.cka_batch is not None else min(_RUN_CHUNK, batch_size)
@@ -106,7 +125,7 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
     layers = list(selection.points)
     keep = list(range(len(layers)))
     shapes = RuntimeShapes([point.batch_axis for point in layers])
-    warnings = [*selection.warnings, *probe.warnings]
+    warnings = [*selection.warnings, *probe.warnings, *memory_warnings]
     accumulator: SimilarityAccumulator | None = None
     pending_features: list[list[np.ndarray]] = []
     run_seconds = 0.0
@@ -144,7 +163,7 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
             if spec.cka_batch is None:
                 pending_features.append(features)
                 if done >= used_samples:
-                    accumulator.add_batch([np.concatenate([part[i] for part in pending_features])
+                    accumulator.add_batch([(array_backend.xp if on_gpu else np).concatenate([part[i] for part in pending_features])
                                            for i in range(len(keep))])
             else:
                 accumulator.add_batch(features)
@@ -181,8 +200,9 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
         batches=batch_count, dropped_samples=dropped, nan_batches=nan_batches,
         inputs_real=probe.real, input_hash=probe.digest, provider=provider, backend=array_backend.name,
         redaudit_version=__version__,
-        timings={"prepare_s": tapped_at - started, "run_s": run_seconds,
-                 "similarity_s": (finished - tapped_at) - run_seconds, "total_s": finished - started},
+        timings={**stage_times, "prepare_s": tapped_at - started, "streaming_s": finished - tapped_at,
+                 "run_s": run_seconds, "similarity_s": (finished - tapped_at) - run_seconds,
+                 "total_s": finished - started},
         layer_issues=layer_issues, warnings=warnings)
     reason = result.msrs_unavailable_reason()
     if reason:

@@ -5,8 +5,7 @@ rendered, stored and compared without the model at hand.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
 

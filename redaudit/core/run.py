@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
@@ -42,7 +43,8 @@ class SessionFactory:
         if self.device == "cuda" and CUDA not in available:
             raise BackendUnavailableError(
                 "--device cuda requested but onnxruntime has no CUDAExecutionProvider here; "
-                "install redaudit[gpu] (onnxruntime-gpu) on a machine with a CUDA GPU, or use --device cpu")
+                "pip uninstall -y onnxruntime && pip install 'redaudit[gpu]' on a machine with a CUDA GPU "
+                "(check with `redaudit doctor`), or use --device cpu")
         if self.device in ("cuda", "auto") and CUDA in available:
             return [CUDA, CPU]
         return [CPU]
@@ -52,7 +54,8 @@ class SessionFactory:
         providers = self.providers()
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3  # onnxruntime's own warnings would break the one-line contract
+        options.log_severity_level = 4  # fatal only: its warnings and error lines (a failed run is raised
+        # as an exception too) would break the one-line contract
         if self.threads:
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1
@@ -62,7 +65,21 @@ class SessionFactory:
         except Exception as error:  # noqa: BLE001 - onnxruntime raises its own pybind error types
             raise InferenceError(f"onnxruntime cannot load {what}: {first_line(error)}") from None
         used = session.get_providers()[0] if session.get_providers() else providers[0]
+        if self.device == "cuda" and used != CUDA:
+            raise BackendUnavailableError(_cuda_fallback_reason())
         return session, used
+
+
+def _cuda_fallback_reason() -> str:
+    """One line naming why onnxruntime fell back to the CPU, e.g. the CUDA library it lacks."""
+    from redaudit.core.doctor import _cuda_provider_library, hint_for, missing_libraries
+
+    library = _cuda_provider_library()
+    missing = missing_libraries(library) if library else []
+    if missing:
+        return (f"--device cuda: onnxruntime's CUDA provider cannot load {missing[0]}; "
+                f"{hint_for(missing[0])} (run `redaudit doctor` for the full list)")
+    return "--device cuda: onnxruntime could not start its CUDA provider; run `redaudit doctor`, or use --device cpu"
 
 
 def choose_providers(device: str) -> list[str]:
@@ -82,14 +99,31 @@ def fixed_batch_of(session: ort.InferenceSession) -> int | None:
     return min(sizes) if sizes else None
 
 
+_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+
+
+def ortvalue_to_cupy(value: ort.OrtValue, cupy: Any) -> Any:
+    """A CuPy array over an OrtValue's CUDA memory, without a copy (this onnxruntime build has
+    no ``to_dlpack``). The array keeps the OrtValue alive through UnownedMemory's owner."""
+    dtype = np.dtype(_ORT_DTYPES[value.data_type()])
+    memory = cupy.cuda.UnownedMemory(value.data_ptr(), value.tensor_size_in_bytes(), value)
+    return cupy.ndarray(tuple(value.shape()), dtype, cupy.cuda.MemoryPointer(memory, 0))
+
+
 @dataclass
 class BatchRunner:
     """Runs batches (``fetch_names``; None = every output), split into chunks when the model's
-    batch axis is fixed or when ``chunk`` caps the size of one onnxruntime call."""
+    batch axis is fixed or when ``chunk`` caps the size of one onnxruntime call.
+
+    With ``device_arrays`` (the CuPy module) on a CUDA session, inputs are bound once per
+    batch and outputs are allocated on the GPU by onnxruntime (I/O binding) and handed to CuPy
+    without a copy, so IRs never cross to the host.
+    """
 
     session: ort.InferenceSession
     fetch_names: Sequence[str] | None = None
     chunk: int | None = None
+    device_arrays: Any = None
 
     def __post_init__(self) -> None:
         fixed = fixed_batch_of(self.session)
@@ -102,7 +136,8 @@ class BatchRunner:
             return self._run_once(batch)
         parts = [self._run_once({k: v[start:start + self.chunk] for k, v in batch.items()})
                  for start in range(0, count, self.chunk)]
-        return [np.concatenate([part[i] for part in parts]) for i in range(len(parts[0]))]
+        xp = self.device_arrays if self.device_arrays is not None else np
+        return [xp.concatenate([part[i] for part in parts]) for i in range(len(parts[0]))]
 
     def _run_once(self, batch: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         count = next(iter(batch.values())).shape[0]
@@ -112,11 +147,26 @@ class BatchRunner:
             return [out[:count] for out in self._call(padded)]
         return self._call(batch)
 
-    def _call(self, batch: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    def _call(self, batch: Mapping[str, np.ndarray]) -> list[Any]:
         try:
+            if self.device_arrays is not None:
+                return self._call_bound(batch)
             return self.session.run(list(self.fetch_names) if self.fetch_names is not None else None, dict(batch))
         except Exception as error:  # noqa: BLE001
             raise InferenceError(f"onnxruntime failed while running the model: {first_line(error)}") from None
+
+    def _call_bound(self, batch: Mapping[str, np.ndarray]) -> list[Any]:
+        binding = self.session.io_binding()
+        for name, array in batch.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(array))
+        types = {output.name: output.type for output in self.session.get_outputs()}
+        names = self.fetch_names if self.fetch_names is not None else list(types)
+        on_device = [types.get(name) in _ORT_DTYPES for name in names]  # float IRs; shapes stay on the host
+        for name, device in zip(names, on_device):
+            binding.bind_output(name, "cuda" if device else "cpu", 0)
+        self.session.run_with_iobinding(binding)
+        return [ortvalue_to_cupy(value, self.device_arrays) if device else value.numpy()
+                for value, device in zip(binding.get_outputs(), on_device)]
 
     def run_all(self, arrays: Mapping[str, np.ndarray], chunk: int = 256) -> list[np.ndarray]:
         """Every output for every sample of ``arrays``, in chunks of at most ``chunk``."""

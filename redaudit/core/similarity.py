@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from redaudit.core.backend import ArrayBackend
-from redaudit.core.cka import cka_from_hsic, hsic_with_scale
+from redaudit.core.cka import cka_from_hsic, hsic_and_constant
 from redaudit.core.msrs import msrs_of_matrix, summarize_batches, MsrsSummary
 
 AGGREGATES = ("cka", "hsic")
@@ -38,7 +38,7 @@ class SimilarityAccumulator:
     _hsic_batches: np.ndarray | None = None
     _nonfinite: np.ndarray | None = None
     _constant: np.ndarray | None = None
-    _scale_sum: np.ndarray | None = None
+    _nonpositive: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         size = self.layer_count
@@ -46,35 +46,36 @@ class SimilarityAccumulator:
         self._hsic_batches = np.zeros((size, size))
         self._nonfinite = np.zeros(size, dtype=int)
         self._constant = np.zeros(size, dtype=int)
-        self._scale_sum = np.zeros(size)
+        self._nonpositive = np.zeros(size, dtype=int)
 
     def add_batch(self, features: list[np.ndarray]) -> None:
-        """``features[l]`` is (n, d_l) for the same n samples; any float dtype."""
+        """``features[l]`` is (n, d_l) for the same n samples; any float dtype.
+
+        Everything stays on the backend's device until the three small results (finite flags,
+        constant flags, HSIC) come back together: no host sync per layer.
+        """
         xp = self.backend.xp
         n = features[0].shape[0]
-        prepared, broken = [], []
-        for position, feature in enumerate(features):
-            array = xp.asarray(feature).reshape(n, -1)
-            if not bool(xp.isfinite(array).all()):
-                broken.append(position)
-                self._nonfinite[position] += 1
-                array = xp.zeros((n, 1))
-            prepared.append(array)
-        hsic, scale = hsic_with_scale(prepared, self.estimator, xp)
-        cka = self.backend.to_numpy(cka_from_hsic(hsic, xp, scale))
-        scale = self.backend.to_numpy(scale)
-        self._scale_sum += np.nan_to_num(scale)
-        hsic = self.backend.to_numpy(hsic)
+        arrays = [xp.asarray(feature).reshape(n, -1) for feature in features]
+        finite = self.backend.to_numpy(xp.stack([xp.isfinite(array).all() for array in arrays]))
+        broken = np.flatnonzero(~finite)
         for position in broken:
-            cka[position, :] = cka[:, position] = np.nan
-            hsic[position, :] = hsic[:, position] = np.nan
-        for position in range(self.layer_count):
-            if position not in broken and np.isnan(cka[position, position]):
-                self._constant[position] += 1
+            self._nonfinite[position] += 1
+            arrays[position] = xp.zeros((n, 1))
+        hsic, constant = hsic_and_constant(arrays, self.estimator, xp)
+        cka = self.backend.to_numpy(cka_from_hsic(hsic, xp, constant))
+        hsic = self.backend.to_numpy(hsic)
+        constant = self.backend.to_numpy(constant).astype(bool)
+        constant[broken] = False
+        cka[broken, :] = cka[:, broken] = np.nan
+        hsic[broken, :] = hsic[:, broken] = np.nan
+        self._constant += constant
+        # A varying layer whose unbiased self-HSIC is still ≤ 0 (possible with few samples).
+        self._nonpositive += np.isnan(np.diagonal(cka)) & ~constant & finite
         self._batch_cka.append(cka)
-        finite = np.isfinite(hsic)
-        self._hsic_sum += np.where(finite, hsic, 0.0)
-        self._hsic_batches += finite
+        usable = np.isfinite(hsic)
+        self._hsic_sum += np.where(usable, hsic, 0.0)
+        self._hsic_batches += usable
 
     def finish(self, epsilon: float, beta: float) -> SimilaritySummary:
         batches = len(self._batch_cka)
@@ -83,8 +84,8 @@ class SimilarityAccumulator:
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN entries stay NaN
             if self.aggregate == "hsic":
                 mean_hsic = np.where(self._hsic_batches > 0, self._hsic_sum / np.maximum(self._hsic_batches, 1), np.nan)
-                scale = self._scale_sum / max(batches, 1)
-                similarity = cka_from_hsic(np.nan_to_num(mean_hsic, nan=0.0), np, scale)
+                always_constant = self._constant >= max(batches, 1)
+                similarity = cka_from_hsic(np.nan_to_num(mean_hsic, nan=0.0), np, always_constant)
                 similarity = np.where(np.isnan(mean_hsic), np.nan, similarity)
             else:
                 similarity = np.nanmean(batch_cka, axis=0)
@@ -95,9 +96,12 @@ class SimilarityAccumulator:
                 parts.append(f"NaN/Inf activations in {self._nonfinite[position]} of {batches} batches")
             if self._constant[position]:
                 parts.append(f"constant output in {self._constant[position]} of {batches} batches")
+            if self._nonpositive[position]:
+                parts.append(f"self-HSIC not positive in {self._nonpositive[position]} of {batches} batches "
+                             "(too few samples per CKA batch)")
             if parts:
                 issues[position] = "; ".join(parts)
-        degenerate = self._nonfinite + self._constant
+        degenerate = self._nonfinite + self._constant + self._nonpositive
         excluded = [p for p in range(self.layer_count) if batches and degenerate[p] >= batches]
         mask = np.ones(self.layer_count, dtype=bool)
         mask[excluded] = False

@@ -76,6 +76,21 @@ def _float(value: Any, option: str) -> float:
     return number
 
 
+def _named_values(value: Any, option: str, form: str, convert: Any) -> tuple[tuple[str, Any], ...]:
+    """A mapping or (name, value) pairs as sorted pairs, each value checked by ``convert``."""
+    items = value.items() if isinstance(value, dict) else value or ()
+    out: dict[str, Any] = {}
+    for item in items:
+        try:
+            name, raw = item
+        except (TypeError, ValueError):
+            raise ConfigError(f"{option} needs {form}, got {item!r}") from None
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{option} needs a name, got {name!r}")
+        out[name] = convert(name, raw)
+    return tuple(sorted(out.items()))
+
+
 @dataclass(frozen=True)
 class ScanSpec:
     """What to scan and how. ``inputs`` is the path of an .npz of probe inputs (None: synthetic);
@@ -148,17 +163,8 @@ class ScanSpec:
 
     @staticmethod
     def _dims(dims: Any) -> tuple[tuple[str, int], ...]:
-        items = dims.items() if isinstance(dims, dict) else dims or ()
-        out: dict[str, int] = {}
-        for item in items:
-            try:
-                name, value = item
-            except (TypeError, ValueError):
-                raise ConfigError(f"--dim needs NAME=VALUE, got {item!r}") from None
-            if not isinstance(name, str) or not name:
-                raise ConfigError(f"--dim needs a dimension name, got {name!r}")
-            out[name] = _int("dim", value, 1, MAX_INT32, f"--dim {name}")
-        return tuple(sorted(out.items()))
+        return _named_values(dims, "--dim", "NAME=VALUE", lambda name, value: _int("dim", value, 1, MAX_INT32,
+                                                                                   f"--dim {name}"))
 
     @staticmethod
     def _int_range(value: Any) -> tuple[int, int] | None:
@@ -176,15 +182,8 @@ class ScanSpec:
 
     @staticmethod
     def _layouts(value: Any) -> tuple[tuple[str, str], ...]:
-        items = value.items() if isinstance(value, dict) else value or ()
-        out: dict[str, str] = {}
-        for item in items:
-            try:
-                name, layout = item
-            except (TypeError, ValueError):
-                raise ConfigError(f"--layout needs NAME=tokens|channels, got {item!r}") from None
-            out[str(name)] = _choice(layout, LAYOUTS, f"--layout for {name!r}")
-        return tuple(sorted(out.items()))
+        return _named_values(value, "--layout", "NAME=tokens|channels",
+                             lambda name, layout: _choice(layout, LAYOUTS, f"--layout for {name!r}"))
 
     # -- derived values -------------------------------------------------------------------------
     @property

@@ -167,3 +167,8 @@ class SimilarityMatrix(Base):
     npy: Mapped[bytes] = mapped_column(LargeBinary)
 
     scan: Mapped[Scan] = relationship(back_populates="matrix")
+
+
+# The service's tables (jobs, tokens, blobs) share this metadata so that one set of Alembic
+# revisions, and the test that compares them with the ORM, covers the whole database.
+from redaudit.service import models as _service_models  # noqa: E402,F401

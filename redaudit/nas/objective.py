@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from redaudit.core.spec import DEFAULT_BETA, DEFAULT_EPSILON
 from redaudit.errors import RedauditError
 from redaudit.nas.data import Dataset
 from redaudit.nas.export import INPUT_NAME, ExportedModel, export_candidate, max_output_difference
@@ -34,8 +35,8 @@ class ScanSettings:
     """How candidates are scanned; ``epsilon``/``beta`` are the paper's MSRS defaults."""
 
     scan_batches: int = 2
-    epsilon: float = 0.8
-    beta: float = 100.0
+    epsilon: float = DEFAULT_EPSILON
+    beta: float = DEFAULT_BETA
     estimator: str = "unbiased"
 
     def cka_batch(self, samples: int) -> int:

@@ -38,12 +38,13 @@ def build_report(study: Any, tolerance: float = 0.01) -> StudyReport:
 
 def plot_accuracy_vs_msrs(report: StudyReport, path: str | Path) -> Path:
     """Scatter of validation accuracy against MSRS, Pareto front joined, choices marked."""
-    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    # A Figure with its own Agg canvas: no pyplot, so the caller's matplotlib backend is untouched.
+    figure = Figure(figsize=(6.4, 4.4), dpi=120)
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
     sizes = [12 + 60 * (c.parameters / max(1, max(o.parameters for o in report.candidates)))
              for c in report.candidates]
     axes.scatter([c.msrs for c in report.candidates], [100 * c.val_accuracy for c in report.candidates],
@@ -65,5 +66,4 @@ def plot_accuracy_vs_msrs(report: StudyReport, path: str | Path) -> Path:
     figure.tight_layout()
     target = Path(path)
     figure.savefig(target)
-    plt.close(figure)
     return target

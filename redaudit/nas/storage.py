@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -68,9 +67,8 @@ def require_optuna() -> Any:
         import optuna
     except ImportError:
         raise RedauditError("redaudit nas needs Optuna: pip install 'redaudit[nas]'") from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # Heartbeats and metric names are marked experimental in Optuna; we rely on them knowingly.
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # Optuna's log level and its ExperimentalWarning (heartbeats, metric names) are the
+    # application's to set: the CLI quiets them in cli/nas.py; a library caller keeps its own.
     return optuna
 
 

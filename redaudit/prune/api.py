@@ -16,7 +16,8 @@ import numpy as np
 import onnx
 
 import redaudit
-from redaudit.core.engine import scan_prepared
+from redaudit import atomic
+from redaudit.core.engine import ProgressCallback, ScanProgress, _notify, scan_prepared
 from redaudit.core.graph import parameter_count
 from redaudit.core.prepared import PreparedModel
 from redaudit.core.probe import make_probe
@@ -25,7 +26,7 @@ from redaudit.errors import RedauditError
 from redaudit.prune import select
 from redaudit.prune.candidates import Block, find_candidates
 from redaudit.prune.cost import block_costs
-from redaudit.prune.policies import PolicyContext, PrunePolicy, make_policy, removal_order
+from redaudit.prune.policies import PolicyContext, PrunePolicy, make_policy
 from redaudit.prune.result import Candidate, PruneResult
 from redaudit.prune.surgery import PruneError, remove_blocks
 from redaudit.prune.verify import Evaluator, drift, measure_latency
@@ -130,26 +131,43 @@ def _iterate(context: PolicyContext, policy: PrunePolicy, *, remove: int | None,
 
 
 def save_model(model: onnx.ModelProto, path: str | os.PathLike[str]) -> int:
-    """Write atomically (temp file, then rename); big models get one external data file next to
-    it. Returns the bytes written (model file plus its data file)."""
+    """Write atomically (temporary file in the target folder, fsync, rename; removed on any
+    failure, so a full disk leaves neither a partial model nor a stray ``.tmp``); big models
+    get one external data file next to it. Returns the bytes written (model plus data file)."""
     target = Path(path)
-    temporary = target.with_name(target.name + ".tmp")
+    try:
+        if model.ByteSize() > EXTERNAL_DATA_THRESHOLD:
+            return _save_with_external_data(model, target)
+        atomic.write_bytes(target, model.SerializeToString())
+        return target.stat().st_size
+    except OSError as error:
+        raise PruneError(f"cannot write the pruned model to {target}: {error.strerror or error}; "
+                         "free space or choose another -o") from None
+
+
+def _save_with_external_data(model: onnx.ModelProto, target: Path) -> int:
+    """Both files are written in a temporary folder beside the target, the data file renamed
+    into place first so that the model file, renamed last, never points at missing data."""
     data_name = target.name + ".data"
-    if model.ByteSize() > EXTERNAL_DATA_THRESHOLD:
-        onnx.save_model(model, str(temporary), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=data_name)
-    else:
-        onnx.save_model(model, str(temporary))
-    os.replace(temporary, target)
-    data_file = target.with_name(data_name)
-    return target.stat().st_size + (data_file.stat().st_size if data_file.exists()
-                                    and model.ByteSize() > EXTERNAL_DATA_THRESHOLD else 0)
+    with atomic.temporary_folder(target.parent) as folder:
+        onnx.save_model(model, str(folder / target.name), save_as_external_data=True,
+                        all_tensors_to_one_file=True, location=data_name)
+        for name in (data_name, target.name):
+            with open(folder / name, "rb+") as handle:
+                os.fsync(handle.fileno())
+        os.replace(folder / data_name, target.with_name(data_name))
+        os.replace(folder / target.name, target)
+    return target.stat().st_size + target.with_name(data_name).stat().st_size
 
 
 def _scan_msrs(prepared: PreparedModel, spec: ScanSpec, arrays: Mapping[str, np.ndarray],
-               warnings: list[str], which: str):
+               warnings: list[str], which: str, progress: ProgressCallback | None = None):
+    stage = f"msrs {which}"
+    _notify(progress, stage)
+    nested = None if progress is None else (
+        lambda event: progress(ScanProgress(f"{stage}/{event.stage}", event.done, event.total)))
     try:
-        return scan_prepared(prepared, spec, inputs=arrays)
+        return scan_prepared(prepared, spec, inputs=arrays, progress=nested)
     except RedauditError as error:
         warnings.append(f"MSRS {which} pruning not measured: {error}")
         return None
@@ -193,14 +211,17 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
                 output: str | os.PathLike[str] | None = None, latency: bool = True, latency_batch: int = 32,
                 latency_repeats: int = 20, measure_msrs: bool = True, record: str | None = None,
                 label: str | None = None, db: Any = None, policy: str | PrunePolicy = "cka",
-                spec: ScanSpec | None = None, inputs: Any = None, **spec_options: Any) -> PruneResult:
+                spec: ScanSpec | None = None, inputs: Any = None, progress: ProgressCallback | None = None,
+                **spec_options: Any) -> PruneResult:
     """Find removable blocks, remove the most redundant ones, verify, optionally save and record.
 
     Selection (one of): ``blocks`` by name; ``remove`` N; ``target_params`` = keep at most this
     percentage of the parameters; ``max_drift`` = stop before 1 − output cosine exceeds it
     (combinable with the others as a cap). ``policy`` ranks the blocks (``cka``: the paper's
     rule). ``iterative`` re-scores after each removal. ``spec`` (or keyword options naming its
-    fields) shapes the probe and the similarity exactly as it shapes a scan.
+    fields) shapes the probe and the similarity exactly as it shapes a scan. ``progress``
+    receives a ScanProgress per stage (load, candidates, probe arrays, similarity scan, surgery,
+    verification, latency, msrs before/after with the scans' own stages after a "/", save).
     """
     if iterative and blocks:
         raise PruneError("--iterative chooses blocks by similarity; it does not combine with --blocks")
@@ -212,24 +233,30 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
         raise PruneError("--record needs a model name")
     spec, arrays_in = redaudit.spec_from_options(spec, inputs, **spec_options)
     chosen_policy = make_policy(policy, spec.seed) if isinstance(policy, str) else policy
+    _notify(progress, "load")
     prepared = PreparedModel.load(model, max_model_bytes=spec.max_model_bytes, device=spec.device)
     _refuse_overwriting_input(prepared.path, None if list_only else output)
+    _notify(progress, "candidates")
     candidates = find_candidates(prepared.proto, prepared.index)
     if not candidates:
         raise PruneError(f"no removable block in {prepared.path}: no residual block, transformer layer or "
                          "shape-preserving chain of layers was found")
+    _notify(progress, "probe arrays")
     arrays, real, warnings = probe_arrays(prepared, spec, arrays_in)
     if not real:
         warnings.append("probe inputs are synthetic (random); pass real data with --inputs for meaningful numbers")
     context = PolicyContext(prepared, candidates, spec, arrays)
+    _notify(progress, "similarity scan")
     scores = chosen_policy.scores(context)
     shapes = {name: array.shape for name, array in arrays.items()}
     result = PruneResult(source=prepared.path, source_sha256=prepared.sha256, iterative=iterative,
                          candidates=describe_candidates(prepared, candidates, scores, shapes),
-                         probe_real=real, samples=int(next(iter(arrays.values())).shape[0]), warnings=warnings)
+                         probe_real=real, samples=int(next(iter(arrays.values())).shape[0]), warnings=warnings,
+                         policy=chosen_policy.name, policy_description=chosen_policy.description)
     if list_only:
         return result
     evaluator = Evaluator(prepared, arrays, spec.cka_batch or 256)
+    _notify(progress, "surgery")
     if iterative:
         pruned, result.removed, result.steps = _iterate(context, chosen_policy, remove=remove,
                                                         target_params=target_params, max_drift=max_drift,
@@ -241,21 +268,24 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
             plan = _limit_by_drift(prepared.proto, candidates, plan, max_drift, evaluator)
         pruned = remove_blocks(prepared.proto, [candidates[i] for i in plan])
         result.removed = [candidates[i].name for i in plan]
+    _notify(progress, "verification")
     result.agreement, pruned_session = evaluator.agreement(pruned)  # raises if it does not run
     result.drift = drift(result.agreement)
     result.model = pruned
     result.params_before, result.params_after = parameter_count(prepared.proto), parameter_count(pruned)
     result.size_before = prepared.size_bytes
     if latency:
+        _notify(progress, "latency")
         result.latency = measure_latency(evaluator.session, pruned_session, arrays, latency_batch, latency_repeats)
     before = after = None
     if measure_msrs or record:
         pruned_prepared = PreparedModel.load(pruned, device=spec.device)
-        before = _scan_msrs(prepared, spec, arrays, result.warnings, "before")
-        after = _scan_msrs(pruned_prepared, spec, arrays, result.warnings, "after")
+        before = _scan_msrs(prepared, spec, arrays, result.warnings, "before", progress)
+        after = _scan_msrs(pruned_prepared, spec, arrays, result.warnings, "after", progress)
         result.msrs_before = before.msrs if before is not None else float("nan")
         result.msrs_after = after.msrs if after is not None else float("nan")
     if output is not None:
+        _notify(progress, "save")
         result.size_after = save_model(pruned, output)
         result.output_path = str(output)
         if after is not None:

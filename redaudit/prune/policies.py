@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -31,9 +31,9 @@ class PolicyContext:
     blocks: Sequence[Block]
     spec: ScanSpec
     arrays: Mapping[str, np.ndarray]
-    _cache: dict[str, np.ndarray] = field(default_factory=dict)
+    _cache: dict[str, Any] = field(default_factory=dict)
 
-    def cached(self, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    def cached(self, key: str, compute: Callable[[], Any]) -> Any:
         if key not in self._cache:
             self._cache[key] = compute()
         return self._cache[key]
@@ -98,9 +98,118 @@ class RandomPolicy(RankingPolicy):
         return np.random.default_rng(self.seed).random(len(context.blocks))
 
 
+class BlockInfluencePolicy(RankingPolicy):
+    """ShortGPT's Block Influence (arXiv 2403.03853): BI = 1 − mean cosine of a block's input
+    and output, token by token; the blocks that change their input least go first. The score
+    shown is the mean cosine (1 − BI)."""
+
+    name = "bi"
+    description = "mean cosine of each block's input and output, token by token (1 - Block Influence)"
+
+    def scores(self, context: PolicyContext) -> np.ndarray:
+        from redaudit.prune.activations import pair_cosines
+
+        return context.cached("bi", lambda: pair_cosines(
+            context.prepared, [(block.entry, block.exit) for block in context.blocks], context.arrays))
+
+
+def consecutive_runs(blocks: Sequence[Block]) -> list[list[int]]:
+    """Maximal runs of blocks where each one's entry is the previous one's exit."""
+    runs: list[list[int]] = []
+    for i, block in enumerate(blocks):
+        if runs and blocks[runs[-1][-1]].exit == block.entry:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return runs
+
+
+class AngularPolicy:
+    """Gromov et al. (arXiv 2403.17887): remove the contiguous span of n blocks whose entry and
+    exit are closest in angular distance arccos(cos)/π. Not nested: the best span of 3 need not
+    contain the best span of 2. The score shown is one block's own angular distance, negated
+    (closest first)."""
+
+    name = "angular"
+    description = "contiguous span whose input and output are closest in angular distance (Gromov et al.)"
+
+    def scores(self, context: PolicyContext) -> np.ndarray:
+        return -self._distances(context, [(i, i) for i in range(len(context.blocks))])
+
+    def _distances(self, context: PolicyContext, spans: list[tuple[int, int]]) -> np.ndarray:
+        from redaudit.prune.activations import pair_cosines
+
+        key = f"angular:{spans}"
+        pairs = [(context.blocks[first].entry, context.blocks[last].exit) for first, last in spans]
+        cosines = context.cached(key, lambda: pair_cosines(context.prepared, pairs, context.arrays))
+        return np.arccos(np.clip(cosines, -1.0, 1.0)) / np.pi
+
+    def choose(self, context: PolicyContext, count: int) -> list[int]:
+        spans = [(run[start], run[start + count - 1]) for run in consecutive_runs(context.blocks)
+                 for start in range(len(run) - count + 1)]
+        if not spans:
+            longest = max(len(run) for run in consecutive_runs(context.blocks))
+            raise ConfigError(f"--policy angular removes a contiguous span, and the longest run of "
+                              f"consecutive blocks here is {longest}; ask for at most {longest}")
+        distances = self._distances(context, spans)
+        first, last = spans[int(np.nanargmin(np.where(np.isnan(distances), np.inf, distances)))]
+        return list(range(first, last + 1))
+
+
+@dataclass
+class GreedyPolicy:
+    """SLEB (arXiv 2402.09025): remove, one at a time, the block whose removal changes the
+    model's output least, measured again after each removal (output cosine on up to 512 probe
+    samples). Nested: the choice of k + 1 extends the choice of k. Its state lives in the
+    context, so one policy object serves several models (``--iterative``)."""
+
+    max_samples: int = 512
+    name = "greedy"
+    description = "the block whose removal changes the output least, re-measured after each removal (SLEB)"
+
+    def _evaluator(self, context: PolicyContext):
+        from redaudit.prune.verify import Evaluator
+
+        arrays = {name: array[:self.max_samples] for name, array in context.arrays.items()}
+        return context.cached("greedy-evaluator",
+                              lambda: Evaluator(context.prepared, arrays, context.spec.cka_batch or 256))
+
+    def _step(self, context: PolicyContext, removed: list[int]) -> np.ndarray:
+        """Output agreement (1 − drift) after removing ``removed`` plus each other block."""
+        from redaudit.prune.surgery import PruneError, remove_blocks
+        from redaudit.prune.verify import drift
+
+        evaluator = self._evaluator(context)
+        scores = np.full(len(context.blocks), np.nan)
+        for i, block in enumerate(context.blocks):
+            if i in removed:
+                continue
+            try:
+                pruned = remove_blocks(context.prepared.proto, [context.blocks[j] for j in removed] + [block])
+            except PruneError:
+                continue
+            scores[i] = 1.0 - drift(evaluator.agreement(pruned)[0])
+        return scores
+
+    def scores(self, context: PolicyContext) -> np.ndarray:
+        return context.cached("greedy-first", lambda: self._step(context, []))
+
+    def choose(self, context: PolicyContext, count: int) -> list[int]:
+        sequence: list[int] = context.cached("greedy-sequence", list)  # type: ignore[arg-type]
+        while len(sequence) < count:
+            scores = self.scores(context) if not sequence else self._step(context, sequence)
+            if np.all(np.isnan(scores)):
+                break
+            sequence.append(int(np.nanargmax(scores)))
+        return sequence[:count]
+
+
 POLICIES: dict[str, Callable[[int], PrunePolicy]] = {
     "cka": lambda seed: CkaPolicy(),
     "random": lambda seed: RandomPolicy(seed),
+    "bi": lambda seed: BlockInfluencePolicy(),
+    "angular": lambda seed: AngularPolicy(),
+    "greedy": lambda seed: GreedyPolicy(),
 }
 
 

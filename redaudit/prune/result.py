@@ -53,6 +53,8 @@ class PruneResult:
     steps: list[dict[str, Any]] = field(default_factory=list)
     recorded_scan_id: int | None = None
     warnings: list[str] = field(default_factory=list)
+    policy: str = "cka"
+    policy_description: str = ""
 
     @property
     def params_ratio(self) -> float:
@@ -75,6 +77,7 @@ class PruneResult:
 
         data = {
             "source": self.source, "source_sha256": self.source_sha256,
+            "policy": {"name": self.policy, "score": self.policy_description},
             "candidates": [asdict(candidate) for candidate in self.candidates],
             "removed": list(self.removed), "output_path": self.output_path,
             "iterative": self.iterative, "steps": self.steps,

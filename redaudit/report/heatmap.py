@@ -20,6 +20,7 @@ from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from redaudit import atomic
 from redaudit.core.result import ScanResult
 
 #: Colour of NaN cells: a light grey, which viridis (dark blue → yellow) never produces.
@@ -212,7 +213,7 @@ def default_title(result: ScanResult) -> str:
 
 def write_heatmap(result: ScanResult, path: str | Path, title: str | None = None) -> Path:
     """Write the scan's similarity heatmap as a PNG; the title carries MSRS by default."""
-    target = Path(path)
-    target.write_bytes(heatmap_png_bytes(result.similarity, result.layer_names,
-                                         title if title is not None else default_title(result)))
-    return target
+    png = heatmap_png_bytes(result.similarity, result.layer_names,
+                            title if title is not None else default_title(result))
+    atomic.write_bytes(path, png)  # whole file or none (full disk, ulimit -f)
+    return Path(path)

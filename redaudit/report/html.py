@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from redaudit import atomic
 from redaudit.report.heatmap import default_title, heatmap_png_bytes, shared_scope
 from redaudit.report.json_report import TOP_PAIRS, config_to_json
 from redaudit.core.result import ScanResult
@@ -251,6 +252,5 @@ def render_html(result: ScanResult) -> str:
 
 def write_html(result: ScanResult, path: str | Path) -> Path:
     """Write :func:`render_html` to ``path`` as UTF-8; returns the path written."""
-    target = Path(path)
-    target.write_text(render_html(result), encoding="utf-8")
-    return target
+    atomic.write_text(path, render_html(result))  # whole file or none (full disk, ulimit -f)
+    return Path(path)

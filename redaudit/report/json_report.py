@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import fields
+
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from redaudit import atomic
 from redaudit.errors import RedauditError
 from redaudit.core.result import LayerInfo, ModelInfo, ScanResult
 from redaudit.core.spec import ScanConfig
@@ -213,9 +214,9 @@ def dumps(result: ScanResult) -> str:
 
 def write_json(result: ScanResult, path: str | Path) -> Path:
     """Write the report as UTF-8 strict JSON; returns the path written."""
-    target = Path(path)
-    target.write_text(dumps(result) + "\n", encoding="utf-8")
-    return target
+    text = dumps(result) + "\n"  # rendered first: a result that cannot be written leaves no file
+    atomic.write_text(path, text)
+    return Path(path)
 
 
 def read_json(path: str | Path) -> ScanResult:

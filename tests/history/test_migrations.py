@@ -87,12 +87,14 @@ def test_db_at_base_is_told_to_upgrade_and_cli_upgrades(db_url):
     assert f"revision {head_revision()}" in current.output and "up to date" in current.output
 
 
-def test_intermediate_revision_message_names_upgrade_command(tmp_path, monkeypatch):
-    """A known-but-old revision (simulated by pretending head moved on) asks for `db upgrade`."""
+def test_intermediate_revision_message_names_upgrade_command(tmp_path):
+    """A known-but-old revision (the first one, after a downgrade) asks for `db upgrade`."""
     url = f"sqlite:///{tmp_path / 'h.db'}"
     record_scan(url, make_result(), "net")
-    import redaudit.history.db as db_module
-
-    monkeypatch.setattr(db_module, "head_revision", lambda: "0002")
-    with pytest.raises(SchemaOutdatedError, match=r"revision 0001, this redaudit needs 0002: run `redaudit db upgrade`"):
+    engine = make_engine(url)
+    try:
+        downgrade(engine, "0001")
+    finally:
+        engine.dispose()
+    with pytest.raises(SchemaOutdatedError, match=rf"revision 0001, this redaudit needs {head_revision()}: run `redaudit db upgrade`"):
         model_history(url, "net")

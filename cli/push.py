@@ -1,0 +1,120 @@
+"""``redaudit push MODEL --server URL --name NAME``: the CI client of ``redaudit serve``.
+
+Uploads the model (and probe inputs), queues a scan — or a check when a bound is given — waits,
+prints one line, and exits like ``redaudit check``: 0 pass, 1 fail, 2 user error (bad file,
+refused request, server unreachable, job failed). The token comes from ``$REDAUDIT_TOKEN`` only,
+never from the command line (where it would land in shell history and CI logs).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from redaudit.cli.common import user_errors
+from redaudit.cli.scan_options import scan_options, scan_spec
+from redaudit.core.spec import ScanSpec
+from redaudit.errors import RedauditError
+
+TOKEN_ENV = "REDAUDIT_TOKEN"
+BUNDLE_TYPES = {".zip": "application/zip", ".tar": "application/x-tar", ".tgz": "application/gzip",
+                ".gz": "application/gzip"}
+
+
+class PushError(RedauditError):
+    """The server refused a request, could not be reached, or the job did not succeed."""
+
+
+class _Api:
+    def __init__(self, server: str, token: str) -> None:
+        import httpx
+
+        self.httpx = httpx
+        self.client = httpx.Client(base_url=server.rstrip("/") + "/api/v1", timeout=120.0,
+                                   headers={"Authorization": f"Bearer {token}"})
+        self.server = server
+
+    def call(self, method: str, path: str, **kwargs):
+        try:
+            response = self.client.request(method, path, **kwargs)
+        except self.httpx.HTTPError as error:
+            raise PushError(f"cannot reach {self.server}: {type(error).__name__}; is `redaudit serve` running?") from None
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail")
+            except ValueError:
+                detail = response.text[:200]
+            if isinstance(detail, list):  # a request validation error: the first field's message
+                detail = "; ".join(str(item.get("msg")) for item in detail[:1])
+            raise PushError(f"server refused {path.split('?')[0]} (HTTP {response.status_code}): {detail}")
+        return response.json()
+
+    def upload(self, path: Path, kind: str) -> str:
+        content_type = BUNDLE_TYPES.get(path.suffix.lower(), "application/octet-stream")
+        with open(path, "rb") as handle:
+            return self.call("POST", f"/uploads/{kind}", content=handle, params={"filename": path.name},
+                             headers={"content-type": content_type})["sha256"]
+
+
+def _spec(options: dict) -> dict:
+    spec = scan_spec(options).with_options(inputs=None)  # validated here, before any upload
+    data = spec.to_dict()
+    data.pop("inputs")
+    return {key: value for key, value in data.items() if value != ScanSpec().to_dict().get(key)}
+
+
+@click.command("push")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--server", required=True, metavar="URL", help="The service, e.g. http://127.0.0.1:8000")
+@click.option("--name", required=True, metavar="NAME", help="Model name in the history.")
+@click.option("--label", default=None, metavar="LABEL", help="Version label, e.g. a git tag.")
+@click.option("--wait/--no-wait", default=True, show_default=True, help="Wait for the result.")
+@click.option("--max-increase", type=click.FloatRange(0), default=None, metavar="PCT",
+              help="Fail if MSRS rose more than PCT % over the latest comparable recorded scan.")
+@click.option("--max-msrs", type=click.FloatRange(0), default=None, metavar="X", help="Fail if MSRS exceeds X.")
+@click.option("--no-record", is_flag=True, help="Do not record the scan in the history.")
+@click.option("--timeout", type=click.FloatRange(1), default=3600, show_default=True, help="Seconds to wait.")
+@scan_options
+@user_errors
+def push_command(model, server, name, label, wait, max_increase, max_msrs, no_record, timeout, **options) -> None:
+    """Upload MODEL (.onnx, or a .zip/.tar bundle with external data) to a redaudit service and
+    scan it there; with --max-increase/--max-msrs, gate it like `redaudit check`."""
+    token = os.environ.get(TOKEN_ENV)
+    if not token:
+        raise PushError(f"set ${TOKEN_ENV} to an API token with the write scope (`redaudit token create`)")
+    inputs = options.get("inputs")
+    spec = _spec(options)
+    api = _Api(server, token)
+    body = {"model": name, "label": label, "blob": api.upload(model, "model"), "spec": spec,
+            "record": not no_record}
+    if inputs:
+        body["inputs"] = api.upload(Path(inputs), "inputs")
+    gated = max_increase is not None or max_msrs is not None
+    if gated:
+        body.update(max_increase=max_increase, max_msrs=max_msrs)
+    job = api.call("POST", "/checks" if gated else "/scans", json=body)
+    if not wait:
+        click.echo(f"queued job {job['id']} ({server.rstrip('/')}/api/v1/jobs/{job['id']})")
+        return
+    deadline = time.monotonic() + timeout
+    while job["state"] in ("queued", "running"):
+        if time.monotonic() > deadline:
+            raise PushError(f"job {job['id']} still {job['state']} after {timeout:g} s; it keeps running on the server")
+        time.sleep(0.5)
+        job = api.call("GET", f"/jobs/{job['id']}")
+    if job["state"] != "succeeded":
+        raise PushError(f"job {job['id']} {job['state']}: {job['error']}")
+    report = api.call("GET", f"/jobs/{job['id']}/result")
+    msrs = report.get("msrs")
+    where = f"scan {job['scan_id']}" if job["scan_id"] else f"job {job['id']}"
+    line = f"{name} {label or report['model']['sha256'][:12]}: MSRS {msrs:.4g} ({where})" if msrs is not None \
+        else f"{name}: MSRS undefined ({where})"
+    if not gated:
+        click.echo(line)
+        return
+    outcome = job["outcome"]
+    click.echo(f"{line}; {'PASS' if outcome['passed'] else 'FAIL'}: {outcome['reason']}")
+    sys.exit(0 if outcome["passed"] else 1)

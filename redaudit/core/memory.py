@@ -1,0 +1,321 @@
+"""Peak memory of a scan, estimated before it runs, and the refusal when it cannot fit.
+
+A scan's memory is set by a few products that a user controls, not by the model size alone:
+``--reduce flatten`` keeps every tapped activation whole (magika: 391,000 floats per sample),
+``--cka-batch all`` keeps every sample's features at once, ``--dim`` scales the probe and every
+activation. The estimate is the sum of these parts, each computed from the tap shapes (shape
+inference re-run with the probe's resolved dimensions and a batch of 1, so sizes are per sample):
+
+* ``process``: what this process already holds (VmRSS: interpreter, libraries, the loaded
+  model). Measured, not estimated.
+* ``weights``: onnxruntime's copy of the initializers plus the serialised augmented model it
+  is built from (about 2 × the model's tensor bytes).
+* ``probe``: two run batches of inputs in flight (onnxruntime runs batch k+1 while CKA works on
+  batch k), generated through float64/int64 (numpy's generators), so 8 bytes per element
+  plus the input dtype; real ``--inputs`` add the whole array set.
+* ``features``: the tapped outputs of the batch being scored, the next batch's outputs, and
+  the float64 copy the CKA math makes (4 + 4 + 8 bytes per float32 element; with
+  ``--cka-batch all`` every sample's features, kept then concatenated: 4 + 4 + 8 as well).
+* ``gram``: the float64 Gram rows built in blocks (cka.py bounds a block to 128 MiB, twice:
+  the per-layer pieces and their stack), so n² × 8 per layer only while that is smaller.
+* ``activations``: onnxruntime's intermediate tensors. This is the rough part. We simulate its
+  allocation planner over the augmented graph in node order (a buffer lives from its producer
+  to its last consumer, graph outputs to the end, Reshape-like views share their input's
+  buffer, elementwise ops reuse a dying input of the same size) and take the peak live bytes
+  per sample × the run batch. From the second run on, onnxruntime adds a "memory pattern"
+  block for the tensors whose shapes it can resolve from the input shapes, while its arena
+  keeps the first run's chunks: measured, the arena after 2+ runs is the first run's live set
+  plus that planned set (residual CNN: 1.6 GB = 0.8 + 0.8; magika: 1.06 GB = 0.81 + 0.25), so
+  we add the simulated peak of the planned tensors. Tensors shape inference cannot size count
+  as zero, so graphs with data-dependent shapes are underestimated.
+
+The test suite checks the total against the measured peak (VmHWM of a fresh process) on two
+models within 25 %; treat it as that good, no better. Device memory (CUDA) is the weights, the
+activations and, with the CuPy backend, the features and Gram blocks.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from redaudit.core.graph import infer_types
+from redaudit.core.prepared import PreparedModel
+from redaudit.core.probe import DEFAULT_SYMBOLIC_DIM, check_dim_names
+from redaudit.core.spec import ScanSpec
+from redaudit.errors import RedauditError
+
+#: Bytes of float64 Gram rows cka.py materialises at once (mirrors cka._GRAM_BLOCK_BYTES).
+GRAM_BLOCK_BYTES = 128 * 1024**2
+#: Samples per onnxruntime call when one CKA batch holds every sample (mirrors engine._RUN_CHUNK).
+RUN_CHUNK = 256
+#: Above this share of the available memory a scan is announced with a warning.
+WARN_SHARE = 0.5
+#: ... and above this absolute size, whatever the machine has.
+WARN_BYTES = 4 * 1024**3
+_SMALL_INITIALIZER = 4096  # elements kept when re-inferring shapes (Reshape targets, indices)
+
+
+class MemoryLimitError(RedauditError):
+    """The scan's estimated peak memory exceeds what the machine has available."""
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Estimated peak bytes of one scan, host and device, and the parts they are made of."""
+
+    host_bytes: int
+    device_bytes: int
+    parts: dict[str, int] = field(default_factory=dict)
+    run_batch: int = 0
+    cka_batch: int = 0
+    unsized_tensors: int = 0  # intermediates shape inference could not size (counted as 0)
+
+    def largest_part(self) -> str:
+        scan_parts = {k: v for k, v in self.parts.items() if k != "process"}
+        return max(scan_parts, key=scan_parts.get) if scan_parts else "process"
+
+
+def format_bytes(count: float) -> str:
+    """1536 → '1.5 KB' (binary multiples, short units as users read them)."""
+    value = float(count)
+    for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
+        if abs(value) < 1024 or unit == "PB":
+            return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} PB"
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def available_bytes() -> int | None:
+    """Memory this process may still take: MemAvailable, lowered by a cgroup (container) limit.
+    None when the platform says nothing (then nothing is refused)."""
+    available: int | None = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+    except OSError:
+        try:
+            import psutil  # optional: other platforms
+
+            available = int(psutil.virtual_memory().available)
+        except Exception:  # noqa: BLE001 - no source of truth: do not refuse
+            return None
+    try:
+        with open("/sys/fs/cgroup/memory.max", encoding="ascii") as limit_file:
+            limit = limit_file.read().strip()
+        with open("/sys/fs/cgroup/memory.current", encoding="ascii") as current_file:
+            current = int(current_file.read().strip())
+        if limit != "max":
+            room = int(limit) - current
+            available = room if available is None else min(available, room)
+    except (OSError, ValueError):
+        pass
+    return available
+
+
+def _per_sample_graph(proto: onnx.ModelProto, dims: dict[str, int]) -> onnx.ModelProto:
+    """A weightless copy of the (augmented) graph whose inputs have batch 1 and every symbolic dim resolved,
+    for shape inference: large initializers become typed inputs (their data is not needed)."""
+    graph = proto.graph
+    small = [init for init in graph.initializer if math.prod(init.dims) <= _SMALL_INITIALIZER]
+    small_names = {init.name for init in small}
+    inputs = []
+    for value in graph.input:
+        if value.name in small_names:
+            continue
+        tensor = value.type.tensor_type
+        shape = []
+        for axis, dim in enumerate(tensor.shape.dim):
+            if axis == 0:
+                shape.append(1)
+            elif dim.HasField("dim_value") and dim.dim_value > 0:
+                shape.append(int(dim.dim_value))
+            else:
+                key = dim.dim_param if dim.HasField("dim_param") else f"{value.name}:{axis}"
+                shape.append(dims.get(key, DEFAULT_SYMBOLIC_DIM))
+        inputs.append(helper.make_tensor_value_info(value.name, tensor.elem_type, shape))
+    declared = {value.name for value in graph.input}
+    for init in graph.initializer:
+        if init.name not in small_names and init.name not in declared:
+            inputs.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+    copy = helper.make_graph(list(graph.node), graph.name or "g", inputs, list(graph.output), small)
+    model = helper.make_model(copy, opset_imports=list(proto.opset_import), ir_version=proto.ir_version)
+    model.functions.extend(proto.functions)
+    return model
+
+
+def _shapes(proto: onnx.ModelProto, activations: set[str],
+            dims: dict[str, int]) -> tuple[dict[str, tuple[int, ...]], dict[str, int], int]:
+    """Shape and bytes per sample of every activation (batch 1), and how many could not be sized."""
+    types = infer_types(_per_sample_graph(proto, dims))
+    shapes, sizes, unsized = {}, {}, 0
+    for name in activations:
+        found = types.get(name)
+        if found is None or found.shape is None or any(not isinstance(d, int) or d < 0 for d in found.shape):
+            unsized += 1
+            continue
+        itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(found.elem_type)).itemsize
+        shapes[name] = tuple(int(d) for d in found.shape)
+        sizes[name] = math.prod(found.shape) * itemsize
+    return shapes, sizes, unsized
+
+
+#: Operators whose output is a view of their first input in onnxruntime (no new buffer).
+_ALIAS_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"})
+#: Elementwise operators onnxruntime may run in place when an input of the output's size dies there.
+_INPLACE_OPS = frozenset({"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Add", "Sub", "Mul", "Div", "Clip", "Elu",
+                          "HardSigmoid", "Softplus", "Erf", "Sqrt", "Neg", "Abs", "Exp", "Gelu", "FastGelu",
+                          "BatchNormalization", "Cast", "Softmax"})
+
+
+def _live_peak(graph: onnx.GraphProto, sizes: dict[str, int]) -> int:
+    """Largest sum of live buffer bytes over a run in node order, as onnxruntime's planner sees
+    it: graph outputs live to the end, views (Reshape...) share their input's buffer, and
+    elementwise ops reuse an input buffer of the same size that dies at them."""
+    keep = {output.name for output in graph.output}
+    buffer_of: dict[str, str] = {}  # tensor -> the tensor whose buffer it uses
+    last_use: dict[str, int] = {}
+    for position, node in enumerate(graph.node):
+        for name in node.input:
+            last_use[name] = position
+    for position, node in enumerate(graph.node):  # a view extends its buffer's life
+        for name in node.output:
+            if node.op_type in _ALIAS_OPS and node.input and node.input[0] in sizes:
+                root = buffer_of.get(node.input[0], node.input[0])
+                buffer_of[name] = root
+                last_use[root] = max(last_use.get(root, position), last_use.get(name, position))
+                if name in keep:
+                    keep.add(root)
+    inputs = {value.name for value in graph.input}
+    live, peak, freed = 0, 0, set(inputs)  # inputs belong to the caller, not the arena
+    for position, node in enumerate(graph.node):
+        reusable = [buffer_of.get(n, n) for n in node.input if n in sizes and n not in inputs]
+        reusable = [n for n in reusable if n not in keep and n not in freed and last_use.get(n, -1) <= position]
+        for name in node.output:
+            if not name or name not in sizes or name in buffer_of:
+                continue
+            donor = next((n for n in reusable if sizes[n] == sizes[name]), None) \
+                if node.op_type in _INPLACE_OPS else None
+            if donor is not None:
+                reusable.remove(donor)
+                buffer_of[name] = donor
+                last_use[donor] = max(last_use.get(name, position), position)
+                if name in keep:
+                    keep.add(donor)
+                continue
+            live += sizes[name]
+        peak = max(peak, live)
+        for name in (*node.input, *node.output):
+            root = buffer_of.get(name, name)
+            if root in sizes and root not in keep and root not in freed and last_use.get(root, -1) <= position:
+                live -= sizes[root]
+                freed.add(root)
+    return peak
+
+
+def _planned(prepared: PreparedModel, sizes: dict[str, int]) -> dict[str, int]:
+    """The tensors onnxruntime's memory pattern plans: those whose shape it can resolve from the
+    input shapes alone (integers and the inputs' own symbols; not ``unk__`` symbols that shape
+    inference invents after a data-dependent Reshape)."""
+    symbols = {dim for spec in prepared.input_specs for dim in spec.shape if isinstance(dim, str)}
+    planned = {}
+    for name, size in sizes.items():
+        found = prepared.index.types.get(name)
+        if found is None or (found.shape is not None
+                             and all(isinstance(d, int) or d in symbols for d in found.shape)):
+            planned[name] = size
+    return planned
+
+
+def estimate_scan_memory(prepared: PreparedModel, spec: ScanSpec, *, device_backend: bool = False,
+                         device_runtime: bool = False) -> MemoryEstimate:
+    """Estimated peak memory of ``scan_prepared(prepared, spec)`` (see the module docstring for
+    what each part counts and how good it is). ``device_runtime``: onnxruntime runs on CUDA;
+    ``device_backend``: the CKA math runs on CuPy."""
+    specs = prepared.input_specs
+    check_dim_names(specs, spec.dims_dict)
+    selection = prepared.taps(spec.level, spec.taps)
+    augmented = prepared.augmented(selection, spec.reduce, spec.layouts)
+    activations = prepared.index.activations | {o.name for o in augmented.proto.graph.output}
+    shapes, sizes, unsized = _shapes(augmented.proto, activations, spec.dims_dict)
+    taps = [point.tensor for point in selection.points]
+    samples = spec.samples
+    cka_batch = spec.cka_batch if spec.cka_batch is not None else samples
+    run_batch = min(RUN_CHUNK, cka_batch) if spec.cka_batch is None else cka_batch
+    input_elements = sum(sizes.get(s.name, 0) // max(s.dtype.itemsize, 1) for s in specs)
+    input_bytes = sum(sizes.get(s.name, 0) for s in specs)
+    probe = 2 * run_batch * (input_bytes + 8 * input_elements)
+    if spec.inputs is not None:
+        probe += samples * input_bytes
+    tap_elements = [sizes.get(name, 0) // 4 for name in augmented.fetch_names]  # float32 features
+    feature_elements = sum(tap_elements)
+    features = cka_batch * feature_elements * (4 + 4 + 8) + (8 * cka_batch * feature_elements
+                                                            if spec.estimator == "biased" else 0)
+    layers = len(taps)
+    block_rows = max(1, GRAM_BLOCK_BYTES // (8 * cka_batch * max(layers, 1)))
+    gram = 2 * 8 * layers * cka_batch * min(cka_batch, block_rows)
+    runs = math.ceil(cka_batch / run_batch) * max(samples // cka_batch, 1)
+    first_run = run_batch * _live_peak(augmented.proto.graph, sizes)
+    pattern = run_batch * _live_peak(augmented.proto.graph, _planned(prepared, sizes)) if runs > 1 else 0
+    activations = first_run + pattern
+    weights = 2 * sum(init.ByteSize() for init in prepared.proto.graph.initializer)
+    parts = {"process": _rss_bytes(), "weights": weights, "probe": probe, "features": features,
+             "gram": gram, "activations": activations}
+    device = 0
+    if device_runtime:
+        device += weights + activations
+        parts_host = {k: v for k, v in parts.items() if k != "activations"}
+    else:
+        parts_host = parts
+    if device_backend:
+        device += cka_batch * feature_elements * 8 + gram
+    return MemoryEstimate(host_bytes=int(sum(parts_host.values())), device_bytes=int(device), parts=parts,
+                          run_batch=run_batch, cka_batch=cka_batch, unsized_tensors=unsized)
+
+
+_LEVERS = {
+    "probe": "lower --dim values or --cka-batch",
+    "features": "use --reduce pool, a smaller --cka-batch, or fewer --samples with --cka-batch all",
+    "gram": "use a smaller --cka-batch (or fewer --samples with --cka-batch all)",
+    "activations": "use a smaller --cka-batch or lower --dim values",
+    "weights": "scan on a machine with more memory",
+    "process": "scan on a machine with more memory",
+}
+
+
+def check_memory(estimate: MemoryEstimate, available: int | None = None, *,
+                 reduce: str = "pool") -> list[str]:
+    """Raise :class:`MemoryLimitError` when the estimate exceeds the available memory; return
+    the warnings to show when it is large (empty otherwise)."""
+    if available is None:
+        available = available_bytes()
+    largest = estimate.largest_part()
+    lever = _LEVERS[largest]
+    if largest == "features" and reduce == "pool":
+        lever = "use a smaller --cka-batch, or fewer --samples with --cka-batch all"
+    total = estimate.host_bytes
+    if available is not None and total > available:
+        raise MemoryLimitError(f"this scan needs about {format_bytes(total)} of memory but "
+                               f"{format_bytes(available)} is available ({largest} "
+                               f"{format_bytes(estimate.parts[largest])}); {lever}")
+    if total > WARN_BYTES or (available is not None and total > WARN_SHARE * available):
+        where = f" of {format_bytes(available)} available" if available is not None else ""
+        return [f"this scan needs about {format_bytes(total)} of memory{where} ({largest} "
+                f"{format_bytes(estimate.parts[largest])}); to lower it, {lever}"]
+    return []

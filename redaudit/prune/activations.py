@@ -1,0 +1,88 @@
+"""Cosine agreement between pairs of tensors of the original model, streamed over the probe.
+
+The Block Influence (ShortGPT) and angular-distance (Gromov et al.) policies compare a block's
+input with its output token by token (or sample by sample for feature maps): for each pair
+(a, b) of same-shaped tensors, the mean over samples and tokens of cos(a_t, b_t). Tensors are
+fetched raw (unpooled) through the prepared model's tap machinery, one chunk at a time, so
+memory holds one chunk of activations, never the whole probe.
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from redaudit.core.prepared import PreparedModel
+from redaudit.core.run import BatchRunner
+
+_CHUNK = 128
+
+
+def _vectors(array: np.ndarray) -> np.ndarray:
+    """(rows, features): tokens of (N, T, D) are rows; anything else is one row per sample."""
+    data = np.asarray(array, dtype=np.float64)
+    if data.ndim == 3:
+        return data.reshape(-1, data.shape[-1])
+    return data.reshape(data.shape[0], -1)
+
+
+def _mean_cosine(first: np.ndarray, second: np.ndarray) -> tuple[float, int]:
+    a, b = _vectors(first), _vectors(second)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    dots = np.einsum("ij,ij->i", a, b)
+    cosine = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), 1.0)
+    return float(cosine.sum()), int(cosine.size)
+
+
+def _exposing(prepared: PreparedModel, tensors: Sequence[str]) -> tuple[onnx.ModelProto, list[str]]:
+    """A copy whose outputs include ``tensors`` (graph inputs read through an Identity), typed
+    from the shared index (onnxruntime refuses an output whose element type is wrong)."""
+    index = prepared.index
+    graph_inputs = set(index.graph_inputs)
+    exposed = copy.deepcopy(prepared.proto)
+    existing = {output.name for output in exposed.graph.output}
+    names = []
+    for tensor in tensors:
+        name = tensor
+        if tensor in graph_inputs:
+            name = f"{tensor}/cosine_tap"
+            exposed.graph.node.insert(0, helper.make_node("Identity", [tensor], [name], name=name))
+        if name not in existing:
+            tensor_type = index.types.get(tensor)
+            elem_type = tensor_type.elem_type if tensor_type is not None else onnx.TensorProto.FLOAT
+            exposed.graph.output.append(helper.make_tensor_value_info(name, elem_type, None))
+            existing.add(name)
+        names.append(name)
+    return exposed, names
+
+
+def pair_cosines(prepared: PreparedModel, pairs: Sequence[tuple[str, str]],
+                 arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Mean cosine (over samples and tokens) for each (a, b) pair of tensors; NaN when the two
+    tensors' shapes differ."""
+    tensors = list(dict.fromkeys(name for pair in pairs for name in pair))
+    exposed, fetch = _exposing(prepared, tensors)
+    session, _ = prepared.sessions.create(exposed, "the model with block inputs/outputs exposed")
+    runner = BatchRunner(session, fetch)
+    position = {tensor: i for i, tensor in enumerate(tensors)}
+    sums = np.zeros(len(pairs))
+    counts = np.zeros(len(pairs))
+    shape_mismatch = np.zeros(len(pairs), dtype=bool)
+    total = next(iter(arrays.values())).shape[0]
+    for start in range(0, total, _CHUNK):
+        outputs = runner.run({name: array[start:start + _CHUNK] for name, array in arrays.items()})
+        for k, (first, second) in enumerate(pairs):
+            a, b = outputs[position[first]], outputs[position[second]]
+            if a.shape != b.shape:
+                shape_mismatch[k] = True
+                continue
+            value, count = _mean_cosine(a, b)
+            sums[k] += value
+            counts[k] += count
+    with np.errstate(invalid="ignore", divide="ignore"):
+        result = sums / counts
+    result[shape_mismatch | (counts == 0)] = np.nan
+    return result

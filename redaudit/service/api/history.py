@@ -1,0 +1,91 @@
+"""The history over HTTP: models, versions with their scans, one stored scan, diffs.
+
+Numbers come from the same history functions the CLI's ``history`` and ``diff`` use (through
+``service.history_io``), so the API and the CLI cannot disagree.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import Response
+
+from redaudit.service import history_io
+from redaudit.service.api.deps import get_state, require_read
+from redaudit.service.state import ServiceState
+
+router = APIRouter(tags=["history"])
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: NaN/inf to None, datetimes to ISO strings, tuples to lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(key): _clean(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(item) for item in value]
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+@router.get("/models", summary="Every model in the history with its latest MSRS")
+def list_models(state: ServiceState = Depends(get_state), _token=Depends(require_read)) -> list[dict[str, Any]]:
+    rows = []
+    for name in history_io.model_names(state.engine):
+        history = history_io.history(state.engine, name)
+        scans = history.scans()
+        latest = scans[-1][1] if scans else None
+        rows.append({"name": name, "versions": len(history.versions), "scans": len(scans),
+                     "latest_msrs": _clean(latest.msrs) if latest else None,
+                     "latest_scan_id": latest.scan_id if latest else None,
+                     "msrs_trend": [_clean(scan.msrs) for _, scan in scans]})
+    return rows
+
+
+@router.get("/models/{name}", summary="A model's versions (oldest first), each with its scans")
+def model_history(name: str, state: ServiceState = Depends(get_state),
+                  _token=Depends(require_read)) -> dict[str, Any]:
+    history = history_io.history(state.engine, name)
+    return {"name": history.name,
+            "versions": [_clean({**asdict(version), "scans": [asdict(scan) for scan in version.scans]})
+                         for version in history.versions]}
+
+
+@router.get("/models/{name}/versions", summary="A model's versions without their scans")
+def model_versions(name: str, state: ServiceState = Depends(get_state),
+                   _token=Depends(require_read)) -> list[dict[str, Any]]:
+    history = history_io.history(state.engine, name)
+    return [_clean({key: value for key, value in asdict(version).items() if key != "scans"}
+                   | {"scan_count": len(version.scans)}) for version in history.versions]
+
+
+@router.get("/models/{name}/diff", summary="Layer-aligned diff of two versions or scans (labels, hash prefixes, scan:ID)")
+def model_diff(name: str, before: str = Query(..., min_length=1, max_length=200),
+               after: str = Query(..., min_length=1, max_length=200), force: bool = False,
+               state: ServiceState = Depends(get_state), _token=Depends(require_read)) -> dict[str, Any]:
+    return _clean(history_io.diff(state.engine, name, before, after, force=force).to_dict())
+
+
+@router.get("/scans/{scan_id}", summary="One recorded scan: settings, per-layer rows, similarity matrix")
+def stored_scan(scan_id: int, state: ServiceState = Depends(get_state),
+                _token=Depends(require_read)) -> dict[str, Any]:
+    scan = history_io.stored_scan(state.engine, scan_id)
+    return _clean({"scan_id": scan.scan_id, "model_name": scan.model_name, "version": asdict(scan.version),
+                   "summary": asdict(scan.summary), "settings": scan.settings,
+                   "layers": [asdict(layer) for layer in scan.layers], "layer_order": scan.layer_order,
+                   "similarity": scan.similarity.astype(float).tolist()})
+
+
+@router.get("/scans/{scan_id}/heatmap.png", response_class=Response, summary="A recorded scan's heatmap",
+            responses={200: {"content": {"image/png": {}}}})
+def stored_heatmap(scan_id: int, state: ServiceState = Depends(get_state),
+                   _token=Depends(require_read)) -> Response:
+    from redaudit.report.heatmap import heatmap_png_bytes
+
+    scan = history_io.stored_scan(state.engine, scan_id)
+    png = heatmap_png_bytes(scan.similarity, list(scan.layer_order), f"{scan.model_name} scan {scan.scan_id}")
+    return Response(png, media_type="image/png")

@@ -1,0 +1,135 @@
+"""Uploads (model, bundle, probe inputs) and blob download for remote workers.
+
+Bodies are the raw file bytes (no multipart): the body is streamed to disk under the size limit
+while it is hashed, then checked exactly as the CLI checks a file (protobuf parse, ONNX checker,
+external-data policy; ``.npz`` without pickle) before it is accepted. A refused upload leaves no
+file and no row.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, Response
+from pydantic import BaseModel
+
+from redaudit.errors import RedauditError
+from redaudit.service.api.deps import get_state, require_read, require_write
+from redaudit.service.archives import check_npz_archive, extract_bundle
+from redaudit.service.state import ServiceState
+from redaudit.service.storage import Staged, UploadError
+
+router = APIRouter(tags=["uploads"])
+
+MODEL_TYPES = {"application/octet-stream": "model", "application/onnx": "model",
+               "application/zip": "bundle", "application/x-zip-compressed": "bundle",
+               "application/x-tar": "bundle", "application/gzip": "bundle", "application/x-gtar": "bundle"}
+INPUT_TYPES = ("application/octet-stream", "application/zip", "application/x-npz")
+
+
+class BlobOut(BaseModel):
+    sha256: str
+    kind: str
+    size_bytes: int
+    filename: str
+    model_sha256: str | None = None
+
+
+def _body(types) -> dict:
+    return {"requestBody": {"required": True, "content": {t: {"schema": {"type": "string", "format": "binary"}}
+                                                            for t in types}}}
+
+
+def _content_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def _receive(request: Request, state: ServiceState, what: str) -> Staged:
+    declared = request.headers.get("content-length")
+    limit = state.settings.max_upload_bytes
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise UploadError(f"{what} is {int(declared):,} bytes, above the server's limit of {limit:,}; "
+                          "raise serve --max-upload-size if you trust it", 413)
+    return await state.blobs.receive(request.stream(), limit, what)
+
+
+def _check_model(staged: Staged, kind: str, state: ServiceState, filename: str) -> str:
+    """Validate the staged model or bundle; returns the model's sha256 (the .onnx file's)."""
+    from redaudit.core.model import load_model
+
+    with tempfile.TemporaryDirectory(prefix="redaudit-upload-") as folder:
+        root = Path(folder)
+        if kind == "bundle":
+            files = extract_bundle(staged.path, root, state.limits)
+            models = [file for file in files if file.suffix == ".onnx"]
+            if len(models) != 1:
+                raise UploadError(f"a bundle must hold exactly one .onnx file (found {len(models)}); "
+                                  "pack one model with its external data")
+            return load_model(models[0], max_bytes=state.settings.max_upload_bytes).sha256
+        single = root / (Path(filename).name or "model.onnx")
+        shutil.copyfile(staged.path, single)  # alone in a folder: external data must come as a bundle
+        return load_model(single, max_bytes=state.settings.max_upload_bytes).sha256
+
+
+@router.post("/uploads/model", status_code=201, response_model=BlobOut, openapi_extra=_body(MODEL_TYPES),
+             summary="Upload a model (.onnx) or a bundle (.zip/.tar of a model and its external data)")
+async def upload_model(request: Request, filename: str = Query("model.onnx", max_length=255),
+                       kind: str = Query("model", pattern="^(model|pruned)$"),
+                       state: ServiceState = Depends(get_state), _token=Depends(require_write)) -> BlobOut:
+    content_type = _content_type(request)
+    if content_type not in MODEL_TYPES:
+        raise UploadError(f"content type {content_type or 'missing'!r} is not a model; send .onnx bytes as "
+                          "application/octet-stream or a bundle as application/zip or application/x-tar", 415)
+    blob_kind = MODEL_TYPES[content_type] if kind == "model" else kind
+    staged = await _receive(request, state, "the model")
+    try:
+        model_sha = await run_in_threadpool(_check_model, staged, blob_kind, state, filename)
+    except RedauditError:
+        state.blobs.discard(staged)
+        raise
+    state.blobs.commit(staged)
+    blob = state.jobs.add_blob(staged.sha256, blob_kind, staged.size_bytes, Path(filename).name, model_sha)
+    return BlobOut(sha256=blob.sha256, kind=blob.kind, size_bytes=blob.size_bytes, filename=blob.filename,
+                   model_sha256=blob.model_sha256)
+
+
+def _check_inputs(staged: Staged, state: ServiceState) -> None:
+    from redaudit.core.probe import _read_npz
+
+    check_npz_archive(staged.path, state.limits)
+    arrays = _read_npz(staged.path)
+    if not arrays:
+        raise UploadError("the inputs archive holds no arrays; save one array per model input with numpy.savez")
+
+
+@router.post("/uploads/inputs", status_code=201, response_model=BlobOut, openapi_extra=_body(INPUT_TYPES),
+             summary="Upload probe inputs (.npz, one array per model input; never pickled)")
+async def upload_inputs(request: Request, filename: str = Query("inputs.npz", max_length=255),
+                        state: ServiceState = Depends(get_state), _token=Depends(require_write)) -> BlobOut:
+    content_type = _content_type(request)
+    if content_type not in INPUT_TYPES:
+        raise UploadError(f"content type {content_type or 'missing'!r} is not an .npz; send it as "
+                          "application/octet-stream", 415)
+    staged = await _receive(request, state, "the inputs")
+    try:
+        await run_in_threadpool(_check_inputs, staged, state)
+    except RedauditError:
+        state.blobs.discard(staged)
+        raise
+    state.blobs.commit(staged)
+    blob = state.jobs.add_blob(staged.sha256, "inputs", staged.size_bytes, Path(filename).name, None)
+    return BlobOut(sha256=blob.sha256, kind=blob.kind, size_bytes=blob.size_bytes, filename=blob.filename)
+
+
+@router.head("/blobs/{sha256}", include_in_schema=False)
+@router.get("/blobs/{sha256}", response_class=Response, responses={200: {"content": {"application/octet-stream": {}}}},
+            summary="Download a stored blob by sha256 (how remote workers get models)")
+def get_blob(sha256: str, state: ServiceState = Depends(get_state), _token=Depends(require_read)):
+    blob = state.jobs.blob(sha256) if len(sha256) == 64 else None
+    if blob is None or not state.blobs.exists(sha256):
+        raise UploadError(f"no blob {sha256[:64]!r} on this server", 404)
+    return FileResponse(state.blobs.path(sha256), media_type="application/octet-stream",
+                        headers={"x-redaudit-blob-kind": blob.kind})

@@ -1,0 +1,102 @@
+"""The service's one door into the history and the scan engine (so API changes stay local).
+
+Scans run through ``redaudit.scan(model, spec, progress=, cancel=)``; the history is reached
+only from here.
+Recording happens inside the caller's session, because a job's completion and its scan must
+commit together (see :meth:`JobStore.finish`); ``record_scan`` opens its own transaction, so the
+same steps are composed here from the store's parts.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from redaudit.core.result import ScanResult
+from redaudit.core.spec import ScanSpec
+from redaudit.core.engine import ScanProgress
+from redaudit.errors import ScanCancelled  # noqa: F401 - the runner catches it from here
+from redaudit.history import store
+from redaudit.history.check import CheckOutcome, check_result
+from redaudit.history.diff import ScanDiff, diff_references
+from redaudit.history.errors import UnknownReferenceError
+from redaudit.history.models import Model, ModelVersion
+from redaudit.history.records import ModelHistory, StoredScan
+from redaudit.history.store import load_scan, model_history
+
+
+def scan_with_spec(model_path: str, spec: ScanSpec, progress: Callable[[ScanProgress], None],
+                   cancelled: Callable[[], bool]) -> ScanResult:
+    """Run one scan as ``spec`` says, reporting each stage and stopping when ``cancelled()``."""
+    import redaudit
+
+    return redaudit.scan(model_path, spec, progress=progress, cancel=cancelled)
+
+
+def record_in_session(session: Session, result: ScanResult, name: str, label: str | None,
+                      parent_sha256: str | None = None) -> int:
+    """``record_scan`` inside the caller's transaction; returns the new scan id."""
+    if not store._NAME.match(name or ""):
+        raise UnknownReferenceError(f"model name {name!r} must be 1-200 characters, not starting with a space")
+    layer_rows = store._layer_rows(result)
+    npy = store.matrix_to_npy(result.similarity)
+    stamp = datetime.now(timezone.utc)
+    model = session.scalar(select(Model).where(Model.name == name))
+    if model is None:
+        model = Model(name=name, created_at=stamp)
+        session.add(model)
+        session.flush()
+    version = store._version_for(session, model, result, label, parent_sha256, stamp)
+    scan = store._scan_row(result, version.id, label, stamp)
+    session.add(scan)
+    session.flush()
+    store._insert_layers(session, scan.id, layer_rows)
+    store._insert_matrix(session, scan.id, result.layer_names, npy)
+    return scan.id
+
+
+def version_known(session: Session, sha256: str) -> bool:
+    return session.scalar(select(ModelVersion.id).where(ModelVersion.sha256 == sha256).limit(1)) is not None
+
+
+def check(engine: Engine, result: ScanResult, *, name: str, max_msrs: float | None,
+          max_increase: float | None) -> CheckOutcome:
+    """Gate ``result`` against the latest comparable recorded scan of ``name`` (if it has one)."""
+    against = name if max_increase is not None else None
+    if against is not None and not has_scans(engine, name):
+        if max_msrs is None:
+            return CheckOutcome(True, f"no recorded scan of {name!r} to compare with yet; this one "
+                                      "becomes the baseline", float(result.msrs))
+        against, max_increase = None, None
+    return check_result(result, max_msrs=max_msrs, against=against, max_increase=max_increase, db=engine)
+
+
+def has_scans(engine: Engine, name: str) -> bool:
+    try:
+        return any(version.scans for version in model_history(engine, name).versions)
+    except UnknownReferenceError:
+        return False
+
+
+def model_names(engine: Engine) -> list[str]:
+    with store.unit_of_work(engine) as session:
+        return list(session.scalars(select(Model.name).order_by(Model.name)))
+
+
+def history(engine: Engine, name: str) -> ModelHistory:
+    return model_history(engine, name)
+
+
+def stored_scan(engine: Engine, scan_id: int) -> StoredScan:
+    return load_scan(engine, scan_id)
+
+
+def diff(engine: Engine, name: str, before: str, after: str, force: bool = False) -> ScanDiff:
+    return diff_references(engine, name, before, after, force=force)
+
+
+def resolve(engine: Engine, name: str, reference: str) -> int:
+    return store.resolve_scan(engine, name, reference)

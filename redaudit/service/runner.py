@@ -1,0 +1,167 @@
+"""Run one claimed job: fetch its blobs, scan / check / prune through the library, finish it.
+
+The same code runs in an embedded worker thread and in a Celery worker on another machine; what
+differs is the :class:`BlobAccess` (local store, or HTTP from the API by sha256). A heartbeat
+thread extends the job's lease and publishes progress; losing the lease or a cancel request
+stops the scan at its next batch.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from redaudit.core.spec import ScanSpec
+from redaudit.errors import RedauditError
+from redaudit.service import history_io
+from redaudit.service.archives import ArchiveLimits, extract_bundle
+from redaudit.service.jobs import Claim, JobStore, LeaseLost
+from redaudit.service.models import CANCELLED, FAILED
+
+log = logging.getLogger("redaudit.service")
+
+
+class BlobAccess(Protocol):
+    def fetch(self, sha256: str) -> Path: ...
+    def kind(self, sha256: str) -> str: ...
+    def put_model(self, path: Path, filename: str) -> str: ...
+
+
+@dataclass
+class _Beat:
+    """Progress shared between the scan (writer) and the heartbeat thread (reader)."""
+
+    stage: str = "starting"
+    done: int = 0
+    total: int | None = None
+    cancel: bool = False
+    lost: bool = False
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+def _heartbeat(jobs: JobStore, claim: Claim, beat: _Beat, every: float) -> None:
+    while not beat.stop.wait(every):
+        try:
+            beat.cancel = jobs.heartbeat(claim, beat.stage, beat.done, beat.total) or beat.cancel
+        except LeaseLost:
+            beat.lost = True
+            return
+        except Exception:  # a database hiccup: try again at the next beat, the lease has slack
+            log.warning("heartbeat for job %s failed; retrying", claim.job_id, exc_info=True)
+
+
+def _model_path(blobs: BlobAccess, sha256: str, workdir: Path, limits: ArchiveLimits) -> Path:
+    path = blobs.fetch(sha256)
+    if blobs.kind(sha256) != "bundle":
+        return path
+    folder = workdir / "bundle"
+    folder.mkdir()
+    files = extract_bundle(path, folder, limits)
+    return next(file for file in files if file.suffix == ".onnx")
+
+
+def run_claimed(jobs: JobStore, blobs: BlobAccess, claim: Claim, limits: ArchiveLimits) -> str:
+    """Execute the claimed job to its end; returns the final state this worker wrote."""
+    job = jobs.get(claim.job_id)
+    beat = _Beat()
+    pulse = threading.Thread(target=_heartbeat, args=(jobs, claim, beat, max(0.2, min(jobs.lease_s / 3, 2.0))),
+                             name=f"heartbeat-{claim.job_id[:8]}", daemon=True)
+    pulse.start()
+    try:
+        with tempfile.TemporaryDirectory(prefix="redaudit-job-") as workdir:
+            finished = _execute(jobs, blobs, claim, job, beat, Path(workdir), limits)
+            return "succeeded" if finished else "lost"
+    except history_io.ScanCancelled:
+        if beat.lost:
+            return "lost"
+        jobs.end(claim, CANCELLED, "cancelled while running")
+        return CANCELLED
+    except RedauditError as error:
+        jobs.end(claim, FAILED, str(error).splitlines()[0] if str(error) else type(error).__name__)
+        return FAILED
+    except LeaseLost:
+        return "lost"
+    except Exception as error:  # a bug: the job fails with its type, the traceback goes to the log
+        log.exception("job %s failed", claim.job_id)
+        jobs.end(claim, FAILED, f"internal error ({type(error).__name__}); see the worker log")
+        return FAILED
+    finally:
+        beat.stop.set()
+        pulse.join()
+
+
+def _execute(jobs: JobStore, blobs: BlobAccess, claim: Claim, job: dict[str, Any], beat: _Beat,
+             workdir: Path, limits: ArchiveLimits) -> bool:
+    model_path = _model_path(blobs, job["blob_sha256"], workdir, limits)
+    spec = ScanSpec.from_json(job["spec"])
+    if job["inputs_sha256"]:
+        spec = spec.with_options(inputs=str(blobs.fetch(job["inputs_sha256"])))
+
+    def progress(update: history_io.ScanProgress) -> None:
+        beat.stage, beat.done, beat.total = update.stage, update.done, update.total
+
+    def cancelled() -> bool:
+        return beat.cancel or beat.lost
+
+    if job["kind"] == "prune":
+        return _prune(jobs, blobs, claim, job, spec, model_path, workdir, progress, cancelled)
+    result = history_io.scan_with_spec(str(model_path), spec, progress, cancelled)
+    from redaudit.report.json_report import dumps
+
+    outcome = None
+    if job["kind"] == "check":
+        options = job["options"]
+        verdict = history_io.check(jobs.engine, result, name=job["model_name"], max_msrs=options.get("max_msrs"),
+                                   max_increase=options.get("max_increase"))
+        outcome = {"passed": verdict.passed, "reason": verdict.reason, "msrs": _finite(verdict.msrs),
+                   "increase_pct": _finite(verdict.increase_pct),
+                   "baseline_scan_id": verdict.baseline.scan.scan_id if verdict.baseline else None}
+    record = None
+    if job["record"]:
+        def record(session):
+            return history_io.record_in_session(session, result, job["model_name"], job["label"])
+    beat.stage = "recording"
+    jobs.heartbeat(claim, beat.stage, beat.done, beat.total)  # the final progress, and the lease is ours
+    return jobs.finish(claim, result=dumps(result), outcome=outcome, record=record)
+
+
+def _prune(jobs, blobs, claim, job, spec, model_path, workdir, progress, cancelled) -> bool:
+    from redaudit.prune.api import prune_model
+
+    options = dict(job["options"])
+    list_only = bool(options.pop("list_only", False))
+    progress(history_io.ScanProgress("prune", 0, None))
+    output = workdir / "pruned.onnx"
+    pruned = prune_model(str(model_path), list_only=list_only, output=None if list_only else output,
+                         measure_msrs=False, latency=False, spec=spec, **options)
+    if cancelled():
+        raise history_io.ScanCancelled("cancelled while pruning")
+    outcome = json.loads(json.dumps(pruned.to_dict(), default=str))
+    for private in ("source", "output_path"):  # worker-local paths mean nothing to the client
+        outcome.pop(private, None)
+    if list_only:
+        return jobs.finish(claim, result=None, outcome=outcome)
+    output_sha = blobs.put_model(output, f"{job['model_name']}-pruned.onnx")
+    before = history_io.scan_with_spec(str(model_path), spec, progress, cancelled)
+    after = history_io.scan_with_spec(str(output), spec, progress, cancelled)
+    outcome.update(msrs_before=_finite(before.msrs), msrs_after=_finite(after.msrs))
+    from redaudit.report.json_report import dumps
+
+    record = None
+    if job["record"]:
+        def record(session):
+            if not history_io.version_known(session, before.model.sha256):
+                history_io.record_in_session(session, before, job["model_name"], None)
+            return history_io.record_in_session(session, after, job["model_name"], job["label"],
+                                                parent_sha256=before.model.sha256)
+    return jobs.finish(claim, result=dumps(after), outcome=outcome, output_sha256=output_sha, record=record)
+
+
+def _finite(value: float | None) -> float | None:
+    import math
+
+    return None if value is None or not math.isfinite(float(value)) else float(value)

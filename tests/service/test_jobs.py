@@ -1,0 +1,105 @@
+"""Job lifecycle through the API: invalid requests leave no job; cancel; check; prune."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.service.conftest import FAST_SPEC
+
+
+def _upload(service, model_file) -> str:
+    response = service.upload(model_file)
+    assert response.status_code == 201, response.text
+    return response.json()["sha256"]
+
+
+@pytest.mark.parametrize("spec, words", [({"samples": 0}, "--samples"), ({"level": "planet"}, "unknown --level"),
+                                         ({"colour": 1}, "unknown scan option"), ({"epsilon": 3}, "--epsilon"),
+                                         ({"inputs": "/etc/passwd"}, "inputs")])
+def test_invalid_spec_is_400_and_leaves_no_job(make_service, sqlite_url, model_file, spec, words):
+    service = make_service(sqlite_url)
+    blob = _upload(service, model_file)
+    response = service.client.post("/api/v1/scans", headers=service.headers(),
+                                   json={"model": "net", "blob": blob, "spec": spec})
+    assert response.status_code == 400 and words in response.json()["detail"], response.text
+    assert service.state.jobs.list() == []
+
+
+def test_unknown_blob_is_404_and_leaves_no_job(make_service, sqlite_url):
+    service = make_service(sqlite_url)
+    response = service.client.post("/api/v1/scans", headers=service.headers(),
+                                   json={"model": "net", "blob": "a" * 64})
+    assert response.status_code == 404 and "upload it" in response.json()["detail"]
+    assert service.state.jobs.list() == []
+
+
+def test_cancel_queued_and_running(make_service, sqlite_url, model_file):
+    service = make_service(sqlite_url, start_workers=False)
+    blob = _upload(service, model_file)
+    queued = service.client.post("/api/v1/scans", headers=service.headers(),
+                                 json={"model": "net", "blob": blob, "spec": FAST_SPEC}).json()
+    cancelled = service.client.post(f"/api/v1/jobs/{queued['id']}/cancel", headers=service.headers())
+    assert cancelled.json()["state"] == "cancelled"
+
+    running = make_service(sqlite_url)  # same database, now with a worker
+    job = running.client.post("/api/v1/scans", headers=running.headers(),
+                              json={"model": "net", "blob": blob, "spec": {"samples": 200_000, "cka_batch": 32}}).json()
+    deadline = time.monotonic() + 30
+    while running.state.jobs.get(job["id"])["progress_done"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    running.client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=running.headers())
+    final = running.wait(job["id"])
+    assert final["state"] == "cancelled" and 0 < final["progress_done"] < 200_000
+    assert final["scan_id"] is None
+    assert running.client.get(f"/api/v1/jobs/{job['id']}/result", headers=running.headers("read")).status_code == 409
+
+
+def test_check_passes_then_fails_against_recorded_baseline(make_service, sqlite_url, tmp_path, model_file):
+    import onnx
+
+    from tests.models import residual_cnn
+
+    service = make_service(sqlite_url)
+    base = _upload(service, model_file)
+    first = service.client.post("/api/v1/checks", headers=service.headers(),
+                                json={"model": "net", "label": "v1", "blob": base, "spec": FAST_SPEC,
+                                      "max_increase": 5}).json()
+    first = service.wait(first["id"])
+    assert first["state"] == "succeeded" and first["outcome"]["passed"] and first["scan_id"]
+    redundant = tmp_path / "dup.onnx"
+    onnx.save(residual_cnn(blocks=3, seed=1, duplicate_block=1), str(redundant))
+    second = service.client.post("/api/v1/checks", headers=service.headers(),
+                                 json={"model": "net", "label": "v2", "blob": _upload(service, redundant),
+                                       "spec": FAST_SPEC, "max_increase": 5}).json()
+    second = service.wait(second["id"])
+    assert second["state"] == "succeeded", second
+    outcome = second["outcome"]
+    assert outcome["baseline_scan_id"] == first["scan_id"]
+    assert outcome["passed"] is (outcome["increase_pct"] <= 5), outcome
+
+
+def test_prune_list_and_removal_records_child_version(make_service, sqlite_url, tmp_path):
+    import onnx
+
+    from tests.models import residual_cnn
+
+    service = make_service(sqlite_url)
+    path = tmp_path / "dup.onnx"
+    onnx.save(residual_cnn(blocks=3, seed=1, duplicate_block=1), str(path))
+    blob = _upload(service, path)
+    listed = service.wait(service.client.post("/api/v1/prunes", headers=service.headers(),
+                                              json={"model": "net", "blob": blob, "spec": FAST_SPEC,
+                                                    "list_only": True}).json()["id"])
+    assert listed["state"] == "succeeded" and len(listed["outcome"]["candidates"]) >= 3
+    removed = service.wait(service.client.post("/api/v1/prunes", headers=service.headers(),
+                                               json={"model": "net", "label": "pruned", "blob": blob,
+                                                     "spec": FAST_SPEC, "remove": 1}).json()["id"])
+    assert removed["state"] == "succeeded", removed
+    assert len(removed["outcome"]["removed"]) == 1 and removed["output_sha256"]
+    versions = service.client.get("/api/v1/models/net/versions", headers=service.headers("read")).json()
+    by_sha = {version["sha256"]: version for version in versions}
+    child = by_sha[removed["output_sha256"]]
+    assert child["label"] == "pruned" and child["parent_sha256"] == blob
+    pruned_bytes = service.client.get(f"/api/v1/blobs/{removed['output_sha256']}", headers=service.headers("read"))
+    assert onnx.load_from_string(pruned_bytes.content).graph.node
