@@ -132,3 +132,13 @@ def test_conv_map_flattened_and_transposed_to_tokens_is_tokens():
     decided = {name: decide_reduction(index, TapPoint(name, "", "", ()), 3, "pool") for name in ("tokens", "channels")}
     assert (decided["tokens"].layout, decided["tokens"].axes) == ("tokens", (1,))
     assert (decided["channels"].layout, decided["channels"].axes) == ("channels", (2,))
+
+
+def test_runtime_shape_marks_only_dims_that_vary():
+    from redaudit.core.shapes import RuntimeShapes
+
+    shapes = RuntimeShapes([0, 2])
+    shapes.add([np.array([[256, 20, 120], [256, 20, 120]]), np.array([[7, 2, 256, 12]])])
+    shapes.add([np.array([[100, 21, 120]]), np.array([[7, 2, 100, 12]])])
+    assert shapes.shape(0) == ("N", "?", 120)  # the batch axis is N, the token count really varied
+    assert shapes.shape(1) == (7, 2, "N", 12)  # a time-major recurrent output: batch on axis 2
