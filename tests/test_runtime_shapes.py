@@ -66,6 +66,11 @@ def test_layout_override_end_to_end(runner, tmp_path, save_model):
             layers["block1_out"]["layout_source"]) == ([1], "tokens", "override")
     assert (layers["block0_out"]["reduced_axes"], layers["block0_out"]["layout"]) == ([2], "channels")
     assert layers["block0_out"]["runtime_shape"] == ["N", 8, 12]
+    from redaudit.report.json_report import read_json
+    reloaded = read_json(out)
+    assert [row.reduction for row in reloaded.layer_rows()][:3] == [
+        "channels: mean axis 2", "channels: mean axis 2", "tokens: mean axis 1 (--layout)"]
+    assert reloaded.layers[2].runtime_shape == ("N", 8, 12)
     result = redaudit.scan(model, inputs=inputs, samples=SAMPLES, cka_batch=64, layouts={"block1_out": "tokens"})
     plain = redaudit.scan(model, inputs=inputs, samples=SAMPLES, cka_batch=64)
     assert not np.allclose(result.similarity, plain.similarity)  # the override changed the features
