@@ -106,6 +106,9 @@ def decide_reduction(index: GraphIndex, tap: TapPoint, rank: int | None, reduce:
     """The documented reduction for ``tap`` at ``rank``: tokens of (N, T, D), spatial axes of
     (N, C, ...), time of a recurrent sequence; ``layout`` overrides the graph's guess for a
     3-D tensor. ``reduce="flatten"`` keeps every axis but still states the layout."""
+    if layout is not None and (tap.time_axis is not None or tap.batch_axis != 0):
+        raise ConfigError(f"--layout {tap.tensor}={layout}: the tap is a recurrent layer's output, averaged "
+                          "over time; --layout only applies to 3-D (N, T, D) or (N, C, L) taps")
     if rank is None and (tap.batch_axis != 0 or tap.time_axis is None):
         found = Reduction(None, None, "rank")
     elif tap.time_axis is not None:
