@@ -147,3 +147,24 @@ def test_runtime_shape_marks_only_dims_that_vary():
     shapes.add([np.array([[100, 21, 120]]), np.array([[7, 2, 100, 12]])])
     assert shapes.shape(0) == ("N", "?", 120)  # the batch axis is N, the token count really varied
     assert shapes.shape(1) == (7, 2, "N", 12)  # a time-major recurrent output: batch on axis 2
+
+
+def test_a_wrongly_declared_output_shape_does_not_break_the_shape_outputs():
+    """A quantized CRNN (ddddocr's common_old.onnx) declares its rank-3 output as (1, seqlen);
+    onnxruntime's Shape kernel trusted the declaration and failed once the tap's shape was
+    fetched (benchmarks/real_models.py runs that model). This small twin does not trigger the
+    onnxruntime failure; it checks that the runtime shape, not the declaration, is reported."""
+    from onnx import TensorProto, helper
+
+    from models import _init, make_model
+
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]),
+             helper.make_node("Compress", ["target", "keep"], ["hidden_target"]),  # typing cannot follow
+             helper.make_node("Reshape", ["h", "hidden_target"], ["y"])]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 3])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "S"])],  # really (N, 4, 3)
+                       [_init("w", np.random.default_rng(0).normal(size=(3, 3))),
+                        helper.make_tensor("target", TensorProto.INT64, [3], [0, 4, 3]),
+                        helper.make_tensor("keep", TensorProto.BOOL, [3], [True, True, True])])
+    result = redaudit.scan(model, taps=["h", "y"], samples=32, cka_batch=16)
+    assert [layer.runtime_shape for layer in result.layers] == [("N", 4, 3), ("N", 4, 3)]

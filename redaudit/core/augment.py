@@ -6,6 +6,13 @@ what consumes it). With ``reduce="pool"`` a ReduceMean node per tap is appended 
 maps, mean over tokens for (N, T, D) sequences, mean over time for a recurrent layer's output
 sequence (moved batch-first by a Transpose when the layer is time-major).
 
+The mean is taken in float64 (a Cast before the ReduceMean). A float32 mean cannot hold what
+CKA measures on some real layers: globally pooled post-activation maps whose across-sample spread
+is 0.03 % of their mean (a YOLO-style detector's blocks) lose ~0.6 % of that spread to float32
+accumulation in onnxruntime's ReduceMean, and ~0.02 % to float32 rounding of the result alone;
+the similarity matrix then differs from a float64 computation by 1e-5. The Cast costs one pass
+over each pooled tap and a transient float64 copy of it.
+
 The reduction depends on the tap's rank, and ONNX shape inference does not always know it (a
 Reshape whose target shape is computed at run time leaves its output shapeless). Such taps are
 *unresolved*: :func:`augment` exposes them raw, the caller learns their rank from one probe
@@ -190,6 +197,12 @@ def augment(model: onnx.ModelProto, index: GraphIndex, taps: list[TapPoint], red
     augmented = onnx.ModelProto()
     augmented.CopyFrom(model)
     graph = augmented.graph
+    # Declared shapes are hints, and wrong ones (a quantized CRNN declares its rank-3 output as
+    # rank 2) make onnxruntime's Shape kernel fail on the shape outputs added below.
+    del graph.value_info[:]
+    for output in graph.output:
+        if output.type.HasField("tensor_type"):
+            output.type.tensor_type.ClearField("shape")
     existing_outputs = {output.name for output in graph.output}
     build = _Builder(augmented, set(index.producer) | index.initializers | set(index.graph_inputs))
     fetch_names, shape_names, reductions, unresolved = [], [], [], []
@@ -210,10 +223,13 @@ def augment(model: onnx.ModelProto, index: GraphIndex, taps: list[TapPoint], red
             graph.node.append(helper.make_node("Transpose", [tap.tensor], [source], perm=order,
                                                name=f"{source}_node"))
             axes = tuple(order.index(axis) for axis in axes)
-        if axes:
+        if axes:  # pooled in float64: see the module docstring
+            wide = build.fresh(f"redaudit_float64_{position}")
+            graph.node.append(helper.make_node("Cast", [source], [wide], to=onnx.TensorProto.DOUBLE,
+                                               name=f"{wide}_node"))
             out_name = build.fresh(f"redaudit_pool_{position}")
-            build.axes_node("ReduceMean", source, out_name, tuple(sorted(axes)), 18, keepdims=0)
-            source = out_name
+            build.axes_node("ReduceMean", wide, out_name, tuple(sorted(axes)), 18, keepdims=0)
+            source, elem_type = out_name, onnx.TensorProto.DOUBLE
         if source not in existing_outputs:
             build.output(source, elem_type)
             existing_outputs.add(source)

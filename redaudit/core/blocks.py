@@ -134,17 +134,19 @@ def _compatible_shapes(index: GraphIndex, first: str, second: str) -> bool:
     return all(not (isinstance(x, int) and isinstance(y, int)) or x == y for x, y in zip(a.shape, b.shape))
 
 
-def _weighted_function_of(index: GraphIndex, entry: str, branch: frozenset[int]) -> bool:
+def _weighted_function_of(index: GraphIndex, entry: str, branch: frozenset[int], masks: dict[str, int],
+                          input_bits: int) -> bool:
     """Whether the branch applies a weighted operator to ``entry`` itself: to a tensor computed
-    from ``entry``, constants and shape arithmetic alone. An additive attention mask is not a
-    block input although later scores depend on it (through earlier layers): every weighted op
-    downstream of the mask also reads the hidden state."""
+    from ``entry``, constants and shape arithmetic alone (``masks``/``input_bits`` tell shape
+    arithmetic, which depends on no graph input's data, from data). An additive attention mask
+    is not a block input although later scores depend on it (through earlier layers): every
+    weighted op downstream of the mask also reads the hidden state."""
     pure = {entry}
     for position in sorted(branch):
         node = index.nodes[position]
-        floats = [name for name in node.input if name and name not in index.constants
-                  and (index.types.get(name) is None or index.types[name].is_float)]
-        if floats and all(name in pure for name in floats):
+        data = [name for name in node.input if name and name not in index.constants
+                and masks.get(name, input_bits) & input_bits]
+        if data and all(name in pure for name in data):
             if is_weighted(index, node):
                 return True
             pure.update(name for name in node.output if name)
@@ -180,6 +182,7 @@ def find_residual_merges(index: GraphIndex) -> list[ResidualMerge]:
     inside = recurrent_region(index)
     bit_of, masks = data_ancestry(index)
     name_of_bit = {bit: name for name, bit in bit_of.items()}
+    input_bits = sum(1 << bit_of[name] for name in index.graph_inputs if name in bit_of)
     merges = []
     for position, node in enumerate(index.nodes):
         operands = [name for name in node.input if name]
@@ -199,7 +202,7 @@ def find_residual_merges(index: GraphIndex) -> list[ResidualMerge]:
         sides = [frozenset(index.producer[name_of_bit[bit]] for bit in _bits(masks[operand] & ~masks[entry])
                            if name_of_bit[bit] in index.producer) for operand in (left, right)]
         if not _is_skip_connection(index, entry, node.output[0], operands, sides) \
-                or not _weighted_function_of(index, entry, sides[0] | sides[1]):
+                or not _weighted_function_of(index, entry, sides[0] | sides[1], masks, input_bits):
             continue
         branch = sides[0] | sides[1]
         end = chain_end(index, node.output[0])
