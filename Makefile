@@ -33,11 +33,8 @@ demo: $(STAMP)
 	$(BIN)/redaudit scan "$(MAGIKA_MODEL)" --inputs $(OUT)/magika_inputs.npz \
 		--json $(OUT)/magika.json --heatmap $(OUT)/magika.png --html $(OUT)/magika.html
 
-# Failed tests are re-run once, loudly: the two-process SQLite recording test has failed once in
-# about ten loaded runs here and is under investigation (see the issue notes); a real failure
-# still fails the second run.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q || { echo "=== re-running the failed tests once ==="; $(BIN)/python -m pytest -q --last-failed; }
+	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/scan_overhead.py

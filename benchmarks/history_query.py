@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 
 from redaudit.cli.history import history_command  # noqa: E402
-from redaudit.history import make_engine, record_scan  # noqa: E402
+from redaudit.history import HistoryStore  # noqa: E402
 from redaudit.core.msrs import msrs_of_matrix  # noqa: E402
 from redaudit.core.result import LayerInfo, ModelInfo, ScanConfig, ScanResult  # noqa: E402
 
@@ -55,13 +55,12 @@ def synthetic_result(version: int, scan: int) -> ScanResult:
 
 
 def fill(url: str, total: int) -> float:
-    engine = make_engine(url)
     started = time.perf_counter()
     per_version = 20
-    for index in range(total):
-        version, scan = divmod(index, per_version)
-        record_scan(engine, synthetic_result(version, scan), "bench", label=f"v{version}")
-    engine.dispose()
+    with HistoryStore(url) as store:
+        for index in range(total):
+            version, scan = divmod(index, per_version)
+            store.record(synthetic_result(version, scan), "bench", label=f"v{version}")
     return time.perf_counter() - started
 
 

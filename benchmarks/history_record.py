@@ -23,8 +23,7 @@ import onnx  # noqa: E402
 
 import models  # noqa: E402  (tests/models.py: generated networks)
 import redaudit  # noqa: E402
-from redaudit.history import make_engine, record_scan  # noqa: E402
-from redaudit.history.db import ensure_schema  # noqa: E402
+from redaudit.history import HistoryStore, record_scan  # noqa: E402
 
 
 def main() -> None:
@@ -47,19 +46,18 @@ def main() -> None:
             started = time.perf_counter()
             record_scan(url, result, "deep")
             times.append(time.perf_counter() - started)
-        engine = make_engine(url)
-        ensure_schema(engine, create=False)
         warm = []
-        for index in range(args.repeat):  # an engine kept open (library use, e.g. NAS)
-            started = time.perf_counter()
-            record_scan(engine, result, "deep")
-            warm.append(time.perf_counter() - started)
-        engine.dispose()
+        with HistoryStore(url) as store:  # one store kept open (library use: NAS, the service)
+            store.record(result, "deep")  # the store checks the schema on its first operation
+            for index in range(args.repeat):
+                started = time.perf_counter()
+                store.record(result, "deep")
+                warm.append(time.perf_counter() - started)
     record_s = statistics.median(times)
     print(f"scan: {len(result.layers)} layers, {result.samples} samples, wall {scan_s:.2f} s")
-    print(f"record (new engine per call, median of {args.repeat}): {record_s * 1000:.1f} ms "
+    print(f"record (new store per call, median of {args.repeat}): {record_s * 1000:.1f} ms "
           f"= {100 * record_s / scan_s:.2f} % of the scan")
-    print(f"record (open engine, median of {args.repeat}):        {statistics.median(warm) * 1000:.1f} ms "
+    print(f"record (open HistoryStore, median of {args.repeat}):  {statistics.median(warm) * 1000:.1f} ms "
           f"= {100 * statistics.median(warm) / scan_s:.2f} % of the scan")
     print(f"first record into a new file (creates the schema): {first_s * 1000:.1f} ms "
           f"= {100 * first_s / scan_s:.2f} % of the scan")

@@ -7,6 +7,7 @@ Thin: parse options, call ``redaudit.history``, render with rich. User errors pr
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,10 @@ from redaudit.cli.history_views import history_to_dict, scan_lines, versions_tab
 from redaudit.cli.scan_options import scan_options, scan_spec
 from redaudit.errors import ConfigError
 from redaudit.history import db as history_db
-from redaudit.history.check import check_result
-from redaudit.history.diff import diff_references
-from redaudit.history.store import model_history, record_scan
+from redaudit.history import schema as history_schema
+from redaudit.history.check import check_result, validate_limits
+from redaudit.history.store import HistoryStore
+from redaudit.history.writes import Recorded, validate_name
 
 db_option = click.option("--db", "db", metavar="URL", default=None,
                          help="Database URL or SQLite path (default: $REDAUDIT_DB, else the "
@@ -43,6 +45,33 @@ def record_options(command):
                         help="Store the scan in the history under model NAME.")(command)
 
 
+def check_record_options(record: str | None, label: str | None, db: str | None) -> None:
+    """Refuse a bad ``--record NAME``/``--label``/``--db`` before the scan runs, not after.
+
+    ``--record ''`` is a mistake (an unset shell variable, typically), not "do not record".
+    """
+    if record is None:
+        return
+    validate_name(record, "--record NAME")
+    if label is not None:
+        validate_name(label, "--label")
+    history_db.parse_url(db)
+
+
+def record_message(recorded: Recorded, where: str) -> str:
+    """One line saying what recording did; an alias is said as such, never as a new version."""
+    head = f"recorded scan {recorded.scan_id} of {recorded.model_name}"
+    version = recorded.version_display
+    if recorded.version_status == "alias":
+        return (f"{head}: same file as version {version}; {recorded.label} recorded as an alias "
+                f"in {where}")
+    if recorded.version_status == "named":
+        return f"{head}: same file as before, now labelled {version} in {where}"
+    if recorded.version_status == "same":
+        return f"{head} (version {version}, same file) in {where}"
+    return f"{head} (new version {version}) in {where}"
+
+
 def record_from_cli(result, name: str, label: str | None = None, db: str | None = None,
                     parent_sha256: str | None = None, quiet: bool = False) -> int:
     """What ``redaudit scan MODEL --record NAME [--label L] [--db URL]`` calls after the scan.
@@ -50,14 +79,13 @@ def record_from_cli(result, name: str, label: str | None = None, db: str | None 
     Records in one transaction, says so in one line on stderr (stdout stays free for --json) and
     returns the scan id. Raises RedauditError subclasses for the caller's error handling.
     """
-    scan_id = record_scan(db, result, name, label=label, parent_sha256=parent_sha256)
-    if quiet:
-        return scan_id
-    version = label or result.model.sha256[:12]
-    Console(stderr=True).print(f"recorded scan {scan_id} of [bold]{name}[/bold] (version {version}) "
-                               f"in {history_db.display_url(history_db.resolve_url(db))}",
-                               highlight=False, soft_wrap=True)
-    return scan_id
+    with HistoryStore(db) as store:
+        recorded = store.record(result, name, label=label, parent_sha256=parent_sha256)
+        where = store.url
+    if not quiet:
+        Console(stderr=True).print(record_message(recorded, where), highlight=False, soft_wrap=True,
+                                   markup=False)
+    return recorded.scan_id
 
 
 # --------------------------------------------------------------------------- db
@@ -74,12 +102,9 @@ def db_group() -> None:
 @user_errors
 def db_upgrade(db: str | None, revision: str) -> None:
     """Create or migrate the history schema to this redaudit's revision."""
-    engine = history_db.make_engine(db)
-    try:
-        before, after = history_db.upgrade(engine, revision)
-    finally:
-        engine.dispose()
-    where = history_db.display_url(engine)
+    with HistoryStore(db) as store:
+        before, after = store.upgrade(revision)
+        where = store.url
     if before == after:
         click.echo(f"{where}: already at revision {after}")
     else:
@@ -91,13 +116,16 @@ def db_upgrade(db: str | None, revision: str) -> None:
 @user_errors
 def db_current(db: str | None) -> None:
     """Show the database's schema revision and the one this redaudit needs."""
-    engine = history_db.make_engine(db)
-    try:
-        current, head = history_db.revision_status(engine)
-    finally:
-        engine.dispose()
-    state = "up to date" if current == head else "run `redaudit db upgrade`"
-    click.echo(f"{history_db.display_url(engine)}: revision {current or 'none'} "
+    with HistoryStore(db) as store:
+        current, head = store.revision_status()
+        where = store.url
+    if current == head:
+        state = "up to date"
+    elif current is not None and not history_schema.known_revision(current):
+        state = "written by a newer redaudit: upgrade redaudit"
+    else:
+        state = "run `redaudit db upgrade`"
+    click.echo(f"{where}: revision {current or 'none'} "
                f"(this redaudit needs {head}; {state})")
 
 
@@ -113,7 +141,7 @@ def _fmt(value: float | None, spec: str = ".4g") -> str:
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="Print the history as JSON.")
 @click.option("--scans", "every_scan", is_flag=True, help="List every scan, not one row per version.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path),
               help="Draw log2(MSRS) over versions into this PNG.")
 @user_errors
 def history_command(name: str, db: str | None, as_json: bool, every_scan: bool,
@@ -122,11 +150,13 @@ def history_command(name: str, db: str | None, as_json: bool, every_scan: bool,
 
     One row per version (its latest scan; the arrow compares it with the previous version's),
     or every scan with --scans; --json gives everything."""
-    history = model_history(db, name)
+    with HistoryStore(db) as store:
+        history = store.model_history(name)
+    plot = None
     if plot_path is not None:
         from redaudit.history.render import plot_history
 
-        plot_history(history, plot_path)
+        plot = plot_history(history, plot_path)
     if as_json:
         click.echo(json.dumps(history_to_dict(history), indent=2))
         return
@@ -135,8 +165,12 @@ def history_command(name: str, db: str | None, as_json: bool, every_scan: bool,
         click.echo("\n".join(scan_lines(history)))
     else:
         console.print(versions_table(history))
-    if plot_path is not None:
-        console.print(f"plot written to {plot_path}", highlight=False)
+    if plot is not None:
+        notes = ([f"{plot.at_floor} scan(s) with MSRS 0 drawn as triangles at log2 = {plot.floor:g}"]
+                 if plot.at_floor else [])
+        notes += [f"{plot.left_out} scan(s) without MSRS left out"] if plot.left_out else []
+        console.print(f"plot written to {plot_path}" + (f" ({'; '.join(notes)})" if notes else ""),
+                      highlight=False, soft_wrap=True)
 
 
 # --------------------------------------------------------------------------- diff
@@ -148,15 +182,18 @@ def history_command(name: str, db: str | None, as_json: bool, every_scan: bool,
 @click.argument("after")
 @db_option
 @click.option("--force", is_flag=True, help="Compare even if settings that change MSRS differ.")
-@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--html", "html_path", type=click.Path(path_type=Path),
               help="Write an HTML report with side-by-side heatmaps.")
 @click.option("--json", "as_json", is_flag=True, help="Print the diff as JSON.")
 @click.option("--top", default=10, show_default=True, help="Layers to list by redundancy change.")
 @user_errors
 def diff_command(name: str, before: str, after: str, db: str | None, force: bool,
                  html_path: Path | None, as_json: bool, top: int) -> None:
-    """Compare two scans of NAME (each a version label, sha256 prefix or scan id)."""
-    diff = diff_references(db, name, before, after, force=force)
+    """Compare two scans of NAME (each a version label or alias, sha256 prefix or scan id)."""
+    if top < 0:
+        raise ConfigError(f"--top must be 0 or more (layers to list), not {top}")
+    with HistoryStore(db) as store:
+        diff = store.diff(name, before, after, force=force)
     if html_path is not None:
         from redaudit.history.render import write_diff_html
 
@@ -186,7 +223,7 @@ def diff_command(name: str, before: str, after: str, db: str | None, force: bool
     for difference in diff.forced_differences:
         console.print(f"[yellow]forced:[/yellow] {difference}", highlight=False)
     for note in diff.notes:
-        console.print(f"note: {note}", highlight=False)
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
     if html_path is not None:
         console.print(f"HTML report written to {html_path}", highlight=False)
 
@@ -207,16 +244,17 @@ def diff_command(name: str, before: str, after: str, db: str | None, force: bool
 def check_command(model: str, max_msrs: float | None, against: str | None, max_increase: float | None,
                   db: str | None, force: bool, quiet: bool, **options: Any) -> None:
     """Scan MODEL; exit 0 if its MSRS is within bounds, 1 with a one-line reason if not."""
-    if max_msrs is None and against is None:
-        raise ConfigError("give --max-msrs X and/or --against NAME --max-increase PCT")
-    if (against is None) != (max_increase is None):
-        raise ConfigError("--against NAME and --max-increase PCT go together")
+    validate_limits(max_msrs, against, max_increase)
+    if against is not None:
+        history_db.parse_url(db)
     spec = scan_spec(options)
     with progress_bar("scanning", enabled=not quiet) as update:
         result = redaudit.scan(model, spec, progress=update)
-    outcome = check_result(result, max_msrs=max_msrs, against=against, max_increase=max_increase,
-                           db=db, force=force)
+    with HistoryStore(db) if against is not None else nullcontext() as store:
+        outcome = check_result(result, max_msrs=max_msrs, against=against,
+                               max_increase=max_increase, db=store, force=force)
     print_warnings(result.warnings)  # on stderr: synthetic probes make the gate's number weak
     click.echo(("OK: " if outcome.passed else "FAIL: ") + outcome.reason)
     if not outcome.passed:
         raise SystemExit(1)
+

@@ -35,8 +35,23 @@ def _count(number: int) -> str:
     return str(number)
 
 
-def _title(version: VersionSummary) -> str:
-    return version.sha256[:8] if not version.label else f"{version.label} ({version.sha256[:8]})"
+def _title(version: VersionSummary, aliases: bool = True) -> str:
+    """``v1 (0c46d239)``, with aliases: ``v1 (0c46d239) aka v2, v3`` (labels of the same bytes)."""
+    title = version.sha256[:8] if not version.label else f"{version.label} ({version.sha256[:8]})"
+    return title + (f" aka {', '.join(version.aliases)}" if aliases and version.aliases else "")
+
+
+def _alias_lines(history: ModelHistory) -> list[str]:
+    return [f"{version.short} aka {', '.join(version.aliases)} (same file)"
+            for version in history.versions if version.aliases]
+
+
+def _log2(scan: ScanSummary) -> str:
+    """log2(MSRS), or "—" for MSRS 0 (no redundant pair: log2 has no value, never "-inf")."""
+    return "—" if scan.msrs_is_zero else _fmt(scan.log2_msrs, ".2f")
+
+
+ZERO_NOTE = "—: MSRS 0 (no redundant pair), log2 undefined"
 
 
 def _finite(value: float | None) -> float | None:
@@ -55,11 +70,17 @@ def versions_table(history: ModelHistory) -> Table:
     previous = None
     for version in history.versions:
         latest = version.scans[-1]
-        table.add_row(_title(version), str(len(version.scans)), latest.created_at.strftime("%Y-%m-%d"),
-                      _msrs(latest, spread=False), _fmt(latest.log2_msrs, ".2f"),
+        table.add_row(_title(version, aliases=False), str(len(version.scans)), latest.created_at.strftime("%Y-%m-%d"),
+                      _msrs(latest, spread=False), _log2(latest),
                       COLOURED[trend(previous, latest)],
                       str(latest.layer_count), _count(version.parameter_count))
         previous = latest
+    notes = _alias_lines(history)
+    if any(version.scans[-1].msrs_is_zero for version in history.versions):
+        notes.append(ZERO_NOTE)
+    if notes:
+        table.caption = "\n".join(notes)
+        table.caption_justify = "left"
     return table
 
 
@@ -71,7 +92,7 @@ def scan_lines(history: ModelHistory) -> list[str]:
         for index, scan in enumerate(version.scans):
             rows.append((_title(version) if index == 0 else "", str(scan.scan_id),
                          scan.created_at.strftime("%Y-%m-%d %H:%M"), _msrs(scan),
-                         _fmt(scan.log2_msrs, ".2f"), ARROWS[trend(previous, scan)],
+                         _log2(scan), ARROWS[trend(previous, scan)],
                          str(scan.layer_count), f"{version.parameter_count:,}"))
             previous = scan
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
@@ -82,7 +103,8 @@ def scan_lines(history: ModelHistory) -> list[str]:
                          for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
 
     title = f"{history.name}: {len(history.versions)} versions, {len(rows)} scans"
-    return [title, line(header), "  ".join("─" * w for w in widths), *map(line, rows)]
+    zero = [ZERO_NOTE] if any(scan.msrs_is_zero for _, scan in history.scans()) else []
+    return [title, line(header), "  ".join("─" * w for w in widths), *map(line, rows), *zero]
 
 
 def history_to_dict(history: ModelHistory) -> dict:
@@ -97,6 +119,7 @@ def history_to_dict(history: ModelHistory) -> dict:
                           "redaudit_version": scan.redaudit_version, "config": scan.config})
             previous = scan
         out["versions"].append({"sha256": version.sha256, "label": version.label,
+                                "aliases": list(version.aliases),
                                 "size_bytes": version.size_bytes, "parameters": version.parameter_count,
                                 "created_at": version.created_at.isoformat(), "path": version.path,
                                 "parent_sha256": version.parent_sha256, "scans": scans})

@@ -47,7 +47,7 @@ class LineReporter:
     """
 
     def __init__(self, description: str, console: Console, clock: Callable[[], datetime] = datetime.now,
-                 hold_s: float = 2.0):
+                 hold_s: float = 5.0):
         self.description = description
         self.console = console
         self.clock = clock

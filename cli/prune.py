@@ -94,8 +94,11 @@ def prune_command(model: str, list_only: bool, remove: int | None, target_params
     pruning), verify the result against the original and save it with -o.
 
     The probe options are scan's; --level/--tap only shape the MSRS before/after."""
+    from redaudit.cli.history import check_record_options
     from redaudit.prune import prune_model
 
+    if record is not None:
+        check_record_options(record, label, db)  # a bad --record/--db fails before any work
     names = [name for name in blocks.split(",") if name.strip()] if blocks else None
     prepare_output_paths(output)  # a missing or read-only folder fails now, not after the work
     spec = scan_spec(options)

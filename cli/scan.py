@@ -7,7 +7,7 @@ import click
 from rich.table import Table
 
 import redaudit
-from redaudit.cli.history import record_from_cli, record_options
+from redaudit.cli.history import check_record_options, record_from_cli, record_options
 from redaudit.cli.common import OutputError, console, err_console, prepare_output_paths, progress_bar, user_errors
 from redaudit.cli.render import msrs_line, print_warnings, render_scan
 from redaudit.cli.scan_options import scan_options, scan_spec
@@ -29,6 +29,7 @@ def scan_command(model: str, json_path: str | None, heatmap_path: str | None, ht
                  **options: Any) -> None:
     """Measure layer similarity (CKA) and MSRS of an ONNX MODEL."""
     spec = scan_spec(options)
+    check_record_options(record, label, db)  # a bad --record/--db fails before the scan
     prepare_output_paths(json_path, heatmap_path, html_path,  # fail before a long scan, not after
                          inputs=(model, spec.inputs))
     with progress_bar("scanning", enabled=not quiet) as update:

@@ -41,6 +41,8 @@ _OPTIONS = [
                  help="onnxruntime execution provider."),
     click.option("--backend", type=click.Choice(BACKENDS), default=_DEFAULT.backend, show_default=True,
                  help="Array backend for the CKA math."),
+    click.option("--threads", type=int, default=None, metavar="N",
+                 help="onnxruntime threads per session (default: all cores; lower it when several scans share a machine)."),
     click.option("--max-model-size", default="2G", show_default=True, metavar="SIZE",
                  help="Refuse models (with external data) larger than this."),
 ]
@@ -62,6 +64,6 @@ def scan_spec(options: dict[str, Any]) -> ScanSpec:
         layouts=parse_pairs(options.pop("layouts"), "--layout", "NAME=tokens|channels"),
         cka_batch=parse_cka_batch(options.pop("cka_batch")), estimator=options.pop("estimator"),
         aggregate=options.pop("aggregate"), epsilon=options.pop("epsilon"), beta=options.pop("beta"),
-        device=options.pop("device"), backend=options.pop("backend"),
+        device=options.pop("device"), backend=options.pop("backend"), threads=options.pop("threads"),
         max_model_bytes=parse_size(options.pop("max_model_size")),
     )

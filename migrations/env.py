@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from redaudit.history.db import VERSION_TABLE, make_engine
+from redaudit.history.db import make_engine
+from redaudit.history.schema import VERSION_TABLE
 from redaudit.history.models import Base
 
 config = context.config

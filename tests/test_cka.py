@@ -172,3 +172,21 @@ def test_accumulator_keeps_far_from_zero_layer_and_flags_constant():
         assert summary.excluded_layers == [3]
         assert list(summary.layer_issues) == [3] and "constant" in summary.layer_issues[3]
         assert np.isfinite(summary.similarity[:3, :3]).all()
+
+
+def test_non_finite_layer_spoils_only_its_own_row():
+    from redaudit.core.backend import select_backend
+    from redaudit.core.similarity import SimilarityAccumulator
+
+    clean = _far_from_zero(32, 3, np.float32)
+    with_nan, with_inf = clean[0].copy(), clean[1].copy()
+    with_nan[5, 2] = np.nan
+    with_inf[0, 0] = np.inf
+    accumulator = SimilarityAccumulator(5, select_backend("numpy"))
+    accumulator.add_batch([*clean, with_nan, with_inf])
+    summary = accumulator.finish(0.8, 100.0)
+    assert sorted(summary.layer_issues) == [3, 4]
+    assert all("NaN/Inf" in text for text in summary.layer_issues.values())
+    assert np.isnan(summary.similarity[3:]).all() and np.isnan(summary.similarity[:, 3:]).all()
+    expected = np.array([[_reference_cka(a, b) for b in clean] for a in clean])
+    assert np.abs(summary.similarity[:3, :3] - expected).max() < 1e-6

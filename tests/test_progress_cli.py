@@ -88,3 +88,21 @@ def test_line_reporter_timestamps_and_prefixed_stages():
         "09:00:02 pruning: MSRS before pruning: running batches 1/3 (33%)",
         "09:00:03 pruning: MSRS before pruning: running batches 3/3 (100%)",
     ]
+
+
+def test_terminal_display_leaves_one_line_per_finished_stage():
+    from redaudit.cli.progress import stage_progress
+
+    import io
+
+    screen = io.StringIO()
+    console = Console(file=screen, width=100, force_terminal=True, force_interactive=True)
+    with stage_progress("scanning", console) as update:
+        for stage in ("load", "taps", "batches"):
+            update(ScanProgress(stage, 0, 2 if stage == "batches" else None))
+        update(ScanProgress("batches", 2, 2))
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "\n", screen.getvalue())  # drop ANSI control codes
+    finished = [line for line in text.splitlines() if line.startswith("✓ ")]
+    assert [line.rsplit(" (", 1)[0] for line in finished] == [
+        "✓ loading and checking the model", "✓ choosing taps", "✓ running batches"]
+    assert all(re.search(r"\(\d+\.\d s\)$", line) for line in finished)

@@ -99,7 +99,7 @@ def test_cli_list_and_prune(redundant_mlp, tmp_path, runner):
     done = runner.invoke(prune_command, [str(redundant_mlp), "--remove", "1", "-o", str(out), "--json",
                                          "--samples", "512"])
     assert done.exit_code == 0, done.output
-    data = json.loads(done.output)
+    data = json.loads(done.stdout)
     assert data["removed"] == ["block2.out"] and data["output_path"] == str(out)
     assert data["agreement"][0]["max_abs_error"] == 0.0 and out.exists()
     assert 0 < data["params"]["ratio"] < 1 and data["latency"]["ratio"] > 0

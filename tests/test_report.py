@@ -305,10 +305,10 @@ def test_html_is_self_contained_and_escaped(tmp_path):
     parser.feed(page)
     assert parser.layer_rows == len(result.layers)
     assert "script" not in parser.tags and "link" not in parser.tags
-    assert parser.tags.count("img") == 1  # the heatmap; the model path's <img> stays text
+    assert parser.tags.count("svg") == 1 and "img" not in parser.tags  # the model path's <img> stays text
     assert len(parser.links) == 1 and parser.links[0].startswith("data:image/png;base64,")
     assert "http://" not in page.replace("http://www.w3.org", "") and "https://" not in page
-    assert EVIL not in page and "&lt;script&gt;alert(&quot;x&quot;)&lt;/" in page
+    assert EVIL not in page and "&lt;script&gt;alert(&#34;x&#34;)&lt;/" in page
     # The browser-visible text of each row is the full name (scope greyed, not removed).
     assert [row[1] for row in parser.layer_cells] == result.layer_names
     assert [row[2] for row in parser.layer_cells] == [layer.op for layer in result.layers]
@@ -338,9 +338,19 @@ def test_html_embedded_png_decodes():
     import re
 
     page = html_report.render_html(make_result(inputs_real=True))
-    match = re.search(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    match = re.search(r'href="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert match is not None
-    _read_png(base64.b64decode(match.group(1)))
+    from io import BytesIO
+
+    from matplotlib import colormaps
+    from matplotlib.image import imread
+
+    result = make_result(inputs_real=True)
+    pixels = imread(BytesIO(base64.b64decode(match.group(1))), format="png")
+    assert pixels.shape[:2] == result.similarity.shape  # one pixel per cell
+    expected = colormaps["viridis"](np.clip(np.nan_to_num(result.similarity), 0, 1))
+    expected[np.isnan(result.similarity)] = (0.85, 0.85, 0.85, 1.0)
+    assert np.abs(pixels - expected).max() < 1 / 255 + 1e-6
     assert 'class="badge ok">real<' in page
 
 

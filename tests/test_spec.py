@@ -21,7 +21,7 @@ def test_json_round_trip_keeps_every_field():
     spec = ScanSpec(level="layer", taps=("a", "b"), inputs="x.npz", samples=512, seed=7, dims={"T": 12},
                     int_range=(0, 99), reduce="flatten", cka_batch=None, estimator="biased", aggregate="hsic",
                     epsilon=0.7, beta=10, device="cpu", backend="numpy", max_model_bytes=1000,
-                    layouts={"t": "tokens"})
+                    layouts={"t": "tokens"}, threads=2)
     assert ScanSpec.from_json(spec.to_json()) == spec
     assert ScanSpec.from_dict(spec.to_dict()) == spec
 
@@ -42,6 +42,7 @@ def test_json_round_trip_keeps_every_field():
     ({"dims": {"T": 0}}, "--dim T"),
     ({"layouts": {"t": "rows"}}, "--layout"),
     ({"max_model_bytes": 0}, "--max-model-size"),
+    ({"threads": 0}, "--threads"),
     ({"level": "tap"}, "explicit taps"),
 ])
 def test_invalid_options_are_refused_with_one_line(options, message):

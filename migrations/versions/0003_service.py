@@ -12,7 +12,7 @@ from alembic import op
 
 revision = '0003'
 # TODO(merge): '0002' once the version-aliases revision is merged.
-down_revision = '0001'
+down_revision = '0002'
 branch_labels = None
 depends_on = None
 

@@ -19,6 +19,7 @@ G is built in row blocks so memory stays bounded for large n. All math runs in f
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,26 +34,33 @@ _GRAM_BLOCK_BYTES = 128 * 1024**2
 _ROUNDING_UNITS = 4.0
 
 
-def centre(feature: Any, xp: Any = np) -> tuple[Any, Any]:
-    """Float64 copy of ``feature`` (n × …) as n × d minus its column means, and a 0-d bool
-    array: whether the layer is constant up to rounding in its own dtype.
+def centre(feature: Any, xp: Any = np, out: Any = None) -> tuple[Any, Any, Any]:
+    """Float64 ``feature`` (n × …) as n × d minus its column means, plus two 0-d bool arrays:
+    whether the layer is constant up to rounding in its own dtype, and whether it is finite.
 
     Constancy is judged on the spread (max − min) of each column against its magnitude, not on
-    HSIC values, so it does not depend on how far the data sit from zero. The flag stays on the
-    device (no host sync per layer).
+    HSIC values, so it does not depend on how far the data sit from zero. Finiteness is read off
+    the float64 column means (a NaN or ±inf anywhere makes its column's mean non-finite; a float64
+    sum of float32/float16 values cannot overflow). ``out`` (a flat float64 buffer of at least
+    n·d elements) receives the centred values without a fresh allocation; the caller's array is
+    never modified. Flags stay on the device (no host sync per layer).
     """
     raw = xp.asarray(feature)
     raw = raw.reshape(raw.shape[0], -1)
-    unit = float(np.finfo(raw.dtype).eps) if raw.dtype.kind == "f" else 0.0
     if raw.shape[1] == 0:
-        return xp.zeros((raw.shape[0], 1)), xp.asarray(True)
+        return xp.zeros((raw.shape[0], 1)), xp.asarray(True), xp.asarray(True)
+    unit = float(np.finfo(raw.dtype).eps) if raw.dtype.kind == "f" else 0.0
     high = raw.max(axis=0).astype(xp.float64)
     low = raw.min(axis=0).astype(xp.float64)
     magnitude = xp.maximum(xp.abs(high), xp.abs(low))
     constant = ((high - low) <= _ROUNDING_UNITS * unit * magnitude).all()
-    centred = raw.astype(xp.float64)  # always a copy: the caller's array is left alone
-    centred -= centred.mean(axis=0, keepdims=True)
-    return centred, constant
+    mean = raw.mean(axis=0, dtype=xp.float64)
+    finite = xp.isfinite(mean).all()
+    if raw.dtype == xp.float64:  # a float64 sum can overflow; check the values themselves
+        finite = finite & xp.isfinite(high).all() & xp.isfinite(low).all()
+    target = out[: raw.size].reshape(raw.shape) if out is not None else xp.empty(raw.shape, dtype=xp.float64)
+    xp.subtract(raw, mean, out=target)
+    return target, constant, finite
 
 
 def hsic_all_pairs(features: Sequence[Any], estimator: str = "unbiased", xp: Any = np) -> Any:
@@ -60,14 +68,36 @@ def hsic_all_pairs(features: Sequence[Any], estimator: str = "unbiased", xp: Any
 
     Needs n ≥ 4 for the unbiased estimator (its normaliser has n − 3).
     """
-    return hsic_and_constant(features, estimator, xp)[0]
+    return batch_hsic(features, estimator, xp).hsic
 
 
-def hsic_and_constant(features: Sequence[Any], estimator: str = "unbiased", xp: Any = np) -> tuple[Any, Any]:
-    """HSIC matrix (L × L, float64) plus a length-L bool array: which layers are constant.
+@dataclass(frozen=True)
+class BatchHsic:
+    """One batch's HSIC matrix (L × L, float64) and per-layer flags (length-L bool), on ``xp``.
 
-    A constant layer's row of the HSIC matrix is rounding noise; :func:`cka_from_hsic` turns it
-    into NaN. Both results stay on ``xp``'s device.
+    A constant layer's HSIC row is rounding noise and a non-finite layer's is NaN;
+    :func:`cka_from_hsic` turns both into NaN rows.
+    """
+
+    hsic: Any
+    constant: Any
+    finite: Any
+
+
+def batch_hsic(features: Sequence[Any], estimator: str = "unbiased", xp: Any = np) -> BatchHsic:
+    """All-pairs HSIC of one batch; see :func:`_batch_hsic`. A non-finite layer turns only its
+    own row into NaN, quietly (NumPy's invalid-value warnings are silenced for this call only)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _batch_hsic(features, estimator, xp)
+
+
+def _batch_hsic(features: Sequence[Any], estimator: str, xp: Any) -> BatchHsic:
+    """All-pairs HSIC of one batch, one Gram per layer.
+
+    When the L Grams fit in ``_GRAM_BLOCK_BYTES`` (the usual case: L·n²·8 bytes), each layer is
+    centred into one reused float64 buffer and its Gram formed at once, so no float64 copy of
+    every layer's features is ever held. Otherwise the centred features are kept and the Grams
+    built in row blocks.
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}")
@@ -76,14 +106,23 @@ def hsic_and_constant(features: Sequence[Any], estimator: str = "unbiased", xp: 
         raise ValueError("the unbiased HSIC estimator needs at least 4 samples per batch")
     if estimator == "biased" and n < 2:
         raise ValueError("CKA needs at least 2 samples per batch")
-    centred = [centre(x, xp) for x in features]
-    mats = [pair[0] for pair in centred]
-    constant = xp.stack([pair[1] for pair in centred])
-    layers = len(mats)
+    layers = len(features)
+    block = max(1, int(_GRAM_BLOCK_BYTES // (8 * n * max(layers, 1))))
     trace_products = xp.zeros((layers, layers), dtype=xp.float64)
     row_sums = xp.zeros((layers, n), dtype=xp.float64)
-    block = max(1, int(_GRAM_BLOCK_BYTES // (8 * n * max(layers, 1))))
     rows = xp.empty((layers, min(block, n), n), dtype=xp.float64)
+    constant, finite, mats = [], [], []
+    buffer = None
+    if block >= n:
+        buffer = xp.empty(max(int(np.prod(x.shape)) for x in features), dtype=xp.float64)
+    for position, feature in enumerate(features):
+        centred, is_constant, is_finite = centre(feature, xp, buffer)
+        constant.append(is_constant)
+        finite.append(is_finite)
+        if buffer is not None:
+            xp.matmul(centred, centred.T, out=rows[position])
+        else:
+            mats.append(centred)
     for start in range(0, n, block):
         stop = min(n, start + block)
         part = rows[:, : stop - start]
@@ -95,13 +134,14 @@ def hsic_and_constant(features: Sequence[Any], estimator: str = "unbiased", xp: 
         row_sums[:, start:stop] = part.sum(axis=2)
         flat = part.reshape(layers, -1)
         trace_products += flat @ flat.T
+    flags = xp.stack(constant), xp.stack(finite)
     if estimator == "biased":
-        return trace_products / float((n - 1) ** 2), constant
+        return BatchHsic(trace_products / float((n - 1) ** 2), *flags)
     totals = row_sums.sum(axis=1)
     hsic = (trace_products
             + xp.outer(totals, totals) / float((n - 1) * (n - 2))
             - (row_sums @ row_sums.T) * (2.0 / (n - 2)))
-    return hsic / float(n * (n - 3)), constant
+    return BatchHsic(hsic / float(n * (n - 3)), *flags)
 
 
 def cka_from_hsic(hsic: Any, xp: Any = np, constant: Any = None) -> Any:
@@ -120,8 +160,8 @@ def cka_from_hsic(hsic: Any, xp: Any = np, constant: Any = None) -> Any:
 
 def cka_all_pairs(features: Sequence[Any], estimator: str = "unbiased", xp: Any = np) -> Any:
     """L × L linear CKA matrix of one batch (symmetric, ones on the diagonal unless NaN)."""
-    hsic, constant = hsic_and_constant(features, estimator, xp)
-    return cka_from_hsic(hsic, xp, constant)
+    result = batch_hsic(features, estimator, xp)
+    return cka_from_hsic(result.hsic, xp, result.constant)
 
 
 def cka_pair(x: np.ndarray, y: np.ndarray, estimator: str = "unbiased") -> float:

@@ -75,7 +75,7 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
     """
     started = time.perf_counter()
     array_backend = select_backend(spec.backend)
-    prepared = prepared.on_device(spec.device)
+    prepared = prepared.on_device(spec.device, spec.threads)
     stage_times: dict[str, float] = {}
     mark = time.perf_counter()
 

@@ -26,7 +26,9 @@ inference re-run with the probe's resolved dimensions and a batch of 1, so sizes
   block for the tensors whose shapes it can resolve from the input shapes, while its arena
   keeps the first run's chunks: measured, the arena after 2+ runs is the first run's live set
   plus that planned set (residual CNN: 1.6 GB = 0.8 + 0.8; magika: 1.06 GB = 0.81 + 0.25), so
-  we add the simulated peak of the planned tensors. Tensors shape inference cannot size count
+  we add the simulated peak of the planned tensors (unless the session factory says
+  ``mem_pattern = False``: without the pattern the peak is the first run's, e.g. residual CNN
+  651 MiB instead of 1011 MiB for the whole scan, at the same speed). Tensors shape inference cannot size count
   as zero, so graphs with data-dependent shapes are underestimated.
 
 The test suite checks the total against the measured peak (VmHWM of a fresh process) on two
@@ -36,15 +38,12 @@ activations and, with the CuPy backend, the features and Gram blocks.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
-import onnx
-from onnx import helper
-
-from redaudit.core.graph import infer_types
+from redaudit.core.liveness import live_peak, planned_tensors, tensor_sizes
 from redaudit.core.prepared import PreparedModel
-from redaudit.core.probe import DEFAULT_SYMBOLIC_DIM, check_dim_names
+from redaudit.core.probe import check_dim_names
 from redaudit.core.spec import ScanSpec
 from redaudit.errors import RedauditError
 
@@ -55,8 +54,7 @@ RUN_CHUNK = 256
 #: Above this share of the available memory a scan is announced with a warning.
 WARN_SHARE = 0.5
 #: ... and above this absolute size, whatever the machine has.
-WARN_BYTES = 4 * 1024**3
-_SMALL_INITIALIZER = 4096  # elements kept when re-inferring shapes (Reshape targets, indices)
+WARN_BYTES = 2 * 1024**3
 
 
 class MemoryLimitError(RedauditError):
@@ -129,118 +127,14 @@ def available_bytes() -> int | None:
     return available
 
 
-def _per_sample_graph(proto: onnx.ModelProto, dims: dict[str, int]) -> onnx.ModelProto:
-    """A weightless copy of the (augmented) graph whose inputs have batch 1 and every symbolic dim resolved,
-    for shape inference: large initializers become typed inputs (their data is not needed)."""
-    graph = proto.graph
-    small = [init for init in graph.initializer if math.prod(init.dims) <= _SMALL_INITIALIZER]
-    small_names = {init.name for init in small}
-    inputs = []
-    for value in graph.input:
-        if value.name in small_names:
-            continue
-        tensor = value.type.tensor_type
-        shape = []
-        for axis, dim in enumerate(tensor.shape.dim):
-            if axis == 0:
-                shape.append(1)
-            elif dim.HasField("dim_value") and dim.dim_value > 0:
-                shape.append(int(dim.dim_value))
-            else:
-                key = dim.dim_param if dim.HasField("dim_param") else f"{value.name}:{axis}"
-                shape.append(dims.get(key, DEFAULT_SYMBOLIC_DIM))
-        inputs.append(helper.make_tensor_value_info(value.name, tensor.elem_type, shape))
-    declared = {value.name for value in graph.input}
-    for init in graph.initializer:
-        if init.name not in small_names and init.name not in declared:
-            inputs.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
-    copy = helper.make_graph(list(graph.node), graph.name or "g", inputs, list(graph.output), small)
-    model = helper.make_model(copy, opset_imports=list(proto.opset_import), ir_version=proto.ir_version)
-    model.functions.extend(proto.functions)
-    return model
+def device_available_bytes() -> int | None:
+    """Free memory of the current CUDA device (through CuPy, when it is installed), else None."""
+    try:
+        import cupy
 
-
-def _shapes(proto: onnx.ModelProto, activations: set[str],
-            dims: dict[str, int]) -> tuple[dict[str, tuple[int, ...]], dict[str, int], int]:
-    """Shape and bytes per sample of every activation (batch 1), and how many could not be sized."""
-    types = infer_types(_per_sample_graph(proto, dims))
-    shapes, sizes, unsized = {}, {}, 0
-    for name in activations:
-        found = types.get(name)
-        if found is None or found.shape is None or any(not isinstance(d, int) or d < 0 for d in found.shape):
-            unsized += 1
-            continue
-        itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(found.elem_type)).itemsize
-        shapes[name] = tuple(int(d) for d in found.shape)
-        sizes[name] = math.prod(found.shape) * itemsize
-    return shapes, sizes, unsized
-
-
-#: Operators whose output is a view of their first input in onnxruntime (no new buffer).
-_ALIAS_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"})
-#: Elementwise operators onnxruntime may run in place when an input of the output's size dies there.
-_INPLACE_OPS = frozenset({"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Add", "Sub", "Mul", "Div", "Clip", "Elu",
-                          "HardSigmoid", "Softplus", "Erf", "Sqrt", "Neg", "Abs", "Exp", "Gelu", "FastGelu",
-                          "BatchNormalization", "Cast", "Softmax"})
-
-
-def _live_peak(graph: onnx.GraphProto, sizes: dict[str, int]) -> int:
-    """Largest sum of live buffer bytes over a run in node order, as onnxruntime's planner sees
-    it: graph outputs live to the end, views (Reshape...) share their input's buffer, and
-    elementwise ops reuse an input buffer of the same size that dies at them."""
-    keep = {output.name for output in graph.output}
-    buffer_of: dict[str, str] = {}  # tensor -> the tensor whose buffer it uses
-    last_use: dict[str, int] = {}
-    for position, node in enumerate(graph.node):
-        for name in node.input:
-            last_use[name] = position
-    for position, node in enumerate(graph.node):  # a view extends its buffer's life
-        for name in node.output:
-            if node.op_type in _ALIAS_OPS and node.input and node.input[0] in sizes:
-                root = buffer_of.get(node.input[0], node.input[0])
-                buffer_of[name] = root
-                last_use[root] = max(last_use.get(root, position), last_use.get(name, position))
-                if name in keep:
-                    keep.add(root)
-    inputs = {value.name for value in graph.input}
-    live, peak, freed = 0, 0, set(inputs)  # inputs belong to the caller, not the arena
-    for position, node in enumerate(graph.node):
-        reusable = [buffer_of.get(n, n) for n in node.input if n in sizes and n not in inputs]
-        reusable = [n for n in reusable if n not in keep and n not in freed and last_use.get(n, -1) <= position]
-        for name in node.output:
-            if not name or name not in sizes or name in buffer_of:
-                continue
-            donor = next((n for n in reusable if sizes[n] == sizes[name]), None) \
-                if node.op_type in _INPLACE_OPS else None
-            if donor is not None:
-                reusable.remove(donor)
-                buffer_of[name] = donor
-                last_use[donor] = max(last_use.get(name, position), position)
-                if name in keep:
-                    keep.add(donor)
-                continue
-            live += sizes[name]
-        peak = max(peak, live)
-        for name in (*node.input, *node.output):
-            root = buffer_of.get(name, name)
-            if root in sizes and root not in keep and root not in freed and last_use.get(root, -1) <= position:
-                live -= sizes[root]
-                freed.add(root)
-    return peak
-
-
-def _planned(prepared: PreparedModel, sizes: dict[str, int]) -> dict[str, int]:
-    """The tensors onnxruntime's memory pattern plans: those whose shape it can resolve from the
-    input shapes alone (integers and the inputs' own symbols; not ``unk__`` symbols that shape
-    inference invents after a data-dependent Reshape)."""
-    symbols = {dim for spec in prepared.input_specs for dim in spec.shape if isinstance(dim, str)}
-    planned = {}
-    for name, size in sizes.items():
-        found = prepared.index.types.get(name)
-        if found is None or (found.shape is not None
-                             and all(isinstance(d, int) or d in symbols for d in found.shape)):
-            planned[name] = size
-    return planned
+        return int(cupy.cuda.runtime.memGetInfo()[0])
+    except Exception:  # noqa: BLE001 - no CuPy or no usable GPU: nothing to check against
+        return None
 
 
 def estimate_scan_memory(prepared: PreparedModel, spec: ScanSpec, *, device_backend: bool = False,
@@ -253,8 +147,7 @@ def estimate_scan_memory(prepared: PreparedModel, spec: ScanSpec, *, device_back
     selection = prepared.taps(spec.level, spec.taps)
     augmented = prepared.augmented(selection, spec.reduce, spec.layouts)
     activations = prepared.index.activations | {o.name for o in augmented.proto.graph.output}
-    shapes, sizes, unsized = _shapes(augmented.proto, activations, spec.dims_dict)
-    taps = [point.tensor for point in selection.points]
+    sizes, unsized = tensor_sizes(augmented.proto, activations, spec.dims_dict)
     samples = spec.samples
     cka_batch = spec.cka_batch if spec.cka_batch is not None else samples
     run_batch = min(RUN_CHUNK, cka_batch) if spec.cka_batch is None else cka_batch
@@ -263,29 +156,24 @@ def estimate_scan_memory(prepared: PreparedModel, spec: ScanSpec, *, device_back
     probe = 2 * run_batch * (input_bytes + 8 * input_elements)
     if spec.inputs is not None:
         probe += samples * input_bytes
-    tap_elements = [sizes.get(name, 0) // 4 for name in augmented.fetch_names]  # float32 features
-    feature_elements = sum(tap_elements)
+    feature_elements = sum(sizes.get(name, 0) // 4 for name in augmented.fetch_names)  # float32
     features = cka_batch * feature_elements * (4 + 4 + 8) + (8 * cka_batch * feature_elements
                                                             if spec.estimator == "biased" else 0)
-    layers = len(taps)
+    layers = len(selection.points)
     block_rows = max(1, GRAM_BLOCK_BYTES // (8 * cka_batch * max(layers, 1)))
     gram = 2 * 8 * layers * cka_batch * min(cka_batch, block_rows)
     runs = math.ceil(cka_batch / run_batch) * max(samples // cka_batch, 1)
-    first_run = run_batch * _live_peak(augmented.proto.graph, sizes)
-    pattern = run_batch * _live_peak(augmented.proto.graph, _planned(prepared, sizes)) if runs > 1 else 0
+    first_run = run_batch * live_peak(augmented.proto.graph, sizes)
+    uses_pattern = runs > 1 and getattr(prepared.sessions, "mem_pattern", True)  # onnxruntime's default
+    pattern = run_batch * live_peak(augmented.proto.graph, planned_tensors(prepared, sizes)) if uses_pattern else 0
     activations = first_run + pattern
     weights = 2 * sum(init.ByteSize() for init in prepared.proto.graph.initializer)
     parts = {"process": _rss_bytes(), "weights": weights, "probe": probe, "features": features,
              "gram": gram, "activations": activations}
-    device = 0
-    if device_runtime:
-        device += weights + activations
-        parts_host = {k: v for k, v in parts.items() if k != "activations"}
-    else:
-        parts_host = parts
-    if device_backend:
-        device += cka_batch * feature_elements * 8 + gram
-    return MemoryEstimate(host_bytes=int(sum(parts_host.values())), device_bytes=int(device), parts=parts,
+    device = (weights + activations if device_runtime else 0) + (
+        cka_batch * feature_elements * 8 + gram if device_backend else 0)
+    host = sum(parts.values()) - (activations if device_runtime else 0)
+    return MemoryEstimate(host_bytes=int(host), device_bytes=int(device), parts=parts,
                           run_batch=run_batch, cka_batch=cka_batch, unsized_tensors=unsized)
 
 
@@ -299,10 +187,10 @@ _LEVERS = {
 }
 
 
-def check_memory(estimate: MemoryEstimate, available: int | None = None, *,
-                 reduce: str = "pool") -> list[str]:
-    """Raise :class:`MemoryLimitError` when the estimate exceeds the available memory; return
-    the warnings to show when it is large (empty otherwise)."""
+def check_memory(estimate: MemoryEstimate, available: int | None = None, *, reduce: str = "pool",
+                 device_available: Callable[[], int | None] = device_available_bytes) -> list[str]:
+    """Raise :class:`MemoryLimitError` when the estimate exceeds the available host (or GPU)
+    memory; return the warnings to show when it is large (empty otherwise)."""
     if available is None:
         available = available_bytes()
     largest = estimate.largest_part()
@@ -314,6 +202,10 @@ def check_memory(estimate: MemoryEstimate, available: int | None = None, *,
         raise MemoryLimitError(f"this scan needs about {format_bytes(total)} of memory but "
                                f"{format_bytes(available)} is available ({largest} "
                                f"{format_bytes(estimate.parts[largest])}); {lever}")
+    device_room = device_available() if estimate.device_bytes else None
+    if device_room is not None and estimate.device_bytes > device_room:
+        raise MemoryLimitError(f"this scan needs about {format_bytes(estimate.device_bytes)} of GPU memory but "
+                               f"{format_bytes(device_room)} is free; {lever}, or use --device cpu --backend numpy")
     if total > WARN_BYTES or (available is not None and total > WARN_SHARE * available):
         where = f" of {format_bytes(available)} available" if available is not None else ""
         return [f"this scan needs about {format_bytes(total)} of memory{where} ({largest} "

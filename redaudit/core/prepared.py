@@ -50,12 +50,13 @@ class PreparedModel:
         loaded = load_model(model, max_bytes=max_model_bytes)
         return cls(loaded.proto, loaded.path, loaded.sha256, loaded.size_bytes, sessions)
 
-    def on_device(self, device: str) -> "PreparedModel":
-        """This model with sessions made for ``device`` (graph caches shared)."""
-        if device == self.sessions.device:
+    def on_device(self, device: str, threads: int | None = None) -> "PreparedModel":
+        """This model with sessions made for ``device`` and ``threads`` (graph caches shared)."""
+        factory = SessionFactory(device, threads if threads is not None else self.sessions.threads)
+        if factory == self.sessions:
             return self
-        SessionFactory(device).providers()
-        return PreparedModel(self.proto, self.path, self.sha256, self.size_bytes, SessionFactory(device),
+        factory.providers()
+        return PreparedModel(self.proto, self.path, self.sha256, self.size_bytes, factory,
                              self._index, self._selections, self._augmented, {})
 
     @property

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from redaudit.core.backend import ArrayBackend
-from redaudit.core.cka import cka_from_hsic, hsic_and_constant
+from redaudit.core.cka import batch_hsic, cka_from_hsic
 from redaudit.core.msrs import msrs_of_matrix, summarize_batches, MsrsSummary
 
 AGGREGATES = ("cka", "hsic")
@@ -51,22 +51,18 @@ class SimilarityAccumulator:
     def add_batch(self, features: list[np.ndarray]) -> None:
         """``features[l]`` is (n, d_l) for the same n samples; any float dtype.
 
-        Everything stays on the backend's device until the three small results (finite flags,
-        constant flags, HSIC) come back together: no host sync per layer.
+        Everything stays on the backend's device until the small results (HSIC matrix, constant
+        and finite flags) come back together: no host sync per layer. A non-finite layer only
+        spoils its own HSIC row and column, which are set to NaN here.
         """
         xp = self.backend.xp
-        n = features[0].shape[0]
-        arrays = [xp.asarray(feature).reshape(n, -1) for feature in features]
-        finite = self.backend.to_numpy(xp.stack([xp.isfinite(array).all() for array in arrays]))
+        result = batch_hsic(features, self.estimator, xp)
+        cka = self.backend.to_numpy(cka_from_hsic(result.hsic, xp, result.constant))
+        hsic = self.backend.to_numpy(result.hsic)
+        finite = self.backend.to_numpy(result.finite).astype(bool)
+        constant = self.backend.to_numpy(result.constant).astype(bool) & finite
         broken = np.flatnonzero(~finite)
-        for position in broken:
-            self._nonfinite[position] += 1
-            arrays[position] = xp.zeros((n, 1))
-        hsic, constant = hsic_and_constant(arrays, self.estimator, xp)
-        cka = self.backend.to_numpy(cka_from_hsic(hsic, xp, constant))
-        hsic = self.backend.to_numpy(hsic)
-        constant = self.backend.to_numpy(constant).astype(bool)
-        constant[broken] = False
+        self._nonfinite += ~finite
         cka[broken, :] = cka[:, broken] = np.nan
         hsic[broken, :] = hsic[:, broken] = np.nan
         self._constant += constant

@@ -113,6 +113,7 @@ class ScanSpec:
     backend: str = "auto"
     max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES
     layouts: tuple[tuple[str, str], ...] = ()  # per-tensor override of the 3-D layout
+    threads: int | None = None  # onnxruntime intra-op threads (None: its default, every core)
 
     #: Keys that change MSRS or similarity values; scans are comparable only if they match.
     RESULT_KEYS: ClassVar[tuple[str, ...]] = ("level", "reduce", "cka_batch", "estimator", "aggregate",
@@ -141,6 +142,8 @@ class ScanSpec:
         set_(self, "beta", beta)
         set_(self, "max_model_bytes", _int("max_model_bytes", self.max_model_bytes, 1, MAX_MODEL_BYTES_LIMIT,
                                            "--max-model-size (bytes)"))
+        if self.threads is not None:
+            set_(self, "threads", _int("threads", self.threads, 1, 1024, "--threads"))
         set_(self, "taps", self._taps(self.taps))
         if self.level == "tap" and not self.taps:
             raise ConfigError("level 'tap' means explicit taps: pass them with --tap NAME")

@@ -8,11 +8,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from redaudit.errors import ConfigError
 from redaudit.history.diff import config_differences, config_of_result, refuse_if_incompatible
 from redaudit.history.errors import UnknownReferenceError
-from redaudit.history.records import ScanSummary, VersionSummary
-from redaudit.history.store import DbRef, model_history
+from redaudit.history.records import ModelHistory, ScanSummary, VersionSummary
 from redaudit.core.result import ScanResult
 
 
@@ -35,12 +36,20 @@ class CheckOutcome:
     increase_pct: float | None = None
 
 
-def latest_comparable(db: DbRef, name: str, result: ScanResult, *, force: bool = False) -> Baseline:
-    """The most recent scan of ``name`` measured with settings comparable to ``result``'s.
+def latest_comparable(db, name: str, result: ScanResult, *, force: bool = False) -> Baseline:
+    """:meth:`HistoryStore.latest_comparable` for one call (``db`` as in ``record_scan``)."""
+    from redaudit.history.store import open_store
+
+    with open_store(db) as store:
+        return store.latest_comparable(name, result, force=force)
+
+
+def latest_comparable_in(history: ModelHistory, result: ScanResult, *, force: bool = False) -> Baseline:
+    """The most recent scan in ``history`` measured with settings comparable to ``result``'s.
 
     With ``force``, the most recent scan whatever its settings.
     """
-    history = model_history(db, name)
+    name = history.name
     scans = sorted(history.scans(), key=lambda pair: (pair[1].created_at, pair[1].scan_id))
     if not scans:
         raise UnknownReferenceError(f"{name!r} has no recorded scans")
@@ -60,16 +69,47 @@ def increase_pct(before: float, after: float) -> float:
     return 0.0 if after <= before else math.inf
 
 
-def check_result(result: ScanResult, *, max_msrs: float | None = None, against: str | None = None,
-                 max_increase: float | None = None, db: DbRef = None, force: bool = False) -> CheckOutcome:
-    """Gate ``result`` on ``max_msrs`` and/or at most ``max_increase`` percent over ``against``."""
+def validate_limits(max_msrs: float | None, against: str | None, max_increase: float | None) -> None:
+    """Refuse limits a gate cannot honestly compare against, before any scan runs.
+
+    NaN compares false with everything, so ``--max-msrs nan`` used to pass every model.
+    """
     if max_msrs is None and against is None:
         raise ConfigError("give --max-msrs X and/or --against NAME --max-increase PCT")
     if (against is None) != (max_increase is None):
         raise ConfigError("--against NAME and --max-increase PCT go together")
+    for option, value in (("--max-msrs", max_msrs), ("--max-increase", max_increase)):
+        if value is not None and not math.isfinite(value):
+            raise ConfigError(f"{option} must be a finite number, not {value}")
+    if max_msrs is not None and max_msrs < 0:
+        raise ConfigError(f"--max-msrs must be at least 0 (MSRS is never negative), not {max_msrs:g}")
+
+
+def measurable_layers(result: ScanResult) -> int:
+    """Layers that took part in MSRS: those with any finite similarity. A layer that is constant
+    or non-finite in every batch has an all-NaN row and was left out."""
+    matrix = np.asarray(result.similarity, dtype=np.float64)
+    return int(np.isfinite(matrix).any(axis=1).sum()) if matrix.size else 0
+
+
+def check_result(result: ScanResult, *, max_msrs: float | None = None, against: str | None = None,
+                 max_increase: float | None = None, db=None, force: bool = False) -> CheckOutcome:
+    """Gate ``result`` on ``max_msrs`` and/or at most ``max_increase`` percent over ``against``.
+
+    A scan that measured nothing fails: MSRS undefined (NaN), or fewer than two layers that
+    were not degenerate (then MSRS is 0 by construction, which must not read as "no redundancy").
+    """
+    validate_limits(max_msrs, against, max_increase)
     msrs = float(result.msrs)
     if not math.isfinite(msrs):
-        return CheckOutcome(False, "MSRS is undefined: every probe batch was degenerate", msrs)
+        return CheckOutcome(False, "MSRS is undefined: every probe batch was degenerate (constant or "
+                                   "non-finite layers); check the model and the probe inputs", msrs)
+    usable = measurable_layers(result)
+    if usable < 2:
+        return CheckOutcome(False, f"MSRS measured nothing: {len(result.layers) - usable} of "
+                                   f"{len(result.layers)} layers are constant or non-finite in every "
+                                   f"batch, so no pair of layers was compared; check the model and the "
+                                   f"probe inputs", msrs)
     failures, passes = [], []
     if max_msrs is not None:
         text = f"MSRS {msrs:.4g} {'exceeds' if msrs > max_msrs else 'within'} --max-msrs {max_msrs:g}"

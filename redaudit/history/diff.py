@@ -14,7 +14,6 @@ from typing import Any
 
 from redaudit.history.errors import IncompatibleScansError
 from redaudit.history.records import StoredScan, result_config
-from redaudit.history.store import DbRef, load_scan, resolve_scan
 from redaudit.core.result import ScanResult
 
 
@@ -128,6 +127,9 @@ def diff_scans(before: StoredScan, after: StoredScan, *, force: bool = False) ->
                for name in after_layers if name in before_layers]
     changed.sort(key=lambda change: -abs(change.delta) if not math.isnan(change.delta) else 0.0)
     notes = []
+    if before.version.sha256 == after.version.sha256:
+        notes.append(f"both scans measure the same file (sha256 {after.version.sha256[:12]}): "
+                     f"any difference is measurement noise")
     for key, label in (("samples", "sample counts"), ("seed", "seeds"), ("input_hash", "probe inputs")):
         a, b = getattr(before.summary, key), getattr(after.summary, key)
         if a != b:
@@ -137,8 +139,9 @@ def diff_scans(before: StoredScan, after: StoredScan, *, force: bool = False) ->
                     forced_differences=tuple(differences), notes=tuple(notes))
 
 
-def diff_references(db: DbRef, name: str, before: str, after: str, *, force: bool = False) -> ScanDiff:
-    """Diff two scans of ``name`` named by label, hash prefix or scan id (see ``resolve_scan``)."""
-    first = load_scan(db, resolve_scan(db, name, before))
-    second = load_scan(db, resolve_scan(db, name, after))
-    return diff_scans(first, second, force=force)
+def diff_references(db, name: str, before: str, after: str, *, force: bool = False) -> ScanDiff:
+    """:meth:`HistoryStore.diff` for one call (``db`` as in ``record_scan``)."""
+    from redaudit.history.store import open_store
+
+    with open_store(db) as store:
+        return store.diff(name, before, after, force=force)

@@ -34,3 +34,15 @@ class IncompatibleScansError(HistoryError):
 
 class LabelInUseError(HistoryError):
     """A label is already attached to another version of the same model."""
+
+
+class InvalidNameError(HistoryError):
+    """A model name or label is empty, too long or not one line."""
+
+
+class SameScanError(HistoryError):
+    """``diff`` was asked to compare a version (or a scan) with itself."""
+
+
+class OutputWriteError(HistoryError):
+    """A plot or report file cannot be written (read-only folder, full disk, not a file)."""

@@ -73,6 +73,27 @@ class ModelVersion(Base):
                                              passive_deletes=True)
 
 
+class VersionLabel(Base):
+    """Every label of a version: the one it was first recorded under and its aliases.
+
+    A CI pipeline that labels every commit records the same bytes under many labels; each extra
+    label becomes an alias of the one version (never a second version of the same file). A
+    label names exactly one version within a model, whether it is the version's name or an
+    alias: a table of its own lets one unique constraint enforce that across both, even between
+    concurrent writers, which a column plus a check in code could not.
+    ``ModelVersion.label`` stays the version's display name (its first label).
+    """
+
+    __tablename__ = "version_labels"
+    __table_args__ = (UniqueConstraint("model_id", "label"), Index(None, "version_id"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="CASCADE"))
+    label: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class Scan(Base):
     """One measurement of a version, with every value that shaped it.
 

@@ -69,9 +69,15 @@ class ScanSummary:
 
     @property
     def log2_msrs(self) -> float | None:
-        if self.msrs is None:
+        """log2(MSRS); None when MSRS is undefined or 0 (no redundant pair: log2 has no value,
+        and ``-inf`` is not something to print or plot). See :attr:`msrs_is_zero`."""
+        if self.msrs is None or self.msrs <= 0:
             return None
-        return math.log2(self.msrs) if self.msrs > 0 else float("-inf")
+        return math.log2(self.msrs)
+
+    @property
+    def msrs_is_zero(self) -> bool:
+        return self.msrs is not None and self.msrs <= 0
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,7 @@ class VersionSummary:
     path: str
     parent_sha256: str | None
     scans: tuple[ScanSummary, ...] = ()
+    aliases: tuple[str, ...] = ()  # labels given to the same bytes after ``label``
 
     @property
     def short(self) -> str:

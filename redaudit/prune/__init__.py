@@ -7,7 +7,8 @@ ONNX checker and onnxruntime, and reports how closely it reproduces the original
 """
 from __future__ import annotations
 
-from redaudit.prune.api import prune_model, save_model
+from redaudit.prune.api import prune_model
+from redaudit.prune.output import save_model
 from redaudit.prune.candidates import Block, find_candidates
 from redaudit.prune.result import Candidate, PruneResult
 from redaudit.prune.surgery import PruneError, remove_blocks

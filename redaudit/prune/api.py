@@ -9,14 +9,12 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 
 import redaudit
-from redaudit import atomic
 from redaudit.core.engine import ProgressCallback, ScanProgress, _notify, scan_prepared
 from redaudit.core.graph import parameter_count
 from redaudit.core.prepared import PreparedModel
@@ -27,12 +25,10 @@ from redaudit.prune import select
 from redaudit.prune.candidates import Block, find_candidates
 from redaudit.prune.cost import block_costs
 from redaudit.prune.policies import PolicyContext, PrunePolicy, make_policy
+from redaudit.prune.output import refuse_overwriting_input, save_model
 from redaudit.prune.result import Candidate, PruneResult
 from redaudit.prune.surgery import PruneError, remove_blocks
 from redaudit.prune.verify import Evaluator, drift, measure_latency
-
-#: Above this a model is saved with its tensors in one external ``.data`` file (protobuf limit).
-EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 
 
 def probe_arrays(prepared: PreparedModel, spec: ScanSpec,
@@ -74,6 +70,20 @@ def _plan(context: PolicyContext, policy: PrunePolicy, *, remove: int | None, ta
         return policy.choose(context, len(blocks) - 1)
     raise PruneError("say what to remove: --remove N, --target-params PCT, --max-drift X or --blocks NAMES "
                      "(or --list to see the candidates)")
+
+
+def _check_request(blocks: Sequence[Block], *, remove: int | None, target_params: float | None,
+                   max_drift: float | None, names: Sequence[str] | None) -> None:
+    if names:
+        select.check_not_everything(len(select.resolve_names(blocks, names)), len(blocks))
+    elif remove is not None:
+        select.check_not_everything(remove, len(blocks))
+    elif target_params is not None:
+        if not 0 < target_params < 100:
+            raise PruneError(f"--target-params must be a percentage between 0 and 100, got {target_params:g}")
+    elif max_drift is None:
+        raise PruneError("say what to remove: --remove N, --target-params PCT, --max-drift X or --blocks NAMES "
+                         "(or --list to see the candidates)")
 
 
 def _limit_by_drift(model: onnx.ModelProto, blocks: Sequence[Block], plan: list[int], bound: float,
@@ -130,36 +140,6 @@ def _iterate(context: PolicyContext, policy: PrunePolicy, *, remove: int | None,
     return current.prepared.proto, removed, steps
 
 
-def save_model(model: onnx.ModelProto, path: str | os.PathLike[str]) -> int:
-    """Write atomically (temporary file in the target folder, fsync, rename; removed on any
-    failure, so a full disk leaves neither a partial model nor a stray ``.tmp``); big models
-    get one external data file next to it. Returns the bytes written (model plus data file)."""
-    target = Path(path)
-    try:
-        if model.ByteSize() > EXTERNAL_DATA_THRESHOLD:
-            return _save_with_external_data(model, target)
-        atomic.write_bytes(target, model.SerializeToString())
-        return target.stat().st_size
-    except OSError as error:
-        raise PruneError(f"cannot write the pruned model to {target}: {error.strerror or error}; "
-                         "free space or choose another -o") from None
-
-
-def _save_with_external_data(model: onnx.ModelProto, target: Path) -> int:
-    """Both files are written in a temporary folder beside the target, the data file renamed
-    into place first so that the model file, renamed last, never points at missing data."""
-    data_name = target.name + ".data"
-    with atomic.temporary_folder(target.parent) as folder:
-        onnx.save_model(model, str(folder / target.name), save_as_external_data=True,
-                        all_tensors_to_one_file=True, location=data_name)
-        for name in (data_name, target.name):
-            with open(folder / name, "rb+") as handle:
-                os.fsync(handle.fileno())
-        os.replace(folder / data_name, target.with_name(data_name))
-        os.replace(folder / target.name, target)
-    return target.stat().st_size + target.with_name(data_name).stat().st_size
-
-
 def _scan_msrs(prepared: PreparedModel, spec: ScanSpec, arrays: Mapping[str, np.ndarray],
                warnings: list[str], which: str, progress: ProgressCallback | None = None):
     stage = f"msrs {which}"
@@ -174,36 +154,15 @@ def _scan_msrs(prepared: PreparedModel, spec: ScanSpec, arrays: Mapping[str, np.
 
 
 def _record(db: Any, name: str, label: str | None, before, after, parent_sha256: str) -> int:
-    """Store the pruned model's scan as a version whose parent is the original (recorded first
-    if the history does not know it yet)."""
+    """Store the pruned model's scan as a version whose parent is the original (the original
+    recorded too if the history does not know its bytes), in one transaction."""
     try:
-        from redaudit.history import record_scan
-        from redaudit.history.errors import UnknownReferenceError
+        from redaudit.history import record_pruned
     except ImportError as error:
         raise PruneError(f"--record needs the history module, which is not available here ({error})") from None
     if before is None or after is None:
         raise PruneError("--record needs MSRS scans of both models, which could not be made (see warnings)")
-    try:
-        return record_scan(db, after, name, label=label, parent_sha256=parent_sha256)
-    except UnknownReferenceError:
-        record_scan(db, before, name)
-        return record_scan(db, after, name, label=label, parent_sha256=parent_sha256)
-
-
-def _refuse_overwriting_input(source: str, output: str | os.PathLike[str] | None) -> None:
-    """``-o`` equal to (or a hard link of) the input would destroy it before it is measured."""
-    if output is None or source == "<in-memory>":
-        return
-    target = Path(output)
-    same = target.resolve() == Path(source).resolve()
-    if not same and target.exists():
-        try:
-            same = os.path.samefile(target, source)
-        except OSError:
-            same = False
-    if same:
-        raise PruneError(f"-o {output} is the input model itself; write the pruned model to another path")
-
+    return record_pruned(db, before, after, name, label=label, parent_sha256=parent_sha256).scan_id
 
 def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel, *, remove: int | None = None,
                 target_params: float | None = None, max_drift: float | None = None,
@@ -235,12 +194,14 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
     chosen_policy = make_policy(policy, spec.seed) if isinstance(policy, str) else policy
     _notify(progress, "load")
     prepared = PreparedModel.load(model, max_model_bytes=spec.max_model_bytes, device=spec.device)
-    _refuse_overwriting_input(prepared.path, None if list_only else output)
+    refuse_overwriting_input(prepared.path, None if list_only else output)
     _notify(progress, "candidates")
     candidates = find_candidates(prepared.proto, prepared.index)
     if not candidates:
         raise PruneError(f"no removable block in {prepared.path}: no residual block, transformer layer or "
                          "shape-preserving chain of layers was found")
+    if not list_only:  # a request that cannot be carried out fails now, not after the similarity scan
+        _check_request(candidates, remove=remove, target_params=target_params, max_drift=max_drift, names=blocks)
     _notify(progress, "probe arrays")
     arrays, real, warnings = probe_arrays(prepared, spec, arrays_in)
     if not real:

@@ -67,7 +67,8 @@ _CONTEXT: list[WorkerContext] = []
 def worker_app(broker: str, db: str, server: str, token: str | None, lease_s: float,
                max_attempts: int, limits: ArchiveLimits, cache: Path | None = None) -> Celery:
     """The Celery app a ``redaudit worker`` process runs, with the job task registered."""
-    from redaudit.history.db import ensure_schema, make_engine
+    from redaudit.history.db import make_engine
+    from redaudit.history.schema import ensure_schema
     from redaudit.service.runner import run_claimed
     from redaudit.service.workers import HttpBlobs, worker_name
 

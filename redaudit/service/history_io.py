@@ -9,7 +9,6 @@ same steps are composed here from the store's parts.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
@@ -19,7 +18,7 @@ from redaudit.core.result import ScanResult
 from redaudit.core.spec import ScanSpec
 from redaudit.core.engine import ScanProgress
 from redaudit.errors import ScanCancelled  # noqa: F401 - the runner catches it from here
-from redaudit.history import store
+from redaudit.history import store, writes
 from redaudit.history.check import CheckOutcome, check_result
 from redaudit.history.diff import ScanDiff, diff_references
 from redaudit.history.errors import UnknownReferenceError
@@ -38,24 +37,10 @@ def scan_with_spec(model_path: str, spec: ScanSpec, progress: Callable[[ScanProg
 
 def record_in_session(session: Session, result: ScanResult, name: str, label: str | None,
                       parent_sha256: str | None = None) -> int:
-    """``record_scan`` inside the caller's transaction; returns the new scan id."""
-    if not store._NAME.match(name or ""):
-        raise UnknownReferenceError(f"model name {name!r} must be 1-200 characters, not starting with a space")
-    layer_rows = store._layer_rows(result)
-    npy = store.matrix_to_npy(result.similarity)
-    stamp = datetime.now(timezone.utc)
-    model = session.scalar(select(Model).where(Model.name == name))
-    if model is None:
-        model = Model(name=name, created_at=stamp)
-        session.add(model)
-        session.flush()
-    version = store._version_for(session, model, result, label, parent_sha256, stamp)
-    scan = store._scan_row(result, version.id, label, stamp)
-    session.add(scan)
-    session.flush()
-    store._insert_layers(session, scan.id, layer_rows)
-    store._insert_matrix(session, scan.id, result.layer_names, npy)
-    return scan.id
+    """Record ``result`` inside the caller's transaction (a job's completion and its scan
+    commit together); returns the new scan id."""
+    writes.validate_name(name)
+    return writes.record_in_session(session, result, writes.prepare_rows(result), name, label, parent_sha256).scan_id
 
 
 def version_known(session: Session, sha256: str) -> bool:

@@ -102,7 +102,9 @@ def _execute(jobs: JobStore, blobs: BlobAccess, claim: Claim, job: dict[str, Any
         spec = spec.with_options(inputs=str(blobs.fetch(job["inputs_sha256"])))
 
     def progress(update: history_io.ScanProgress) -> None:
-        beat.stage, beat.done, beat.total = update.stage, update.done, update.total
+        beat.stage = update.stage
+        if update.total is not None:  # batches carry counts; other stages only name themselves
+            beat.done, beat.total = update.done, update.total
 
     def cancelled() -> bool:
         return beat.cancel or beat.lost

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
 
-from redaudit.history.db import ensure_schema, make_engine
+from redaudit.history.db import make_engine
+from redaudit.history.schema import ensure_schema
 from redaudit.service.archives import ArchiveLimits
 from redaudit.service.jobs import JobStore
 from redaudit.service.settings import ServiceSettings

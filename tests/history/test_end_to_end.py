@@ -67,9 +67,9 @@ def test_check_gates_ci(recorded, model_files, scans):
     base = ["--samples", "512", "--seed", "0", "--quiet", "--db", db_url]
     limit = f"{scans['v2'].msrs * 1.05:.4f}"
     ok = runner.invoke(check_command, [str(model_files["v2"]), "--max-msrs", limit, *base])
-    assert ok.exit_code == 0 and ok.output.startswith("OK: ")
+    assert ok.exit_code == 0 and ok.stdout.startswith("OK: ")
     low = runner.invoke(check_command, [str(model_files["v2"]), "--max-msrs", "0.5", *base])
-    assert low.exit_code == 1 and low.output.count("\n") == 1 and "exceeds --max-msrs 0.5" in low.output
+    assert low.exit_code == 1 and low.stdout.count("\n") == 1 and "exceeds --max-msrs 0.5" in low.stdout
     # gate v2 against the history holding only v1: MSRS grew by far more than 10 %
     record_from_cli(scans["v1"], "cnn-v1-only", db=db_url)
     grown = runner.invoke(check_command, [str(model_files["v2"]), "--against", "cnn-v1-only",

@@ -9,7 +9,8 @@ from sqlalchemy import inspect, text
 
 from redaudit.cli.history import db_group, history_command
 from redaudit.history import SchemaOutdatedError, model_history, record_scan
-from redaudit.history.db import (OUR_TABLES, VERSION_TABLE, downgrade, head_revision, make_engine,
+from redaudit.history.db import make_engine
+from redaudit.history.schema import (OUR_TABLES, VERSION_TABLE, downgrade, head_revision,
                                  revision_status, upgrade)
 from redaudit.history.models import Base
 from tests.history.conftest import make_result
@@ -23,7 +24,7 @@ def _tables(engine) -> set[str]:
 def test_schema_revision_constant_is_the_alembic_head():
     from alembic.script import ScriptDirectory
 
-    from redaudit.history.db import SCHEMA_REVISION, alembic_config
+    from redaudit.history.schema import SCHEMA_REVISION, alembic_config
 
     assert ScriptDirectory.from_config(alembic_config()).get_current_head() == SCHEMA_REVISION
 
@@ -87,14 +88,21 @@ def test_db_at_base_is_told_to_upgrade_and_cli_upgrades(db_url):
     assert f"revision {head_revision()}" in current.output and "up to date" in current.output
 
 
-def test_intermediate_revision_message_names_upgrade_command(tmp_path):
-    """A known-but-old revision (the first one, after a downgrade) asks for `db upgrade`."""
-    url = f"sqlite:///{tmp_path / 'h.db'}"
-    record_scan(url, make_result(), "net")
-    engine = make_engine(url)
+def test_old_revision_is_told_to_upgrade_and_0002_copies_labels_into_aliases(db_url):
+    """A database at 0001 (labels only on versions and scans) is refused with the command to
+    run; `db upgrade` then turns every label into a version label: the relabel of an unchanged
+    file, kept only on its scan under 0001, becomes an alias of the version."""
+    record_scan(db_url, make_result(file_tag="a"), "net", label="v1")
+    record_scan(db_url, make_result(file_tag="a", seed=1), "net", label="v1.1")  # same bytes
+    record_scan(db_url, make_result(file_tag="b"), "net", label="v2")
+    engine = make_engine(db_url)
     try:
-        downgrade(engine, "0001")
+        assert downgrade(engine, "0001") == (head_revision(), "0001")
     finally:
         engine.dispose()
     with pytest.raises(SchemaOutdatedError, match=rf"revision 0001, this redaudit needs {head_revision()}: run `redaudit db upgrade`"):
-        model_history(url, "net")
+        model_history(db_url, "net")
+    upgraded = CliRunner().invoke(db_group, ["upgrade", "--db", db_url])
+    assert upgraded.exit_code == 0 and f"upgraded from 0001 to {head_revision()}" in upgraded.output
+    versions = model_history(db_url, "net").versions
+    assert [(v.label, v.aliases) for v in versions] == [("v1", ("v1.1",)), ("v2", ())]

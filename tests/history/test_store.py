@@ -100,3 +100,14 @@ def test_history_is_chronological_with_log2(db_url):
     scans = [scan for _, scan in model_history(db_url, "net").scans()]
     assert [round(s.msrs) for s in scans] == [1, 2, 3]
     assert scans[1].log2_msrs == pytest.approx(math.log2(scans[1].msrs))
+
+
+@pytest.mark.parametrize("overrides", [{"beta": float("inf")}, {"cka_batch": 2**40}])
+def test_values_one_database_cannot_store_are_refused_by_both(db_url, overrides):
+    """SQLite stored these and PostgreSQL failed at commit; both now refuse them up front."""
+    from redaudit.history import HistoryError
+
+    with pytest.raises(HistoryError, match="finite|does not fit"):
+        record_scan(db_url, make_result(file_tag="x", **overrides), "net")
+    with pytest.raises(HistoryError, match="no redaudit history yet"):
+        model_history(db_url, "net")  # refused before the database was touched

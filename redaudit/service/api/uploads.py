@@ -97,10 +97,10 @@ async def upload_model(request: Request, filename: str = Query("model.onnx", max
 
 
 def _check_inputs(staged: Staged, state: ServiceState) -> None:
-    from redaudit.core.probe import _read_npz
+    from redaudit.core.npz import read_npz
 
     check_npz_archive(staged.path, state.limits)
-    arrays = _read_npz(staged.path)
+    arrays = read_npz(staged.path, rows=1).arrays  # every header checked, one row decompressed
     if not arrays:
         raise UploadError("the inputs archive holds no arrays; save one array per model input with numpy.savez")
 
