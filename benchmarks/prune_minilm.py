@@ -21,7 +21,7 @@ import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.minilm import english_sentences, export_minilm, tokenize  # noqa: E402
+from examples.minilm_export import english_sentences, export_minilm, tokenize  # noqa: E402
 from redaudit.prune import find_candidates, prune_model, remove_blocks  # noqa: E402
 from redaudit.core.run import BatchRunner, SessionFactory  # noqa: E402
 from redaudit.prune.verify import compare_outputs  # noqa: E402

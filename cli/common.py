@@ -39,7 +39,8 @@ class OutputError(RedauditError):
 
 
 def prepare_output_paths(*paths: str | None, inputs: tuple[str | None, ...] = ()) -> None:
-    """Create the parent folders of the requested output files and check they are writable;
+    """Check that the requested output files can be created (their nearest existing folder is
+    writable; missing folders are made only when the file is written);
     refuse an output that is one of ``inputs`` (same path, hard or symbolic link) or that is
     requested twice: writing it would destroy the input or the other output."""
     import os
@@ -59,15 +60,16 @@ def prepare_output_paths(*paths: str | None, inputs: tuple[str | None, ...] = ()
     for path in paths:
         if not path:
             continue
-        parent = Path(path).expanduser().resolve().parent
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise OutputError(f"cannot create folder {parent} for {path}: {error.strerror or error}") from None
-        if not os.access(parent, os.W_OK):
-            raise OutputError(f"cannot write {path}: folder {parent} is not writable")
-        if Path(path).is_dir():
+        target = Path(path).expanduser()
+        if target.is_dir():
             raise OutputError(f"cannot write {path}: it is a folder")
+        existing = target.resolve().parent
+        while not existing.exists():  # missing folders are created when the file is written,
+            existing = existing.parent  # so a command that fails first leaves none behind
+        if not existing.is_dir():
+            raise OutputError(f"cannot write {path}: {existing} is not a folder")
+        if not os.access(existing, os.W_OK):
+            raise OutputError(f"cannot write {path}: folder {existing} is not writable")
 
 
 def parse_pairs(values: tuple[str, ...], option: str, form: str = "NAME=VALUE") -> dict[str, str]:

@@ -26,6 +26,7 @@ from redaudit.history import schema as history_schema
 from redaudit.history.check import check_result, validate_limits
 from redaudit.history.store import HistoryStore
 from redaudit.history.writes import Recorded, validate_name
+from redaudit.report.numbers import fmt as _fmt, percent, signed
 
 db_option = click.option("--db", "db", metavar="URL", default=None,
                          help="Database URL or SQLite path (default: $REDAUDIT_DB, else the "
@@ -132,10 +133,6 @@ def db_current(db: str | None) -> None:
 # --------------------------------------------------------------------------- history
 
 
-def _fmt(value: float | None, spec: str = ".4g") -> str:
-    return "n/a" if value is None else format(value, spec)
-
-
 @click.command("history")
 @click.argument("name")
 @db_option
@@ -205,8 +202,8 @@ def diff_command(name: str, before: str, after: str, db: str | None, force: bool
     pct = diff.msrs_change_pct
     console.print(f"[bold]{name}[/bold]: {diff.before.display} → {diff.after.display}", highlight=False)
     console.print(f"MSRS {_fmt(diff.msrs_before)} → {_fmt(diff.msrs_after)} "
-                  f"({'n/a' if diff.msrs_delta is None else f'{diff.msrs_delta:+.4g}'}"
-                  f"{'' if pct is None else f', {pct:+.1f}%'}"
+                  f"({signed(diff.msrs_delta, '+.4g')}"
+                  f"{'' if pct is None else f', {percent(pct)}'}"
                   f"{'' if diff.significant else ', within batch noise'})", highlight=False)
     console.print(f"layers {diff.before.summary.layer_count} → {diff.after.summary.layer_count}: "
                   f"{len(diff.added)} added, {len(diff.removed)} removed", highlight=False)
@@ -218,7 +215,7 @@ def diff_command(name: str, before: str, after: str, db: str | None, force: bool
         table.add_column(column, justify="left" if column == "layer" else "right")
     for change in diff.changed[:top]:
         table.add_row(change.name, _fmt(change.before, ".3f"), _fmt(change.after, ".3f"),
-                      f"{change.delta:+.3f}")
+                      signed(change.delta))
     console.print(table)
     for difference in diff.forced_differences:
         console.print(f"[yellow]forced:[/yellow] {difference}", highlight=False)

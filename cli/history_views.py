@@ -12,19 +12,15 @@ from rich import box
 from rich.table import Table
 
 from redaudit.history.records import ModelHistory, ScanSummary, VersionSummary, trend
+from redaudit.report.numbers import fmt as _fmt, msrs_text
 
 ARROWS = {"up": "↑", "down": "↓", "flat": "→", "?": "?", "": ""}
 COLOURED = {"up": "[red]↑[/red]", "down": "[green]↓[/green]", "flat": "→", "?": "?", "": ""}
 
 
-def _fmt(value: float | None, spec: str = ".4g") -> str:
-    return "n/a" if value is None else format(value, spec)
-
-
 def _msrs(scan: ScanSummary, spread: bool = True) -> str:
-    """Three decimals: MSRS is a soft pair count, so 0.001 is as fine as it gets useful."""
-    text = _fmt(scan.msrs, ".3f")
-    return text + (f" ±{scan.msrs_std:.3f}" if spread and scan.msrs_std is not None else "")
+    """The shared MSRS format (the dashboard writes the same digits)."""
+    return msrs_text(scan.msrs, scan.msrs_std, spread)
 
 
 def _count(number: int) -> str:

@@ -9,6 +9,7 @@ import click
 from rich.table import Table
 
 from redaudit.cli.common import console, prepare_output_paths, progress_bar, user_errors
+from redaudit.cli.render import print_warnings
 from redaudit.cli.scan_options import scan_options, scan_spec
 from redaudit.prune.policies import POLICIES
 
@@ -110,8 +111,7 @@ def prune_command(model: str, list_only: bool, remove: int | None, target_params
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return
+    print_warnings(result.warnings)  # on stderr, before the tables: they change how the tables read
     render_candidates(result)
     if not list_only:
         render_result(result)
-    for warning in result.warnings:
-        console.print(f"[yellow]warning:[/] {warning}")

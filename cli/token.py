@@ -11,7 +11,8 @@ from redaudit.errors import ConfigError
 
 
 def _engine(db):
-    from redaudit.history.db import ensure_schema, make_engine
+    from redaudit.history.db import make_engine
+    from redaudit.history.schema import ensure_schema
 
     engine = make_engine(db)
     ensure_schema(engine, create=True)

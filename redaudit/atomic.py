@@ -54,6 +54,7 @@ class StagedFiles:
     """Files written to temporary names, renamed into place together by :meth:`commit`."""
 
     _staged: list[tuple[Path, Path]] = field(default_factory=list)
+    _created: list[Path] = field(default_factory=list)
 
     def stage(self, path: str | os.PathLike[str], data: bytes) -> Path:
         """Write ``data`` for ``path`` now (to a temporary file beside it); returns the target."""
@@ -66,6 +67,7 @@ class StagedFiles:
                 raise _named(error, target) from None
             return target
         try:
+            self._make_folders(target.parent)
             descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=_TEMP_SUFFIX,
                                                      dir=target.parent)
         except OSError as error:
@@ -81,6 +83,16 @@ class StagedFiles:
             raise _named(error, target) from None
         return target
 
+    def _make_folders(self, folder: Path) -> None:
+        """Create missing folders, remembering them so that a discarded group removes them."""
+        missing = []
+        while not folder.exists():
+            missing.append(folder)
+            folder = folder.parent
+        for created in reversed(missing):
+            created.mkdir()
+            self._created.append(created)
+
     def commit(self) -> list[Path]:
         """Rename every staged file over its target; returns the targets."""
         targets = []
@@ -90,6 +102,7 @@ class StagedFiles:
         for folder in {target.parent for target in targets}:
             _fsync_folder(folder)
         self._staged.clear()
+        self._created.clear()
         return targets
 
     def discard(self) -> None:
@@ -97,7 +110,11 @@ class StagedFiles:
         for temporary, _ in self._staged:
             with suppress(OSError):
                 temporary.unlink()
+        for folder in reversed(self._created):
+            with suppress(OSError):
+                folder.rmdir()
         self._staged.clear()
+        self._created.clear()
 
 
 def _mode_for(target: Path) -> int:

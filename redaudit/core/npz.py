@@ -15,8 +15,11 @@ object arrays. Here nothing is decompressed before it is checked, and only what 
 """
 from __future__ import annotations
 
+import lzma
 import math
 import os
+import stat
+import struct
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -56,6 +59,8 @@ def read_npz(path: str | os.PathLike[str], wanted: list[str] | None = None, rows
     label = os.fspath(path)
     limit = max_bytes if max_bytes is not None else memory_bound()
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block, /dev/zero never end
+            raise ProbeInputError(f"--inputs {label} is not a regular file; pass an .npz file")
         with open(path, "rb") as handle:
             magic = handle.read(6)
         if magic == _NPY_MAGIC:
@@ -82,8 +87,10 @@ def read_npz(path: str | os.PathLike[str], wanted: list[str] | None = None, rows
         raise ProbeInputError(f"--inputs {label} is a folder; pass an .npz file") from None
     except MemoryError:
         raise ProbeInputError(f"not enough memory to read {label}; pass fewer samples") from None
-    except (OSError, zipfile.BadZipFile, zlib.error, EOFError, ValueError, NotImplementedError,
-            RuntimeError) as error:
+    except (OSError, zipfile.BadZipFile, zlib.error, lzma.LZMAError, struct.error, EOFError, ValueError,
+            LookupError, OverflowError, NotImplementedError, RuntimeError) as error:
+        # zipfile's parser raises all of these on crafted archives (fuzzing found IndexError for a
+        # member with an empty name, from ZipInfo.is_dir)
         detail = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ProbeInputError(f"cannot read {label} as .npz ({detail[:200]}); save inputs with numpy.savez") from None
 

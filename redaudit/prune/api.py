@@ -200,6 +200,8 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
     if not candidates:
         raise PruneError(f"no removable block in {prepared.path}: no residual block, transformer layer or "
                          "shape-preserving chain of layers was found")
+    if spec.taps:  # --tap shapes MSRS before/after: an unknown tensor fails now, not as a late warning
+        prepared.taps(spec.level, spec.taps)
     if not list_only:  # a request that cannot be carried out fails now, not after the similarity scan
         _check_request(candidates, remove=remove, target_params=target_params, max_drift=max_drift, names=blocks)
     _notify(progress, "probe arrays")

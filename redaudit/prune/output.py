@@ -36,6 +36,7 @@ def _save_with_external_data(model: onnx.ModelProto, target: Path) -> int:
     """Both files are written in a temporary folder beside the target, the data file renamed
     into place first so that the model file, renamed last, never points at missing data."""
     data_name = target.name + ".data"
+    target.parent.mkdir(parents=True, exist_ok=True)
     with atomic.temporary_folder(target.parent) as folder:
         onnx.save_model(model, str(folder / target.name), save_as_external_data=True,
                         all_tensors_to_one_file=True, location=data_name)

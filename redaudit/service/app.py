@@ -89,6 +89,9 @@ def create_app(state: ServiceState, *, start_workers: bool = True) -> FastAPI:
     app.state.service = state
     for router in (uploads.router, jobs.router, history.router):
         app.include_router(router, prefix=API_PREFIX)
+    from redaudit.service.dashboard import mount
+
+    mount(app)
 
     @app.exception_handler(RedauditError)
     async def _redaudit_error(_request: Request, error: RedauditError) -> JSONResponse:

@@ -104,10 +104,18 @@ class JobStore:
         with unit_of_work(self.engine) as session:
             return session.scalar(select(Job.result).where(Job.id == job_id))
 
-    def list(self, *, state: str | None = None, model_name: str | None = None, limit: int = 100) -> list[dict]:
+    def result_of_scan(self, scan_id: int) -> str | None:
+        """The JSON report of the job that recorded scan ``scan_id`` (None: recorded elsewhere)."""
+        with unit_of_work(self.engine) as session:
+            return session.scalar(select(Job.result).where(Job.scan_id == scan_id))
+
+    def list(self, *, kind: str | None = None, state: str | None = None, model_name: str | None = None,
+             limit: int = 100) -> list[dict]:
         query = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit)
         if state:
             query = query.where(Job.state == state)
+        if kind:
+            query = query.where(Job.kind == kind)
         if model_name:
             query = query.where(Job.model_name == model_name)
         with unit_of_work(self.engine) as session:

@@ -67,7 +67,7 @@ def test_unlabelled_version_takes_its_first_label_as_name(db_url):
 def test_cli_scan_history_and_diff_agree_on_an_alias(runner, tmp_path, db_url):
     path = tmp_path / "m.onnx"
     onnx.save(models.residual_cnn(blocks=2), str(path))
-    scan = ["scan", str(path), "--samples", "64", "--cka-batch", "32", "--quiet", "--record", "magika",
+    scan = ["scan", str(path), "--samples", "64", "--cka-batch", "32", "--record", "magika",
             "--db", db_url]
     first = runner.invoke(cli, scan + ["--label", "v1"])
     assert first.exit_code == 0, first.output

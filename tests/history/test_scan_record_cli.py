@@ -14,7 +14,7 @@ def test_scan_record_twice_then_history(runner, tmp_path, db_url):
     onnx.save(models.residual_cnn(blocks=3), str(base))
     onnx.save(models.residual_cnn(blocks=3, duplicate_block=1), str(duplicated))
     for path, label in ((base, "v1"), (duplicated, "v2"), (duplicated, None)):
-        args = ["scan", str(path), "--samples", "512", "--record", "net", "--db", db_url]
+        args = ["scan", str(path), "--samples", "512", "--quiet", "--record", "net", "--db", db_url]
         result = runner.invoke(cli, args + (["--label", label] if label else []))
         assert result.exit_code == 0, result.output
         assert "recorded scan" not in result.stderr  # --quiet: stderr carries warnings only (issue 16)

@@ -104,10 +104,17 @@ def test_history_is_chronological_with_log2(db_url):
 
 @pytest.mark.parametrize("overrides", [{"beta": float("inf")}, {"cka_batch": 2**40}])
 def test_values_one_database_cannot_store_are_refused_by_both(db_url, overrides):
-    """SQLite stored these and PostgreSQL failed at commit; both now refuse them up front."""
+    """SQLite stored these and PostgreSQL failed at commit; both now refuse them up front: the
+    ScanSpec at the edge, and the store itself for a result whose config went around it."""
+    from redaudit.errors import ConfigError
     from redaudit.history import HistoryError
 
+    with pytest.raises(ConfigError):
+        make_result(file_tag="x", **overrides)
+    result = make_result(file_tag="x")
+    for key, value in overrides.items():
+        object.__setattr__(result.config, key, value)  # a forged result, as a buggy caller could build
     with pytest.raises(HistoryError, match="finite|does not fit"):
-        record_scan(db_url, make_result(file_tag="x", **overrides), "net")
+        record_scan(db_url, result, "net")
     with pytest.raises(HistoryError, match="no redaudit history yet"):
         model_history(db_url, "net")  # refused before the database was touched

@@ -52,3 +52,35 @@ def test_fixed_batch_runs_in_chunks(workdir, batch):
     outcome = invoke("scan", path, "--samples", "256", "--quiet")
     assert outcome.exit_code == 0, outcome.stderr
     assert outcome.stdout.startswith("MSRS ")
+
+
+def _gather_model():
+    """int64 token ids into a 10-row embedding: synthetic ids in [0, 256) are out of range."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    embedding = numpy_helper.from_array(np.random.default_rng(0).random((10, 4)).astype(np.float32), "emb")
+    nodes = [helper.make_node("Gather", ["emb", "ids"], ["e"]), helper.make_node("Relu", ["e"], ["r"]),
+             helper.make_node("Neg", ["r"], ["y"])]
+    graph = helper.make_graph(nodes, "gather", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, 4])], [embedding])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_int64_model_failing_in_onnxruntime_prints_one_line(workdir):
+    """A real process: onnxruntime logs from C++ straight to fd 2, which CliRunner cannot see
+    (was: an onnxruntime log line before the error)."""
+    from builders import save
+    from conftest import run_process
+
+    path = save(_gather_model(), workdir)
+    result = run_process(["scan", str(path), *FAST, "--quiet"], cwd=workdir)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "onnxruntime" in lines[0], result.stderr
+    fixed = run_process(["scan", str(path), *FAST, "--quiet", "--int-range", "0", "10"], cwd=workdir)
+    # it runs; stderr holds only redaudit's own warnings (never an onnxruntime log line)
+    assert fixed.returncode == 0 and all(line.startswith("warning: ") for line in fixed.stderr.strip().splitlines()), \
+        fixed.stderr

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from builders import ACCEPTED_NPZ, REFUSED_NPZ, save, tiny_mlp, zip_bomb
+from builders import save, tiny_mlp
+from npz_builders import ACCEPTED_NPZ, REFUSED_NPZ, zip_bomb
 from conftest import FAST, assert_refused, invoke, snapshot
 
 COMMANDS = {

@@ -157,6 +157,23 @@ def test_diff_html_fails_cleanly(recorded, where, request):
     assert snapshot(folder) == before
 
 
+@pytest.mark.parametrize("command", ["scan", "prune"])
+def test_missing_output_folders_created_only_on_success(workdir, command):
+    """A command that fails leaves no empty folder behind; one that succeeds creates them."""
+    from builders import REFUSED_MODELS
+
+    bad = REFUSED_MODELS["truncated model"](workdir)
+    good = save(tiny_mlp(), workdir, "good.onnx")
+    args = (["--json", "new/deeper/out.json"] if command == "scan" else
+            ["--remove", "1", "--no-latency", "-o", "new/deeper/p.onnx"])
+    before = snapshot(workdir)
+    assert_refused(invoke(command, bad, *FAST, *args))
+    assert snapshot(workdir) == before
+    outcome = invoke(command, good, *FAST, *args)
+    assert outcome.exit_code == 0, outcome.stderr
+    assert next((workdir / "new" / "deeper").iterdir()).name in {"out.json", "p.onnx"}
+
+
 def test_atomic_writer_leaves_nothing_on_failure(tmp_path):
     """The writer itself: an exception mid-group removes every temporary file, renames none."""
     from redaudit import atomic
@@ -166,6 +183,7 @@ def test_atomic_writer_leaves_nothing_on_failure(tmp_path):
         with atomic.staged_files() as files:
             files.stage(tmp_path / "a.txt", b"new")
             files.stage(tmp_path / "b.txt", b"new")
+            files.stage(tmp_path / "new" / "c.txt", b"new")
             raise RuntimeError("disk gone")
     assert sorted(os.listdir(tmp_path)) == ["a.txt"] and (tmp_path / "a.txt").read_text() == "old"
     atomic.write_text(tmp_path / "a.txt", "newer")

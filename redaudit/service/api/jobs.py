@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
@@ -130,10 +131,12 @@ def submit_prune(request: PruneRequest, state: ServiceState = Depends(get_state)
 
 
 @router.get("/jobs", response_model=list[JobOut], summary="Jobs, newest first")
-def list_jobs(state_: str | None = Query(None, alias="state", pattern="^(queued|running|succeeded|failed|cancelled)$"),
-              model: str | None = Query(None, max_length=200), limit: int = Query(100, ge=1, le=1000),
-              state: ServiceState = Depends(get_state), _token=Depends(require_read)) -> list[JobOut]:
-    return [_out(view) for view in state.jobs.list(state=state_, model_name=model, limit=limit)]
+async def list_jobs(state_: str | None = Query(None, alias="state",
+                                              pattern="^(queued|running|succeeded|failed|cancelled)$"),
+                    model: str | None = Query(None, max_length=200), limit: int = Query(100, ge=1, le=1000),
+                    state: ServiceState = Depends(get_state), _token=Depends(require_read)) -> list[JobOut]:
+    return await run_in_threadpool(
+        lambda: [_out(view) for view in state.jobs.list(state=state_, model_name=model, limit=limit)])
 
 
 def _job(state: ServiceState, job_id: str) -> dict[str, Any]:
@@ -144,8 +147,11 @@ def _job(state: ServiceState, job_id: str) -> dict[str, Any]:
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, summary="One job's state and progress")
-def get_job(job_id: str, state: ServiceState = Depends(get_state), _token=Depends(require_read)) -> JobOut:
-    return _out(_job(state, job_id))
+async def get_job(job_id: str, state: ServiceState = Depends(get_state), _token=Depends(require_read)) -> JobOut:
+    # The path clients poll. Async, with the read as its one trip to the thread pool: FastAPI
+    # validates a sync endpoint's response in the pool too, a second trip that waits for a free
+    # thread behind every upload and submission under load.
+    return await run_in_threadpool(lambda: _out(_job(state, job_id)))
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut,

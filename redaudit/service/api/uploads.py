@@ -11,8 +11,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import os
+
+import anyio
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel
 
@@ -23,6 +25,19 @@ from redaudit.service.state import ServiceState
 from redaudit.service.storage import Staged, UploadError
 
 router = APIRouter(tags=["uploads"])
+
+#: Uploads whose checks (protobuf parse, ONNX checker, archive walk) run at once. The checks are
+#: CPU work: fifty of them in the default thread pool (40 threads) would leave the cheap reads —
+#: status polls — queueing for a thread behind them; beyond one per core they only add waiting.
+_CHECKS = anyio.CapacityLimiter(max(1, os.cpu_count() or 1))
+
+
+async def _off_loop(function, *args):
+    """Run ``function`` in a worker thread under the check limiter: everything an upload does
+    after receiving its bytes blocks (checks, the file move, the blob's row, which may wait for
+    SQLite's write lock) and must never run on the event loop, where it would stall every
+    other request for as long as it waits."""
+    return await anyio.to_thread.run_sync(function, *args, limiter=_CHECKS)
 
 MODEL_TYPES = {"application/octet-stream": "model", "application/onnx": "model",
                "application/zip": "bundle", "application/x-zip-compressed": "bundle",
@@ -85,13 +100,17 @@ async def upload_model(request: Request, filename: str = Query("model.onnx", max
                           "application/octet-stream or a bundle as application/zip or application/x-tar", 415)
     blob_kind = MODEL_TYPES[content_type] if kind == "model" else kind
     staged = await _receive(request, state, "the model")
+
+    def check_and_store():
+        model_sha = _check_model(staged, blob_kind, state, filename)
+        state.blobs.commit(staged)
+        return state.jobs.add_blob(staged.sha256, blob_kind, staged.size_bytes, Path(filename).name, model_sha)
+
     try:
-        model_sha = await run_in_threadpool(_check_model, staged, blob_kind, state, filename)
+        blob = await _off_loop(check_and_store)
     except RedauditError:
         state.blobs.discard(staged)
         raise
-    state.blobs.commit(staged)
-    blob = state.jobs.add_blob(staged.sha256, blob_kind, staged.size_bytes, Path(filename).name, model_sha)
     return BlobOut(sha256=blob.sha256, kind=blob.kind, size_bytes=blob.size_bytes, filename=blob.filename,
                    model_sha256=blob.model_sha256)
 
@@ -114,13 +133,17 @@ async def upload_inputs(request: Request, filename: str = Query("inputs.npz", ma
         raise UploadError(f"content type {content_type or 'missing'!r} is not an .npz; send it as "
                           "application/octet-stream", 415)
     staged = await _receive(request, state, "the inputs")
+
+    def check_and_store():
+        _check_inputs(staged, state)
+        state.blobs.commit(staged)
+        return state.jobs.add_blob(staged.sha256, "inputs", staged.size_bytes, Path(filename).name, None)
+
     try:
-        await run_in_threadpool(_check_inputs, staged, state)
+        blob = await _off_loop(check_and_store)
     except RedauditError:
         state.blobs.discard(staged)
         raise
-    state.blobs.commit(staged)
-    blob = state.jobs.add_blob(staged.sha256, "inputs", staged.size_bytes, Path(filename).name, None)
     return BlobOut(sha256=blob.sha256, kind=blob.kind, size_bytes=blob.size_bytes, filename=blob.filename)
 
 

@@ -1,0 +1,40 @@
+"""How numbers are written wherever a person reads them: terminal, dashboard, reports.
+
+One function per kind of number, so the CLI's ``history``/``diff`` and the service dashboard
+print the same digits for the same value (a reader comparing the two must never see 1.23 here
+and 1.234 there). Missing values (None, NaN) are written ``n/a``, never ``nan``; log2 of MSRS 0 stays ``-inf``.
+"""
+from __future__ import annotations
+
+import math
+
+
+def _missing(value: float | None) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def fmt(value: float | None, spec: str = ".4g") -> str:
+    """``value`` in ``spec`` (a format spec: ``.4g``, ``.3f``, ``+.3f``), or ``n/a``."""
+    return "n/a" if _missing(value) else format(value, spec)
+
+
+def msrs_text(msrs: float | None, std: float | None = None, spread: bool = True) -> str:
+    """MSRS with three decimals (a soft pair count: 0.001 is as fine as it gets useful), and its
+    batch-to-batch spread as `` ±0.012`` when asked and known."""
+    text = fmt(msrs, ".3f")
+    return text + (f" ±{std:.3f}" if spread and not _missing(std) else "")
+
+
+def signed(value: float | None, spec: str = "+.3f") -> str:
+    """A change, always with its sign (``+0.120``, ``-0.031``)."""
+    return fmt(value, spec)
+
+
+def percent(value: float | None) -> str:
+    """A relative change already in percent, signed, one decimal: ``+2.5%``."""
+    return "n/a" if _missing(value) else f"{value:+.1f}%"
+
+
+def share(fraction: float | None) -> str:
+    """A fraction (0..1) of the whole, as ``12.5%``."""
+    return "n/a" if _missing(fraction) else f"{100 * fraction:.1f}%"
