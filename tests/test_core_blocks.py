@@ -10,7 +10,7 @@ from redaudit.core.blocks import find_residual_merges
 from redaudit.core.graph import GraphIndex
 from redaudit.core.tap import select_taps
 from redaudit.prune.candidates import find_candidates
-from tests import models, prune_models
+from tests import models, prune_models, tap_models
 
 
 def _agreement(model) -> tuple[set[str], set[str]]:
@@ -35,6 +35,8 @@ MODELS = {
     "prune_residual_cnn": lambda: prune_models.residual_cnn(blocks=3),
     "mlp": lambda: models.mlp(),
     "plain_chain": lambda: prune_models.plain_chain(),
+    "token_blocks": lambda: tap_models.token_blocks(hidden_rank=False),
+    "conv1d_blocks": lambda: tap_models.conv1d_blocks(),
 }
 
 

@@ -66,6 +66,11 @@ def test_layout_override_end_to_end(runner, tmp_path, save_model):
             layers["block1_out"]["layout_source"]) == ([1], "tokens", "override")
     assert (layers["block0_out"]["reduced_axes"], layers["block0_out"]["layout"]) == ([2], "channels")
     assert layers["block0_out"]["runtime_shape"] == ["N", 8, 12]
+    from redaudit.report.json_report import read_json
+    reloaded = read_json(out)
+    assert [row.reduction for row in reloaded.layer_rows()][:3] == [
+        "channels: mean axis 2", "channels: mean axis 2", "tokens: mean axis 1 (--layout)"]
+    assert reloaded.layers[2].runtime_shape == ("N", 8, 12)
     result = redaudit.scan(model, inputs=inputs, samples=SAMPLES, cka_batch=64, layouts={"block1_out": "tokens"})
     plain = redaudit.scan(model, inputs=inputs, samples=SAMPLES, cka_batch=64)
     assert not np.allclose(result.similarity, plain.similarity)  # the override changed the features
@@ -109,3 +114,57 @@ def test_all_degenerate_scan_says_why_in_one_line_and_exits_0(runner, tmp_path, 
     assert "\n" not in reason and "a0_zero" in reason and "likely cause: synthetic probe inputs" in reason
     assert np.isnan(result.msrs) and reason == result.msrs_unavailable_reason()
     assert " ".join(reason.split()) in " ".join(done.output.split())  # the terminal says it (rich may wrap)
+
+
+def test_conv_map_flattened_and_transposed_to_tokens_is_tokens():
+    """SVTR-style OCR heads: (N, C, H, W) → Flatten(2) → (N, C, H·W) → Transpose(0, 2, 1) → (N, T, C):
+    tokens, although the nearest weighted producer is a convolution."""
+    from onnx import TensorProto, helper
+
+    from models import _init, make_model
+    from redaudit.core.augment import decide_reduction
+    from redaudit.core.tap import TapPoint
+
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Reshape", ["c", "flat"], ["flattened"]),
+             helper.make_node("Transpose", ["flattened"], ["tokens"], perm=[0, 2, 1]),
+             helper.make_node("Relu", ["flattened"], ["channels"])]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4, 5])],
+                       [helper.make_tensor_value_info("tokens", TensorProto.FLOAT, ["N", 20, 6]),
+                        helper.make_tensor_value_info("channels", TensorProto.FLOAT, ["N", 6, 20])],
+                       [_init("w", np.ones((6, 3, 3, 3))), helper.make_tensor("flat", TensorProto.INT64, [3], [0, 6, 20])])
+    index = GraphIndex.build(model)
+    decided = {name: decide_reduction(index, TapPoint(name, "", "", ()), 3, "pool") for name in ("tokens", "channels")}
+    assert (decided["tokens"].layout, decided["tokens"].axes) == ("tokens", (1,))
+    assert (decided["channels"].layout, decided["channels"].axes) == ("channels", (2,))
+
+
+def test_runtime_shape_marks_only_dims_that_vary():
+    from redaudit.core.shapes import RuntimeShapes
+
+    shapes = RuntimeShapes([0, 2])
+    shapes.add([np.array([[256, 20, 120], [256, 20, 120]]), np.array([[7, 2, 256, 12]])])
+    shapes.add([np.array([[100, 21, 120]]), np.array([[7, 2, 100, 12]])])
+    assert shapes.shape(0) == ("N", "?", 120)  # the batch axis is N, the token count really varied
+    assert shapes.shape(1) == (7, 2, "N", 12)  # a time-major recurrent output: batch on axis 2
+
+
+def test_a_wrongly_declared_output_shape_does_not_break_the_shape_outputs():
+    """A quantized CRNN (ddddocr's common_old.onnx) declares its rank-3 output as (1, seqlen);
+    onnxruntime's Shape kernel trusted the declaration and failed once the tap's shape was
+    fetched (benchmarks/real_models.py runs that model). This small twin does not trigger the
+    onnxruntime failure; it checks that the runtime shape, not the declaration, is reported."""
+    from onnx import TensorProto, helper
+
+    from models import _init, make_model
+
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]),
+             helper.make_node("Compress", ["target", "keep"], ["hidden_target"]),  # typing cannot follow
+             helper.make_node("Reshape", ["h", "hidden_target"], ["y"])]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 3])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "S"])],  # really (N, 4, 3)
+                       [_init("w", np.random.default_rng(0).normal(size=(3, 3))),
+                        helper.make_tensor("target", TensorProto.INT64, [3], [0, 4, 3]),
+                        helper.make_tensor("keep", TensorProto.BOOL, [3], [True, True, True])])
+    result = redaudit.scan(model, taps=["h", "y"], samples=32, cka_batch=16)
+    assert [layer.runtime_shape for layer in result.layers] == [("N", 4, 3), ("N", 4, 3)]

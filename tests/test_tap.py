@@ -149,3 +149,24 @@ def test_cka_batch_all_uses_one_batch():
     result = redaudit.scan(models.mlp(), samples=300, cka_batch=None)
     assert result.batches == 1 and result.samples == 300 and result.dropped_samples == 0
     assert result.msrs_std == 0.0
+
+
+def test_additive_mask_is_not_a_block_input_in_later_layers():
+    """From the second attention layer on, scores depend on the mask through earlier layers, so
+    the mask Add looks like y = m + f(m) with a weighted f — but no weighted op reads the mask
+    alone (MiniLM-L6 exported by transformers 5 gave 5 such false blocks)."""
+    rng = np.random.default_rng(0)
+    inits = [helper.make_tensor(f"w{i}", TensorProto.FLOAT, [8, 8], rng.normal(size=64).tolist()) for i in range(4)]
+    inits.append(helper.make_tensor("big", TensorProto.FLOAT, [], [-1e4]))
+    nodes = [helper.make_node("Mul", ["mask", "big"], ["m"]),
+             helper.make_node("MatMul", ["x", "w0"], ["q1"]), helper.make_node("Add", ["q1", "m"], ["s1"]),
+             helper.make_node("Softmax", ["s1"], ["p1"]), helper.make_node("MatMul", ["p1", "w1"], ["a1"]),
+             helper.make_node("Add", ["x", "a1"], ["h1"]),
+             helper.make_node("MatMul", ["h1", "w2"], ["q2"]), helper.make_node("Add", ["q2", "m"], ["s2"]),
+             helper.make_node("Softmax", ["s2"], ["p2"]), helper.make_node("MatMul", ["p2", "w3"], ["a2"]),
+             helper.make_node("Add", ["h1", "a2"], ["h2"])]
+    model = models.make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8]),
+                                      helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["N", 8])],
+                              [helper.make_tensor_value_info("h2", TensorProto.FLOAT, ["N", 8])], inits)
+    merges = find_residual_merges(GraphIndex.build(model))
+    assert [(merge.entry, merge.add) for merge in merges] == [("x", "h1"), ("h1", "h2")]

@@ -6,6 +6,13 @@ what consumes it). With ``reduce="pool"`` a ReduceMean node per tap is appended 
 maps, mean over tokens for (N, T, D) sequences, mean over time for a recurrent layer's output
 sequence (moved batch-first by a Transpose when the layer is time-major).
 
+The mean is taken in float64 (a Cast before the ReduceMean). A float32 mean cannot hold what
+CKA measures on some real layers: globally pooled post-activation maps whose across-sample spread
+is 0.03 % of their mean (a YOLO-style detector's blocks) lose ~0.6 % of that spread to float32
+accumulation in onnxruntime's ReduceMean, and ~0.02 % to float32 rounding of the result alone;
+the similarity matrix then differs from a float64 computation by 1e-5. The Cast costs one pass
+over each pooled tap and a transient float64 copy of it.
+
 The reduction depends on the tap's rank, and ONNX shape inference does not always know it (a
 Reshape whose target shape is computed at run time leaves its output shapeless). Such taps are
 *unresolved*: :func:`augment` exposes them raw, the caller learns their rank from one probe
@@ -63,10 +70,17 @@ class AugmentedModel:
 
 
 def _is_channel_first(index: GraphIndex, tensor: str, depth: int = 64) -> bool:
-    """Whether the nearest spatial/weighted ancestor of a rank-3 tensor is a convolution-like op."""
-    frontier, seen = [tensor], set()
+    """Whether axis 1 of a rank-3 tensor holds the channels of a convolution-like producer.
+
+    Walks back to the nearest convolution-like or matrix-product producer, following which axis
+    of each tensor the tap's axis 1 came from: a ``Transpose`` permutes it (SVTR and other
+    OCR heads flatten a (N, C, H, W) map and transpose it to (N, H·W, C) tokens), reshapes
+    keep it. At a convolution the tap is channels when that axis is the channel axis; at a
+    matrix product (features last) when it is not the token axis."""
+    frontier: list[tuple[str, int]] = [(tensor, 1)]
+    seen: set[str] = set()
     while frontier and depth > 0:
-        current = frontier.pop(0)
+        current, axis = frontier.pop(0)
         if current in seen:
             continue
         seen.add(current)
@@ -75,10 +89,14 @@ def _is_channel_first(index: GraphIndex, tensor: str, depth: int = 64) -> bool:
             continue
         depth -= 1
         if node.op_type in _CHANNEL_FIRST_OPS:
-            return True
+            return axis == 1
         if node.op_type in ("MatMul", "Gemm", "Einsum", "Attention", "MultiHeadAttention"):
-            return False
-        frontier.extend(name for name in node.input if name in index.activations)
+            return axis != 1
+        if node.op_type == "Transpose":
+            perm = next((list(attr.ints) for attr in node.attribute if attr.name == "perm"), None)
+            if perm and axis < len(perm):
+                axis = perm[axis]
+        frontier.extend((name, axis) for name in node.input if name in index.activations)
     return False
 
 
@@ -95,6 +113,9 @@ def decide_reduction(index: GraphIndex, tap: TapPoint, rank: int | None, reduce:
     """The documented reduction for ``tap`` at ``rank``: tokens of (N, T, D), spatial axes of
     (N, C, ...), time of a recurrent sequence; ``layout`` overrides the graph's guess for a
     3-D tensor. ``reduce="flatten"`` keeps every axis but still states the layout."""
+    if layout is not None and (tap.time_axis is not None or tap.batch_axis != 0):
+        raise ConfigError(f"--layout {tap.tensor}={layout}: the tap is a recurrent layer's output, averaged "
+                          "over time; --layout only applies to 3-D (N, T, D) or (N, C, L) taps")
     if rank is None and (tap.batch_axis != 0 or tap.time_axis is None):
         found = Reduction(None, None, "rank")
     elif tap.time_axis is not None:
@@ -176,6 +197,12 @@ def augment(model: onnx.ModelProto, index: GraphIndex, taps: list[TapPoint], red
     augmented = onnx.ModelProto()
     augmented.CopyFrom(model)
     graph = augmented.graph
+    # Declared shapes are hints, and wrong ones (a quantized CRNN declares its rank-3 output as
+    # rank 2) make onnxruntime's Shape kernel fail on the shape outputs added below.
+    del graph.value_info[:]
+    for output in graph.output:
+        if output.type.HasField("tensor_type"):
+            output.type.tensor_type.ClearField("shape")
     existing_outputs = {output.name for output in graph.output}
     build = _Builder(augmented, set(index.producer) | index.initializers | set(index.graph_inputs))
     fetch_names, shape_names, reductions, unresolved = [], [], [], []
@@ -196,10 +223,13 @@ def augment(model: onnx.ModelProto, index: GraphIndex, taps: list[TapPoint], red
             graph.node.append(helper.make_node("Transpose", [tap.tensor], [source], perm=order,
                                                name=f"{source}_node"))
             axes = tuple(order.index(axis) for axis in axes)
-        if axes:
+        if axes:  # pooled in float64: see the module docstring
+            wide = build.fresh(f"redaudit_float64_{position}")
+            graph.node.append(helper.make_node("Cast", [source], [wide], to=onnx.TensorProto.DOUBLE,
+                                               name=f"{wide}_node"))
             out_name = build.fresh(f"redaudit_pool_{position}")
-            build.axes_node("ReduceMean", source, out_name, tuple(sorted(axes)), 18, keepdims=0)
-            source = out_name
+            build.axes_node("ReduceMean", wide, out_name, tuple(sorted(axes)), 18, keepdims=0)
+            source, elem_type = out_name, onnx.TensorProto.DOUBLE
         if source not in existing_outputs:
             build.output(source, elem_type)
             existing_outputs.add(source)

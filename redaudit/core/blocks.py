@@ -134,6 +134,25 @@ def _compatible_shapes(index: GraphIndex, first: str, second: str) -> bool:
     return all(not (isinstance(x, int) and isinstance(y, int)) or x == y for x, y in zip(a.shape, b.shape))
 
 
+def _weighted_function_of(index: GraphIndex, entry: str, branch: frozenset[int], masks: dict[str, int],
+                          input_bits: int) -> bool:
+    """Whether the branch applies a weighted operator to ``entry`` itself: to a tensor computed
+    from ``entry``, constants and shape arithmetic alone (``masks``/``input_bits`` tell shape
+    arithmetic, which depends on no graph input's data, from data). An additive attention mask
+    is not a block input although later scores depend on it (through earlier layers): every
+    weighted op downstream of the mask also reads the hidden state."""
+    pure = {entry}
+    for position in sorted(branch):
+        node = index.nodes[position]
+        data = [name for name in node.input if name and name not in index.constants
+                and masks.get(name, input_bits) & input_bits]
+        if data and all(name in pure for name in data):
+            if is_weighted(index, node):
+                return True
+            pure.update(name for name in node.output if name)
+    return False
+
+
 #: Ops that build a broadcast operand (an attention mask expanded to the scores' shape): a side
 #: made of them is not a skip connection.
 _BROADCAST_OPS = frozenset({"Expand", "Tile", "Unsqueeze", "Where", "ConstantOfShape"})
@@ -163,6 +182,7 @@ def find_residual_merges(index: GraphIndex) -> list[ResidualMerge]:
     inside = recurrent_region(index)
     bit_of, masks = data_ancestry(index)
     name_of_bit = {bit: name for name, bit in bit_of.items()}
+    input_bits = sum(1 << bit_of[name] for name in index.graph_inputs if name in bit_of)
     merges = []
     for position, node in enumerate(index.nodes):
         operands = [name for name in node.input if name]
@@ -181,7 +201,8 @@ def find_residual_merges(index: GraphIndex) -> list[ResidualMerge]:
             continue
         sides = [frozenset(index.producer[name_of_bit[bit]] for bit in _bits(masks[operand] & ~masks[entry])
                            if name_of_bit[bit] in index.producer) for operand in (left, right)]
-        if not _is_skip_connection(index, entry, node.output[0], operands, sides):
+        if not _is_skip_connection(index, entry, node.output[0], operands, sides) \
+                or not _weighted_function_of(index, entry, sides[0] | sides[1], masks, input_bits):
             continue
         branch = sides[0] | sides[1]
         end = chain_end(index, node.output[0])

@@ -100,7 +100,7 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
         ranks = probe_ranks(prepared.sessions, augmented, head)
         augmented = prepared.augmented(selection, spec.reduce, spec.layouts, tuple(sorted(ranks.items())))
     estimate = estimate_scan_memory(prepared, spec, device_backend=array_backend.name == "cupy",
-                                    device_runtime=prepared.sessions.providers()[0] == CUDA)
+                                    device_runtime=prepared.sessions.providers()[0] == CUDA, augmented=augmented)
     memory_warnings = check_memory(estimate, reduce=spec.reduce)  # refuses what cannot fit
     lap("augment")
     _notify(progress, "session")

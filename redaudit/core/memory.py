@@ -41,6 +41,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from redaudit.core.augment import AugmentedModel
 from redaudit.core.liveness import live_peak, planned_tensors, tensor_sizes
 from redaudit.core.prepared import PreparedModel
 from redaudit.core.probe import check_dim_names
@@ -138,15 +139,17 @@ def device_available_bytes() -> int | None:
 
 
 def estimate_scan_memory(prepared: PreparedModel, spec: ScanSpec, *, device_backend: bool = False,
-                         device_runtime: bool = False) -> MemoryEstimate:
+                         device_runtime: bool = False, augmented: AugmentedModel | None = None) -> MemoryEstimate:
     """Estimated peak memory of ``scan_prepared(prepared, spec)`` (see the module docstring for
     what each part counts and how good it is). ``device_runtime``: onnxruntime runs on CUDA;
-    ``device_backend``: the CKA math runs on CuPy."""
+    ``device_backend``: the CKA math runs on CuPy; ``augmented``: the graph the scan will run
+    (with probed ranks), when the caller has it."""
     specs = prepared.input_specs
     check_dim_names(specs, spec.dims_dict)
     selection = prepared.taps(spec.level, spec.taps)
-    augmented = prepared.augmented(selection, spec.reduce, spec.layouts)
-    activations = prepared.index.activations | {o.name for o in augmented.proto.graph.output}
+    augmented = augmented or prepared.augmented(selection, spec.reduce, spec.layouts)
+    added = {name for node in augmented.proto.graph.node[len(prepared.proto.graph.node):] for name in node.output}
+    activations = prepared.index.activations | {o.name for o in augmented.proto.graph.output} | added
     sizes, unsized = tensor_sizes(augmented.proto, activations, spec.dims_dict)
     samples = spec.samples
     cka_batch = spec.cka_batch if spec.cka_batch is not None else samples

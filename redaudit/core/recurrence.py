@@ -30,6 +30,8 @@ from redaudit.core.blocks import data_ancestry, is_weighted
 from redaudit.core.graph import GraphIndex
 
 RECURRENT_OPS = frozenset({"LSTM", "GRU", "RNN"})
+#: onnxruntime's quantized LSTM (com.microsoft): same outputs as LSTM.
+_CONTRIB_RECURRENT_OPS = frozenset({"DynamicQuantizeLSTM"})
 _DIGEST_SAMPLE = 1 << 16  # bytes of an initializer hashed, spread over all of it
 
 
@@ -66,7 +68,8 @@ def recurrent_region(index: GraphIndex) -> frozenset[int]:
 def _native(index: GraphIndex) -> list[Recurrence]:
     found = []
     for position, node in enumerate(index.nodes):
-        if node.op_type not in RECURRENT_OPS or node.domain not in ("", "ai.onnx"):
+        if not (node.op_type in RECURRENT_OPS and node.domain in ("", "ai.onnx")
+                or node.op_type in _CONTRIB_RECURRENT_OPS and node.domain == "com.microsoft"):
             continue
         batch_first = any(attr.name == "layout" and attr.i == 1 for attr in node.attribute)
         sequence = node.output[0] if node.output and node.output[0] else ""

@@ -47,6 +47,7 @@ class RuntimeShapes:
     def add(self, rows: list[np.ndarray]) -> None:
         """``rows[i]`` is tap i's shape output of one run: (chunks, rank) int64."""
         for position, row in enumerate(rows):
+            row = row.get() if hasattr(row, "get") and not isinstance(row, np.ndarray) else row  # CuPy
             array = np.asarray(row).reshape(-1, np.asarray(row).shape[-1])
             for shape in {tuple(int(d) for d in line) for line in array}:
                 first = self._first[position]
