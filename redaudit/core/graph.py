@@ -67,8 +67,9 @@ def tensor_type_of(type_proto: onnx.TypeProto) -> TensorType | None:
     tensor_type = type_proto.tensor_type
     if not tensor_type.HasField("shape"):
         return TensorType(tensor_type.elem_type, None)
-    dims = tuple(int(dim.dim_value) if dim.HasField("dim_value") else dim.dim_param if dim.HasField("dim_param")
-                 else None for dim in tensor_type.shape.dim)
+    # A dim_value of 0 or -1 (paddle2onnx writes -1 for a dynamic batch) is unknown, not a size.
+    dims = tuple((int(dim.dim_value) if dim.dim_value > 0 else None) if dim.HasField("dim_value")
+                 else dim.dim_param if dim.HasField("dim_param") else None for dim in tensor_type.shape.dim)
     return TensorType(tensor_type.elem_type, dims)
 
 

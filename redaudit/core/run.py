@@ -110,6 +110,14 @@ def ortvalue_to_cupy(value: ort.OrtValue, cupy: Any) -> Any:
     return cupy.ndarray(tuple(value.shape()), dtype, cupy.cuda.MemoryPointer(memory, 0))
 
 
+def _concatenate(pieces: list[Any], device_arrays: Any) -> Any:
+    """Join chunks along the sample axis where they live: CuPy IRs on the GPU, host arrays
+    (shape outputs, CPU runs) with NumPy."""
+    if device_arrays is not None and not isinstance(pieces[0], np.ndarray):
+        return device_arrays.concatenate(pieces)
+    return np.concatenate(pieces)
+
+
 @dataclass
 class BatchRunner:
     """Runs batches (``fetch_names``; None = every output), split into chunks when the model's
@@ -136,8 +144,7 @@ class BatchRunner:
             return self._run_once(batch)
         parts = [self._run_once({k: v[start:start + self.chunk] for k, v in batch.items()})
                  for start in range(0, count, self.chunk)]
-        xp = self.device_arrays if self.device_arrays is not None else np
-        return [xp.concatenate([part[i] for part in parts]) for i in range(len(parts[0]))]
+        return [_concatenate([part[i] for part in parts], self.device_arrays) for i in range(len(parts[0]))]
 
     def _run_once(self, batch: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         count = next(iter(batch.values())).shape[0]
