@@ -90,7 +90,7 @@ def test_pruned_model_is_recorded_with_its_parent(db_url, model_files, tmp_path)
     from redaudit.prune.api import prune_model
 
     pruned = prune_model(str(model_files["v2"]), remove=1, output=str(tmp_path / "pruned.onnx"),
-                         latency=False, record="cnn", label="pruned", db=db_url, samples=256)
+                         latency=False, record="cnn", label="pruned", db=db_url, samples=256, force=True)
     versions = model_history(db_url, "cnn").versions
     original, child = versions
     assert child.label == "pruned" and child.parent_sha256 == original.sha256
