@@ -51,7 +51,11 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
                         else dim.dim_param if dim.HasField("dim_param") else None)
         if not dims:
             raise ProbeInputError(f"input {value.name!r} is a scalar; redaudit needs a batch axis on every input")
-        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
+        try:
+            dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
+        except (KeyError, TypeError, ValueError):  # found by fuzzing: an element type onnx does not know
+            raise ProbeInputError(f"input {value.name!r} has element type {tensor_type.elem_type}, which is not an "
+                                  "ONNX tensor type redaudit can feed; re-export the model") from None
         specs.append(InputSpec(value.name, dtype, tuple(dims)))
     return specs
 
