@@ -123,3 +123,27 @@ def test_input_of_an_unknown_element_type_is_a_user_error():
     model.graph.input[0].type.tensor_type.elem_type = 43
     with pytest.raises(ProbeInputError, match="element type 43"):
         input_specs(model)
+
+
+#: Found by `make fuzz` (.npz harness): a stored member whose old-style .npy header ends inside the
+#: shape tuple; numpy re-tokenises such headers and raised tokenize.TokenError.
+TRUNCATED_HEADER_NPZ = bytes.fromhex(
+    "504b03042d000000000000002100205c9fadffffffffffffffff05001400782e6e707901001000840000000000000084"
+    "00000000000000934e554d5059010076007b276465736372273a20273c6634272c2027666f727472616e5f6f72646572"
+    "273a2046616c73652c202773010076007b276465736372273a20273c6634272c2027666f727472616e5f6f7264657227"
+    "3a2046616c73652c20277368617065273a2028202020202020202020202020202020202020200a0000803f504b01022d"
+    "032d000000000000002100205c9f202020202020202020202020202020202020202000800100000000782e6e7079504b"
+    "0506000000000100010033000000bb0000000000"
+)
+
+
+def test_npy_header_that_ends_mid_tuple_is_one_line(tmp_path):
+    import pytest
+
+    from redaudit.core.npz import read_npz
+    from redaudit.errors import ProbeInputError
+
+    path = tmp_path / "crash.npz"
+    path.write_bytes(TRUNCATED_HEADER_NPZ)
+    with pytest.raises(ProbeInputError):
+        read_npz(path, None, rows=64)
