@@ -40,3 +40,28 @@ def magika_model() -> Path:
 @pytest.fixture
 def residual_model_path(save_model) -> Path:
     return save_model(models.residual_cnn(blocks=3))
+
+
+#: Debian's Chromium, driven by Playwright through its executable path (never `playwright install`).
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A headless Chromium for the HTML and dashboard tests; CI (REDAUDIT_REQUIRE_BROWSER=1)
+    fails instead of skipping when it is missing."""
+    missing = None
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing = "the playwright package is not installed (pip install playwright)"
+    if missing is None and not CHROMIUM.exists():
+        missing = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+    if missing:
+        if os.environ.get("REDAUDIT_REQUIRE_BROWSER"):
+            pytest.fail(missing)
+        pytest.skip(missing)
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        yield instance
+        instance.close()

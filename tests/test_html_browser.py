@@ -28,25 +28,6 @@ _BOXES = """svg => {
 }"""
 
 
-@pytest.fixture(scope="module")
-def browser():
-    missing = None
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing = "the playwright package is not installed (pip install playwright)"
-    if missing is None and not CHROMIUM.exists():
-        missing = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
-    if missing:
-        if os.environ.get("REDAUDIT_REQUIRE_BROWSER"):
-            pytest.fail(missing)
-        pytest.skip(missing)
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        yield instance
-        instance.close()
-
-
 def _overlap(a: dict, b: dict, tolerance: float = 0.25) -> bool:
     return (min(a["x"] + a["w"], b["x"] + b["w"]) - max(a["x"], b["x"]) > tolerance
             and min(a["y"] + a["h"], b["y"] + b["h"]) - max(a["y"], b["y"]) > tolerance)

@@ -27,25 +27,6 @@ def live(tmp_path_factory):
     service.stop()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    missing = None
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing = "the playwright package is not installed (pip install playwright)"
-    if missing is None and not CHROMIUM.exists():
-        missing = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
-    if missing:
-        if os.environ.get("REDAUDIT_REQUIRE_BROWSER"):
-            pytest.fail(missing)
-        pytest.skip(missing)
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        yield instance
-        instance.close()
-
-
 class Recorder:
     """Every request the pages make (documents, styles, scripts, fetches, images), and every
     console error (a Content-Security-Policy violation or a script error shows up there)."""
