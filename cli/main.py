@@ -93,8 +93,14 @@ def _usage_line(error: click.ClickException) -> str:
     return message
 
 
+#: Set once SIGINT arrived: an interrupt that lands inside a C extension's import (onnxruntime's
+#: pybind init) comes back as an ImportError, not as :class:`Interrupted`.
+_INTERRUPTED: list[bool] = []
+
+
 def _on_sigint(signum: int, frame: object) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the cleanup
+    _INTERRUPTED.append(True)
     raise Interrupted
 
 
@@ -106,14 +112,22 @@ def main() -> None:
     try:
         cli(prog_name="redaudit")
     except (Interrupted, KeyboardInterrupt):
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            sys.stdout.flush()
-            sys.stderr.write("interrupted\n")
-            sys.stderr.flush()
-        except OSError:
-            pass
-        os._exit(INTERRUPTED_EXIT)  # no interpreter teardown: nothing left to print a traceback
+        _exit_interrupted()
+    except BaseException:
+        if _INTERRUPTED:  # the interrupt surfaced as another error (e.g. ImportError: initialization failed)
+            _exit_interrupted()
+        raise
+
+
+def _exit_interrupted() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        sys.stdout.flush()
+        sys.stderr.write("interrupted\n")
+        sys.stderr.flush()
+    except OSError:
+        pass
+    os._exit(INTERRUPTED_EXIT)  # no interpreter teardown: nothing left to print a traceback
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ written. Real processes: the signal policy is installed by the console entry poi
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -48,7 +49,9 @@ def test_sigint_during_imports_and_scan(tmp_path, delay):
     before = snapshot(tmp_path)
     result = _interrupt(["scan", str(model), "--samples", "20000", "--cka-batch", "256", "--quiet", "--json", "out.json",
                          "--html", "out.html", "--record", "m", "--db", f"sqlite:///{db}"], tmp_path, delay)
-    if result.returncode == 0:
+    if result.returncode == 0 or (result.returncode == -signal.SIGINT and result.stdout.startswith("MSRS")):
+        # finished before the signal (the result line is out); a signal during interpreter
+        # teardown, after Python restored the default handler, ends it with -SIGINT
         pytest.skip("the scan finished before the signal (machine too fast for this delay)")
     assert result.returncode == 130, (result.returncode, result.stderr)
     assert result.stderr.strip().splitlines() == ["interrupted"], result.stderr
@@ -66,11 +69,12 @@ def test_sigint_during_imports_and_scan(tmp_path, delay):
 def test_sigint_during_prune_writes_nothing(tmp_path, delay):
     model = save(tiny_mlp(width=32, layers=6), tmp_path)
     before = snapshot(tmp_path)
-    result = _interrupt(["prune", str(model), "--samples", "20000", "--cka-batch", "256", "--remove", "1",
+    result = _interrupt(["prune", str(model), "--samples", "20000", "--cka-batch", "256", "--remove", "1", "--force",
                          "-o", "pruned.onnx"], tmp_path, delay)
     if result.returncode == 0:
         pytest.skip("prune finished before the signal")
-    assert result.returncode == 130 and result.stderr.strip().splitlines() == ["interrupted"], result.stderr
+    said = [line for line in result.stderr.strip().splitlines() if not re.match(r"^\d\d:\d\d:\d\d ", line)]
+    assert result.returncode == 130 and said == ["interrupted"], result.stderr  # stage lines aside
     assert snapshot(tmp_path) == before
 
 
