@@ -10,13 +10,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from redaudit.core.spec import DEFAULT_BETA, DEFAULT_EPSILON
+
 
 def pair_scores(similarity: np.ndarray, epsilon: float, beta: float) -> np.ndarray:
     """Element-wise soft indicator (1 + tanh(β (S − ε))) / 2, in [0, 1]; NaN stays NaN."""
     return (1.0 + np.tanh(beta * (np.asarray(similarity, dtype=np.float64) - epsilon))) / 2.0
 
 
-def msrs_of_matrix(similarity: np.ndarray, epsilon: float = 0.8, beta: float = 100.0,
+def msrs_of_matrix(similarity: np.ndarray, epsilon: float = DEFAULT_EPSILON, beta: float = DEFAULT_BETA,
                    layer_mask: np.ndarray | None = None) -> float:
     """MSRS of one similarity matrix over the upper triangle (i < j).
 

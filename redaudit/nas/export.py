@@ -74,10 +74,9 @@ def tap_tensors(proto: onnx.ModelProto, expected: int) -> tuple[str, ...]:
 
 def max_output_difference(exported: ExportedModel, trained: TrainedModel, x: np.ndarray) -> float:
     """Largest |onnxruntime − torch| logit difference on ``x``: the export's fidelity check."""
-    import onnxruntime as ort
-
+    from redaudit.core.run import SessionFactory
     from redaudit.nas.train import predict_logits
 
-    session = ort.InferenceSession(exported.model_bytes, providers=["CPUExecutionProvider"])
+    session, _ = SessionFactory("cpu").create(exported.model_bytes, "the exported candidate")
     onnx_logits = session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
     return float(np.max(np.abs(onnx_logits - predict_logits(trained, x))))

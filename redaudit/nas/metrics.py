@@ -25,12 +25,9 @@ class CostFigures:
 
 def latency_ms(model_bytes: bytes, sample: np.ndarray, repeats: int = 30) -> float:
     """Median single-sample latency on one onnxruntime thread, after one warm-up run."""
-    import onnxruntime as ort
+    from redaudit.core.run import SessionFactory
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+    session, _ = SessionFactory("cpu", threads=1).create(model_bytes, "the candidate")
     name = session.get_inputs()[0].name
     feed = {name: sample[:1]}
     session.run(None, feed)
