@@ -1,17 +1,21 @@
 """Layer-pruning policies × healing, side by side, on real models.
 
 Run: python benchmarks/prune_compare.py [--subjects minilm,digits] [--draws 10] [--pairs]
+                                         [--calib-source readme|docstrings]
 
 Subjects: MiniLM-L6 (k = 1, 2, 3 of 6 encoder layers; mean embedding cosine to the original and
 nearest-neighbour agreement@10 on evaluation sentences from other packages' READMEs than the
-calibration sentences' docstrings) and a residual CNN trained here on scikit-learn's digits
+calibration sentences — READMEs of the alternate packages by default, docstrings of 7 packages
+with ``--calib-source docstrings``) and a residual CNN trained here on scikit-learn's digits
 (k up to half its blocks; test accuracy retained). For each policy × heal {none, linear} × k:
-quality, parameter ratio, latency ratio. ``--pairs`` also prints every subset for k ≤ 2.
+quality, parameter ratio, latency ratio. ``--pairs`` also prints every subset for k ≤ 2, healed
+sequentially (the default) and with independently fitted maps.
 
 A policy is one class in redaudit.prune.policies; registering it here is one line in
-:data:`POLICIES` (its name and number of draws). Healing
-maps are fitted once per span on the calibration set (one pass of the original model) and
-reused by every policy that removes that span.
+:data:`POLICIES` (its name and number of draws). Healing goes through the library's
+``LinearHealer``: the maps fitted on the original model are fitted once per span in one pass
+and shared; a later span of a multi-span removal is fitted on the model with the earlier spans
+healed (sequential healing), cached per upstream spans.
 """
 from __future__ import annotations
 
@@ -31,9 +35,8 @@ import onnx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from redaudit.prune import find_candidates, remove_blocks  # noqa: E402
-from redaudit.prune.calibrate import calibrate_spans  # noqa: E402
 from redaudit.prune.cost import parameter_count  # noqa: E402
-from redaudit.prune.heal import LinearMap, heal_span, merge_spans  # noqa: E402
+from redaudit.prune.heal import HealOptions, LinearHealer, Span, merge_spans  # noqa: E402
 from redaudit.core.run import SessionFactory  # noqa: E402
 from redaudit.prune.verify import measure_latency  # noqa: E402
 
@@ -55,7 +58,7 @@ class Subject:
     ks: list[int]
     probe: dict[str, np.ndarray]  # whole calibration arrays, for policies that scan
     blocks: list = field(default_factory=list)
-    maps: dict[tuple[str, str], LinearMap] = field(default_factory=dict)
+    healers: dict[str, LinearHealer] = field(default_factory=dict)
     cache: dict[tuple[tuple[int, ...], str], dict[str, float]] = field(default_factory=dict)
     contexts: dict[tuple, object] = field(default_factory=dict)
     reference: np.ndarray | None = None
@@ -103,13 +106,17 @@ def run_outputs(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> n
 
 
 def fit_all_spans(subject: Subject) -> float:
-    """Fit a map for every contiguous run of blocks in one calibration pass; returns seconds."""
-    spans = [(subject.blocks[i].entry, subject.blocks[j].exit)
-             for i in range(len(subject.blocks)) for j in range(i, len(subject.blocks))
+    """Fit a map (on the original) for every contiguous run of blocks in one calibration pass;
+    returns seconds. ``linear`` heals sequentially, ``linear-independent`` only with these maps."""
+    blocks = subject.blocks
+    spans = [Span(blocks[i].entry, blocks[j].exit, ()) for i in range(len(blocks)) for j in range(i, len(blocks))
              if j - i < max(subject.ks)]
+    sequential = LinearHealer(subject.model, subject.calibration, HealOptions(threads=THREADS))
+    independent = LinearHealer(subject.model, subject.calibration, HealOptions(threads=THREADS, sequential=False))
     started = time.perf_counter()
-    accumulators = calibrate_spans(subject.model, spans, subject.calibration, threads=THREADS)
-    subject.maps = {span: acc.solve() for span, acc in zip(spans, accumulators)}
+    sequential.fit(spans)
+    independent.maps = sequential.maps  # the maps fitted on the original are the same for both
+    subject.healers = {"linear": sequential, "linear-independent": independent}
     return time.perf_counter() - started
 
 
@@ -117,11 +124,7 @@ def build(subject: Subject, combo: tuple[int, ...], heal: str) -> onnx.ModelProt
     chosen = [subject.blocks[i] for i in combo]
     if heal == "none":
         return remove_blocks(subject.model, chosen)
-    model = subject.model
-    for span in merge_spans(chosen):
-        linear = subject.maps[(span.entry, span.exit)]
-        model, _ = heal_span(model, span.entry, span.exit, linear.weight, linear.bias)
-    return model
+    return subject.healers[heal].apply(chosen)[0]
 
 
 def evaluate(subject: Subject, combo: tuple[int, ...], heal: str) -> dict[str, float]:
@@ -171,12 +174,12 @@ def embedding_quality(reference: np.ndarray, pruned: np.ndarray, neighbours: int
     return {"cosine": cosine, "nn@10": float(overlap)}
 
 
-def minilm_subject(folder: Path, calibration: int, evaluation: int, batch: int = 32) -> Subject:
+def minilm_subject(folder: Path, calibration: int, evaluation: int, source: str, batch: int = 32) -> Subject:
     from examples.minilm_export import export_minilm, model_dir
     from benchmarks.sentence_sets import disjoint_sets
     from transformers import AutoTokenizer
 
-    calib, held_out = disjoint_sets(calibration, evaluation)
+    calib, held_out = disjoint_sets(calibration, evaluation, source=source)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir()))
 
     def feeds(sentences: list[str]) -> list[dict[str, np.ndarray]]:
@@ -218,8 +221,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subjects", default="digits,minilm")
     parser.add_argument("--draws", type=int, default=None, help="draws for randomised policies (default 10)")
-    parser.add_argument("--calibration", type=int, default=512, help="MiniLM calibration sentences")
-    parser.add_argument("--evaluation", type=int, default=300, help="MiniLM evaluation sentences")
+    parser.add_argument("--calibration", type=int, default=512, help="MiniLM calibration sentences (at most)")
+    parser.add_argument("--evaluation", type=int, default=400, help="MiniLM evaluation sentences (at most)")
+    parser.add_argument("--calib-source", choices=("readme", "docstrings"), default="readme",
+                        help="MiniLM calibration text: READMEs of other packages, or docstrings (a domain shift)")
     parser.add_argument("--pairs", action="store_true", help="also every subset of k ≤ 2 blocks")
     parser.add_argument("--no-policies", action="store_true", help="skip the policy table (with --pairs)")
     args = parser.parse_args()
@@ -228,7 +233,8 @@ def main() -> None:
         folder = Path(temporary)
         for name in args.subjects.split(","):
             started = time.perf_counter()
-            subject = (minilm_subject(folder, args.calibration, args.evaluation) if name == "minilm"
+            subject = (minilm_subject(folder, args.calibration, args.evaluation, args.calib_source)
+                       if name == "minilm"
                        else digits_subject(folder))
             subject.blocks = find_candidates(subject.model)
             subject.reference = run_outputs(subject.model, subject.evaluation)
@@ -254,8 +260,11 @@ def main() -> None:
                 for k in (1, 2):
                     for combo in itertools.combinations(range(len(subject.blocks)), k):
                         plain, healed = evaluate(subject, combo, "none"), evaluate(subject, combo, "linear")
-                        print(f"  {combo}: " + "  ".join(f"{m} {plain[m]:.4f} → {healed[m]:.4f}" for m in metrics[:2]),
-                              flush=True)
+                        line = f"  {combo}: " + "  ".join(f"{m} {plain[m]:.4f} → {healed[m]:.4f}" for m in metrics[:2])
+                        if len(merge_spans([subject.blocks[i] for i in combo])) > 1:
+                            alone = evaluate(subject, combo, "linear-independent")
+                            line += "  (independent maps: " + "  ".join(f"{m} {alone[m]:.4f}" for m in metrics[:2]) + ")"
+                        print(line, flush=True)
             print(f"({subject.name} took {time.perf_counter() - started:.0f} s)", flush=True)
 
 

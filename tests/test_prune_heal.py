@@ -222,3 +222,75 @@ def test_healer_fits_each_span_once_and_reuses_it(monkeypatch):
     direct, _ = heal_blocks(model, [blocks[1]], healer.calibration)
     check = {"x": np.random.default_rng(1).normal(size=(16, 8)).astype(np.float32)}
     np.testing.assert_array_equal(run(first, check), run(direct, check))
+
+
+def _tensor(model: onnx.ModelProto, name: str, feed: dict[str, np.ndarray]) -> np.ndarray:
+    from redaudit.prune.calibrate import outputs_only
+
+    return run(outputs_only(model, [name]), feed).astype(np.float64)
+
+
+def test_sequential_healing_fits_a_later_span_on_the_healed_upstream():
+    """The second map is plain least squares of the *original* exit on the entry that the model
+    with the first span healed actually produces; it beats the independently fitted map there."""
+    from redaudit.prune.heal import HealOptions, LinearHealer
+
+    model = pm.residual_mlp(4, seed=3)
+    first, second = block(model, "block1.out"), block(model, "block3.out")
+    calibration = {"x": np.random.default_rng(0).normal(size=(512, 8)).astype(np.float32)}
+    options = dict(lambdas=(1e-8,), fold=False)
+    sequential = LinearHealer(model, calibration, HealOptions(**options))
+    healed, report = sequential.apply([second, first])  # any order: spans are healed upstream first
+    assert [r.span.exit for r in report] == ["block1.out", "block3.out"]
+    assert report[0].fitted_after == () and report[1].fitted_after == ("block1.out",)
+
+    upstream_healed, _ = heal_blocks(model, [first], calibration, **options)
+    x = _tensor(upstream_healed, second.entry, calibration)
+    y = _tensor(model, second.exit, calibration)
+    assert np.abs(x - _tensor(model, second.entry, calibration)).max() > 0.05  # the upstream heal is not exact
+    theta = ridge_reference(x, y, 1e-8 * np.trace(x.T @ x) / x.shape[1], np.eye(x.shape[1]))
+    fitted = sequential.maps[(((first.entry, first.exit),), (second.entry, second.exit))]
+    np.testing.assert_allclose(fitted.weight, theta[:-1], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(fitted.bias, theta[-1], rtol=1e-6, atol=1e-7)
+
+    independent, independent_report = LinearHealer(model, calibration, HealOptions(**options, sequential=False)).apply(
+        [first, second])
+    assert independent_report[1].fitted_after == ()
+    for feed in (calibration, {"x": np.random.default_rng(1).normal(size=(256, 8)).astype(np.float32)}):
+        target = _tensor(model, second.exit, feed)
+        error_sequential = np.linalg.norm(_tensor(healed, second.exit, feed) - target)
+        error_independent = np.linalg.norm(_tensor(independent, second.exit, feed) - target)
+        assert error_sequential < 0.95 * error_independent
+
+
+def test_sequential_equals_independent_when_the_upstream_heal_is_exact():
+    """An exactly affine first block is healed without error, so the later span sees the
+    original's entries and both ways give the same map."""
+    from redaudit.prune.heal import HealOptions, LinearHealer
+
+    model = hm.token_stack(blocks=4, linear_block=0, head="relu")
+    chosen = [block(model, "block0.out"), block(model, "block2.out")]
+    calibration = tokens(256, seed=0)
+    sequential = LinearHealer(model, calibration, HealOptions(lambdas=(1e-6,)))
+    sequential.apply(chosen)
+    independent = LinearHealer(model, calibration, HealOptions(lambdas=(1e-6,), sequential=False))
+    independent.apply(chosen)
+    span = (chosen[1].entry, chosen[1].exit)
+    np.testing.assert_allclose(sequential.maps[(((chosen[0].entry, "block0.out"),), span)].weight,
+                               independent.maps[((), span)].weight, atol=1e-4)
+
+
+def test_a_cached_sequential_map_is_keyed_by_the_whole_upstream_spans():
+    """Blocks 0–1 and block 1 end at the same tensor; a map fitted after healing 0–1 must not
+    be reused after healing block 1 alone."""
+    from redaudit.prune.heal import HealOptions, LinearHealer
+
+    model = pm.residual_mlp(4, seed=3)
+    b = find_candidates(model)
+    calibration = {"x": np.random.default_rng(0).normal(size=(256, 8)).astype(np.float32)}
+    shared = LinearHealer(model, calibration, HealOptions(lambdas=(1e-6,)))
+    shared.apply([b[0], b[1], b[3]])
+    reused, _ = shared.apply([b[1], b[3]])
+    fresh, _ = LinearHealer(model, calibration, HealOptions(lambdas=(1e-6,))).apply([b[1], b[3]])
+    check = {"x": np.random.default_rng(1).normal(size=(32, 8)).astype(np.float32)}
+    np.testing.assert_array_equal(run(reused, check), run(fresh, check))

@@ -74,28 +74,50 @@ def _mask_name(model: onnx.ModelProto, mask_input: str | None) -> str | None:
     return mask_input
 
 
+def _fetcher(model: onnx.ModelProto, names: Sequence[str], threads: int | None):
+    """feed → {name: array} for ``names``: graph inputs straight from the feed, the rest from one
+    session of ``model`` cut after the last of them."""
+    graph_inputs = {inp.name for inp in model.graph.input}
+    fetched = [name for name in dict.fromkeys(names) if name not in graph_inputs]
+    session = SessionFactory("auto", threads).create(outputs_only(model, fetched))[0] if fetched else None
+
+    def fetch(feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        values = dict(zip(fetched, session.run(fetched, dict(feed)))) if session else {}
+        values.update({name: np.asarray(feed[name]) for name in names if name in graph_inputs})
+        return values
+    return fetch
+
+
 def calibrate_spans(model: onnx.ModelProto, spans: Sequence[tuple[str, str]],
                     calibration: Iterable[Mapping[str, np.ndarray]], *, layout: str | None = None,
                     mask_input: str | None = "auto", folds: int = DEFAULT_FOLDS,
-                    threads: int | None = None) -> list[RidgeAccumulator]:
+                    threads: int | None = None, entry_model: onnx.ModelProto | None = None) -> list[RidgeAccumulator]:
     """One accumulator per (entry, exit) span, fed with the original model's activations.
 
     ``calibration`` yields input feeds (one batch each). ``layout`` is "last" (features on the
     last axis), "channel" (axis 1, NCHW) or None (by rank, :func:`default_layout`).
+    ``entry_model``: read the entries from this model instead (same inputs, same tensor names)
+    while the exits — the targets — still come from ``model``. Sequential healing passes the
+    model whose upstream spans are already healed, so each map learns to undo the error of the
+    maps before it instead of assuming an input the pruned model never produces.
     """
     if layout is not None and layout not in LAYOUTS:
         raise PruneError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
-    tensors = list(dict.fromkeys(name for span in spans for name in span))
-    graph_inputs = {inp.name for inp in model.graph.input}
-    fetched = [name for name in tensors if name not in graph_inputs]
-    session = SessionFactory("auto", threads).create(outputs_only(model, fetched))[0] if fetched else None
+    entries = [entry for entry, _ in spans]
+    exits = [exit_name for _, exit_name in spans]
+    if entry_model is None:
+        fetchers = [_fetcher(model, entries + exits, threads)]
+    else:
+        # exits first, entries second: where a name is both, the entry model's value wins
+        fetchers = [_fetcher(model, exits, threads), _fetcher(entry_model, entries, threads)]
     mask_name = _mask_name(model, mask_input)
     accumulators: list[RidgeAccumulator | None] = [None] * len(spans)
     layouts: list[str] = [layout or ""] * len(spans)
     seen_batches = 0
     for feed in calibration:
-        values = dict(zip(fetched, session.run(fetched, dict(feed)))) if session else {}
-        values.update({name: feed[name] for name in tensors if name in graph_inputs})
+        values = {}
+        for fetch in fetchers:
+            values.update(fetch(feed))
         seen_batches += 1
         for i, (entry, exit_name) in enumerate(spans):
             x, y = values[entry], values[exit_name]

@@ -8,7 +8,11 @@ cached per span, for callers that try several removal sets. Steps, each its own 
    entry) become one span: one map for the whole run fits better than a composition of maps
    each fitted as if its neighbours were still there.
 2. :func:`redaudit.prune.calibrate.calibrate_spans` — one pass of the *original* model over the
-   calibration batches feeds one ridge accumulator per span (bounded memory).
+   calibration batches feeds one ridge accumulator per span (bounded memory). With several
+   spans, healing is *sequential* (the default): the first span's map is fitted on the original,
+   each later span's map on the entries of the model whose earlier spans are already healed,
+   against the original's exits — so a map corrects the error reaching it instead of assuming
+   inputs the pruned model never produces (one extra pass per later span).
 3. :meth:`RidgeAccumulator.solve` — ridge map toward the identity, α by held-out error.
 4. :func:`redaudit.prune.heal_graph.heal_span` — the span is replaced by the map, folded into
    the next linear op where possible; the result is checked (full checker, strict inference).
@@ -84,6 +88,7 @@ class HealedSpan:
     removal_error: float
     rows: int
     samples: int
+    fitted_after: tuple[str, ...] = ()  # exits of the spans already healed when this map was fitted
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "span": asdict(self.span)}
@@ -103,8 +108,9 @@ def merge_spans(blocks: Sequence[SpanLike]) -> list[Span]:
 @dataclass(frozen=True)
 class HealOptions:
     """How maps are fitted and put in: calibration batch size, feature layout (None: by rank),
-    padding mask input ("auto": ``attention_mask``), ridge grid, prior and folds, and whether
-    to fold into the next linear op when possible."""
+    padding mask input ("auto": ``attention_mask``), ridge grid, prior and folds, whether
+    to fold into the next linear op when possible, whether later spans are fitted on the model
+    with the earlier ones healed (``sequential``), and onnxruntime threads (None: default)."""
 
     batch_size: int = 64
     layout: str | None = None
@@ -113,6 +119,14 @@ class HealOptions:
     prior: str = "identity"
     folds: int = DEFAULT_FOLDS
     fold: bool = True
+    sequential: bool = True
+    threads: int | None = None
+
+
+def _graph_order(model: onnx.ModelProto, spans: Sequence[Span]) -> list[Span]:
+    """Spans upstream first (ONNX graphs are stored topologically sorted)."""
+    position = {name: p for p, node in enumerate(model.graph.node) for name in node.output}
+    return sorted(spans, key=lambda span: position.get(span.exit, -1))
 
 
 class LinearHealer:
@@ -128,33 +142,50 @@ class LinearHealer:
                  calibration: Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]],
                  options: HealOptions = HealOptions()) -> None:
         self.model, self.calibration, self.options = model, calibration, options
-        self.maps: dict[tuple[str, str], LinearMap] = {}
+        #: ((entry, exit) of the spans healed before it, (entry, exit)) → map; () = on the original
+        self.maps: dict[tuple[tuple[tuple[str, str], ...], tuple[str, str]], LinearMap] = {}
+
+    def _feeds(self):
+        return (batches(self.calibration, self.options.batch_size) if isinstance(self.calibration, Mapping)
+                else self.calibration)
+
+    def _calibrate(self, spans: list[tuple[str, str]], entry_model: onnx.ModelProto | None):
+        options = self.options
+        return calibrate_spans(self.model, spans, self._feeds(), layout=options.layout,
+                               mask_input=options.mask_input, folds=options.folds, threads=options.threads,
+                               entry_model=entry_model)
 
     def fit(self, spans: Sequence[Span]) -> None:
-        todo = list(dict.fromkeys((s.entry, s.exit) for s in spans if (s.entry, s.exit) not in self.maps))
+        """Fit, on the original model in one pass, the maps of ``spans`` not fitted yet."""
+        todo = list(dict.fromkeys((s.entry, s.exit) for s in spans if ((), (s.entry, s.exit)) not in self.maps))
         if not todo:
             return
-        options = self.options
-        feeds = (batches(self.calibration, options.batch_size) if isinstance(self.calibration, Mapping)
-                 else self.calibration)
-        accumulators = calibrate_spans(self.model, todo, feeds, layout=options.layout,
-                                       mask_input=options.mask_input, folds=options.folds)
-        for span, accumulator in zip(todo, accumulators):
-            self.maps[span] = accumulator.solve(options.lambdas, options.prior)
+        for span, accumulator in zip(todo, self._calibrate(todo, None)):
+            self.maps[((), span)] = accumulator.solve(self.options.lambdas, self.options.prior)
 
     def apply(self, blocks: Sequence[SpanLike]) -> tuple[onnx.ModelProto, list[HealedSpan]]:
         """The model with ``blocks`` replaced by their spans' maps (checked), and a report."""
         if not blocks:
             raise PruneError("no block selected for removal")
-        spans = merge_spans(blocks)
-        self.fit(spans)
-        healed, report = self.model, []
+        spans = _graph_order(self.model, merge_spans(blocks))
+        if not self.options.sequential:
+            self.fit(spans)
+        healed, report, upstream = self.model, [], ()
         for span in spans:
-            linear = self.maps[(span.entry, span.exit)]
+            key = (upstream if self.options.sequential else (), (span.entry, span.exit))
+            if key not in self.maps:
+                if not key[0]:
+                    self.fit([span])
+                else:
+                    (accumulator,) = self._calibrate([key[1]], healed)
+                    self.maps[key] = accumulator.solve(self.options.lambdas, self.options.prior)
+            linear = self.maps[key]
             healed, how = heal_span(healed, span.entry, span.exit, linear.weight, linear.bias,
                                     self.options.layout, self.options.fold)
             report.append(HealedSpan(span, how, linear.relative_alpha, linear.heldout_error,
-                                     linear.removal_error, linear.rows, linear.samples))
+                                     linear.removal_error, linear.rows, linear.samples,
+                                     tuple(exit_name for _, exit_name in key[0])))
+            upstream = (*upstream, (span.entry, span.exit))
         return healed, report
 
 
