@@ -116,3 +116,30 @@ def test_prune_refuses_to_write_below_the_agreement_bound(tmp_path):
     forced = redaudit.prune.prune_model(model, remove=2, output=str(out), min_cosine=0.999, force=True,
                                         latency=False, measure_msrs=False, **SMALL)
     assert out.exists() and forced.removed
+
+
+def test_iterative_healing_equals_sequential_healing_of_the_same_blocks():
+    """--iterative --heal linear heals each removed block at once, fitted on what the model pruned
+    so far produces against the original's exit: for blocks removed upstream first, exactly the
+    sequential healing of the same blocks. The inserted maps are never offered for removal."""
+    import onnxruntime as ort
+
+    from redaudit.prune import find_candidates
+    from redaudit.prune.heal import heal_blocks
+
+    model = prune_models.residual_mlp(5, branch_scale={1: 0.1, 3: 0.3})
+    calibration = {"x": np.random.default_rng(0).normal(size=(256, 8)).astype(np.float32)}
+    result = redaudit.prune.prune_model(model, remove=2, iterative=True, heal="linear", calibrate=calibration,
+                                        latency=False, measure_msrs=False, min_cosine=None, **SMALL)
+    assert result.removed == ["block1.out", "block3.out"]
+    assert [span["span"]["exit"] for span in result.healed] == ["block1.out", "block3.out"]
+    assert result.healed[1]["fitted_after"] == ["block1.out"]
+    assert [step["candidates"] for step in result.steps] == [5, 4]  # the map of block 1 is not a candidate
+    blocks = {b.name: b for b in find_candidates(model)}
+    expected, _ = heal_blocks(model, [blocks["block1.out"], blocks["block3.out"]], calibration)
+    check = {"x": np.random.default_rng(1).normal(size=(64, 8)).astype(np.float32)}
+
+    def run(m):
+        return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, check)[0]
+
+    np.testing.assert_allclose(run(result.model), run(expected), rtol=1e-5, atol=1e-6)

@@ -86,21 +86,27 @@ def _check_request(blocks: Sequence[Block], *, remove: int | None, target_params
                          "(or --list to see the candidates)")
 
 
-def _healed(prepared: PreparedModel, spec: ScanSpec, chosen: list[Block], heal: str, calibrate: Any,
-            arrays_in: Any, arrays: Mapping[str, np.ndarray], result: PruneResult) -> onnx.ModelProto:
-    """Remove ``chosen`` and fit a linear map in place of each span on calibration activations of
-    the original model: ``calibrate`` (an .npz path or arrays), else the probe samples — then the
-    verification runs on the samples the map was fitted on, and the result says so."""
-    from redaudit.prune.heal import heal_blocks
-
+def _calibration(prepared: PreparedModel, spec: ScanSpec, calibrate: Any, arrays: Mapping[str, np.ndarray],
+                 result: PruneResult) -> Mapping[str, np.ndarray]:
+    """The samples healing maps are fitted on: ``calibrate`` (an .npz path or arrays), else the
+    probe samples — then the verification runs on the samples the maps were fitted on, and the
+    result says so."""
     if calibrate is None:
-        calibration = arrays
         result.warnings.append("healing was calibrated on the probe inputs that also verify the pruned model; "
                                "pass --calibrate data.npz to keep calibration and evaluation apart")
-    elif isinstance(calibrate, (str, os.PathLike)):  # every sample of the file, read safely
-        calibration, _, _ = probe_arrays(prepared, spec.with_options(inputs=os.fspath(calibrate), samples=MAX_INT32))
-    else:
-        calibration = calibrate
+        return arrays
+    if isinstance(calibrate, (str, os.PathLike)):  # every sample of the file, read safely
+        return probe_arrays(prepared, spec.with_options(inputs=os.fspath(calibrate), samples=MAX_INT32))[0]
+    return calibrate
+
+
+def _healed(prepared: PreparedModel, spec: ScanSpec, chosen: list[Block], heal: str, calibrate: Any,
+            arrays: Mapping[str, np.ndarray], result: PruneResult) -> onnx.ModelProto:
+    """Remove ``chosen`` and fit a linear map in place of each span (sequentially: a later span's
+    map on the model with the earlier ones healed) on calibration activations."""
+    from redaudit.prune.heal import heal_blocks
+
+    calibration = _calibration(prepared, spec, calibrate, arrays, result)
     pruned, spans = heal_blocks(prepared.proto, chosen, calibration, heal=heal)
     result.healed = [span.to_dict() for span in spans]
     return pruned
@@ -141,8 +147,15 @@ def _limit_by_drift(model: onnx.ModelProto, blocks: Sequence[Block], plan: list[
 
 
 def _iterate(context: PolicyContext, policy: PrunePolicy, *, remove: int | None, target_params: float | None,
-             max_drift: float | None, evaluator: Evaluator) -> tuple[onnx.ModelProto, list[str], list[dict[str, Any]]]:
-    """Remove one block at a time, re-finding candidates and re-scoring after each removal."""
+             max_drift: float | None, evaluator: Evaluator, calibration: Mapping[str, np.ndarray] | None = None,
+             ) -> tuple[onnx.ModelProto, list[str], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Remove one block at a time, re-finding candidates and re-scoring after each removal.
+
+    With ``calibration`` each removed block is healed at once (:func:`heal_step`: the map reads
+    what the model pruned so far produces, fitted to the original's exit), so the next choice and
+    the drift bound see the healed model; the maps themselves are never candidates."""
+    from redaudit.prune.heal import heal_nodes_only, heal_step
+
     if remove is not None:
         select.check_not_everything(remove, len(context.blocks))
     elif target_params is None and max_drift is None:
@@ -151,6 +164,7 @@ def _iterate(context: PolicyContext, policy: PrunePolicy, *, remove: int | None,
     current = context
     removed: list[str] = []
     steps: list[dict[str, Any]] = []
+    healed: list[dict[str, Any]] = []
     while True:
         proto = current.prepared.proto
         if remove is not None and len(removed) >= remove:
@@ -163,7 +177,11 @@ def _iterate(context: PolicyContext, policy: PrunePolicy, *, remove: int | None,
             raise PruneError("cannot go on without removing every removable block; ask for fewer removals")
         best = policy.choose(current, 1)[0]
         block = current.blocks[best]
-        candidate = remove_blocks(proto, [block])
+        span = None
+        if calibration is None:
+            candidate = remove_blocks(proto, [block])
+        else:
+            candidate, span = heal_step(context.prepared.proto, proto, block, calibration)
         if max_drift is not None:
             agreement, _ = evaluator.agreement(candidate)
             if drift(agreement) > max_drift:
@@ -173,10 +191,13 @@ def _iterate(context: PolicyContext, policy: PrunePolicy, *, remove: int | None,
                 break
         score = policy.scores(current)[best]
         steps.append({"block": block.name, "similarity": float(score), "candidates": len(current.blocks)})
+        if span is not None:
+            healed.append({**span.to_dict(), "fitted_after": list(removed)})
         removed.append(block.name)
         prepared = PreparedModel.load(candidate, device=current.prepared.sessions.device)
-        current = PolicyContext(prepared, find_candidates(candidate, prepared.index), current.spec, current.arrays)
-    return current.prepared.proto, removed, steps
+        blocks = [b for b in find_candidates(candidate, prepared.index) if not heal_nodes_only(b)]
+        current = PolicyContext(prepared, blocks, current.spec, current.arrays)
+    return current.prepared.proto, removed, steps, healed
 
 
 def _scan_msrs(prepared: PreparedModel, spec: ScanSpec, arrays: Mapping[str, np.ndarray],
@@ -225,9 +246,8 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
     """
     if iterative and blocks:
         raise PruneError("--iterative chooses blocks by similarity; it does not combine with --blocks")
-    if iterative and heal != "none":
-        raise PruneError("--heal linear fits one map per removed span of the final selection; it does not "
-                         "combine with --iterative yet (drop one of them)")
+    if heal not in ("none", "linear"):
+        raise PruneError(f"--heal must be one of none, linear; got {heal!r}")
     if remove is not None and remove < 1:
         raise PruneError("--remove must be at least 1")
     if max_drift is not None and not 0 <= max_drift <= 2:
@@ -265,9 +285,12 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
     evaluator = Evaluator(prepared, arrays, spec.cka_batch or 256)
     _notify(progress, "surgery")
     if iterative:
-        pruned, result.removed, result.steps = _iterate(context, chosen_policy, remove=remove,
-                                                        target_params=target_params, max_drift=max_drift,
-                                                        evaluator=evaluator)
+        calibration = None if heal == "none" else _calibration(prepared, spec, calibrate, arrays, result)
+        pruned, result.removed, result.steps, healed = _iterate(context, chosen_policy, remove=remove,
+                                                                target_params=target_params, max_drift=max_drift,
+                                                                evaluator=evaluator, calibration=calibration)
+        if healed:
+            result.healed = healed
     else:
         plan = _plan(context, chosen_policy, remove=remove, target_params=target_params, max_drift=max_drift,
                      names=blocks)
@@ -275,7 +298,7 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
             plan = _limit_by_drift(prepared.proto, candidates, plan, max_drift, evaluator)
         chosen = [candidates[i] for i in plan]
         pruned = remove_blocks(prepared.proto, chosen) if heal == "none" else \
-            _healed(prepared, spec, chosen, heal, calibrate, arrays_in, arrays, result)
+            _healed(prepared, spec, chosen, heal, calibrate, arrays, result)
         result.removed = [candidates[i].name for i in plan]
     _notify(progress, "verification")
     result.agreement, pruned_session = evaluator.agreement(pruned)  # raises if it does not run

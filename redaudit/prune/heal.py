@@ -54,7 +54,9 @@ __all__ = [
     "default_layout",
     "fit_linear_heal",
     "heal_blocks",
+    "heal_nodes_only",
     "heal_span",
+    "heal_step",
     "merge_spans",
 ]
 
@@ -208,6 +210,37 @@ def heal_blocks(model: onnx.ModelProto, blocks: Sequence[SpanLike],
         healed, how = _identity_span(healed, span)
         report.append(HealedSpan(span, how, float("nan"), float("nan"), float("nan"), 0, 0))
     return healed, report
+
+
+def heal_step(original: onnx.ModelProto, current: onnx.ModelProto, block: SpanLike,
+              calibration: Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]],
+              options: HealOptions = HealOptions()) -> tuple[onnx.ModelProto, HealedSpan]:
+    """Heal one more block of ``current`` — ``original`` with earlier blocks already removed or
+    healed (``prune --iterative --heal linear``). As in sequential healing, the map reads the
+    entries ``current`` produces and is fitted to ``original``'s exit (surgery keeps tensor
+    names); an exit the original does not have is fitted to ``current``'s own."""
+    produced = {name for node in original.graph.node for name in node.output}
+    in_original = block.exit in produced
+    feeds = batches(calibration, options.batch_size) if isinstance(calibration, Mapping) else calibration
+    (accumulator,) = calibrate_spans(original if in_original else current, [(block.entry, block.exit)], feeds,
+                                     layout=options.layout, mask_input=options.mask_input, folds=options.folds,
+                                     threads=options.threads, entry_model=current if in_original else None)
+    linear = accumulator.solve(options.lambdas, options.prior)
+    healed, how = heal_span(current, block.entry, block.exit, linear.weight, linear.bias, options.layout,
+                            options.fold)
+    span = Span(block.entry, block.exit, (block.name,))
+    return healed, HealedSpan(span, how, linear.relative_alpha, linear.heldout_error, linear.removal_error,
+                              linear.rows, linear.samples)
+
+
+#: Name suffixes of the nodes :func:`heal_span` inserts.
+HEAL_NODE_SUFFIXES = ("/heal_matmul", "/heal_add", "/heal_conv")
+
+
+def heal_nodes_only(block: Any) -> bool:
+    """Whether a candidate block of a healed model is nothing but an inserted map (iterative
+    pruning must not offer "remove the map" as removing a block of the model)."""
+    return bool(block.node_names) and all(name.endswith(HEAL_NODE_SUFFIXES) for name in block.node_names)
 
 
 def _identity_span(model: onnx.ModelProto, span: Span) -> tuple[onnx.ModelProto, str]:
