@@ -22,9 +22,13 @@ def _short(name: str, width: int = 70) -> str:
     return name if len(name) <= width else "…" + name[-(width - 1):]
 
 
+def _score_title(policy: str) -> str:
+    return {"cka": "CKA in/out", "bi": "cos in/out"}.get(policy, f"{policy} score")
+
+
 def render_candidates(result) -> None:
     table = Table(title=f"Removable blocks of {result.source}", title_justify="left")
-    score = "CKA in/out" if result.policy == "cka" else f"{result.policy} score"
+    score = _score_title(result.policy)
     for column in ("#", "block (output tensor)", "kind", score, "params", "FLOPs"):
         table.add_column(column, justify="right" if column in ("#", score, "params", "FLOPs") else "left")
     for item in result.candidates:
@@ -38,7 +42,7 @@ def render_candidates(result) -> None:
 
 def render_result(result) -> None:
     removed = Table(title="Removed", title_justify="left")
-    removed.add_column("block"), removed.add_column("CKA in/out" if result.policy == "cka" else f"{result.policy} score", justify="right")
+    removed.add_column("block"), removed.add_column(_score_title(result.policy), justify="right")
     similarity = {item.name: item.similarity for item in result.candidates}
     for step, name in enumerate(result.removed):
         value = result.steps[step]["similarity"] if result.steps else similarity.get(name)
@@ -81,11 +85,15 @@ def render_result(result) -> None:
 @click.option("--target-params", type=float, metavar="PCT", help="Remove blocks until at most PCT % of the parameters remain.")
 @click.option("--max-drift", type=float, metavar="X", help="Stop before 1 - output cosine similarity exceeds X.")
 @click.option("--blocks", metavar="NAME,...", help="Remove these blocks (names or numbers from --list).")
-@click.option("--policy", type=click.Choice(list(POLICIES)), default="cka", show_default=True,
-              help="How blocks are chosen: cka (RedTest, input/output CKA), bi (ShortGPT Block Influence), angular (best contiguous span, Gromov et al.), greedy (SLEB), random (seeded baseline).")
+@click.option("--policy", type=click.Choice(list(POLICIES)), default="bi", show_default=True,
+              help="How blocks are chosen: bi (ShortGPT Block Influence: token cosine of block input and output; "
+                   "never worse than cka in the docs/prune.md comparison), cka (RedTest, input/output CKA), angular "
+                   "(best contiguous span, Gromov et al.), greedy (SLEB; best without healing on MiniLM for 2+ "
+                   "layers, one model run per candidate and step), random (seeded baseline).")
 @click.option("--heal", type=click.Choice(["none", "linear"]), default="none", show_default=True,
               help="linear: replace each removed span by a least-squares linear map fitted on calibration "
-                   "activations (folded into the next linear op where possible).")
+                   "activations (later spans on the model with the earlier ones healed; folded into the next "
+                   "linear op where possible). Combines with --iterative.")
 @click.option("--calibrate", "calibrate", type=click.Path(dir_okay=False), default=None,
               help=".npz to fit --heal linear on (default: the probe inputs, which also verify the result).")
 @click.option("--min-cosine", type=float, default=0.9, show_default=True,

@@ -229,7 +229,7 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
                 blocks: Sequence[str] | None = None, iterative: bool = False, list_only: bool = False,
                 output: str | os.PathLike[str] | None = None, latency: bool = True, latency_batch: int = 32,
                 latency_repeats: int = 20, measure_msrs: bool = True, record: str | None = None,
-                label: str | None = None, db: Any = None, policy: str | PrunePolicy = "cka",
+                label: str | None = None, db: Any = None, policy: str | PrunePolicy = "bi",
                 heal: str = "none", calibrate: Any = None, min_cosine: float | None = 0.9,
                 min_top1: float | None = None, force: bool = False,
                 spec: ScanSpec | None = None, inputs: Any = None, progress: ProgressCallback | None = None,
@@ -238,8 +238,8 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
 
     Selection (one of): ``blocks`` by name; ``remove`` N; ``target_params`` = keep at most this
     percentage of the parameters; ``max_drift`` = stop before 1 − output cosine exceeds it
-    (combinable with the others as a cap). ``policy`` ranks the blocks (``cka``: the paper's
-    rule). ``iterative`` re-scores after each removal. ``spec`` (or keyword options naming its
+    (combinable with the others as a cap). ``policy`` ranks the blocks (default ``bi``, Block
+    Influence, which the policy comparison in docs/prune.md supports; ``cka`` is the paper's rule). ``iterative`` re-scores after each removal. ``spec`` (or keyword options naming its
     fields) shapes the probe and the similarity exactly as it shapes a scan. ``progress``
     receives a ScanProgress per stage (load, candidates, probe arrays, similarity scan, surgery,
     verification, latency, msrs before/after with the scans' own stages after a "/", save).

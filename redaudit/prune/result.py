@@ -12,8 +12,10 @@ from redaudit.prune.verify import Latency, OutputAgreement
 
 @dataclass(frozen=True)
 class Candidate:
-    """A removable block with its measurements. ``similarity`` is CKA(block input, block output)
-    averaged over the probe batches; shares are fractions of the whole model (0..1)."""
+    """A removable block with its measurements. ``similarity`` is the policy's score (higher =
+    removed first): for ``bi`` the mean token cosine of block input and output, for ``cka``
+    CKA(block input, block output) averaged over the probe batches; shares are fractions of the
+    whole model (0..1)."""
 
     index: int
     name: str
@@ -53,7 +55,7 @@ class PruneResult:
     steps: list[dict[str, Any]] = field(default_factory=list)
     recorded_scan_id: int | None = None
     warnings: list[str] = field(default_factory=list)
-    policy: str = "cka"
+    policy: str = "bi"
     policy_description: str = ""
     healed: list[dict[str, Any]] = field(default_factory=list)  # one entry per healed span
 
