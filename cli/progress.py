@@ -24,7 +24,7 @@ STAGE_TEXT = {
     "batches": "running batches", "similarity": "computing similarity",
     # prune
     "candidates": "finding removable blocks", "probe arrays": "building probe inputs",
-    "similarity scan": "scoring blocks (CKA in/out)", "surgery": "removing blocks",
+    "similarity scan": "scoring blocks (policy)", "surgery": "removing blocks",
     "verification": "verifying the pruned model", "latency": "measuring latency",
     "msrs before": "MSRS before pruning", "msrs after": "MSRS after pruning", "save": "saving the model",
 }
