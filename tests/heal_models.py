@@ -59,7 +59,9 @@ def token_stack(blocks: int = 3, width: int = 8, linear_block: int | None = 1, h
 
 def conv_stack(blocks: int = 3, channels: int = 4, linear_block: int | None = 1, head: str = "conv",
                seed: int = 0) -> onnx.ModelProto:
-    """img (N, C, 6, 6) → residual blocks → 1×1 Conv head (``head="conv"``) or Relu → GAP.
+    """img (N, C, 6, 6) → residual blocks → 1×1 Conv head (``head="conv"``) or Relu → GAP; or
+    ``head="gap-gemm"`` (GlobalAveragePool → Flatten → Gemm) / ``"mean-matmul"`` (ReduceMean over
+    H, W → MatMul + Add), a classifier after a spatial average.
 
     Block i is ``relu(x + conv3x3(relu(conv3x3(x))))``; the ``linear_block`` is
     ``x + conv1x1(x) + c`` — a per-pixel affine map of the channels, recoverable exactly.
@@ -82,6 +84,19 @@ def conv_stack(blocks: int = 3, channels: int = 4, linear_block: int | None = 1,
                       helper.make_node("Add", [current, f"{p}.c2"], [f"{p}.sum"], name=f"{p}.add"),
                       helper.make_node("Relu", [f"{p}.sum"], [f"{p}.out"], name=f"{p}.relu2")]
         current = f"{p}.out"
+    if head in ("gap-gemm", "mean-matmul"):  # spatial average, then a linear classifier
+        if head == "gap-gemm":
+            inits += [_init("head.W", rng.normal(0, 0.4, (6, channels))), _init("head.B", rng.normal(0, 0.1, 6))]
+            nodes += [helper.make_node("GlobalAveragePool", [current], ["pooled"], name="pool"),
+                      helper.make_node("Flatten", ["pooled"], ["flat"], name="flatten"),
+                      helper.make_node("Gemm", ["flat", "head.W", "head.B"], ["y"], name="head", transB=1)]
+        else:
+            inits += [_init("head.W", rng.normal(0, 0.4, (channels, 6))), _init("head.B", rng.normal(0, 0.1, 6))]
+            nodes += [helper.make_node("ReduceMean", [current], ["flat"], name="pool", axes=[2, 3], keepdims=0),
+                      helper.make_node("MatMul", ["flat", "head.W"], ["head.m"], name="head"),
+                      helper.make_node("Add", ["head.m", "head.B"], ["y"], name="head.bias")]
+        return _model(nodes, inits, [helper.make_tensor_value_info("img", TensorProto.FLOAT, ["N", channels, 6, 6])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 6])])
     if head == "conv":
         inits += [_init("head.W", rng.normal(0, 0.4, (6, channels, 1, 1))), _init("head.B", rng.normal(0, 0.1, 6))]
         nodes.append(helper.make_node("Conv", [current, "head.W", "head.B"], ["head.out"], name="head"))

@@ -122,16 +122,18 @@ def test_an_affine_block_is_recovered_exactly(layout_model, feed, exit_name):
 
 
 @pytest.mark.parametrize("model, feed, exit_name, op", [
-    (hm.token_stack(linear_block=2), tokens, "block2.out", "MatMul"),
+    (hm.token_stack(linear_block=2), tokens, "block2.out", "MatMul head"),
     (hm.token_stack(linear_block=2, head="gemm", tokens=False), lambda n, seed: tokens(n, seed, seq=None),
-     "block2.out", "Gemm"),
-    (hm.conv_stack(linear_block=2), images, "layer2.out", "Conv"),
+     "block2.out", "Gemm head"),
+    (hm.conv_stack(linear_block=2), images, "layer2.out", "Conv head"),
+    (hm.conv_stack(linear_block=2, head="gap-gemm"), images, "layer2.out", "Gemm head through GlobalAveragePool"),
+    (hm.conv_stack(linear_block=2, head="mean-matmul"), images, "layer2.out", "MatMul head through ReduceMean"),
 ])
 def test_folding_equals_inserting_and_adds_no_parameters(model, feed, exit_name, op):
     target = block(model, exit_name)
     folded, folded_report = heal_blocks(model, [target], feed(256, seed=0))
     inserted, inserted_report = heal_blocks(model, [target], feed(256, seed=0), fold=False)
-    assert folded_report[0].how == f"folded into {op} head"
+    assert folded_report[0].how == f"folded into {op}"
     assert inserted_report[0].how.startswith("inserted")
     check = feed(64, seed=5)
     np.testing.assert_allclose(run(folded, check), run(inserted, check), rtol=1e-4, atol=1e-4)

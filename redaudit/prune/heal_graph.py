@@ -6,8 +6,10 @@ without being touched. Then the nodes that became dead are deleted exactly as pl
 does (:mod:`redaudit.prune.surgery`), so a healed model differs from a pruned one only by the
 map. When the exit has a single consumer that is itself linear in it — MatMul or Gemm on the
 last axis, a 1×1 Conv (no padding, one group) on channels — T and b are folded into that
-consumer's weight and bias and the model gains no parameters; otherwise a MatMul + Add (last
-axis) or a 1×1 Conv (channels, axis 1) is inserted.
+consumer's weight and bias and the model gains no parameters — for channel maps also through a
+spatial average (GlobalAveragePool → Flatten, or ReduceMean over H, W) into the MatMul/Gemm head
+after it, since a per-pixel map commutes with averaging; otherwise a MatMul + Add (last axis) or
+a 1×1 Conv (channels, axis 1) is inserted.
 """
 from __future__ import annotations
 
@@ -158,6 +160,46 @@ def _fold_conv(graph, node, entry, weight, bias, dtype) -> str | None:
     return f"folded into Conv {node.name or node.output[0]}"
 
 
+def _reduced_axes(graph, node) -> list[int] | None:
+    """The axes a ReduceMean averages over (attribute before opset 18, constant input after)."""
+    if len(node.input) > 1 and node.input[1]:
+        axes = _initializer(graph, node.input[1])
+        return None if axes is None else [int(a) for a in np.ravel(axes)]
+    return _attr(node, "axes", None)
+
+
+def _fold_through_pool(graph, node, entry, weight, bias, dtype, rank) -> str | None:
+    """A per-pixel channel map commutes with spatial averaging: GlobalAveragePool → Flatten, or a
+    ReduceMean over every spatial axis (→ Flatten if it keeps them), then a MatMul/Gemm head.
+    The map folds into the head's weight and the pool reads the entry (digits CNN: a head after
+    the last block)."""
+    spatial = set(range(2, rank))
+    if node.op_type == "GlobalAveragePool":
+        keeps = True
+    elif node.op_type == "ReduceMean":
+        axes = _reduced_axes(graph, node)
+        if axes is None or {a % rank for a in axes} != spatial:
+            return None
+        keeps = bool(_attr(node, "keepdims", 1))
+    else:
+        return None
+    pooled = node.output[0]
+    if keeps:
+        flatten = _sole_consumer(graph, pooled)
+        if flatten is None or flatten.op_type != "Flatten" or _attr(flatten, "axis", 1) != 1:
+            return None
+        pooled = flatten.output[0]
+    head = _sole_consumer(graph, pooled)
+    folder = {"MatMul": _fold_matmul, "Gemm": _fold_gemm}.get(head.op_type) if head is not None else None
+    if folder is None or head.input[0] != pooled:
+        return None
+    how = folder(graph, head, pooled, weight, bias, dtype)
+    if how is None:
+        return None
+    node.input[0] = entry
+    return f"{how} through {node.op_type}"
+
+
 def _insert(graph, entry, exit_name, weight, bias, dtype, layout, rank) -> tuple[list, str]:
     if layout == "last":
         t = _add_init(graph, f"{exit_name}/heal_T", weight.astype(dtype))
@@ -214,6 +256,8 @@ def heal_span(model: onnx.ModelProto, entry: str, exit: str, weight: np.ndarray,
         folders = {"last": {"MatMul": _fold_matmul, "Gemm": _fold_gemm}, "channel": {"Conv": _fold_conv}}[layout]
         folder = folders.get(consumer.op_type) if consumer.input[0] == exit else None
         how = folder(graph, consumer, entry, weight, bias, dtype) if folder else None
+        if how is None and layout == "channel" and consumer.input[0] == exit:
+            how = _fold_through_pool(graph, consumer, entry, weight, bias, dtype, rank)
     if how is None:
         nodes, how = _insert(graph, entry, exit, weight, bias, dtype, layout, rank)
         for offset, node in enumerate(nodes):
