@@ -218,7 +218,7 @@ def test_healer_fits_each_span_once_and_reuses_it(monkeypatch):
     blocks = find_candidates(model)
     healer = LinearHealer(model, {"x": np.random.default_rng(0).normal(size=(128, 8)).astype(np.float32)})
     first, _ = healer.apply([blocks[1]])
-    second, report = healer.apply([blocks[1], blocks[3]])
+    _, report = healer.apply([blocks[1], blocks[3]])
     assert passes == [[(blocks[1].entry, blocks[1].exit)], [(blocks[3].entry, blocks[3].exit)]]
     assert len(report) == 2
     direct, _ = heal_blocks(model, [blocks[1]], healer.calibration)
@@ -240,7 +240,7 @@ def test_sequential_healing_fits_a_later_span_on_the_healed_upstream():
     model = pm.residual_mlp(4, seed=3)
     first, second = block(model, "block1.out"), block(model, "block3.out")
     calibration = {"x": np.random.default_rng(0).normal(size=(512, 8)).astype(np.float32)}
-    options = dict(lambdas=(1e-8,), fold=False)
+    options = {"lambdas": (1e-8,), "fold": False}
     sequential = LinearHealer(model, calibration, HealOptions(**options))
     healed, report = sequential.apply([second, first])  # any order: spans are healed upstream first
     assert [r.span.exit for r in report] == ["block1.out", "block3.out"]
