@@ -68,10 +68,13 @@ def render_result(result) -> None:
                           _num(item.cosine_mean, 5), _num(item.cosine_min, 5), top1)
     console.print(agreement)
     for span in result.healed:
+        after = len(span.get("fitted_after") or ())
         console.print(f"Healed span {span['span']['entry']} → {span['span']['exit']}: {span['how']}"
                       + (f" (held-out relative error {span['heldout_error']:.3g}, plain removal "
                          f"{span['removal_error']:.3g})" if isinstance(span.get("heldout_error"), float)
-                         and math.isfinite(span["heldout_error"]) else ""), highlight=False)
+                         and math.isfinite(span["heldout_error"]) else "")
+                      + (f"; fitted on the model with {after} earlier span(s) healed" if after else ""),
+                      highlight=False)
     where = f"written to {result.output_path}" if result.output_path else "not written (pass -o PATH to save it)"
     console.print(f"Removed {len(result.removed)} of {len(result.candidates)} block(s); pruned model {where}.")
     if result.recorded_scan_id is not None:
