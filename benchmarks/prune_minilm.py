@@ -48,7 +48,8 @@ def main() -> None:
               f"max {args.max_length} tokens")
         started = time.perf_counter()
         result = prune_model(source, remove=args.remove, inputs=inputs, samples=len(sentences), cka_batch=len(sentences) // 2 * 2 if len(sentences) < 256 else 256,
-                             output=Path(folder) / "pruned.onnx", latency_batch=32, latency_repeats=20)
+                             output=Path(folder) / "pruned.onnx", latency_batch=32, latency_repeats=20,
+                             policy="cka", min_cosine=None)  # the paper's rule; a measurement, not a release
         print(f"prune_model (scan, surgery, verify, MSRS before/after) took {time.perf_counter() - started:.1f} s\n")
         print("layer   CKA(input, output)")
         for candidate in result.candidates:
