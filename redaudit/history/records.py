@@ -8,11 +8,13 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 
+from redaudit.core.bootstrap import MeanInterval, bootstrap_mean
 from redaudit.core.spec import ScanConfig
 
 
@@ -66,6 +68,13 @@ class ScanSummary:
     redaudit_version: str
     total_s: float | None
     config: dict[str, Any]  # result_config(): the comparability key
+    msrs_batches: tuple[float | None, ...] = ()  # MSRS per probe batch as recorded (None: NaN batch)
+
+    @cached_property
+    def msrs_interval(self) -> MeanInterval:
+        """The bootstrap interval of MSRS over the stored batches, computed on read by the same
+        function as a fresh scan's (so old rows have one too, and no column can disagree)."""
+        return bootstrap_mean([math.nan if value is None else value for value in self.msrs_batches])
 
     @property
     def log2_msrs(self) -> float | None:
