@@ -48,15 +48,16 @@ def version_known(session: Session, sha256: str) -> bool:
 
 
 def check(engine: Engine, result: ScanResult, *, name: str, max_msrs: float | None,
-          max_increase: float | None) -> CheckOutcome:
+          max_increase: float | None, significant: bool = False) -> CheckOutcome:
     """Gate ``result`` against the latest comparable recorded scan of ``name`` (if it has one)."""
     against = name if max_increase is not None else None
     if against is not None and not has_scans(engine, name):
         if max_msrs is None:
             return CheckOutcome(True, f"no recorded scan of {name!r} to compare with yet; this one "
                                       "becomes the baseline", float(result.msrs))
-        against, max_increase = None, None
-    return check_result(result, max_msrs=max_msrs, against=against, max_increase=max_increase, db=engine)
+        against, max_increase, significant = None, None, False
+    return check_result(result, max_msrs=max_msrs, against=against, max_increase=max_increase, db=engine,
+                        significant=significant)
 
 
 def has_scans(engine: Engine, name: str) -> bool:
