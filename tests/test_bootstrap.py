@@ -7,7 +7,12 @@ import math
 import numpy as np
 import pytest
 
-from redaudit.core.bootstrap import (BOOTSTRAP_SEED, bootstrap_increase, bootstrap_mean, resampled_means)
+from redaudit.core.bootstrap import (
+    BOOTSTRAP_SEED,
+    bootstrap_increase,
+    bootstrap_mean,
+    resampled_means,
+)
 
 
 def loop_means(values: list[float], resamples: int, rng: np.random.Generator) -> list[float]:
@@ -56,7 +61,7 @@ def test_other_level_equals_plain_loop():
 
 def test_chunked_draw_equals_one_draw(monkeypatch):
     """Many batches are drawn in chunks of rows; the stream must not depend on the chunk size."""
-    import redaudit.core.bootstrap as bootstrap
+    from redaudit.core import bootstrap
 
     values = np.random.default_rng(3).normal(size=300)
     whole = resampled_means(values, 50, np.random.default_rng(1))

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from cli.render import render_scan
+from redaudit.cli.render import render_scan
 from redaudit.core.bootstrap import bootstrap_mean
 from redaudit.report.html import render_html
 from redaudit.report.json_report import dumps, scan_from_dict, scan_to_dict
 from redaudit.report.numbers import interval_text
 from redaudit.report.reading import band, read_msrs, reading_of_result
-from test_report import make_result
+from tests.test_report import make_result
 
 
 def plain_count(matrix: list[list[float]], epsilon: float) -> tuple[int, int]:
