@@ -147,3 +147,12 @@ def test_increase_from_zero_is_infinite_and_undefined_with_one_batch():
     assert bootstrap_increase([0.0, 0.0], [0.0, 0.0]).high == 0.0
     single = bootstrap_increase([5.0], [6.0, 6.5])
     assert not single.defined and "baseline" in single.reason and single.increase_pct == pytest.approx(25.0)
+
+
+def test_percentiles_equal_numpys_linear_quantiles():
+    from redaudit.core.bootstrap import percentiles
+
+    for size in (1, 2, 7, 2000):
+        values = np.random.default_rng(size).normal(size=size)
+        levels = (0.0, 0.025, 0.5, 0.975, 1.0)
+        assert percentiles(values, levels) == pytest.approx(list(np.quantile(values, levels)), rel=1e-12, abs=1e-15)
