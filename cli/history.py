@@ -233,15 +233,18 @@ def diff_command(name: str, before: str, after: str, db: str | None, force: bool
 @click.option("--max-msrs", type=float, help="Fail when MSRS exceeds this.")
 @click.option("--against", metavar="NAME", help="Compare with NAME's latest comparable recorded scan.")
 @click.option("--max-increase", type=float, metavar="PCT", help="Allowed MSRS increase over --against, in percent.")
+@click.option("--significant", is_flag=True,
+              help="Fail on --max-increase only when the whole 95% bootstrap interval of the increase "
+                   "is above PCT (an increase beyond batch noise).")
 @db_option
 @click.option("--force", is_flag=True, help="Compare with the latest scan even if its settings differ.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @scan_options
 @user_errors
 def check_command(model: str, max_msrs: float | None, against: str | None, max_increase: float | None,
-                  db: str | None, force: bool, quiet: bool, **options: Any) -> None:
+                  significant: bool, db: str | None, force: bool, quiet: bool, **options: Any) -> None:
     """Scan MODEL; exit 0 if its MSRS is within bounds, 1 with a one-line reason if not."""
-    validate_limits(max_msrs, against, max_increase)
+    validate_limits(max_msrs, against, max_increase, significant)
     if against is not None:
         history_db.parse_url(db)
     spec = scan_spec(options)
@@ -249,7 +252,7 @@ def check_command(model: str, max_msrs: float | None, against: str | None, max_i
         result = redaudit.scan(model, spec, progress=update)
     with HistoryStore(db) if against is not None else nullcontext() as store:
         outcome = check_result(result, max_msrs=max_msrs, against=against,
-                               max_increase=max_increase, db=store, force=force)
+                               max_increase=max_increase, db=store, force=force, significant=significant)
     print_warnings(result.warnings)  # on stderr: synthetic probes make the gate's number weak
     click.echo(("OK: " if outcome.passed else "FAIL: ") + outcome.reason)
     if not outcome.passed:

@@ -12,7 +12,7 @@ from rich import box
 from rich.table import Table
 
 from redaudit.history.records import ModelHistory, ScanSummary, VersionSummary, trend
-from redaudit.report.numbers import fmt as _fmt, msrs_text
+from redaudit.report.numbers import fmt as _fmt, interval_bounds, msrs_text
 
 ARROWS = {"up": "↑", "down": "↓", "flat": "→", "?": "?", "": ""}
 COLOURED = {"up": "[red]↑[/red]", "down": "[green]↓[/green]", "flat": "→", "?": "?", "": ""}
@@ -82,17 +82,17 @@ def versions_table(history: ModelHistory) -> Table:
 
 def scan_lines(history: ModelHistory) -> list[str]:
     """Every scan, oldest version first; the trend compares each scan with the row above."""
-    header = ("version", "scan", "recorded (UTC)", "MSRS", "log2", "", "layers", "params")
+    header = ("version", "scan", "recorded (UTC)", "MSRS", "95% CI", "log2", "", "layers", "params")
     rows, previous = [], None
     for version in history.versions:
         for index, scan in enumerate(version.scans):
             rows.append((_title(version) if index == 0 else "", str(scan.scan_id),
                          scan.created_at.strftime("%Y-%m-%d %H:%M"), _msrs(scan),
-                         _log2(scan), ARROWS[trend(previous, scan)],
+                         interval_bounds(scan.msrs_interval), _log2(scan), ARROWS[trend(previous, scan)],
                          str(scan.layer_count), f"{version.parameter_count:,}"))
             previous = scan
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    left = {0, 2}
+    left = {0, 2, 4}
 
     def line(row: tuple[str, ...]) -> str:
         return "  ".join(cell.ljust(w) if i in left else cell.rjust(w)
@@ -110,6 +110,7 @@ def history_to_dict(history: ModelHistory) -> dict:
         for scan in version.scans:
             scans.append({"scan_id": scan.scan_id, "created_at": scan.created_at.isoformat(),
                           "label": scan.label, "msrs": _finite(scan.msrs), "msrs_std": _finite(scan.msrs_std),
+                          "msrs_ci": scan.msrs_interval.to_dict(),
                           "log2_msrs": _finite(scan.log2_msrs), "layers": scan.layer_count,
                           "samples": scan.samples, "seed": scan.seed, "trend": trend(previous, scan),
                           "redaudit_version": scan.redaudit_version, "config": scan.config})

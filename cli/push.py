@@ -17,7 +17,7 @@ import click
 from redaudit.cli.common import user_errors
 from redaudit.cli.scan_options import scan_options, scan_spec
 from redaudit.core.spec import ScanSpec
-from redaudit.errors import RedauditError
+from redaudit.errors import ConfigError, RedauditError
 
 TOKEN_ENV = "REDAUDIT_TOKEN"
 BUNDLE_TYPES = {".zip": "application/zip", ".tar": "application/x-tar", ".tgz": "application/gzip",
@@ -75,13 +75,18 @@ def _spec(options: dict) -> dict:
 @click.option("--max-increase", type=click.FloatRange(0), default=None, metavar="PCT",
               help="Fail if MSRS rose more than PCT % over the latest comparable recorded scan.")
 @click.option("--max-msrs", type=click.FloatRange(0), default=None, metavar="X", help="Fail if MSRS exceeds X.")
+@click.option("--significant", is_flag=True,
+              help="With --max-increase: fail only when the increase is beyond batch noise (as `redaudit check`).")
 @click.option("--no-record", is_flag=True, help="Do not record the scan in the history.")
 @click.option("--timeout", type=click.FloatRange(1), default=3600, show_default=True, help="Seconds to wait.")
 @scan_options
 @user_errors
-def push_command(model, server, name, label, wait, max_increase, max_msrs, no_record, timeout, **options) -> None:
+def push_command(model, server, name, label, wait, max_increase, max_msrs, significant, no_record, timeout,
+                 **options) -> None:
     """Upload MODEL (.onnx, or a .zip/.tar bundle with external data) to a redaudit service and
     scan it there; with --max-increase/--max-msrs, gate it like `redaudit check`."""
+    if significant and max_increase is None:
+        raise ConfigError("--significant qualifies an increase: use it with --max-increase PCT")
     token = os.environ.get(TOKEN_ENV)
     if not token:
         raise PushError(f"set ${TOKEN_ENV} to an API token with the write scope (`redaudit token create`)")
@@ -95,6 +100,8 @@ def push_command(model, server, name, label, wait, max_increase, max_msrs, no_re
     gated = max_increase is not None or max_msrs is not None
     if gated:
         body.update(max_increase=max_increase, max_msrs=max_msrs)
+        if significant:  # only when asked: a server from before the option still takes the rest
+            body["significant"] = True
     job = api.call("POST", "/checks" if gated else "/scans", json=body)
     if not wait:
         click.echo(f"queued job {job['id']} ({server.rstrip('/')}/api/v1/jobs/{job['id']})")

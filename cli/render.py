@@ -8,6 +8,8 @@ from rich.console import Console
 from rich.table import Table
 
 from redaudit.core.result import ScanResult
+from redaudit.report.numbers import interval_text, share
+from redaudit.report.reading import reading_of_result
 
 
 def _short(name: str, width: int = 48) -> str:
@@ -109,11 +111,16 @@ def render_scan(result: ScanResult, console: Console, top: int = 10) -> None:
     for i, value in enumerate(consecutive):
         chain.add_row(f"{i} → {i + 1}  {shown[i + 1]}", _fmt(float(value)))
     console.print(chain)
+    reading = reading_of_result(result)
     log2 = result.log2_msrs
-    console.print(f"[bold]MSRS {_fmt(result.msrs, 4)} ± {_fmt(result.msrs_std, 4)}[/bold]  "
+    above = "" if reading.fraction_above is None else \
+        f", {reading.pairs_above} above ε ({share(reading.fraction_above)})"
+    console.print(f"[bold]MSRS {_fmt(result.msrs, 4)} ± {_fmt(result.msrs_std, 4)}[/bold], "
+                  f"{interval_text(reading.interval)}  "
                   f"(log2 {_fmt(log2, 2) if math.isfinite(log2) else '-inf'}; {len(result.layers)} layers, "
-                  f"max {len(result.layers) * (len(result.layers) - 1) // 2} pairs; "
+                  f"max {reading.max_pairs} pairs{above}; "
                   f"{result.nan_batches} NaN batches skipped)")
+    console.print(reading.sentence, highlight=False)
     timings = result.timings
     console.print(f"time {timings.get('total_s', 0):.2f} s (inference {timings.get('run_s', 0):.2f} s)")
 

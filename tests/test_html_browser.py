@@ -5,8 +5,10 @@ $REDAUDIT_TEST_ARTIFACTS. CI sets REDAUDIT_REQUIRE_BROWSER=1, so a missing brows
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from redaudit.history import record_scan
@@ -94,3 +96,28 @@ def test_scan_and_diff_pages_share_the_stylesheet(browser, tmp_path):
     assert (diff_page.evaluate("getComputedStyle(document.body).fontFamily")
             == page.evaluate("getComputedStyle(document.body).fontFamily"))
     _check_heatmaps(diff_page, [6, 6])
+
+
+def test_scan_page_shows_the_reading_and_interval_of_its_json(browser, tmp_path):
+    """What a reader sees beside MSRS (interval, pairs above ε, sentence) is the JSON report's."""
+    import json
+
+    from redaudit.core.bootstrap import MeanInterval
+    from redaudit.report.json_report import write_json
+    from redaudit.report.numbers import interval_text, share
+
+    result = make_result(8, [(1, 2), (2, 3), (5, 6)])
+    result = replace(result, msrs_batches=np.array([result.msrs * f for f in (0.9, 1.1, 1.0, 0.95, float("nan"))]))
+    data = json.loads(write_json(result, tmp_path / "scan.json").read_text())
+    page = _open(browser, write_html(result, tmp_path / "scan.html"), 1280, "scan-reading.png")
+    ci = data["msrs_ci"]
+    assert ci["low"] is not None and ci["batches"] == 4
+    shown = MeanInterval(ci["low"], ci["high"], ci["level"], ci["batches"], ci["resamples"])
+    assert page.inner_text("#msrs-ci").strip() == interval_text(shown)
+    reading = data["reading"]
+    assert page.inner_text("#msrs-reading").strip() == reading["sentence"]
+    assert reading["sentence"].startswith("3 of 28 layer pairs")
+    assert page.inner_text("#pairs-above").strip() == (f"{reading['pairs_above_epsilon']} of {reading['max_pairs']} "
+                                                       f"{share(reading['fraction_above_epsilon'])}")
+    # the interval fits its card at 1280 px: no text runs past the card's box
+    assert page.eval_on_selector("#msrs-ci", "e => e.scrollWidth <= e.clientWidth")

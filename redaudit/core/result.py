@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from redaudit.core.bootstrap import MeanInterval, bootstrap_mean
 from redaudit.core.msrs import pair_scores
 from redaudit.core.spec import ScanConfig, ScanSpec  # noqa: F401 - results carry the spec they ran
 
@@ -124,6 +125,15 @@ class ScanResult:
     layer_issues: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     _rows: tuple[LayerRow, ...] | None = field(default=None, init=False, repr=False, compare=False)
+    _interval: MeanInterval | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def msrs_interval(self) -> MeanInterval:
+        """The 95 % percentile bootstrap interval of MSRS over the finite per-batch values
+        (:func:`redaudit.core.bootstrap.bootstrap_mean`; undefined with fewer than two)."""
+        if self._interval is None:
+            self._interval = bootstrap_mean(self.msrs_batches)
+        return self._interval
 
     def layer_rows(self) -> tuple[LayerRow, ...]:
         """The per-layer view, built once (a ScanResult is not edited after the scan; use

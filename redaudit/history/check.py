@@ -2,6 +2,16 @@
 
 Returns a :class:`CheckOutcome` (never exits): the CLI maps ``passed`` to exit 0 or 1 and prints
 ``reason``, one line either way, so a CI log says why it passed or failed.
+
+``significant=True`` makes the increase gate ask for evidence, not a point estimate. MSRS is a
+mean over probe batches, so two scans of the same file with other probes differ by a few percent;
+a gate at +5 % then fails at random. With it, the gate fails only when the increase exceeds PCT
+*and* the 95 % percentile bootstrap interval of the increase (both scans' batches resampled
+independently, :func:`redaudit.core.bootstrap.bootstrap_increase`) lies entirely above PCT: the
+batches are incompatible with an increase of PCT or less (a one-sided test at 2.5 %). This is a
+test of the one quantity the limit is about, unlike "the two intervals do not overlap", which
+ignores PCT's scaling and is far stricter than its nominal level. When either scan has a single
+batch the noise is unknown and the gate falls back to the point estimate (stricter, and said).
 """
 from __future__ import annotations
 
@@ -10,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from redaudit.core.bootstrap import IncreaseInterval, bootstrap_increase
 from redaudit.errors import ConfigError
 from redaudit.history.diff import config_differences, config_of_result, refuse_if_incompatible
 from redaudit.history.errors import UnknownReferenceError
@@ -34,6 +45,7 @@ class CheckOutcome:
     msrs: float
     baseline: Baseline | None = None
     increase_pct: float | None = None
+    increase_interval: IncreaseInterval | None = None  # with significant=True
 
 
 def latest_comparable(db, name: str, result: ScanResult, *, force: bool = False) -> Baseline:
@@ -69,11 +81,14 @@ def increase_pct(before: float, after: float) -> float:
     return 0.0 if after <= before else math.inf
 
 
-def validate_limits(max_msrs: float | None, against: str | None, max_increase: float | None) -> None:
+def validate_limits(max_msrs: float | None, against: str | None, max_increase: float | None,
+                    significant: bool = False) -> None:
     """Refuse limits a gate cannot honestly compare against, before any scan runs.
 
     NaN compares false with everything, so ``--max-msrs nan`` used to pass every model.
     """
+    if significant and max_increase is None:
+        raise ConfigError("--significant qualifies an increase: use it with --against NAME --max-increase PCT")
     if max_msrs is None and against is None:
         raise ConfigError("give --max-msrs X and/or --against NAME --max-increase PCT")
     if (against is None) != (max_increase is None):
@@ -93,13 +108,15 @@ def measurable_layers(result: ScanResult) -> int:
 
 
 def check_result(result: ScanResult, *, max_msrs: float | None = None, against: str | None = None,
-                 max_increase: float | None = None, db=None, force: bool = False) -> CheckOutcome:
-    """Gate ``result`` on ``max_msrs`` and/or at most ``max_increase`` percent over ``against``.
+                 max_increase: float | None = None, db=None, force: bool = False,
+                 significant: bool = False) -> CheckOutcome:
+    """Gate ``result`` on ``max_msrs`` and/or at most ``max_increase`` percent over ``against``
+    (with ``significant``: an increase beyond the limit *and* beyond batch noise, module docstring).
 
     A scan that measured nothing fails: MSRS undefined (NaN), or fewer than two layers that
     were not degenerate (then MSRS is 0 by construction, which must not read as "no redundancy").
     """
-    validate_limits(max_msrs, against, max_increase)
+    validate_limits(max_msrs, against, max_increase, significant)
     msrs = float(result.msrs)
     if not math.isfinite(msrs):
         return CheckOutcome(False, "MSRS is undefined: every probe batch was degenerate (constant or "
@@ -114,7 +131,7 @@ def check_result(result: ScanResult, *, max_msrs: float | None = None, against: 
     if max_msrs is not None:
         text = f"MSRS {msrs:.4g} {'exceeds' if msrs > max_msrs else 'within'} --max-msrs {max_msrs:g}"
         (failures if msrs > max_msrs else passes).append(text)
-    baseline, change = None, None
+    baseline, change, interval = None, None, None
     if against is not None:
         baseline = latest_comparable(db, against, result, force=force)
         base = baseline.scan.msrs
@@ -124,7 +141,26 @@ def check_result(result: ScanResult, *, max_msrs: float | None = None, against: 
         change = increase_pct(base, msrs)
         text = (f"MSRS {msrs:.4g} is {change:+.1f}% vs {baseline} (MSRS {base:.4g}); "
                 f"limit +{max_increase:g}%")
-        (failures if change > max_increase else passes).append(text)
+        failed = change > max_increase
+        if significant:
+            interval = bootstrap_increase([math.nan if v is None else v for v in baseline.scan.msrs_batches],
+                                          result.msrs_batches)
+            failed, note = significant_increase(change, interval, max_increase)
+            text += f"; {note}"
+        (failures if failed else passes).append(text)
     if failures:
-        return CheckOutcome(False, "; ".join(failures), msrs, baseline, change)
-    return CheckOutcome(True, "; ".join(passes), msrs, baseline, change)
+        return CheckOutcome(False, "; ".join(failures), msrs, baseline, change, interval)
+    return CheckOutcome(True, "; ".join(passes), msrs, baseline, change, interval)
+
+
+def significant_increase(change: float, interval: IncreaseInterval, max_increase: float) -> tuple[bool, str]:
+    """(fails, why) for ``--significant``: the increase exceeds ``max_increase`` and so does the
+    whole bootstrap interval of it; without an interval (a single batch) the point decides."""
+    if not interval.defined:
+        return change > max_increase, f"batch noise unknown ({interval.reason}), so the point estimate decides"
+    shown = f"{interval.level:.0%} CI {interval.low:+.1f}% to {interval.high:+.1f}%"
+    if change <= max_increase:
+        return False, shown
+    if interval.low > max_increase:
+        return True, f"{shown}: above the limit beyond batch noise"
+    return False, f"{shown}: above the limit but within batch noise"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redaudit.history.errors import IncompatibleScansError
-from redaudit.history.records import StoredScan, result_config
+from redaudit.history.records import StoredScan, change_beyond_noise, result_config
 from redaudit.core.result import ScanResult
 
 
@@ -91,11 +91,10 @@ class ScanDiff:
 
     @property
     def significant(self) -> bool:
-        """Whether the MSRS change exceeds twice the combined batch-to-batch spread."""
+        """Whether MSRS moved beyond batch noise (:func:`~redaudit.history.records.change_beyond_noise`)."""
         if self.msrs_delta is None:
             return False
-        spread = math.hypot(self.before.summary.msrs_std or 0.0, self.after.summary.msrs_std or 0.0)
-        return abs(self.msrs_delta) > 2.0 * spread
+        return change_beyond_noise(self.before.summary, self.after.summary)
 
     def to_dict(self) -> dict[str, Any]:
         def side(scan: StoredScan) -> dict[str, Any]:

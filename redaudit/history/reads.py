@@ -22,7 +22,7 @@ _Parent = aliased(ModelVersion)
 _SCAN_COLUMNS = (Scan.id, Scan.created_at, Scan.label, Scan.msrs, Scan.msrs_std, Scan.layer_count,
                  Scan.samples, Scan.seed, Scan.input_hash, Scan.redaudit_version, Scan.total_s,
                  Scan.level, Scan.reduce, Scan.cka_batch, Scan.estimator, Scan.aggregate,
-                 Scan.epsilon, Scan.beta, Scan.taps, Scan.inputs_real)
+                 Scan.epsilon, Scan.beta, Scan.taps, Scan.inputs_real, Scan.msrs_batches)
 _VERSION_COLUMNS = (ModelVersion.id.label("vid"), ModelVersion.sha256, ModelVersion.label.label("vlabel"),
                     ModelVersion.size_bytes, ModelVersion.parameter_count,
                     ModelVersion.created_at.label("vcreated"), ModelVersion.path,
@@ -34,7 +34,9 @@ def _summary(row) -> ScanSummary:
                        msrs=row.msrs, msrs_std=row.msrs_std, layer_count=row.layer_count,
                        samples=row.samples, seed=row.seed, input_hash=row.input_hash,
                        redaudit_version=row.redaudit_version, total_s=row.total_s,
-                       config=result_config(row._mapping))
+                       config=result_config(row._mapping),
+                       msrs_batches=tuple(None if value is None else float(value)
+                                          for value in row.msrs_batches or ()))
 
 
 def _version(row, scans: tuple[ScanSummary, ...] = (), aliases: tuple[str, ...] = ()) -> VersionSummary:

@@ -8,11 +8,13 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 
+from redaudit.core.bootstrap import MeanInterval, bootstrap_increase, bootstrap_mean
 from redaudit.core.spec import ScanConfig
 
 
@@ -66,6 +68,13 @@ class ScanSummary:
     redaudit_version: str
     total_s: float | None
     config: dict[str, Any]  # result_config(): the comparability key
+    msrs_batches: tuple[float | None, ...] = ()  # MSRS per probe batch as recorded (None: NaN batch)
+
+    @cached_property
+    def msrs_interval(self) -> MeanInterval:
+        """The bootstrap interval of MSRS over the stored batches, computed on read by the same
+        function as a fresh scan's (so old rows have one too, and no column can disagree)."""
+        return bootstrap_mean([math.nan if value is None else value for value in self.msrs_batches])
 
     @property
     def log2_msrs(self) -> float | None:
@@ -140,15 +149,41 @@ class StoredScan:
         return f"{self.summary.label or self.version.short} (scan {self.scan_id})"
 
 
+#: Changes smaller than this share of the earlier MSRS read as "flat" even when the batches
+#: resolve them: identical constant batches have a zero-width interval, and a 0.1 % move is no news.
+FLAT_SHARE = 0.01
+
+
+def change_beyond_noise(before: ScanSummary, after: ScanSummary) -> bool:
+    """Whether MSRS moved beyond batch noise between two scans with defined MSRS.
+
+    The same test as ``check --significant`` without a limit: the 95 % bootstrap interval of the
+    relative change (:func:`~redaudit.core.bootstrap.bootstrap_increase`, each scan's batches
+    resampled) excludes 0. Twice the combined per-batch std, the earlier rule, measured the spread
+    of single batches — √n times the uncertainty of their mean. With a single batch on either side
+    there is no interval and the point estimate decides. Either way a change under
+    :data:`FLAT_SHARE` of the earlier MSRS is not counted.
+    """
+    delta = after.msrs - before.msrs
+    if abs(delta) <= FLAT_SHARE * abs(before.msrs):
+        return False
+    interval = bootstrap_increase(_batches(before), _batches(after))
+    if not interval.defined:
+        return True
+    return interval.low > 0 or interval.high < 0
+
+
+def _batches(scan: ScanSummary) -> list[float]:
+    return [math.nan if value is None else value for value in scan.msrs_batches] or [scan.msrs]
+
+
 def trend(before: ScanSummary | None, after: ScanSummary) -> str:
-    """"up", "down" or "flat" (within 2× the combined batch spread or 1 %), "" without a
-    predecessor, "?" when either MSRS is undefined."""
+    """"up", "down" or "flat" (:func:`change_beyond_noise` says no), "" without a predecessor,
+    "?" when either MSRS is undefined."""
     if before is None:
         return ""
     if before.msrs is None or after.msrs is None:
         return "?"
-    delta = after.msrs - before.msrs
-    noise = max(2.0 * math.hypot(before.msrs_std or 0.0, after.msrs_std or 0.0), 0.01 * abs(before.msrs))
-    if abs(delta) <= noise:
+    if not change_beyond_noise(before, after):
         return "flat"
-    return "up" if delta > 0 else "down"
+    return "up" if after.msrs > before.msrs else "down"

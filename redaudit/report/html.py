@@ -15,7 +15,9 @@ from redaudit import atomic
 from redaudit.core.result import ScanResult
 from redaudit.report.heatmap import default_title, shared_scope
 from redaudit.report.json_report import TOP_PAIRS, config_to_json
+from redaudit.report.numbers import interval_text, share
 from redaudit.report.page import heatmap, num, render_page
+from redaudit.report.reading import reading_of_result
 
 
 def _config_value(value: object) -> str:
@@ -39,6 +41,9 @@ def _details(result: ScanResult) -> dict[str, list[tuple[str, str]]]:
     run_rows = [("provider / backend", f"{result.provider} / {result.backend}"),
                 ("samples dropped", str(result.dropped_samples)), ("NaN batches", str(result.nan_batches)),
                 ("input hash", result.input_hash),
+                ("MSRS interval", result.msrs_interval.reason or
+                 f"{interval_text(result.msrs_interval)}: percentile bootstrap of the mean over "
+                 f"{result.msrs_interval.batches} batches, {result.msrs_interval.resamples:,} resamples"),
                 ("MSRS per batch", ", ".join(num(v, 2) for v in np.ravel(result.msrs_batches)) or "—")]
     run_rows += [(f"time: {key.removesuffix('_s')}", f"{num(value, 3)} s") for key, value in result.timings.items()]
     return {"model_rows": model_rows, "config_rows": config_rows, "run_rows": run_rows}
@@ -62,9 +67,11 @@ def render_html(result: ScanResult) -> str:
     pairs = [(names[i], names[j], cka) for i, j, cka in result.top_pairs(TOP_PAIRS) if math.isfinite(cka)]
     values = result.consecutive_similarity() if len(names) > 1 else []
     consecutive = [(names[i], names[i + 1], value) for i, value in enumerate(values)]
+    reading = reading_of_result(result)
     return render_page("scan.html", title=title, version=result.redaudit_version, result=result,
                        log2_msrs=result.log2_msrs if math.isfinite(result.msrs) else None,
-                       pairs=len(names) * (len(names) - 1) // 2, heatmap=figure, layer_rows=result.layer_rows(),
+                       reading=reading, ci_text=interval_text(reading.interval),
+                       above_share=share(reading.fraction_above), heatmap=figure, layer_rows=result.layer_rows(),
                        scale=_layer_scale(result),
                        scope=shared_scope(names), pairs_rows=pairs, consecutive_rows=consecutive,
                        **_details(result))

@@ -20,6 +20,7 @@ from redaudit import atomic
 from redaudit.errors import RedauditError
 from redaudit.core.result import LayerInfo, ModelInfo, ScanResult
 from redaudit.core.spec import ScanConfig
+from redaudit.report.reading import reading_of_result
 
 SCHEMA_VERSION = 1
 #: How many pairs ``top_pairs`` lists in the JSON report.
@@ -111,8 +112,13 @@ def _layers_to_json(result: ScanResult) -> list[dict[str, Any]]:
 
 
 def scan_to_dict(result: ScanResult) -> dict[str, Any]:
-    """The report as plain JSON-ready data (no NaN: non-finite floats are ``None``)."""
+    """The report as plain JSON-ready data (no NaN: non-finite floats are ``None``).
+
+    ``msrs_ci`` (the bootstrap interval over batches) and ``reading`` (the scale and the sentence
+    of :mod:`redaudit.report.reading`) were added within schema version 1: derived fields that
+    readers may ignore and :func:`scan_from_dict` recomputes."""
     names = result.layer_names
+    reading = reading_of_result(result)
     return {
         "schema_version": SCHEMA_VERSION,
         "redaudit_version": result.redaudit_version,
@@ -120,6 +126,9 @@ def scan_to_dict(result: ScanResult) -> dict[str, Any]:
         "msrs_std": _float_or_none(result.msrs_std),
         "log2_msrs": _float_or_none(result.log2_msrs) if math.isfinite(result.msrs) else None,
         "msrs_batches": [_float_or_none(value) for value in np.ravel(result.msrs_batches)],
+        "msrs_ci": reading.interval.to_dict(),
+        "reading": {key: _float_or_none(value) if isinstance(value, float) else value
+                    for key, value in reading.to_dict().items()},
         "layers": _layers_to_json(result),
         "similarity": _matrix_to_json(result.similarity),
         "consecutive_similarity": [

@@ -38,3 +38,18 @@ def percent(value: float | None) -> str:
 def share(fraction: float | None) -> str:
     """A fraction (0..1) of the whole, as ``12.5%``."""
     return "n/a" if _missing(fraction) else f"{100 * fraction:.1f}%"
+
+
+def interval_bounds(interval) -> str:
+    """The bounds of a :class:`~redaudit.core.bootstrap.MeanInterval` as ``[7.621, 8.252]`` (three
+    decimals, as :func:`msrs_text`), ``one batch`` or ``n/a`` when undefined."""
+    if interval is None or not interval.defined:
+        return "one batch" if interval is not None and interval.batches == 1 else "n/a"
+    return f"[{interval.low:.3f}, {interval.high:.3f}]"
+
+
+def interval_text(interval) -> str:
+    """``95% CI [7.621, 8.252]``, or ``no CI (one batch)`` / ``no CI`` when undefined."""
+    if interval is None or not interval.defined:
+        return "no CI (one batch)" if interval is not None and interval.batches == 1 else "no CI"
+    return f"{100 * interval.level:g}% CI {interval_bounds(interval)}"

@@ -8,6 +8,7 @@ same steps are composed here from the store's parts.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from sqlalchemy import select
@@ -25,6 +26,7 @@ from redaudit.history.errors import UnknownReferenceError
 from redaudit.history.models import Model, ModelVersion
 from redaudit.history.records import ModelHistory, StoredScan
 from redaudit.history.store import load_scan, model_history
+from redaudit.report.reading import MsrsReading, read_msrs, reading_of_result
 
 
 def scan_with_spec(model_path: str, spec: ScanSpec, progress: Callable[[ScanProgress], None],
@@ -43,20 +45,32 @@ def record_in_session(session: Session, result: ScanResult, name: str, label: st
     return writes.record_in_session(session, result, writes.prepare_rows(result), name, label, parent_sha256).scan_id
 
 
+def stored_reading(scan: StoredScan, result: ScanResult | None) -> MsrsReading:
+    """How to read a recorded scan's MSRS (the dashboard's scan page and ``GET /scans/{id}``):
+    from its JSON report when the service ran it (float64, as the report itself shows), else
+    from the stored matrix and per-batch MSRS of a scan the CLI recorded."""
+    if result is not None:
+        return reading_of_result(result)
+    summary = scan.summary
+    return read_msrs(scan.similarity, math.nan if summary.msrs is None else summary.msrs, summary.msrs_batches,
+                     float(scan.settings.get("epsilon", math.nan)), summary.msrs_interval)
+
+
 def version_known(session: Session, sha256: str) -> bool:
     return session.scalar(select(ModelVersion.id).where(ModelVersion.sha256 == sha256).limit(1)) is not None
 
 
 def check(engine: Engine, result: ScanResult, *, name: str, max_msrs: float | None,
-          max_increase: float | None) -> CheckOutcome:
+          max_increase: float | None, significant: bool = False) -> CheckOutcome:
     """Gate ``result`` against the latest comparable recorded scan of ``name`` (if it has one)."""
     against = name if max_increase is not None else None
     if against is not None and not has_scans(engine, name):
         if max_msrs is None:
             return CheckOutcome(True, f"no recorded scan of {name!r} to compare with yet; this one "
                                       "becomes the baseline", float(result.msrs))
-        against, max_increase = None, None
-    return check_result(result, max_msrs=max_msrs, against=against, max_increase=max_increase, db=engine)
+        against, max_increase, significant = None, None, False
+    return check_result(result, max_msrs=max_msrs, against=against, max_increase=max_increase, db=engine,
+                        significant=significant)
 
 
 def has_scans(engine: Engine, name: str) -> bool:

@@ -118,9 +118,13 @@ def _execute(jobs: JobStore, blobs: BlobAccess, claim: Claim, job: dict[str, Any
     if job["kind"] == "check":
         options = job["options"]
         verdict = history_io.check(jobs.engine, result, name=job["model_name"], max_msrs=options.get("max_msrs"),
-                                   max_increase=options.get("max_increase"))
+                                   max_increase=options.get("max_increase"),
+                                   significant=bool(options.get("significant", False)))
+        interval = verdict.increase_interval
         outcome = {"passed": verdict.passed, "reason": verdict.reason, "msrs": _finite(verdict.msrs),
                    "increase_pct": _finite(verdict.increase_pct),
+                   "increase_ci": [_finite(interval.low), _finite(interval.high)]
+                   if interval is not None and interval.defined else None,
                    "baseline_scan_id": verdict.baseline.scan.scan_id if verdict.baseline else None}
     record = None
     if job["record"]:

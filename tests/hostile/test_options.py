@@ -176,6 +176,9 @@ CHECK_OPTIONS = {
     "max-increase without against": (["--max-increase", "5"], None),
     "against unknown model": (["--against", "never_recorded", "--max-increase", "5"], None),
     "max-msrs abc": (["--max-msrs", "abc"], None),
+    "significant alone": (["--significant"], None),
+    "significant without against": (["--max-msrs", "100", "--significant"], None),
+    "significant with against, no max-increase": (["--against", "m", "--significant"], None),
 }
 
 

@@ -100,6 +100,10 @@ def test_numbers_are_the_cli_text(sqlite_service, tmp_path):
     assert len(shown) == 2
     for text in shown:  # the every-scan table: the same "1.234 ±0.056" as `history --scans`
         assert text in scans.output
+    intervals = re.findall(r'<td class="num ci">([^<]+)</td>', page)
+    assert len(intervals) == 2 + 2 and all(interval.startswith("[") for interval in intervals)
+    for text in intervals:  # and the same "[1.100, 1.300]" interval
+        assert text in scans.output
     diff = runner.invoke(cli, ["diff", "net", "v1", "v2", "--db", db])
     assert diff.exit_code == 0, diff.output
     page = sqlite_service.client.get("/ui/models/net/diff", params={"before": "v1", "after": "v2"}).text
@@ -111,6 +115,36 @@ def test_numbers_are_the_cli_text(sqlite_service, tmp_path):
     api_png = sqlite_service.client.get(f"/api/v1/scans/{second['scan_id']}/heatmap.png").content
     assert inline == api_png  # the same picture as the API's endpoint
     assert first["scan_id"] != second["scan_id"]
+
+
+def test_scan_recorded_by_the_cli_reads_as_its_report(make_service, db_url, tmp_path):
+    """A scan the CLI recorded has no JSON report in the service: its page and ``GET /scans/{id}``
+    read the stored matrix and per-batch MSRS, and say what the scan's own report says."""
+    import json
+
+    from redaudit.cli.main import cli as main_cli
+    from redaudit.report.numbers import interval_text
+
+    service = make_service(db_url)
+    path = tmp_path / "m.onnx"
+    onnx.save(residual_cnn(blocks=3, seed=1, duplicate_block=1), str(path))
+    report = tmp_path / "scan.json"
+    scanned = CliRunner().invoke(main_cli, ["scan", str(path), "--samples", "128", "--cka-batch", "32", "--quiet",
+                                            "--record", "cli-net", "--db", str(service.state.settings.db),
+                                            "--json", str(report)])
+    assert scanned.exit_code == 0, scanned.output
+    data = json.loads(report.read_text())
+    history = service.client.get("/api/v1/models/cli-net", headers=service.headers("read")).json()
+    scan_id = history["versions"][0]["scans"][0]["scan_id"]
+    stored = service.client.get(f"/api/v1/scans/{scan_id}", headers=service.headers("read")).json()
+    assert stored["msrs_ci"] == data["msrs_ci"] and stored["reading"]["sentence"] == data["reading"]["sentence"]
+    _login(service)
+    page = service.client.get(f"/ui/scans/{scan_id}").text
+    assert html.escape(data["reading"]["sentence"], quote=False) in page
+    from redaudit.core.bootstrap import MeanInterval
+
+    ci = data["msrs_ci"]
+    assert interval_text(MeanInterval(ci["low"], ci["high"], ci["level"], ci["batches"], ci["resamples"])) in page
 
 
 def test_unknown_things_are_one_line_pages(sqlite_service):

@@ -12,7 +12,8 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 
-from redaudit.report.numbers import fmt, msrs_text, signed
+from redaudit.core.bootstrap import MeanInterval
+from redaudit.report.numbers import fmt, interval_bounds, interval_text, msrs_text, share, signed
 from tests.service.dashboard_server import MODEL, start
 
 CHROMIUM = Path(os.environ.get("REDAUDIT_CHROMIUM", "/usr/bin/chromium"))
@@ -79,6 +80,13 @@ def _shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
+def interval_of(data: dict) -> MeanInterval:
+    """A MeanInterval from its JSON (``msrs_ci`` of the API and the scan report)."""
+    nan = float("nan")
+    return MeanInterval(nan if data["low"] is None else data["low"], nan if data["high"] is None else data["high"],
+                        data["level"], data["batches"], data["resamples"], data["undefined_reason"])
+
+
 def _cells(page, selector: str) -> list[str]:
     return [text.strip() for text in page.locator(selector).all_inner_texts()]
 
@@ -119,6 +127,10 @@ def test_model_page_versions_lineage_checks(session, live):
     page.goto(live.base + f"/ui/models/{MODEL}")
     shown = _cells(page, "#versions td.msrs")
     assert shown == [msrs_text(v["scans"][-1]["msrs"], v["scans"][-1]["msrs_std"]) for v in history["versions"]]
+    assert _cells(page, "#versions td.ci") == [interval_bounds(interval_of(v["scans"][-1]["msrs_ci"]))
+                                               for v in history["versions"]]
+    assert _cells(page, "#scans td.ci") == [interval_bounds(interval_of(s["msrs_ci"]))
+                                            for v in history["versions"] for s in v["scans"]]
     assert [v["label"] for v in history["versions"]] == ["v1", "v2", "v2-pruned"]
     assert history["versions"][2]["parent_sha256"] == history["versions"][1]["sha256"]
     lineage = page.locator("#lineage li")
@@ -137,6 +149,15 @@ def test_scan_page_layers_pairs_and_prune_candidates(session, live):
     assert _cells(page, "#layers td.name:nth-child(2)") == [layer["name"] for layer in stored["layers"]]
     assert _cells(page, "#layers td.redundancy") == [fmt(layer["redundancy"], ".2f") for layer in stored["layers"]]
     report = live.api().get(f"/jobs/{live.jobs['v2']['id']}/result").json()
+    # the reading: the API's, the scan's JSON report's, and the page's are one
+    assert stored["reading"] == report["reading"] and stored["msrs_ci"] == report["msrs_ci"]
+    assert report["msrs_ci"]["low"] is not None  # several batches: an interval exists
+    assert page.inner_text("#msrs-ci").strip() == interval_text(interval_of(report["msrs_ci"]))
+    assert page.inner_text("#msrs-reading").strip() == report["reading"]["sentence"]
+    reading = report["reading"]
+    assert page.inner_text("#pairs-above").strip() == (f"{reading['pairs_above_epsilon']} of {reading['max_pairs']} "
+                                                       f"{share(reading['fraction_above_epsilon'])}")
+    assert page.inner_text("#log2-msrs").strip() == fmt(reading["log2_msrs"], ".2f")
     assert [[a.strip() for a in pair] for pair in page.locator("#pairs tbody tr").evaluate_all(
         "rows => rows.map(r => [...r.cells].map(c => c.innerText))")] == \
         [[pair["a"], pair["b"], fmt(pair["cka"], ".3f")] for pair in report["top_pairs"]]

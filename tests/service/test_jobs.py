@@ -79,6 +79,42 @@ def test_check_passes_then_fails_against_recorded_baseline(make_service, sqlite_
     assert outcome["passed"] is (outcome["increase_pct"] <= 5), outcome
 
 
+def test_check_significant_is_stored_forwarded_and_judged(make_service, db_url, tmp_path, model_file):
+    """The job stores ``significant`` (absent when not asked, as in jobs queued before it existed);
+    the worker judges with the bootstrap interval of the increase and reports it."""
+    import onnx
+
+    from tests.models import residual_cnn
+
+    service = make_service(db_url)
+    spec = {"samples": 128, "cka_batch": 32}  # 4 batches: an interval exists
+    plain = service.wait(service.client.post("/api/v1/checks", headers=service.headers(),
+                                             json={"model": "net", "label": "v1", "blob": _upload(service, model_file),
+                                                   "spec": spec, "max_increase": 5}).json()["id"])
+    assert "significant" not in plain["options"] and plain["outcome"]["increase_ci"] is None
+    redundant = tmp_path / "dup.onnx"
+    onnx.save(residual_cnn(blocks=3, seed=1, duplicate_block=1), str(redundant))
+    job = service.wait(service.client.post("/api/v1/checks", headers=service.headers(),
+                                           json={"model": "net", "label": "v2", "blob": _upload(service, redundant),
+                                                 "spec": spec, "max_increase": 5, "significant": True}).json()["id"])
+    assert job["state"] == "succeeded" and job["options"]["significant"] is True, job
+    outcome = job["outcome"]
+    low, high = outcome["increase_ci"]
+    assert low <= outcome["increase_pct"] <= high and "95% CI" in outcome["reason"]
+    assert outcome["passed"] is not (outcome["increase_pct"] > 5 and low > 5), outcome
+    # the recorded scan reads back with the interval and reading of the job's JSON report
+    report = service.client.get(f"/api/v1/jobs/{job['id']}/result", headers=service.headers("read")).json()
+    stored = service.client.get(f"/api/v1/scans/{job['scan_id']}", headers=service.headers("read")).json()
+    assert stored["msrs_ci"] == report["msrs_ci"] and stored["reading"] == report["reading"]
+    assert stored["summary"]["msrs_batches"] == report["msrs_batches"]
+    versions = service.client.get("/api/v1/models/net", headers=service.headers("read")).json()["versions"]
+    assert versions[-1]["scans"][-1]["msrs_ci"] == report["msrs_ci"]
+    refused = service.client.post("/api/v1/checks", headers=service.headers(),
+                                  json={"model": "net", "blob": _upload(service, redundant), "spec": spec,
+                                        "max_msrs": 100, "significant": True})
+    assert refused.status_code == 400 and "max_increase" in refused.json()["detail"], refused.text
+
+
 def test_prune_list_and_removal_records_child_version(make_service, sqlite_url, tmp_path):
     import onnx
 

@@ -86,6 +86,12 @@ def test_push_exit_codes_follow_check(served, model_file, tmp_path, monkeypatch)
                                   "--max-msrs", "0", *fast])
     assert failing.exit_code == 1, failing.output
     assert "FAIL" in failing.stdout and "exceeds --max-msrs 0" in failing.stdout
+    noise = runner.invoke(cli, ["push", str(model_file), "--server", base, "--name", "net", "--max-increase", "5",
+                                "--significant", "--samples", "128", "--cka-batch", "32"])
+    assert noise.exit_code == 0, noise.output  # the same file again: +0%, and the interval is shown
+    assert "PASS" in noise.stdout and "95% CI" in noise.stdout
+    alone = runner.invoke(cli, ["push", str(model_file), "--server", base, "--name", "net", "--significant"])
+    assert alone.exit_code == 2 and alone.stderr.count("\n") == 1 and "--max-increase" in alone.stderr
     garbage = tmp_path / "bad.onnx"
     garbage.write_bytes(b"not a model")
     refused = runner.invoke(cli, ["push", str(garbage), "--server", base, "--name", "net"])

@@ -5,6 +5,7 @@ Numbers come from the same history functions the CLI's ``history`` and ``diff`` 
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
+from redaudit.report.json_report import scan_from_dict
 from redaudit.service import history_io
 from redaudit.service.api.deps import get_state, require_read
 from redaudit.service.state import ServiceState
@@ -51,7 +53,8 @@ def model_history(name: str, state: ServiceState = Depends(get_state),
                   _token=Depends(require_read)) -> dict[str, Any]:
     history = history_io.history(state.engine, name)
     return {"name": history.name,
-            "versions": [_clean({**asdict(version), "scans": [asdict(scan) for scan in version.scans]})
+            "versions": [_clean({**asdict(version), "scans": [asdict(scan) | {"msrs_ci": scan.msrs_interval.to_dict()}
+                                                              for scan in version.scans]})
                          for version in history.versions]}
 
 
@@ -74,8 +77,11 @@ def model_diff(name: str, before: str = Query(..., min_length=1, max_length=200)
 def stored_scan(scan_id: int, state: ServiceState = Depends(get_state),
                 _token=Depends(require_read)) -> dict[str, Any]:
     scan = history_io.stored_scan(state.engine, scan_id)
+    report = state.jobs.result_of_scan(scan_id)
+    reading = history_io.stored_reading(scan, scan_from_dict(json.loads(report)) if report is not None else None)
     return _clean({"scan_id": scan.scan_id, "model_name": scan.model_name, "version": asdict(scan.version),
-                   "summary": asdict(scan.summary), "settings": scan.settings,
+                   "summary": asdict(scan.summary), "msrs_ci": reading.interval.to_dict(),
+                   "reading": reading.to_dict(), "settings": scan.settings,
                    "layers": [asdict(layer) for layer in scan.layers], "layer_order": scan.layer_order,
                    "similarity": scan.similarity.astype(float).tolist()})
 

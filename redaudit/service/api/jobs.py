@@ -37,6 +37,8 @@ class JobRequest(BaseModel):
 class CheckRequest(JobRequest):
     max_msrs: float | None = Field(None, ge=0, description="fail above this MSRS")
     max_increase: float | None = Field(None, ge=0, description="fail above this % over the latest comparable scan")
+    significant: bool = Field(False, description="with max_increase: fail only when the 95% bootstrap interval "
+                                                 "of the increase lies above it (beyond batch noise)")
 
 
 class PruneRequest(JobRequest):
@@ -114,8 +116,12 @@ def submit_check(request: CheckRequest, state: ServiceState = Depends(get_state)
                  token=Depends(require_write)) -> JobOut:
     if request.max_msrs is None and request.max_increase is None:
         raise ConfigError("a check needs max_msrs and/or max_increase")
-    return _submit(state, request, "check", {"max_msrs": request.max_msrs, "max_increase": request.max_increase},
-                   token)
+    if request.significant and request.max_increase is None:
+        raise ConfigError("significant qualifies an increase: give max_increase with it")
+    options = {"max_msrs": request.max_msrs, "max_increase": request.max_increase}
+    if request.significant:  # absent otherwise: jobs queued before the option read the same
+        options["significant"] = True
+    return _submit(state, request, "check", options, token)
 
 
 @router.post("/prunes", status_code=202, response_model=JobOut,

@@ -39,7 +39,8 @@ HEADERS = {"Content-Security-Policy": "default-src 'none'; style-src 'self'; scr
 
 templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                                undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-templates.globals.update(prefix=PREFIX, version=__version__, fmt=numbers.fmt, quote=lambda text: quote(str(text), safe=""))
+templates.globals.update(prefix=PREFIX, version=__version__, fmt=numbers.fmt, share=numbers.share,
+                         interval_text=numbers.interval_text, quote=lambda text: quote(str(text), safe=""))
 
 
 class LoginRequired(Exception):

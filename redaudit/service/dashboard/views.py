@@ -20,7 +20,8 @@ from redaudit.core.result import LayerRow
 from redaudit.history.diff import ScanDiff
 from redaudit.history.records import ModelHistory, ScanSummary, StoredScan, VersionSummary, trend
 from redaudit.report.json_report import TOP_PAIRS, scan_from_dict
-from redaudit.report.numbers import fmt, msrs_text, percent, share, signed
+from redaudit.report.numbers import fmt, interval_bounds, msrs_text, percent, share, signed
+from redaudit.report.reading import MsrsReading
 from redaudit.service import history_io
 from redaudit.service.dashboard.svg import Chart, msrs_chart, sparkline
 from redaudit.service.state import ServiceState
@@ -66,6 +67,7 @@ class VersionRow:
     title: str
     latest: ScanSummary | None
     msrs: str
+    ci: str  # the bootstrap interval of the latest scan's MSRS, as `history --scans` writes it
     log2: str
     arrow: str
     parent: str | None  # title of the parent version (pruned from)
@@ -79,7 +81,7 @@ class ModelPage:
     chart: Chart
     lineage: list[tuple[int, VersionRow]]  # (depth, row) in tree order: pruned children under parents
     checks: list[dict[str, Any]]
-    scans: list[tuple[str, ScanSummary, str]]  # (version title, scan, msrs ± std)
+    scans: list[tuple[str, ScanSummary, str, str]]  # (version title, scan, msrs ± std, interval)
 
 
 def _lineage(rows: list[VersionRow]) -> list[tuple[int, VersionRow]]:
@@ -112,12 +114,14 @@ def model_page(state: ServiceState, name: str) -> ModelPage:
         verdicts = [verdict_by_scan[s.scan_id] for s in version.scans if s.scan_id in verdict_by_scan]
         rows.append(VersionRow(version, titles[version.sha256], latest,
                                msrs_text(latest.msrs, latest.msrs_std) if latest else "n/a",
+                               interval_bounds(latest.msrs_interval) if latest else "n/a",
                                fmt(latest.log2_msrs, ".2f") if latest else "n/a",
                                ARROWS[trend(previous, latest)] if latest else "",
                                titles.get(version.parent_sha256) if version.parent_sha256 else None,
                                verdicts[-1] if verdicts else None))
         previous = latest or previous
-        scans += [(titles[version.sha256], scan, msrs_text(scan.msrs, scan.msrs_std)) for scan in version.scans]
+        scans += [(titles[version.sha256], scan, msrs_text(scan.msrs, scan.msrs_std),
+                   interval_bounds(scan.msrs_interval)) for scan in version.scans]
     chart = msrs_chart([(row.title, row.latest.msrs if row.latest else None,
                          row.latest.msrs_std if row.latest else None, row.msrs) for row in rows])
     return ModelPage(name, rows, chart, _lineage(rows), checks, scans)
@@ -133,6 +137,7 @@ class ScanPage:
     full_rows: bool  # rows carry runtime shapes and reductions (from the JSON report)
     pairs: list[tuple[str, str, str]]
     heatmap_png: str  # base64
+    reading: MsrsReading  # scale, interval and sentence, as the scan's JSON report and HTML page show them
     prunes: list[dict[str, Any]] = field(default_factory=list)
     produced_by: dict[str, Any] | None = None  # the prune job whose output this scan measured
 
@@ -175,7 +180,9 @@ def scan_page(state: ServiceState, scan_id: int) -> ScanPage:
         rows, names = result.layer_rows(), result.layer_names
         top = result.top_pairs(TOP_PAIRS)
     else:
+        result = None
         rows, top = _stored_rows(scan), _pairs_of(np.asarray(scan.similarity, dtype=np.float64), names)
+    reading = history_io.stored_reading(scan, result)
     pairs = [(names[i], names[j], fmt(cka, ".3f")) for i, j, cka in top if math.isfinite(cka)]
     # The same picture as GET /scans/{id}/heatmap.png, inline: an <img> cannot send the API token.
     png = heatmap_png_bytes(scan.similarity, list(scan.layer_order), f"{scan.model_name} scan {scan.scan_id}") \
@@ -187,7 +194,7 @@ def scan_page(state: ServiceState, scan_id: int) -> ScanPage:
         elif (job["outcome"] or {}).get("source_sha256") == scan.version.sha256:
             prunes.append(_prune_view(job))
     return ScanPage(scan, msrs_text(scan.summary.msrs, scan.summary.msrs_std), rows, report is not None, pairs,
-                    base64.b64encode(png).decode("ascii"), prunes, produced_by)
+                    base64.b64encode(png).decode("ascii"), reading, prunes, produced_by)
 
 
 # --------------------------------------------------------------------------------------- diff
