@@ -64,6 +64,20 @@ def _layer_info(point: TapPoint, reduction: Reduction, shapes: RuntimeShapes, po
                      layout=reduction.layout, layout_source=reduction.source)
 
 
+def check_batching(spec: ScanSpec, samples: int) -> int:
+    """The CKA batch size ``spec`` gives for ``samples`` probe samples, or a ConfigError saying
+    why it cannot be scanned. Prune asks before its work, whatever its policy, so a bad option
+    is refused up front rather than ending as a late "MSRS not measured" warning."""
+    batch_size = spec.cka_batch if spec.cka_batch is not None else samples
+    if samples < batch_size:
+        raise ConfigError(f"only {samples} probe samples but --cka-batch is {batch_size}; "
+                          "pass more samples or lower --cka-batch")
+    if batch_size < min_batch(spec.estimator):
+        raise ConfigError(f"at least {min_batch(spec.estimator)} probe samples are needed for the "
+                          f"{spec.estimator} estimator")
+    return batch_size
+
+
 def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
                   inputs: Mapping[str, np.ndarray] | None = None,
                   progress: ProgressCallback | None = None, cancel: CancelCheck | None = None) -> ScanResult:
@@ -107,13 +121,7 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
     session, provider = prepared.session(augmented)
     lap("session")
     _check_cancel(cancel)
-    batch_size = spec.cka_batch if spec.cka_batch is not None else probe.samples
-    if probe.samples < batch_size:
-        raise ConfigError(f"only {probe.samples} probe samples but --cka-batch is {batch_size}; "
-                          "pass more samples or lower --cka-batch")
-    if batch_size < min_batch(spec.estimator):
-        raise ConfigError(f"at least {min_batch(spec.estimator)} probe samples are needed for the "
-                          f"{spec.estimator} estimator")
+    batch_size = check_batching(spec, probe.samples)
     on_gpu = provider == "CUDAExecutionProvider" and array_backend.name == "cupy"
     runner = BatchRunner(session, [*augmented.fetch_names, *augmented.shape_names],
                          device_arrays=array_backend.xp if on_gpu else None)

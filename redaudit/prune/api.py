@@ -15,7 +15,8 @@ import numpy as np
 import onnx
 
 import redaudit
-from redaudit.core.engine import ProgressCallback, ScanProgress, _notify, scan_prepared
+from redaudit.core.backend import select_backend
+from redaudit.core.engine import ProgressCallback, ScanProgress, _notify, check_batching, scan_prepared
 from redaudit.core.graph import parameter_count
 from redaudit.core.prepared import PreparedModel
 from redaudit.core.probe import make_probe
@@ -270,6 +271,9 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
         _check_request(candidates, remove=remove, target_params=target_params, max_drift=max_drift, names=blocks)
     _notify(progress, "probe arrays")
     arrays, real, warnings = probe_arrays(prepared, spec, arrays_in)
+    if measure_msrs or record:  # the scans before/after: options they cannot run with fail now
+        select_backend(spec.backend)
+        check_batching(spec, int(next(iter(arrays.values())).shape[0]))
     if not real:
         warnings.append("probe inputs are synthetic (random); pass real data with --inputs for meaningful numbers")
     context = PolicyContext(prepared, candidates, spec, arrays)
