@@ -271,7 +271,7 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
         _check_request(candidates, remove=remove, target_params=target_params, max_drift=max_drift, names=blocks)
     _notify(progress, "probe arrays")
     arrays, real, warnings = probe_arrays(prepared, spec, arrays_in)
-    if measure_msrs or record:  # the scans before/after: options they cannot run with fail now
+    if (measure_msrs or record) and arrays:  # the scans before/after: options they cannot run with fail now
         select_backend(spec.backend)
         check_batching(spec, int(next(iter(arrays.values())).shape[0]))
     if not real:
