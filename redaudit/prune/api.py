@@ -260,6 +260,9 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
     _notify(progress, "load")
     prepared = PreparedModel.load(model, max_model_bytes=spec.max_model_bytes, device=spec.device)
     refuse_overwriting_input(prepared.path, None if list_only else output)
+    if not prepared.input_specs:
+        raise PruneError(f"{prepared.path} has no graph inputs, so there is nothing to probe and no block "
+                         "can be measured; export the model with its inputs")
     _notify(progress, "candidates")
     candidates = find_candidates(prepared.proto, prepared.index)
     if not candidates:
@@ -271,7 +274,7 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
         _check_request(candidates, remove=remove, target_params=target_params, max_drift=max_drift, names=blocks)
     _notify(progress, "probe arrays")
     arrays, real, warnings = probe_arrays(prepared, spec, arrays_in)
-    if (measure_msrs or record) and arrays:  # the scans before/after: options they cannot run with fail now
+    if measure_msrs or record:  # the scans before/after: options they cannot run with fail now
         select_backend(spec.backend)
         check_batching(spec, int(next(iter(arrays.values())).shape[0]))
     if not real:
