@@ -20,7 +20,7 @@ from redaudit.history.errors import (DatabaseUnavailableError, IncompatibleScans
 from redaudit.service.api import history, jobs, uploads
 from redaudit.service.state import ServiceState
 from redaudit.service.storage import UploadError
-from redaudit.service.workers import EmbeddedPool, LocalBlobs, Reaper
+from redaudit.service.workers import EmbeddedPool, Reaper
 
 API_PREFIX = "/api/v1"
 
@@ -57,8 +57,7 @@ def create_app(state: ServiceState, *, start_workers: bool = True) -> FastAPI:
     reaper: Reaper | None = None
     settings = state.settings
     if start_workers and settings.broker is None and settings.workers > 0:
-        pool = EmbeddedPool(state.jobs, LocalBlobs(state.blobs, state.jobs), state.limits, settings.workers,
-                            settings.poll_s)
+        pool = EmbeddedPool(settings, settings.workers)
         state.dispatch = lambda job_id, queue: pool.notify(job_id)
     elif settings.broker is not None:
         from redaudit.service.celery_app import dispatcher
@@ -81,6 +80,7 @@ def create_app(state: ServiceState, *, start_workers: bool = True) -> FastAPI:
                 reaper.stop()
             if pool is not None:
                 pool.stop()
+            state.checks.shutdown()
 
     app = FastAPI(title="redaudit", version=__version__, lifespan=lifespan,
                   description="Structural-redundancy audits (RedTest / MSRS) of ONNX models, as a service.",

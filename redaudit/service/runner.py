@@ -64,8 +64,13 @@ def _model_path(blobs: BlobAccess, sha256: str, workdir: Path, limits: ArchiveLi
     return next(file for file in files if file.suffix == ".onnx")
 
 
-def run_claimed(jobs: JobStore, blobs: BlobAccess, claim: Claim, limits: ArchiveLimits) -> str:
-    """Execute the claimed job to its end; returns the final state this worker wrote."""
+def run_claimed(jobs: JobStore, blobs: BlobAccess, claim: Claim, limits: ArchiveLimits,
+                threads: int | None = None) -> str:
+    """Execute the claimed job to its end; returns the final state this worker wrote.
+
+    ``threads``: onnxruntime threads for a job whose spec leaves them open — the worker's share
+    of the machine's cores (``workers.default_threads``). Not a result setting: MSRS does not
+    depend on it, so scans with different thread counts stay comparable."""
     job = jobs.get(claim.job_id)
     beat = _Beat()
     pulse = threading.Thread(target=_heartbeat, args=(jobs, claim, beat, max(0.2, min(jobs.lease_s / 3, 2.0))),
@@ -73,7 +78,7 @@ def run_claimed(jobs: JobStore, blobs: BlobAccess, claim: Claim, limits: Archive
     pulse.start()
     try:
         with tempfile.TemporaryDirectory(prefix="redaudit-job-") as workdir:
-            finished = _execute(jobs, blobs, claim, job, beat, Path(workdir), limits)
+            finished = _execute(jobs, blobs, claim, job, beat, Path(workdir), limits, threads)
             return "succeeded" if finished else "lost"
     except history_io.ScanCancelled:
         if beat.lost:
@@ -95,9 +100,11 @@ def run_claimed(jobs: JobStore, blobs: BlobAccess, claim: Claim, limits: Archive
 
 
 def _execute(jobs: JobStore, blobs: BlobAccess, claim: Claim, job: dict[str, Any], beat: _Beat,
-             workdir: Path, limits: ArchiveLimits) -> bool:
+             workdir: Path, limits: ArchiveLimits, threads: int | None) -> bool:
     model_path = _model_path(blobs, job["blob_sha256"], workdir, limits)
     spec = ScanSpec.from_json(job["spec"])
+    if spec.threads is None and threads is not None:
+        spec = spec.with_options(threads=threads)
     if job["inputs_sha256"]:
         spec = spec.with_options(inputs=str(blobs.fetch(job["inputs_sha256"])))
 

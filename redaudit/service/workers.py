@@ -1,8 +1,8 @@
 """Where jobs run: embedded worker threads inside ``serve``, and the lease reaper.
 
-The embedded pool is the single-machine default: threads that claim queued jobs from the
-database, so ``serve`` alone is a complete service. onnxruntime and the CKA math release the GIL,
-so a scan thread leaves the API responsive. The reaper runs in ``serve`` in every mode: it turns
+The embedded pool is the single-machine default: child processes that claim queued jobs from
+the database, so ``serve`` alone is a complete service and the API's interpreter is left to
+requests. The reaper runs in ``serve`` in every mode: it turns
 jobs whose worker stopped sending heartbeats back into queued jobs (or failed ones) and wakes a
 worker for them, so no job stays "running" after its worker died.
 """
@@ -13,12 +13,14 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from redaudit.service.archives import ArchiveLimits
 from redaudit.service.jobs import JobStore
 from redaudit.service.runner import run_claimed
+from redaudit.service.settings import ServiceSettings
 from redaudit.service.storage import BlobStore, UploadError
 
 log = logging.getLogger("redaudit.service")
@@ -96,43 +98,116 @@ class HttpBlobs:
         return response.json()["sha256"]
 
 
-class EmbeddedPool:
-    """``count`` worker threads claiming jobs from the database until :meth:`stop`."""
+def default_threads(concurrency: int) -> int:
+    """onnxruntime intra-op threads (and BLAS threads) per job when the spec leaves them open:
+    the machine's cores shared among the jobs that run at once. Left to their defaults, each of
+    two concurrent scans starts one thread per core, and the two fight over the same cores (on 2
+    cores, 2 workers were 0.81x of 1 instead of 0.5x)."""
+    return max(1, (os.cpu_count() or 1) // max(1, concurrency))
 
-    def __init__(self, jobs: JobStore, blobs, limits: ArchiveLimits, count: int, poll_s: float,
-                 queues: tuple[str, ...] | None = None) -> None:
-        self.jobs, self.blobs, self.limits, self.poll_s, self.queues = jobs, blobs, limits, poll_s, queues
-        self.stopping = threading.Event()
-        self.wake = threading.Event()
-        self.threads = [threading.Thread(target=self._loop, args=(i,), name=f"redaudit-worker-{i}", daemon=True)
-                        for i in range(count)]
+
+class EmbeddedPool:
+    """``count`` worker *processes* claiming jobs from the database until :meth:`stop`.
+
+    Processes, not threads: a scan is Python between its numpy and onnxruntime calls, and in the
+    API's process that Python holds the API's GIL, so status polls waited behind scans (p95 of
+    204 ms under load). A child process has its own interpreter; the API keeps its GIL for
+    requests. Each child opens its own engine on ``settings.db`` and its own blob store on the
+    same folder; the database is the only thing they share with the API, as Celery workers do.
+    """
+
+    def __init__(self, settings: ServiceSettings, count: int, queues: tuple[str, ...] | None = None) -> None:
+        import multiprocessing
+
+        # spawn, not fork: the API process has threads (and a database pool) a fork would copy
+        # in whatever state they were in.
+        context = multiprocessing.get_context("spawn")
+        threads = default_threads(count)
+        level = logging.getLogger().getEffectiveLevel()
+        self.processes, self.bells, self._readers = [], [], []
+        for index in range(count):
+            # One pipe per child: a byte wakes it for a new job; the pipe's end (stop, or serve
+            # killed outright) tells it to exit. No semaphores to leak, no parent to poll for.
+            reader, bell = context.Pipe(duplex=False)
+            self.processes.append(context.Process(target=_child_main, name=f"redaudit-worker-{index}", daemon=True,
+                                                  args=(settings, index, queues, threads, level, reader)))
+            self.bells.append(bell)
+            self._readers.append(reader)
+        self._lock = threading.Lock()
 
     def start(self) -> None:
-        for thread in self.threads:
-            thread.start()
+        for process, reader in zip(self.processes, self._readers):
+            process.start()
+            reader.close()  # the child has its own copy; ours would keep the pipe open forever
 
     def notify(self, _job_id: str | None = None) -> None:
-        self.wake.set()
-
-    def _loop(self, index: int) -> None:
-        name = worker_name(f"/embedded-{index}")
-        while not self.stopping.is_set():
-            try:
-                claim = self.jobs.claim(name, queues=self.queues)
-            except Exception:
-                log.warning("embedded worker %s could not read the job table", name, exc_info=True)
-                claim = None
-            if claim is None:
-                self.wake.wait(self.poll_s)
-                self.wake.clear()
-                continue
-            run_claimed(self.jobs, self.blobs, claim, self.limits)
+        with self._lock:
+            for bell in self.bells:
+                try:
+                    bell.send_bytes(b"!")
+                except OSError:  # that child is gone: the others (or the reaper) take the job
+                    pass
 
     def stop(self, timeout: float = 5.0) -> None:
-        self.stopping.set()
-        self.wake.set()
-        for thread in self.threads:
-            thread.join(timeout)
+        """Tell the children to stop after their current job; terminate those still busy after
+        ``timeout`` (their job's lease expires and the reaper queues it again)."""
+        with self._lock:
+            for bell in self.bells:
+                bell.close()
+            self.bells = []
+        deadline = time.monotonic() + timeout
+        for process in self.processes:
+            if process.pid is not None:
+                process.join(max(0.0, deadline - time.monotonic()))
+        for process in self.processes:
+            if process.is_alive():
+                process.terminate()
+                process.join(5)
+
+
+def _drain(reader, wait_s: float) -> bool:
+    """Wait up to ``wait_s`` for a wake-up and swallow the queued ones; False once the pipe is
+    closed (serve is stopping, or gone)."""
+    try:
+        if reader.poll(wait_s):
+            while reader.poll(0):
+                reader.recv_bytes()
+    except (EOFError, OSError):
+        return False
+    return True
+
+
+def _child_main(settings: ServiceSettings, index: int, queues: tuple[str, ...] | None, threads: int,
+                log_level: int, reader) -> None:
+    """One embedded worker process: claim, run, repeat, until its pipe to ``serve`` closes."""
+    import signal
+
+    from threadpoolctl import threadpool_limits
+
+    from redaudit.history.db import make_engine
+    from redaudit.service.storage import BlobStore
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: serve stops us
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    threadpool_limits(threads)  # BLAS in the CKA math, like onnxruntime's threads below
+    engine = make_engine(settings.db)
+    jobs = JobStore(engine, settings.lease_s, settings.max_attempts)
+    blobs = LocalBlobs(BlobStore(settings.blob_dir), jobs)
+    name = worker_name(f"/embedded-{index}")
+    import redaudit.core.engine  # noqa: F401  (imported now, not inside the first job's time)
+
+    while _drain(reader, 0):
+        try:
+            claim = jobs.claim(name, queues=queues)
+        except Exception:
+            log.warning("embedded worker %s could not read the job table", name, exc_info=True)
+            claim = None
+        if claim is None:
+            if not _drain(reader, settings.poll_s):
+                break
+            continue
+        run_claimed(jobs, blobs, claim, settings.limits, threads=threads)
+    engine.dispose()
 
 
 class Reaper:
