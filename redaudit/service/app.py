@@ -6,6 +6,7 @@ another process's pool).
 """
 from __future__ import annotations
 
+import time
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -17,7 +18,7 @@ from pydantic import BaseModel
 from redaudit.errors import RedauditError
 from redaudit.history.errors import (DatabaseUnavailableError, IncompatibleScansError, LabelInUseError,
                                      UnknownReferenceError)
-from redaudit.service.api import history, jobs, uploads
+from redaudit.service.api import admin, history, jobs, uploads
 from redaudit.service.state import ServiceState
 from redaudit.service.storage import UploadError
 from redaudit.service.workers import EmbeddedPool, Reaper
@@ -50,6 +51,29 @@ def _status(error: RedauditError) -> int:
     # 422 stays FastAPI's own (a body that does not fit the request schema, documented as such);
     # our errors — an invalid scan option included — are 400 with a one-line detail.
     return 400
+
+
+class ServerTiming:
+    """ASGI middleware: a ``Server-Timing: app;dur=MS`` header on every response, the time from
+    the request reaching the app to its response starting. Comparing it with what a client
+    measures separates the service's own time from waiting for a core or a connection (how the
+    read latency under load was profiled: benchmarks/service_load.py reports both)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        began = time.perf_counter()
+
+        async def timed_send(message) -> None:
+            if message["type"] == "http.response.start":
+                duration = f"app;dur={1000 * (time.perf_counter() - began):.2f}".encode()
+                message = {**message, "headers": [*message.get("headers", []), (b"server-timing", duration)]}
+            await send(message)
+        await self.app(scope, receive, timed_send)
 
 
 def create_app(state: ServiceState, *, start_workers: bool = True) -> FastAPI:
@@ -87,7 +111,8 @@ def create_app(state: ServiceState, *, start_workers: bool = True) -> FastAPI:
                   openapi_url=f"{API_PREFIX}/openapi.json", docs_url=f"{API_PREFIX}/docs", redoc_url=None,
                   responses=ERRORS)
     app.state.service = state
-    for router in (uploads.router, jobs.router, history.router):
+    app.add_middleware(ServerTiming)
+    for router in (uploads.router, jobs.router, history.router, admin.router):
         app.include_router(router, prefix=API_PREFIX)
     from redaudit.service.dashboard import mount
 

@@ -48,11 +48,18 @@ def check_inputs(staged: Path, limits: ArchiveLimits) -> None:
         raise UploadError("the inputs archive holds no arrays; save one array per model input with numpy.savez")
 
 
+#: Check processes run below the API's CPU priority (as the embedded workers do, see
+#: ``workers.SCAN_NICENESS``), so fifty uploads being checked do not delay status reads.
+CHECK_NICENESS = 5
+
+
 def _exit_with(parent: int) -> None:
-    """In a check process: exit once ``serve`` is gone. uvicorn ends by re-raising the SIGTERM
+    """In a check process: lower its priority, and exit once ``serve`` is gone. uvicorn ends by re-raising the SIGTERM
     it handled, so the executor's exit hook never runs in the API process, and an orphaned check
     process would wait for work forever (holding the API's stdout open)."""
     import time
+
+    os.nice(CHECK_NICENESS)
 
     def watch() -> None:
         while os.getppid() == parent:

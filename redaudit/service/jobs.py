@@ -29,7 +29,7 @@ from redaudit.service.models import (CANCELLED, FAILED, QUEUED, RUNNING, SUCCEED
 PUBLIC_FIELDS = ("id", "kind", "state", "queue", "model_name", "label", "blob_sha256", "inputs_sha256",
                  "options", "record", "progress_stage", "progress_done", "progress_total", "attempts",
                  "worker", "cancel_requested", "created_at", "started_at", "finished_at", "error",
-                 "scan_id", "outcome", "output_sha256")
+                 "scan_id", "outcome", "output_sha256", "token_id")
 
 
 def now() -> datetime:

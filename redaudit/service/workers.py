@@ -98,6 +98,13 @@ class HttpBlobs:
         return response.json()["sha256"]
 
 
+#: How much lower than ``serve``'s the embedded workers' CPU priority is. A scan is batch work;
+#: the API answers people. In their own processes (no GIL shared with the API) a lower priority
+#: only means the API gets a core first when both want one — as threads it was an inversion: a
+#: low-priority scan thread holding the API's GIL made requests wait longer.
+SCAN_NICENESS = 10
+
+
 def default_threads(concurrency: int) -> int:
     """onnxruntime intra-op threads (and BLAS threads) per job when the spec leaves them open:
     the machine's cores shared among the jobs that run at once. Left to their defaults, each of
@@ -188,6 +195,7 @@ def _child_main(settings: ServiceSettings, index: int, queues: tuple[str, ...] |
     from redaudit.service.storage import BlobStore
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: serve stops us
+    os.nice(SCAN_NICENESS)
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     threadpool_limits(threads)  # BLAS in the CKA math, like onnxruntime's threads below
     engine = make_engine(settings.db)

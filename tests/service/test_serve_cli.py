@@ -96,3 +96,22 @@ def test_push_exit_codes_follow_check(served, model_file, tmp_path, monkeypatch)
     unreachable = runner.invoke(cli, ["push", str(model_file), "--server", f"http://127.0.0.1:{free_port()}",
                                       "--name", "net"])
     assert unreachable.exit_code == 2 and "cannot reach" in unreachable.stderr
+
+
+def test_token_created_over_the_api_never_reaches_the_log(tmp_path):
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    admin = CliRunner().invoke(cli, ["token", "create", "ops", "--scope", "admin", "--db", db]).stdout.strip()
+    port = free_port()
+    process = start_serve(["--db", db, "--data-dir", str(tmp_path / "data"), "--log-level", "debug"], port)
+    try:
+        created = httpx.post(f"http://127.0.0.1:{port}/api/v1/tokens", json={"name": "ci", "scope": "write"},
+                             headers={"Authorization": f"Bearer {admin}"})
+        assert created.status_code == 201, created.text
+        secret = created.json()["secret"]
+        assert httpx.get(f"http://127.0.0.1:{port}/api/v1/jobs",
+                         headers={"Authorization": f"Bearer {secret}"}).status_code == 200
+    finally:
+        process.terminate()
+        log = process.communicate(timeout=30)[0]
+    assert "POST /api/v1/tokens" in log  # the access log is on, and at debug level
+    assert secret not in log and secret[4:] not in log and admin not in log

@@ -72,6 +72,7 @@ class JobOut(BaseModel):
     scan_id: int | None
     outcome: dict[str, Any] | None
     output_sha256: str | None
+    token_id: int | None = Field(description="the token that submitted the job (see GET /tokens, admin)")
     spec: dict[str, Any]
 
 
@@ -160,9 +161,12 @@ async def get_job(job_id: str, state: ServiceState = Depends(get_state), who: Ca
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut,
-             summary="Cancel a queued job, or ask a running one to stop at its next batch")
-def cancel_job(job_id: str, state: ServiceState = Depends(get_state), _token=Depends(require_write)) -> JobOut:
-    _job(state, job_id)
+             summary="Cancel a queued job, or ask a running one to stop at its next batch (its submitter or admin)")
+def cancel_job(job_id: str, state: ServiceState = Depends(get_state), token=Depends(require_write)) -> JobOut:
+    job = _job(state, job_id)
+    if job["token_id"] != token.id and not token.allows("admin"):
+        raise HTTPException(403, f"job {job_id} was submitted with another token; only that token or an "
+                                 "admin token may cancel it")
     state.jobs.cancel(job_id)
     return _out(_job(state, job_id))
 
