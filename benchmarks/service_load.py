@@ -209,25 +209,40 @@ def overhead(folder: Path, repeats: int = 5) -> dict:
             "library_scan_s": statistics.median(library_s)}
 
 
-def scaling(folder: Path, jobs: int = 20) -> dict:
-    times = {}
-    for workers in (1, 2, 1, 2):  # interleaved, medians of 2 each
-        sub = folder / f"scale-{workers}-{len(times.get(workers, []))}"
-        sub.mkdir()
-        server = Server(sub, workers=workers)
-        path = _models(sub, 1)[0]
-        blob = server.client.post("/uploads/model", content=path.read_bytes(),
-                                  headers={"content-type": "application/octet-stream"}).json()["sha256"]
-        began = time.perf_counter()
-        ids = [server.client.post("/scans", json={"model": "q", "blob": blob,
-                                                  "spec": {"samples": 1024, "cka_batch": 128}}).json()["id"]
-               for _ in range(jobs)]
-        done = server.wait_all(ids)
-        times.setdefault(workers, []).append(time.perf_counter() - began)
-        assert all(job["state"] == "succeeded" for job in done)
-        server.stop()
-    one, two = statistics.median(times[1]), statistics.median(times[2])
-    return {"queue": jobs, "one_worker_s": one, "two_workers_s": two, "ratio": two / one}
+def scaling(folder: Path, jobs: int = 20, rounds: int = 3, samples: int = 4096) -> dict:
+    """A queue of ``jobs`` scans drained by ``serve --workers 1`` and ``--workers 2`` (each job
+    then gets cores/2 onnxruntime threads), and by 2 workers whose jobs ask for every core
+    (``spec.threads`` = cores, the old default), and by 1 worker with 1 thread (on a busy
+    machine, cores/1 threads can be slower than one): interleaved, medians of ``rounds``. Each scan
+    has ``samples`` samples (4,096: about 0.3 s on one core, so the queue takes seconds, not the
+    wake-up and polling granularity of a tenth of a second)."""
+    cores = os.cpu_count() or 1
+    configs = {"one_worker_s": (1, None), "one_worker_one_thread_s": (1, 1), "two_workers_s": (2, None),
+               "two_workers_all_cores_s": (2, cores)}
+    times: dict[str, list[float]] = {name: [] for name in configs}
+    for round_ in range(rounds):
+        for name, (workers, threads) in configs.items():
+            sub = folder / f"{name}-{round_}"
+            sub.mkdir()
+            server = Server(sub, workers=workers)
+            path = _models(sub, 1)[0]
+            blob = server.client.post("/uploads/model", content=path.read_bytes(),
+                                      headers={"content-type": "application/octet-stream"}).json()["sha256"]
+            time.sleep(3)  # the worker processes finish importing before the clock runs
+            spec = {"samples": samples, "cka_batch": 256, **({"threads": threads} if threads else {})}
+            began = time.perf_counter()
+            ids = [server.client.post("/scans", json={"model": "q", "blob": blob, "spec": spec}).json()["id"]
+                   for _ in range(jobs)]
+            done = server.wait_all(ids)
+            times[name].append(time.perf_counter() - began)
+            assert all(job["state"] == "succeeded" for job in done)
+            server.stop()
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    return {"queue": jobs, "samples": samples, "cores": cores, "runs": times, **medians,
+            "ratio": medians["two_workers_s"] / medians["one_worker_s"],
+            "ratio_all_cores": medians["two_workers_all_cores_s"] / medians["one_worker_s"],
+            "ratio_vs_best_one_worker": medians["two_workers_s"] / min(medians["one_worker_s"],
+                                                                        medians["one_worker_one_thread_s"])}
 
 
 def _load_average() -> list[float]:

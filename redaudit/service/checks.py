@@ -48,8 +48,8 @@ def check_inputs(staged: Path, limits: ArchiveLimits) -> None:
         raise UploadError("the inputs archive holds no arrays; save one array per model input with numpy.savez")
 
 
-#: Check processes run below the API's CPU priority (as the embedded workers do, see
-#: ``workers.SCAN_NICENESS``), so fifty uploads being checked do not delay status reads.
+#: Check processes run below the API's CPU priority, so fifty uploads being checked do not delay
+#: status reads. (Single-threaded and short, unlike scans, which are not niced: see workers.py.)
 CHECK_NICENESS = 5
 
 
