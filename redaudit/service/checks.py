@@ -19,6 +19,7 @@ from pathlib import Path
 from redaudit.service.archives import ArchiveLimits, check_npz_archive, extract_bundle
 from redaudit.service.storage import UploadError
 
+
 def check_model(staged: Path, kind: str, filename: str, limits: ArchiveLimits) -> str:
     """Validate a staged model or bundle as the CLI validates a file; returns the history
     identity of the model (the .onnx file's sha256, which for a bundle is not the archive's)."""

@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from redaudit.service.archives import ArchiveLimits
 from redaudit.service.jobs import JobStore
 from redaudit.service.runner import run_claimed
 from redaudit.service.settings import ServiceSettings

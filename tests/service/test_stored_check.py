@@ -71,7 +71,7 @@ def test_refusals_are_one_line_4xx(recorded):
 
 
 def test_incomparable_baseline_is_409_unless_forced(recorded, model_file):
-    service, (_first, second), (_id1, id2) = recorded
+    service, (_first, second), _ids = recorded
     other = redaudit.scan(model_file, samples=64, cka_batch=64)  # another cka_batch: other numbers
     other_id = record_scan(service.state.engine, other, "other", "v1")
     later = record_scan(service.state.engine, second, "net", "again")  # recorded after "other"
