@@ -22,7 +22,7 @@ TOKEN_ENV = "REDAUDIT_TOKEN"
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where uploaded blobs are stored (default: the user data directory).")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(0, 64),
-              help="Embedded worker processes (ignored with --broker); each job gets cores/N threads "
+              help="Embedded worker processes (ignored with --broker); each job gets (cores-1)/N threads "
                    "unless its spec sets threads.")
 @click.option("--broker", metavar="URL", default=None,
               help="Celery broker (redis://... or amqp://...): queue jobs for `redaudit worker` processes.")
@@ -62,7 +62,7 @@ def serve_command(host, port, db, data_dir, workers, broker, public_read, lease_
 @click.option("--queue", "queues", multiple=True, type=click.Choice(["cpu", "gpu"]), default=("cpu",),
               show_default=True, help="Queue(s) to take jobs from; run GPU machines with --queue gpu.")
 @click.option("--concurrency", default=1, show_default=True, type=click.IntRange(1, 256),
-              help="Jobs at once; each gets cores/N onnxruntime threads unless its spec sets threads.")
+              help="Jobs at once; each gets (cores-1)/N onnxruntime threads (at least 1) unless its spec sets threads.")
 @click.option("--lease", "lease_s", default=60.0, show_default=True, type=click.FloatRange(1, 86400))
 @click.option("--max-attempts", default=2, show_default=True, type=click.IntRange(1, 100))
 @click.option("--max-upload-size", default=str(DEFAULT_MAX_MODEL_BYTES), show_default=True)

@@ -71,7 +71,7 @@ def worker_app(broker: str, db: str, server: str, token: str | None, lease_s: fl
     """The Celery app a ``redaudit worker`` process runs, with the job task registered.
 
     ``threads``: onnxruntime and BLAS threads per job whose spec leaves them open (``redaudit
-    worker`` passes the cores divided by ``--concurrency``)."""
+    worker`` passes ``workers.default_threads(--concurrency)``: the cores but one, shared)."""
     from redaudit.history.db import make_engine
     from redaudit.history.schema import ensure_schema
     from redaudit.service.runner import run_claimed

@@ -1,4 +1,4 @@
-"""Where jobs run: embedded worker threads inside ``serve``, and the lease reaper.
+"""Where jobs run: embedded worker processes of ``serve``, and the lease reaper.
 
 The embedded pool is the single-machine default: child processes that claim queued jobs from
 the database, so ``serve`` alone is a complete service and the API's interpreter is left to
@@ -98,11 +98,16 @@ class HttpBlobs:
 
 
 def default_threads(concurrency: int) -> int:
-    """onnxruntime intra-op threads (and BLAS threads) per job when the spec leaves them open:
-    the machine's cores shared among the jobs that run at once. Left to their defaults, each of
-    two concurrent scans starts one thread per core, and the two fight over the same cores (on 2
-    cores, 2 workers were 0.81x of 1 instead of 0.5x)."""
-    return max(1, (os.cpu_count() or 1) // max(1, concurrency))
+    """onnxruntime and BLAS threads per job when the spec leaves them open: the machine's cores
+    but one (kept for the API, the database and the rest), shared among the jobs that run at
+    once, at least one each.
+
+    Why not every core: a job with more threads than it gets cores waits at every parallel op
+    for a thread the scheduler gave to someone else. On this project's 2 shared cores, 20 scans
+    on one worker took 7.2 s with 2 threads and 2.0 s with 1; two workers with 2 threads each
+    took 7.5 s, with 1 each 1.4 s (benchmarks/service_load.py scaling; docs/service.md).
+    """
+    return max(1, ((os.cpu_count() or 1) - 1) // max(1, concurrency))
 
 
 class EmbeddedPool:
@@ -210,7 +215,7 @@ def _child_main(settings: ServiceSettings, index: int, queues: tuple[str, ...] |
             if not _drain(reader, settings.poll_s):
                 break
             continue
-        run_claimed(jobs, blobs, claim, settings.limits, threads=threads)
+        run_claimed(jobs, blobs, claim, settings.limits, threads=threads, own_process=True)
     engine.dispose()
 
 
