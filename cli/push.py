@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -59,9 +60,28 @@ class _Api:
                              headers={"content-type": content_type})["sha256"]
 
 
-def _spec(options: dict) -> dict:
-    spec = scan_spec(options).with_options(inputs=None)  # validated here, before any upload
-    data = spec.to_dict()
+def _bundle_if_external(model: Path, folder: Path, max_bytes: int) -> Path:
+    """What to upload for ``model``: itself, or — for an .onnx whose weights live in external
+    data files beside it — a .tar of the model and exactly the files it references, checked by
+    the server's own policy first (relative, inside the model's folder, present, in range)."""
+    if model.suffix.lower() != ".onnx":
+        return model  # a .zip/.tar bundle already, or a file the server will judge
+    from redaudit.core.model import external_data_files
+    from redaudit.service.archives import pack_bundle
+
+    files = external_data_files(model, max_bytes)
+    if not files:
+        return model
+    bundle = folder / f"{model.stem}.tar"
+    pack_bundle(model, files, bundle)
+    click.echo(f"{model.name} keeps its weights in {len(files)} external data file(s); uploading them "
+               f"together as a bundle", err=True)
+    return bundle
+
+
+def _spec_fields(spec: ScanSpec) -> dict:
+    """The options that differ from the defaults, as the request's ``spec`` (inputs travel apart)."""
+    data = spec.with_options(inputs=None).to_dict()
     data.pop("inputs")
     return {key: value for key, value in data.items() if value != ScanSpec().to_dict().get(key)}
 
@@ -84,17 +104,21 @@ def _spec(options: dict) -> dict:
 def push_command(model, server, name, label, wait, max_increase, max_msrs, significant, no_record, timeout,
                  **options) -> None:
     """Upload MODEL (.onnx, or a .zip/.tar bundle with external data) to a redaudit service and
-    scan it there; with --max-increase/--max-msrs, gate it like `redaudit check`."""
+    scan it there; with --max-increase/--max-msrs, gate it like `redaudit check`. An .onnx whose
+    weights are in external data files beside it is sent as a .tar of it and those files."""
     if significant and max_increase is None:
         raise ConfigError("--significant qualifies an increase: use it with --max-increase PCT")
     token = os.environ.get(TOKEN_ENV)
     if not token:
         raise PushError(f"set ${TOKEN_ENV} to an API token with the write scope (`redaudit token create`)")
     inputs = options.get("inputs")
-    spec = _spec(options)
+    scan = scan_spec(options)  # validated here, before any upload
+    spec = _spec_fields(scan)
     api = _Api(server, token)
-    body = {"model": name, "label": label, "blob": api.upload(model, "model"), "spec": spec,
-            "record": not no_record}
+    with tempfile.TemporaryDirectory(prefix="redaudit-push-") as folder:
+        upload = _bundle_if_external(model, Path(folder), scan.max_model_bytes)
+        blob = api.upload(upload, "model")
+    body = {"model": name, "label": label, "blob": blob, "spec": spec, "record": not no_record}
     if inputs:
         body["inputs"] = api.upload(Path(inputs), "inputs")
     gated = max_increase is not None or max_msrs is not None

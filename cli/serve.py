@@ -22,7 +22,8 @@ TOKEN_ENV = "REDAUDIT_TOKEN"
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where uploaded blobs are stored (default: the user data directory).")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(0, 64),
-              help="Embedded worker threads (ignored with --broker).")
+              help="Embedded worker processes (ignored with --broker); each job gets (cores-1)/N threads "
+                   "unless its spec sets threads.")
 @click.option("--broker", metavar="URL", default=None,
               help="Celery broker (redis://... or amqp://...): queue jobs for `redaudit worker` processes.")
 @click.option("--public-read", is_flag=True, help="Allow reads without a token (writes always need one).")
@@ -60,7 +61,8 @@ def serve_command(host, port, db, data_dir, workers, broker, public_read, lease_
               help="The API's base URL (models are fetched from it by sha256); token from $REDAUDIT_TOKEN.")
 @click.option("--queue", "queues", multiple=True, type=click.Choice(["cpu", "gpu"]), default=("cpu",),
               show_default=True, help="Queue(s) to take jobs from; run GPU machines with --queue gpu.")
-@click.option("--concurrency", default=1, show_default=True, type=click.IntRange(1, 256))
+@click.option("--concurrency", default=1, show_default=True, type=click.IntRange(1, 256),
+              help="Jobs at once; each gets (cores-1)/N onnxruntime threads (at least 1) unless its spec sets threads.")
 @click.option("--lease", "lease_s", default=60.0, show_default=True, type=click.FloatRange(1, 86400))
 @click.option("--max-attempts", default=2, show_default=True, type=click.IntRange(1, 100))
 @click.option("--max-upload-size", default=str(DEFAULT_MAX_MODEL_BYTES), show_default=True)
@@ -72,10 +74,12 @@ def worker_command(broker, db, server, queues, concurrency, lease_s, max_attempt
     """Run a Celery worker that executes queued scan/check/prune jobs."""
     from redaudit.service.archives import ArchiveLimits
     from redaudit.service.celery_app import worker_app
+    from redaudit.service.workers import default_threads
 
     limits = ArchiveLimits(parse_size(max_upload_size), 1000, 200.0)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = worker_app(broker, db, server, os.environ.get(TOKEN_ENV), lease_s, max_attempts, limits)
+    app = worker_app(broker, db, server, os.environ.get(TOKEN_ENV), lease_s, max_attempts, limits,
+                     threads=default_threads(concurrency))
     app.worker_main(["worker", "--pool", "threads", "--concurrency", str(concurrency),
                      "--hostname", f"redaudit-{os.getpid()}@%h",  # unique: several workers per machine
                      "--queues", ",".join(queues), "--loglevel", log_level.upper(), "--without-gossip",

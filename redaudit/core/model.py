@@ -135,6 +135,29 @@ def _check_location(ref: ExternalRef, folder: Path, root: Path) -> int:
     return length
 
 
+def external_data_files(path: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_MODEL_BYTES) -> list[str]:
+    """The external-data files the model at ``path`` references, as relative POSIX paths inside
+    its folder, each once; empty for a self-contained model.
+
+    Validated as :func:`load_model` validates them (relative, no ``..``, inside the folder after
+    resolving links, present, long enough, within ``max_bytes`` in all), without reading the
+    data: what ``redaudit push`` packs beside the model into a bundle — only these files.
+    """
+    model_path = Path(path)
+    if not model_path.is_file():
+        raise ModelLoadError(f"model file not found: {model_path}")
+    size = model_path.stat().st_size
+    if size > max_bytes:
+        raise UnsafeModelError(f"{model_path} is {_mib(size)}, above the {_mib(max_bytes)} limit; "
+                               "raise it with --max-model-size if you trust this file")
+    proto = parse_model_bytes(model_path.read_bytes(), str(model_path))
+    tensors = _external_tensors(proto)
+    if not tensors:
+        return []
+    _check_external_data(proto, model_path.parent, max_bytes, size)
+    return sorted({Path(_external_ref(tensor).location).as_posix() for tensor in tensors})
+
+
 def load_model(path: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_MODEL_BYTES,
                check: bool = True) -> LoadedModel:
     """Read, validate and return the model at ``path``; raises a ModelLoadError subclass."""

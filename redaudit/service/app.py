@@ -6,6 +6,7 @@ another process's pool).
 """
 from __future__ import annotations
 
+import time
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -17,10 +18,10 @@ from pydantic import BaseModel
 from redaudit.errors import RedauditError
 from redaudit.history.errors import (DatabaseUnavailableError, IncompatibleScansError, LabelInUseError,
                                      UnknownReferenceError)
-from redaudit.service.api import history, jobs, uploads
+from redaudit.service.api import admin, history, jobs, uploads
 from redaudit.service.state import ServiceState
 from redaudit.service.storage import UploadError
-from redaudit.service.workers import EmbeddedPool, LocalBlobs, Reaper
+from redaudit.service.workers import EmbeddedPool, Reaper
 
 API_PREFIX = "/api/v1"
 
@@ -52,13 +53,35 @@ def _status(error: RedauditError) -> int:
     return 400
 
 
+class ServerTiming:
+    """ASGI middleware: a ``Server-Timing: app;dur=MS`` header on every response, the time from
+    the request reaching the app to its response starting. Comparing it with what a client
+    measures separates the service's own time from waiting for a core or a connection (how the
+    read latency under load was profiled: benchmarks/service_load.py reports both)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        began = time.perf_counter()
+
+        async def timed_send(message) -> None:
+            if message["type"] == "http.response.start":
+                duration = f"app;dur={1000 * (time.perf_counter() - began):.2f}".encode()
+                message = {**message, "headers": [*message.get("headers", []), (b"server-timing", duration)]}
+            await send(message)
+        await self.app(scope, receive, timed_send)
+
+
 def create_app(state: ServiceState, *, start_workers: bool = True) -> FastAPI:
     pool: EmbeddedPool | None = None
     reaper: Reaper | None = None
     settings = state.settings
     if start_workers and settings.broker is None and settings.workers > 0:
-        pool = EmbeddedPool(state.jobs, LocalBlobs(state.blobs, state.jobs), state.limits, settings.workers,
-                            settings.poll_s)
+        pool = EmbeddedPool(settings, settings.workers)
         state.dispatch = lambda job_id, queue: pool.notify(job_id)
     elif settings.broker is not None:
         from redaudit.service.celery_app import dispatcher
@@ -81,13 +104,15 @@ def create_app(state: ServiceState, *, start_workers: bool = True) -> FastAPI:
                 reaper.stop()
             if pool is not None:
                 pool.stop()
+            state.checks.shutdown()
 
     app = FastAPI(title="redaudit", version=__version__, lifespan=lifespan,
                   description="Structural-redundancy audits (RedTest / MSRS) of ONNX models, as a service.",
                   openapi_url=f"{API_PREFIX}/openapi.json", docs_url=f"{API_PREFIX}/docs", redoc_url=None,
                   responses=ERRORS)
     app.state.service = state
-    for router in (uploads.router, jobs.router, history.router):
+    app.add_middleware(ServerTiming)
+    for router in (uploads.router, jobs.router, history.router, admin.router):
         app.include_router(router, prefix=API_PREFIX)
     from redaudit.service.dashboard import mount
 

@@ -149,3 +149,23 @@ def check_npz_archive(path: Path, limits: ArchiveLimits) -> None:
                               "(archive bomb?); refused", 413)
     if total > limits.max_bytes:
         raise UploadError(f"inputs unpack to {total:,} bytes, above the server's limit of {limits.max_bytes:,}", 413)
+
+
+def pack_bundle(model: Path, files: list[str], target: Path) -> None:
+    """Write ``model`` and its external-data ``files`` (relative to its folder, as
+    ``core.model.external_data_files`` returns them) into an uncompressed tar at ``target``.
+
+    Every member is a regular file under a relative name — links are stored as the bytes they
+    point to — so the bundle passes the policy :func:`extract_bundle` enforces on the server.
+    """
+    folder = model.parent
+    names = [model.name, *files]
+    for name in names:
+        _safe_name(name)
+    with tarfile.open(target, "w") as archive:
+        for name in names:
+            source = (folder / name).resolve()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = source.stat().st_size, 0o644
+            with open(source, "rb") as handle:
+                archive.addfile(info, handle)

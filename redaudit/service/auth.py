@@ -15,6 +15,8 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
 from redaudit.errors import ConfigError
+from redaudit.history.db import translated_errors
+from redaudit.history.records import utc
 from redaudit.history.store import unit_of_work
 from redaudit.service.models import ApiToken
 
@@ -39,8 +41,12 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _info(row: ApiToken) -> TokenInfo:
-    return TokenInfo(row.id, row.name, row.prefix, row.scopes, row.created_at, row.revoked_at)
+_COLUMNS = (ApiToken.id, ApiToken.name, ApiToken.prefix, ApiToken.scopes, ApiToken.created_at, ApiToken.revoked_at)
+
+
+def _info(row) -> TokenInfo:
+    return TokenInfo(row.id, row.name, row.prefix, row.scopes, utc(row.created_at),
+                     utc(row.revoked_at) if row.revoked_at is not None else None)
 
 
 def create_token(engine: Engine, name: str, scope: str) -> tuple[TokenInfo, str]:
@@ -74,8 +80,10 @@ def verify_token(engine: Engine, secret: str) -> TokenInfo | None:
     """The live token whose secret this is, or None (unknown or revoked)."""
     if not secret or len(secret) > 200:
         return None
-    with unit_of_work(engine) as session:
-        row = session.scalar(select(ApiToken).where(ApiToken.secret_sha256 == _hash(secret)))
-        if row is None or row.revoked_at is not None:
-            return None
-        return _info(row)
+    # A Core select on a pooled connection, no ORM session: this runs on every request, and the
+    # session's identity map and unit of work cost more than the query.
+    with translated_errors(engine), engine.connect() as connection:
+        row = connection.execute(select(*_COLUMNS).where(ApiToken.secret_sha256 == _hash(secret))).first()
+    if row is None or row.revoked_at is not None:
+        return None
+    return TokenInfo(row.id, row.name, row.prefix, row.scopes, utc(row.created_at), row.revoked_at)

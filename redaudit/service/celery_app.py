@@ -59,14 +59,19 @@ class WorkerContext:
     blobs: object
     limits: ArchiveLimits
     name: str
+    threads: int | None = None
 
 
 _CONTEXT: list[WorkerContext] = []
 
 
 def worker_app(broker: str, db: str, server: str, token: str | None, lease_s: float,
-               max_attempts: int, limits: ArchiveLimits, cache: Path | None = None) -> Celery:
-    """The Celery app a ``redaudit worker`` process runs, with the job task registered."""
+               max_attempts: int, limits: ArchiveLimits, cache: Path | None = None,
+               threads: int | None = None) -> Celery:
+    """The Celery app a ``redaudit worker`` process runs, with the job task registered.
+
+    ``threads``: onnxruntime and BLAS threads per job whose spec leaves them open (``redaudit
+    worker`` passes ``workers.default_threads(--concurrency)``: the cores but one, shared)."""
     from redaudit.history.db import make_engine
     from redaudit.history.schema import ensure_schema
     from redaudit.service.runner import run_claimed
@@ -77,7 +82,11 @@ def worker_app(broker: str, db: str, server: str, token: str | None, lease_s: fl
     ensure_schema(engine, create=False)
     cache = cache or Path(tempfile.gettempdir()) / f"redaudit-worker-cache-{os.getuid()}"
     _CONTEXT[:] = [WorkerContext(JobStore(engine, lease_s, max_attempts), HttpBlobs(server, token, cache),
-                                 limits, worker_name("/celery"))]
+                                 limits, worker_name("/celery"), threads)]
+    if threads is not None:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(threads)
 
     @app.task(name=TASK, acks_late=True, reject_on_worker_lost=True)
     def run_job(job_id: str) -> str:
@@ -86,6 +95,6 @@ def worker_app(broker: str, db: str, server: str, token: str | None, lease_s: fl
         if claim is None:  # done, cancelled, or being run by a live worker: nothing to do
             return "skipped"
         log.info("job %s: attempt %d on %s", job_id, claim.attempt, context.name)
-        return run_claimed(context.jobs, context.blobs, claim, context.limits)
+        return run_claimed(context.jobs, context.blobs, claim, context.limits, threads=context.threads)
 
     return app

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from redaudit.core.result import ScanResult
-from redaudit.core.spec import ScanSpec
 from redaudit.core.engine import ScanProgress
+from redaudit.core.result import LayerInfo, ModelInfo, ScanResult
+from redaudit.core.spec import ScanSpec
 from redaudit.errors import ScanCancelled  # noqa: F401 - the runner catches it from here
 from redaudit.history import store, writes
 from redaudit.history.check import CheckOutcome, check_result
@@ -25,7 +27,7 @@ from redaudit.history.diff import ScanDiff, diff_references
 from redaudit.history.errors import UnknownReferenceError
 from redaudit.history.models import Model, ModelVersion
 from redaudit.history.records import ModelHistory, StoredScan
-from redaudit.history.store import load_scan, model_history
+from redaudit.history.store import HistoryStore, load_scan, model_history
 from redaudit.report.reading import MsrsReading, read_msrs, reading_of_result
 
 
@@ -99,3 +101,70 @@ def diff(engine: Engine, name: str, before: str, after: str, force: bool = False
 
 def resolve(engine: Engine, name: str, reference: str) -> int:
     return store.resolve_scan(engine, name, reference)
+
+
+class _HistoryBefore(HistoryStore):
+    """The history as it stood when scan ``before`` was recorded.
+
+    A recorded scan is gated against what was recorded before it — never against itself (it is
+    the latest scan of its own model) nor against later scans — so its verdict is the one
+    ``redaudit check`` would have given then, and stays the same as newer scans arrive.
+    """
+
+    def __init__(self, engine: Engine, before: int) -> None:
+        super().__init__(engine)
+        self.before = before
+
+    def model_history(self, name: str) -> ModelHistory:
+        history = super().model_history(name)
+        return replace(history, versions=tuple(
+            replace(version, scans=tuple(scan for scan in version.scans if scan.scan_id < self.before))
+            for version in history.versions))
+
+
+def result_of_stored(stored: StoredScan) -> ScanResult:
+    """A recorded scan as a ``ScanResult``, holding what the history keeps: its settings, layers,
+    matrix, MSRS and input facts. What the history does not keep (per-batch MSRS, timings, the
+    model's opset, producer and input specs) is empty, so only gates on the kept values — MSRS,
+    measurable layers, comparability — may read it."""
+    settings = stored.settings
+    by_name = {layer.name: layer for layer in stored.layers}
+    order = stored.layer_order or tuple(layer.name for layer in sorted(stored.layers, key=lambda layer: layer.position))
+    layers = [LayerInfo(name=name, op=by_name[name].op if name in by_name else "",
+                        shape=tuple(by_name[name].shape) if name in by_name else ()) for name in order]
+    summary, version = stored.summary, stored.version
+
+    def number(value: float | None) -> float:
+        return float("nan") if value is None else float(value)
+    return ScanResult(
+        model=ModelInfo(path=version.path, sha256=version.sha256, size_bytes=version.size_bytes,
+                        parameter_count=version.parameter_count, opset=0, producer="", inputs=()),
+        layers=layers, similarity=np.asarray(stored.similarity, dtype=np.float64), msrs=number(summary.msrs),
+        msrs_std=number(summary.msrs_std), msrs_batches=np.zeros(0),
+        config=ScanSpec.from_dict(settings, ignore_unknown=True), samples=int(settings.get("samples_used", 0)),
+        batches=int(settings.get("batches", 0)), dropped_samples=0, nan_batches=0,
+        inputs_real=bool(settings.get("inputs_real")), input_hash=str(settings.get("input_hash", "")),
+        provider=str(settings.get("provider", "")), backend=str(settings.get("backend_used", "")),
+        redaudit_version=summary.redaudit_version)
+
+
+def check_stored(engine: Engine, scan_id: int, *, max_msrs: float | None, against: str | None,
+                 max_increase: float | None, force: bool = False) -> CheckOutcome:
+    """``redaudit check``'s gate on a scan already in the history, without scanning again:
+    ``--max-msrs`` and/or ``--against NAME --max-increase PCT``, the baseline being NAME's latest
+    comparable scan recorded before this one (see :class:`_HistoryBefore`)."""
+    from redaudit.history.check import validate_limits
+
+    validate_limits(max_msrs, against, max_increase)  # before any read: a bad request reads nothing
+    result = result_of_stored(load_scan(engine, scan_id))
+    with _HistoryBefore(engine, scan_id) as store:
+        if against is not None and not store.model_history(against).scans():
+            raise UnknownReferenceError(f"{against!r} has no scan recorded before scan {scan_id} to compare "
+                                        "with; record a baseline first")
+        return check_result(result, max_msrs=max_msrs, against=against, max_increase=max_increase,
+                            db=store, force=force)
+
+
+def finite(value: float | None) -> float | None:
+    """JSON has no NaN or infinity: an undefined number is null."""
+    return None if value is None or not math.isfinite(float(value)) else float(value)

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from redaudit.history.db import translated_errors
 from redaudit.history.errors import DatabaseUnavailableError
 from redaudit.history.store import unit_of_work
 from redaudit.service.models import (CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Blob, Job)
@@ -28,7 +29,7 @@ from redaudit.service.models import (CANCELLED, FAILED, QUEUED, RUNNING, SUCCEED
 PUBLIC_FIELDS = ("id", "kind", "state", "queue", "model_name", "label", "blob_sha256", "inputs_sha256",
                  "options", "record", "progress_stage", "progress_done", "progress_total", "attempts",
                  "worker", "cancel_requested", "created_at", "started_at", "finished_at", "error",
-                 "scan_id", "outcome", "output_sha256")
+                 "scan_id", "outcome", "output_sha256", "token_id")
 
 
 def now() -> datetime:
@@ -48,7 +49,13 @@ class Claim:
     attempt: int
 
 
-def job_view(job: Job) -> dict[str, Any]:
+#: What a status read selects: the public fields and the spec, never ``result`` (a scan's JSON
+#: report, with its L x L matrix: megabytes for a big model, and not what a poll asks for).
+_VIEW_COLUMNS = tuple(getattr(Job, name) for name in (*PUBLIC_FIELDS, "spec"))
+
+
+def job_view(job) -> dict[str, Any]:
+    """A job (ORM object or a row of ``_VIEW_COLUMNS``) as the API shows it."""
     view = {name: getattr(job, name) for name in PUBLIC_FIELDS}
     for key in ("created_at", "started_at", "finished_at"):
         if view[key] is not None and view[key].tzinfo is None:  # SQLite drops the zone; we store UTC
@@ -96,9 +103,10 @@ class JobStore:
         return job_id
 
     def get(self, job_id: str) -> dict[str, Any] | None:
-        with unit_of_work(self.engine) as session:
-            job = session.get(Job, job_id)
-            return job_view(job) if job is not None else None
+        # Core, not an ORM session: the path every status poll takes (see _VIEW_COLUMNS).
+        with translated_errors(self.engine), self.engine.connect() as connection:
+            row = connection.execute(select(*_VIEW_COLUMNS).where(Job.id == job_id)).first()
+        return job_view(row) if row is not None else None
 
     def result(self, job_id: str) -> str | None:
         with unit_of_work(self.engine) as session:
@@ -111,15 +119,15 @@ class JobStore:
 
     def list(self, *, kind: str | None = None, state: str | None = None, model_name: str | None = None,
              limit: int = 100) -> list[dict]:
-        query = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit)
+        query = select(*_VIEW_COLUMNS).order_by(Job.created_at.desc(), Job.id).limit(limit)
         if state:
             query = query.where(Job.state == state)
         if kind:
             query = query.where(Job.kind == kind)
         if model_name:
             query = query.where(Job.model_name == model_name)
-        with unit_of_work(self.engine) as session:
-            return [job_view(job) for job in session.scalars(query)]
+        with translated_errors(self.engine), self.engine.connect() as connection:
+            return [job_view(row) for row in connection.execute(query)]
 
     def counts(self) -> dict[str, int]:
         with unit_of_work(self.engine) as session:

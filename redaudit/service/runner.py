@@ -64,8 +64,15 @@ def _model_path(blobs: BlobAccess, sha256: str, workdir: Path, limits: ArchiveLi
     return next(file for file in files if file.suffix == ".onnx")
 
 
-def run_claimed(jobs: JobStore, blobs: BlobAccess, claim: Claim, limits: ArchiveLimits) -> str:
-    """Execute the claimed job to its end; returns the final state this worker wrote."""
+def run_claimed(jobs: JobStore, blobs: BlobAccess, claim: Claim, limits: ArchiveLimits,
+                threads: int | None = None, own_process: bool = False) -> str:
+    """Execute the claimed job to its end; returns the final state this worker wrote.
+
+    ``threads``: onnxruntime threads for a job whose spec leaves them open — the worker's share
+    of the machine's cores (``workers.default_threads``). Not a result setting: MSRS does not
+    depend on it, so scans with different thread counts stay comparable. ``own_process``: this
+    process runs one job at a time (an embedded worker), so BLAS's process-wide thread count is
+    set to the job's too; a Celery worker running several jobs in threads keeps its own limit."""
     job = jobs.get(claim.job_id)
     beat = _Beat()
     pulse = threading.Thread(target=_heartbeat, args=(jobs, claim, beat, max(0.2, min(jobs.lease_s / 3, 2.0))),
@@ -73,7 +80,7 @@ def run_claimed(jobs: JobStore, blobs: BlobAccess, claim: Claim, limits: Archive
     pulse.start()
     try:
         with tempfile.TemporaryDirectory(prefix="redaudit-job-") as workdir:
-            finished = _execute(jobs, blobs, claim, job, beat, Path(workdir), limits)
+            finished = _execute(jobs, blobs, claim, job, beat, Path(workdir), limits, threads, own_process)
             return "succeeded" if finished else "lost"
     except history_io.ScanCancelled:
         if beat.lost:
@@ -95,9 +102,23 @@ def run_claimed(jobs: JobStore, blobs: BlobAccess, claim: Claim, limits: Archive
 
 
 def _execute(jobs: JobStore, blobs: BlobAccess, claim: Claim, job: dict[str, Any], beat: _Beat,
-             workdir: Path, limits: ArchiveLimits) -> bool:
+             workdir: Path, limits: ArchiveLimits, threads: int | None, own_process: bool) -> bool:
     model_path = _model_path(blobs, job["blob_sha256"], workdir, limits)
     spec = ScanSpec.from_json(job["spec"])
+    if spec.threads is None and threads is not None:
+        spec = spec.with_options(threads=threads)
+    if own_process and spec.threads is not None:
+        # BLAS gets the job's threads too: OpenBLAS with more threads than the job was given waits
+        # at every product for threads the machine gave to someone else (docs/service.md,
+        # "2 workers vs 1").
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(spec.threads):
+            return _run(jobs, blobs, claim, job, beat, workdir, spec, model_path)
+    return _run(jobs, blobs, claim, job, beat, workdir, spec, model_path)
+
+
+def _run(jobs, blobs, claim, job, beat, workdir, spec, model_path) -> bool:
     if job["inputs_sha256"]:
         spec = spec.with_options(inputs=str(blobs.fetch(job["inputs_sha256"])))
 

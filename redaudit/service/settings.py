@@ -31,7 +31,7 @@ class ServiceSettings:
     max_compression_ratio: float = 200.0
     public_read: bool = False
     broker: str | None = None
-    #: Embedded worker threads (0: none; jobs wait for Celery workers or another serve).
+    #: Embedded worker processes (0: none; jobs wait for Celery workers or another serve).
     workers: int = 1
     #: A running job whose worker sent no heartbeat for this long is presumed dead.
     lease_s: float = 60.0
@@ -39,6 +39,12 @@ class ServiceSettings:
     max_attempts: int = 2
     #: How often idle embedded workers and the lease reaper look at the job table.
     poll_s: float = 0.5
+
+    @property
+    def limits(self) -> "ArchiveLimits":
+        from redaudit.service.archives import ArchiveLimits
+
+        return ArchiveLimits(self.max_upload_bytes, self.max_archive_members, self.max_compression_ratio)
 
     @property
     def blob_dir(self) -> Path:

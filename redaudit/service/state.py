@@ -9,6 +9,7 @@ from sqlalchemy.engine import Engine
 from redaudit.history.db import make_engine
 from redaudit.history.schema import ensure_schema
 from redaudit.service.archives import ArchiveLimits
+from redaudit.service.checks import CheckPool
 from redaudit.service.jobs import JobStore
 from redaudit.service.settings import ServiceSettings
 from redaudit.service.storage import BlobStore
@@ -20,13 +21,14 @@ class ServiceState:
     engine: Engine
     jobs: JobStore
     blobs: BlobStore
+    #: Processes that run upload checks off the API's interpreter (started at the first upload).
+    checks: CheckPool = field(default_factory=CheckPool)
     #: Wakes whatever runs jobs: the embedded pool, or a Celery task sent to the job's queue.
     dispatch: Callable[[str, str], None] = field(default=lambda job_id, queue: None)
 
     @property
     def limits(self) -> ArchiveLimits:
-        s = self.settings
-        return ArchiveLimits(s.max_upload_bytes, s.max_archive_members, s.max_compression_ratio)
+        return self.settings.limits
 
     @classmethod
     def open(cls, settings: ServiceSettings) -> "ServiceState":

@@ -27,6 +27,9 @@ class UploadError(RedauditError):
         super().__init__(message)
         self.status = status
 
+    def __reduce__(self):  # raised in a check process, re-raised in the API with its status
+        return type(self), (str(self), self.status)
+
 
 @dataclass(frozen=True)
 class Staged:

@@ -1,8 +1,8 @@
-"""Where jobs run: embedded worker threads inside ``serve``, and the lease reaper.
+"""Where jobs run: embedded worker processes of ``serve``, and the lease reaper.
 
-The embedded pool is the single-machine default: threads that claim queued jobs from the
-database, so ``serve`` alone is a complete service. onnxruntime and the CKA math release the GIL,
-so a scan thread leaves the API responsive. The reaper runs in ``serve`` in every mode: it turns
+The embedded pool is the single-machine default: child processes that claim queued jobs from
+the database, so ``serve`` alone is a complete service and the API's interpreter is left to
+requests. The reaper runs in ``serve`` in every mode: it turns
 jobs whose worker stopped sending heartbeats back into queued jobs (or failed ones) and wakes a
 worker for them, so no job stays "running" after its worker died.
 """
@@ -13,12 +13,13 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
-from redaudit.service.archives import ArchiveLimits
 from redaudit.service.jobs import JobStore
 from redaudit.service.runner import run_claimed
+from redaudit.service.settings import ServiceSettings
 from redaudit.service.storage import BlobStore, UploadError
 
 log = logging.getLogger("redaudit.service")
@@ -96,43 +97,126 @@ class HttpBlobs:
         return response.json()["sha256"]
 
 
-class EmbeddedPool:
-    """``count`` worker threads claiming jobs from the database until :meth:`stop`."""
+def default_threads(concurrency: int) -> int:
+    """onnxruntime and BLAS threads per job when the spec leaves them open: the machine's cores
+    but one (kept for the API, the database and the rest), shared among the jobs that run at
+    once, at least one each.
 
-    def __init__(self, jobs: JobStore, blobs, limits: ArchiveLimits, count: int, poll_s: float,
-                 queues: tuple[str, ...] | None = None) -> None:
-        self.jobs, self.blobs, self.limits, self.poll_s, self.queues = jobs, blobs, limits, poll_s, queues
-        self.stopping = threading.Event()
-        self.wake = threading.Event()
-        self.threads = [threading.Thread(target=self._loop, args=(i,), name=f"redaudit-worker-{i}", daemon=True)
-                        for i in range(count)]
+    Why not every core: a job with more threads than it gets cores waits at every parallel op
+    for a thread the scheduler gave to someone else. On this project's 2 shared cores, 20 scans
+    on one worker took 7.2 s with 2 threads and 2.0 s with 1; two workers with 2 threads each
+    took 7.5 s, with 1 each 1.4 s (benchmarks/service_load.py scaling; docs/service.md).
+    """
+    return max(1, ((os.cpu_count() or 1) - 1) // max(1, concurrency))
+
+
+class EmbeddedPool:
+    """``count`` worker *processes* claiming jobs from the database until :meth:`stop`.
+
+    Processes, not threads: a scan is Python between its numpy and onnxruntime calls, and in the
+    API's process that Python holds the API's GIL, so status polls waited behind scans (p95 of
+    204 ms under load). A child process has its own interpreter; the API keeps its GIL for
+    requests. Each child opens its own engine on ``settings.db`` and its own blob store on the
+    same folder; the database is the only thing they share with the API, as Celery workers do.
+    """
+
+    def __init__(self, settings: ServiceSettings, count: int, queues: tuple[str, ...] | None = None) -> None:
+        import multiprocessing
+
+        # spawn, not fork: the API process has threads (and a database pool) a fork would copy
+        # in whatever state they were in.
+        context = multiprocessing.get_context("spawn")
+        threads = default_threads(count)
+        level = logging.getLogger().getEffectiveLevel()
+        self.processes, self.bells, self._readers = [], [], []
+        for index in range(count):
+            # One pipe per child: a byte wakes it for a new job; the pipe's end (stop, or serve
+            # killed outright) tells it to exit. No semaphores to leak, no parent to poll for.
+            reader, bell = context.Pipe(duplex=False)
+            self.processes.append(context.Process(target=_child_main, name=f"redaudit-worker-{index}", daemon=True,
+                                                  args=(settings, index, queues, threads, level, reader)))
+            self.bells.append(bell)
+            self._readers.append(reader)
+        self._lock = threading.Lock()
 
     def start(self) -> None:
-        for thread in self.threads:
-            thread.start()
+        for process, reader, bell in zip(self.processes, self._readers, self.bells):
+            process.start()
+            reader.close()  # the child has its own copy; ours would keep the pipe open forever
+            os.set_blocking(bell.fileno(), False)  # a busy child's full pipe must not block a request
 
     def notify(self, _job_id: str | None = None) -> None:
-        self.wake.set()
-
-    def _loop(self, index: int) -> None:
-        name = worker_name(f"/embedded-{index}")
-        while not self.stopping.is_set():
-            try:
-                claim = self.jobs.claim(name, queues=self.queues)
-            except Exception:
-                log.warning("embedded worker %s could not read the job table", name, exc_info=True)
-                claim = None
-            if claim is None:
-                self.wake.wait(self.poll_s)
-                self.wake.clear()
-                continue
-            run_claimed(self.jobs, self.blobs, claim, self.limits)
+        """Wake every idle child (a raw byte each: a full pipe already means "look again")."""
+        with self._lock:
+            for bell in self.bells:
+                try:
+                    os.write(bell.fileno(), b"!")
+                except OSError:  # pipe full (it will look anyway), or that child is gone
+                    pass
 
     def stop(self, timeout: float = 5.0) -> None:
-        self.stopping.set()
-        self.wake.set()
-        for thread in self.threads:
-            thread.join(timeout)
+        """Tell the children to stop after their current job; terminate those still busy after
+        ``timeout`` (their job's lease expires and the reaper queues it again)."""
+        with self._lock:
+            for bell in self.bells:
+                bell.close()
+            self.bells = []
+        deadline = time.monotonic() + timeout
+        for process in self.processes:
+            if process.pid is not None:
+                process.join(max(0.0, deadline - time.monotonic()))
+        for process in self.processes:
+            if process.is_alive():
+                process.terminate()
+                process.join(5)
+
+
+def _drain(reader, wait_s: float) -> bool:
+    """Wait up to ``wait_s`` for a wake-up and swallow the queued ones; False once the pipe is
+    closed (serve is stopping, or gone)."""
+    try:
+        if not reader.poll(wait_s):
+            return True
+        return bool(os.read(reader.fileno(), 1 << 16))  # b"": end of the pipe
+    except (EOFError, OSError):
+        return False
+
+
+def _child_main(settings: ServiceSettings, index: int, queues: tuple[str, ...] | None, threads: int,
+                log_level: int, reader) -> None:
+    """One embedded worker process: claim, run, repeat, until its pipe to ``serve`` closes."""
+    import signal
+
+    from threadpoolctl import threadpool_limits
+
+    from redaudit.history.db import make_engine
+    from redaudit.service.storage import BlobStore
+
+    # Not niced (unlike the check processes): a scan with several onnxruntime threads waits at
+    # every parallel op for its slowest thread, and at a low priority on a busy machine that
+    # thread is the one left waiting — 10 scans took 8 s instead of 0.8 s at nice +10 with 2
+    # threads on 2 shared cores. The process split alone keeps polls off the scans' GIL.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: serve stops us
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    threadpool_limits(threads)  # BLAS in the CKA math, like onnxruntime's threads below
+    engine = make_engine(settings.db)
+    jobs = JobStore(engine, settings.lease_s, settings.max_attempts)
+    blobs = LocalBlobs(BlobStore(settings.blob_dir), jobs)
+    name = worker_name(f"/embedded-{index}")
+    import redaudit.core.engine  # noqa: F401  (imported now, not inside the first job's time)
+
+    while _drain(reader, 0):
+        try:
+            claim = jobs.claim(name, queues=queues)
+        except Exception:
+            log.warning("embedded worker %s could not read the job table", name, exc_info=True)
+            claim = None
+        if claim is None:
+            if not _drain(reader, settings.poll_s):
+                break
+            continue
+        run_claimed(jobs, blobs, claim, settings.limits, threads=threads, own_process=True)
+    engine.dispose()
 
 
 class Reaper:

@@ -11,15 +11,18 @@ from redaudit.cli.main import cli
 from redaudit.service.models import ApiToken
 
 
-def _routes(app, write: bool):
-    """Every operation the served OpenAPI spec documents (the spec is the API's contract)."""
+def _routes(app, write: bool | None, admin: bool = False):
+    """Every operation the served OpenAPI spec documents (the spec is the API's contract):
+    writes or reads (``write``, None for both), of the admin tag or of all the others."""
     for path, operations in app.openapi()["paths"].items():
         if path.endswith("/health"):
             continue
-        for method in operations:
-            if (method != "get") == write and method != "head":
+        for method, operation in operations.items():
+            if ("admin" in operation.get("tags", ())) != admin:
+                continue
+            if (write is None or (method != "get") == write) and method != "head":
                 yield method.upper(), path.replace("{job_id}", "0" * 32).replace("{sha256}", "0" * 64) \
-                    .replace("{name}", "net").replace("{scan_id}", "1")
+                    .replace("{name}", "net").replace("{scan_id}", "1").replace("{token_id}", "1")
 
 
 def test_every_write_needs_a_write_token(make_service, sqlite_url):

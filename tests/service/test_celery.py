@@ -124,9 +124,9 @@ def test_two_workers_share_a_queue_and_a_killed_worker_loses_nothing(cluster, mo
     assert [job["state"] for job in jobs] == ["succeeded"] * 6, [job["error"] for job in jobs]
     assert len({job["scan_id"] for job in jobs}) == 6
 
-    # Long enough (about 2-5 s of work here) that a heartbeat publishes progress before it ends on a
-    # quiet fast machine too: 40,000 samples finished in 0.9 s, between two heartbeats.
-    long_job = cluster.submit(blob, {"samples": 200_000, "cka_batch": 32}, "cpu")
+    # Long enough to be caught running after its first progress beat: with one thread per job
+    # (no longer every core each) 40,000 samples finished in about a second.
+    long_job = cluster.submit(blob, {"samples": 400_000, "cka_batch": 32}, "cpu")
     deadline = time.monotonic() + 60
     job = cluster.job(long_job)
     while not (job["state"] == "running" and job["progress_done"] > 0) and time.monotonic() < deadline:

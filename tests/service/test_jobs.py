@@ -44,13 +44,13 @@ def test_cancel_queued_and_running(make_service, sqlite_url, model_file):
 
     running = make_service(sqlite_url)  # same database, now with a worker
     job = running.client.post("/api/v1/scans", headers=running.headers(),
-                              json={"model": "net", "blob": blob, "spec": {"samples": 200_000, "cka_batch": 32}}).json()
+                              json={"model": "net", "blob": blob, "spec": {"samples": 2_000_000, "cka_batch": 32}}).json()
     deadline = time.monotonic() + 30
     while running.state.jobs.get(job["id"])["progress_done"] == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
     running.client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=running.headers())
     final = running.wait(job["id"])
-    assert final["state"] == "cancelled" and 0 < final["progress_done"] < 200_000
+    assert final["state"] == "cancelled" and 0 < final["progress_done"] < 2_000_000
     assert final["scan_id"] is None
     assert running.client.get(f"/api/v1/jobs/{job['id']}/result", headers=running.headers("read")).status_code == 409
 

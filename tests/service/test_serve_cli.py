@@ -102,3 +102,52 @@ def test_push_exit_codes_follow_check(served, model_file, tmp_path, monkeypatch)
     unreachable = runner.invoke(cli, ["push", str(model_file), "--server", f"http://127.0.0.1:{free_port()}",
                                       "--name", "net"])
     assert unreachable.exit_code == 2 and "cannot reach" in unreachable.stderr
+
+
+def test_token_created_over_the_api_never_reaches_the_log(tmp_path):
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    admin = CliRunner().invoke(cli, ["token", "create", "ops", "--scope", "admin", "--db", db]).stdout.strip()
+    port = free_port()
+    process = start_serve(["--db", db, "--data-dir", str(tmp_path / "data"), "--log-level", "debug"], port)
+    try:
+        created = httpx.post(f"http://127.0.0.1:{port}/api/v1/tokens", json={"name": "ci", "scope": "write"},
+                             headers={"Authorization": f"Bearer {admin}"})
+        assert created.status_code == 201, created.text
+        secret = created.json()["secret"]
+        assert httpx.get(f"http://127.0.0.1:{port}/api/v1/jobs",
+                         headers={"Authorization": f"Bearer {secret}"}).status_code == 200
+    finally:
+        process.terminate()
+        log = process.communicate(timeout=30)[0]
+    assert "POST /api/v1/tokens" in log  # the access log is on, and at debug level
+    assert secret not in log and secret[4:] not in log and admin not in log
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+    except OSError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads process trees from /proc")
+def test_worker_and_check_processes_exit_when_serve_is_killed(served, model_file):
+    base, secret, process = served
+    upload = httpx.post(f"{base}/api/v1/uploads/model", content=model_file.read_bytes(),  # starts a check process
+                        headers={"Authorization": f"Bearer {secret}", "content-type": "application/octet-stream"})
+    assert upload.status_code == 201
+    children = [pid for pid in _children(process.pid) if "resource_tracker" not in open(f"/proc/{pid}/cmdline").read()]
+    assert len(children) >= 2  # one embedded worker, at least one check process
+    process.kill()  # SIGKILL: no shutdown code runs in serve
+    process.wait(10)
+    deadline = time.monotonic() + 15
+    while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in children), [pid for pid in children if _alive(pid)]

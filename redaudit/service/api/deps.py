@@ -26,26 +26,49 @@ async def get_state(request: Request) -> ServiceState:
     return request.app.state.service
 
 
+def authorize(state: ServiceState, scope: str, header_secret: str | None,
+              cookie_secret: str | None) -> TokenInfo | None:
+    """The caller's token if it allows ``scope`` (None for an anonymous read under
+    ``--public-read``); raises 401/403 otherwise. Blocking (one database read): call it from a
+    worker thread — the hot read endpoints do, together with their own read, in one trip."""
+    if scope == "read" and state.settings.public_read and header_secret is None:
+        return None
+    secret = header_secret if header_secret is not None else (cookie_secret if scope == "read" else None)
+    if secret is None:
+        raise HTTPException(401, f"this request needs an API token with the {scope!r} scope: send "
+                                 "'Authorization: Bearer TOKEN' (create one with `redaudit token create`)",
+                            headers={"WWW-Authenticate": "Bearer"})
+    token = verify_token(state.engine, secret)
+    if token is None:
+        raise HTTPException(401, "the API token is unknown or revoked; create a new one with "
+                                 "`redaudit token create`", headers={"WWW-Authenticate": "Bearer"})
+    if not token.allows(scope):
+        raise HTTPException(403, f"the API token has the {token.scope!r} scope; this request needs "
+                                 f"{scope!r}")
+    return token
+
+
+class Caller:
+    """Who is calling, not yet verified: what an async endpoint passes to :func:`authorize` in
+    the same worker-thread trip as its own database read."""
+
+    def __init__(self, header_secret: str | None, cookie_secret: str | None) -> None:
+        self.header_secret, self.cookie_secret = header_secret, cookie_secret
+
+    def authorize(self, state: ServiceState, scope: str) -> TokenInfo | None:
+        return authorize(state, scope, self.header_secret, self.cookie_secret)
+
+
+async def caller(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Caller:
+    """Async: reads headers only (the verification is the endpoint's, off the event loop)."""
+    return Caller(credentials.credentials if credentials is not None else None, request.cookies.get(TOKEN_COOKIE))
+
+
 def _require(scope: str):
     def check(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
               state: ServiceState = Depends(get_state)) -> TokenInfo | None:
-        if scope == "read" and state.settings.public_read and credentials is None:
-            return None
-        secret = credentials.credentials if credentials is not None else None
-        if secret is None and scope == "read":
-            secret = request.cookies.get(TOKEN_COOKIE)
-        if secret is None:
-            raise HTTPException(401, f"this request needs an API token with the {scope!r} scope: send "
-                                     "'Authorization: Bearer TOKEN' (create one with `redaudit token create`)",
-                                headers={"WWW-Authenticate": "Bearer"})
-        token = verify_token(state.engine, secret)
-        if token is None:
-            raise HTTPException(401, "the API token is unknown or revoked; create a new one with "
-                                     "`redaudit token create`", headers={"WWW-Authenticate": "Bearer"})
-        if not token.allows(scope):
-            raise HTTPException(403, f"the API token has the {token.scope!r} scope; this request needs "
-                                     f"{scope!r}")
-        return token
+        return authorize(state, scope, credentials.credentials if credentials is not None else None,
+                         request.cookies.get(TOKEN_COOKIE))
     return check
 
 

@@ -10,8 +10,9 @@ import math
 from dataclasses import asdict
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
+from pydantic import BaseModel, Field
 
 from redaudit.report.json_report import scan_from_dict
 from redaudit.service import history_io
@@ -95,3 +96,36 @@ def stored_heatmap(scan_id: int, state: ServiceState = Depends(get_state),
     scan = history_io.stored_scan(state.engine, scan_id)
     png = heatmap_png_bytes(scan.similarity, list(scan.layer_order), f"{scan.model_name} scan {scan.scan_id}")
     return Response(png, media_type="image/png")
+
+
+#: Scan ids are 32-bit integers in every database the history runs on.
+SCAN_ID = Path(ge=1, le=2**31 - 1, description="a scan id (see /models/{name})")
+
+
+class CheckOut(BaseModel):
+    """A gate's verdict, as a check job's ``outcome`` and `redaudit check` report it."""
+
+    scan_id: int = Field(description="the scan that was gated")
+    passed: bool
+    reason: str = Field(description="one line: why it passed or failed (what `redaudit check` prints)")
+    msrs: float | None = Field(description="the scan's MSRS; null when undefined")
+    increase_pct: float | None = Field(None, description="% change vs the baseline (with max_increase)")
+    baseline_scan_id: int | None = Field(None, description="the scan compared with (with max_increase)")
+
+
+@router.get("/scans/{scan_id}/check", response_model=CheckOut,
+            summary="Gate a recorded scan as `redaudit check` does, without scanning again")
+def check_stored_scan(scan_id: int = SCAN_ID,
+                      max_msrs: float | None = Query(None, ge=0, description="fail above this MSRS"),
+                      against: str | None = Query(None, min_length=1, max_length=200,
+                                                  description="model whose latest comparable scan recorded "
+                                                              "before this one is the baseline"),
+                      max_increase: float | None = Query(None, ge=0, description="fail above this % over the baseline"),
+                      force: bool = Query(False, description="compare even if the baseline's settings differ"),
+                      state: ServiceState = Depends(get_state), _token=Depends(require_read)) -> CheckOut:
+    """Reads only: the verdict is computed, not stored (a check *job* scans and records)."""
+    outcome = history_io.check_stored(state.engine, scan_id, max_msrs=max_msrs, against=against,
+                                      max_increase=max_increase, force=force)
+    return CheckOut(scan_id=scan_id, passed=outcome.passed, reason=outcome.reason,
+                    msrs=history_io.finite(outcome.msrs), increase_pct=history_io.finite(outcome.increase_pct),
+                    baseline_scan_id=outcome.baseline.scan.scan_id if outcome.baseline else None)

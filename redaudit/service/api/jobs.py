@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from redaudit.core.spec import ScanSpec
 from redaudit.errors import ConfigError
-from redaudit.service.api.deps import get_state, require_read, require_write
+from redaudit.service.api.deps import Caller, caller, get_state, require_read, require_write
 from redaudit.service.models import SUCCEEDED
 from redaudit.service.state import ServiceState
 
@@ -74,6 +74,7 @@ class JobOut(BaseModel):
     scan_id: int | None
     outcome: dict[str, Any] | None
     output_sha256: str | None
+    token_id: int | None = Field(description="the token that submitted the job (see GET /tokens, admin)")
     spec: dict[str, Any]
 
 
@@ -140,9 +141,11 @@ def submit_prune(request: PruneRequest, state: ServiceState = Depends(get_state)
 async def list_jobs(state_: str | None = Query(None, alias="state",
                                               pattern="^(queued|running|succeeded|failed|cancelled)$"),
                     model: str | None = Query(None, max_length=200), limit: int = Query(100, ge=1, le=1000),
-                    state: ServiceState = Depends(get_state), _token=Depends(require_read)) -> list[JobOut]:
-    return await run_in_threadpool(
-        lambda: [_out(view) for view in state.jobs.list(state=state_, model_name=model, limit=limit)])
+                    state: ServiceState = Depends(get_state), who: Caller = Depends(caller)) -> list[JobOut]:
+    def read() -> list[JobOut]:
+        who.authorize(state, "read")
+        return [_out(view) for view in state.jobs.list(state=state_, model_name=model, limit=limit)]
+    return await run_in_threadpool(read)
 
 
 def _job(state: ServiceState, job_id: str) -> dict[str, Any]:
@@ -153,17 +156,23 @@ def _job(state: ServiceState, job_id: str) -> dict[str, Any]:
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, summary="One job's state and progress")
-async def get_job(job_id: str, state: ServiceState = Depends(get_state), _token=Depends(require_read)) -> JobOut:
-    # The path clients poll. Async, with the read as its one trip to the thread pool: FastAPI
-    # validates a sync endpoint's response in the pool too, a second trip that waits for a free
-    # thread behind every upload and submission under load.
-    return await run_in_threadpool(lambda: _out(_job(state, job_id)))
+async def get_job(job_id: str, state: ServiceState = Depends(get_state), who: Caller = Depends(caller)) -> JobOut:
+    # The path clients poll. Async, with the token check and the read as its one trip to the
+    # thread pool: a sync auth dependency is a trip of its own, and FastAPI validates a sync
+    # endpoint's response in the pool too — each trip a wait for a free thread under load.
+    def read() -> JobOut:
+        who.authorize(state, "read")
+        return _out(_job(state, job_id))
+    return await run_in_threadpool(read)
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut,
-             summary="Cancel a queued job, or ask a running one to stop at its next batch")
-def cancel_job(job_id: str, state: ServiceState = Depends(get_state), _token=Depends(require_write)) -> JobOut:
-    _job(state, job_id)
+             summary="Cancel a queued job, or ask a running one to stop at its next batch (its submitter or admin)")
+def cancel_job(job_id: str, state: ServiceState = Depends(get_state), token=Depends(require_write)) -> JobOut:
+    job = _job(state, job_id)
+    if job["token_id"] != token.id and not token.allows("admin"):
+        raise HTTPException(403, f"job {job_id} was submitted with another token; only that token or an "
+                                 "admin token may cancel it")
     state.jobs.cancel(job_id)
     return _out(_job(state, job_id))
 

@@ -2,42 +2,32 @@
 
 Bodies are the raw file bytes (no multipart): the body is streamed to disk under the size limit
 while it is hashed, then checked exactly as the CLI checks a file (protobuf parse, ONNX checker,
-external-data policy; ``.npz`` without pickle) before it is accepted. A refused upload leaves no
-file and no row.
+external-data policy; ``.npz`` without pickle) before it is accepted — in the check processes of
+``service.checks``, off the API's interpreter. A refused upload leaves no file and no row.
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
-
-import os
 
 import anyio
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel
 
-from redaudit.errors import RedauditError
 from redaudit.service.api.deps import get_state, require_read, require_write
-from redaudit.service.archives import check_npz_archive, extract_bundle
+from redaudit.service.checks import check_inputs, check_model
 from redaudit.service.state import ServiceState
 from redaudit.service.storage import Staged, UploadError
 
 router = APIRouter(tags=["uploads"])
 
-#: Uploads whose checks (protobuf parse, ONNX checker, archive walk) run at once. The checks are
-#: CPU work: fifty of them in the default thread pool (40 threads) would leave the cheap reads —
-#: status polls — queueing for a thread behind them; beyond one per core they only add waiting.
-_CHECKS = anyio.CapacityLimiter(max(1, os.cpu_count() or 1))
 
+async def _store(function, *args):
+    """Run ``function`` (file the blob, write its row) in a worker thread: it blocks — the row
+    may wait for SQLite's write lock — and on the event loop it would stall every other request
+    for as long as it waits (tests/service/test_event_loop.py)."""
+    return await anyio.to_thread.run_sync(function, *args)
 
-async def _off_loop(function, *args):
-    """Run ``function`` in a worker thread under the check limiter: everything an upload does
-    after receiving its bytes blocks (checks, the file move, the blob's row, which may wait for
-    SQLite's write lock) and must never run on the event loop, where it would stall every
-    other request for as long as it waits."""
-    return await anyio.to_thread.run_sync(function, *args, limiter=_CHECKS)
 
 MODEL_TYPES = {"application/octet-stream": "model", "application/onnx": "model",
                "application/zip": "bundle", "application/x-zip-compressed": "bundle",
@@ -71,24 +61,6 @@ async def _receive(request: Request, state: ServiceState, what: str) -> Staged:
     return await state.blobs.receive(request.stream(), limit, what)
 
 
-def _check_model(staged: Staged, kind: str, state: ServiceState, filename: str) -> str:
-    """Validate the staged model or bundle; returns the model's sha256 (the .onnx file's)."""
-    from redaudit.core.model import load_model
-
-    with tempfile.TemporaryDirectory(prefix="redaudit-upload-") as folder:
-        root = Path(folder)
-        if kind == "bundle":
-            files = extract_bundle(staged.path, root, state.limits)
-            models = [file for file in files if file.suffix == ".onnx"]
-            if len(models) != 1:
-                raise UploadError(f"a bundle must hold exactly one .onnx file (found {len(models)}); "
-                                  "pack one model with its external data")
-            return load_model(models[0], max_bytes=state.settings.max_upload_bytes).sha256
-        single = root / (Path(filename).name or "model.onnx")
-        shutil.copyfile(staged.path, single)  # alone in a folder: external data must come as a bundle
-        return load_model(single, max_bytes=state.settings.max_upload_bytes).sha256
-
-
 @router.post("/uploads/model", status_code=201, response_model=BlobOut, openapi_extra=_body(MODEL_TYPES),
              summary="Upload a model (.onnx) or a bundle (.zip/.tar of a model and its external data)")
 async def upload_model(request: Request, filename: str = Query("model.onnx", max_length=255),
@@ -101,27 +73,18 @@ async def upload_model(request: Request, filename: str = Query("model.onnx", max
     blob_kind = MODEL_TYPES[content_type] if kind == "model" else kind
     staged = await _receive(request, state, "the model")
 
-    def check_and_store():
-        model_sha = _check_model(staged, blob_kind, state, filename)
+    def store(model_sha: str):
         state.blobs.commit(staged)
         return state.jobs.add_blob(staged.sha256, blob_kind, staged.size_bytes, Path(filename).name, model_sha)
 
     try:
-        blob = await _off_loop(check_and_store)
-    except RedauditError:
+        model_sha = await state.checks.run(check_model, staged.path, blob_kind, filename, state.limits)
+        blob = await _store(store, model_sha)
+    except BaseException:  # refused, or the client went away: nothing stays behind
         state.blobs.discard(staged)
         raise
     return BlobOut(sha256=blob.sha256, kind=blob.kind, size_bytes=blob.size_bytes, filename=blob.filename,
                    model_sha256=blob.model_sha256)
-
-
-def _check_inputs(staged: Staged, state: ServiceState) -> None:
-    from redaudit.core.npz import read_npz
-
-    check_npz_archive(staged.path, state.limits)
-    arrays = read_npz(staged.path, rows=1).arrays  # every header checked, one row decompressed
-    if not arrays:
-        raise UploadError("the inputs archive holds no arrays; save one array per model input with numpy.savez")
 
 
 @router.post("/uploads/inputs", status_code=201, response_model=BlobOut, openapi_extra=_body(INPUT_TYPES),
@@ -134,14 +97,14 @@ async def upload_inputs(request: Request, filename: str = Query("inputs.npz", ma
                           "application/octet-stream", 415)
     staged = await _receive(request, state, "the inputs")
 
-    def check_and_store():
-        _check_inputs(staged, state)
+    def store():
         state.blobs.commit(staged)
         return state.jobs.add_blob(staged.sha256, "inputs", staged.size_bytes, Path(filename).name, None)
 
     try:
-        blob = await _off_loop(check_and_store)
-    except RedauditError:
+        await state.checks.run(check_inputs, staged.path, state.limits)
+        blob = await _store(store)
+    except BaseException:  # refused, or the client went away: nothing stays behind
         state.blobs.discard(staged)
         raise
     return BlobOut(sha256=blob.sha256, kind=blob.kind, size_bytes=blob.size_bytes, filename=blob.filename)
