@@ -124,9 +124,9 @@ class _HistoryBefore(HistoryStore):
 
 def result_of_stored(stored: StoredScan) -> ScanResult:
     """A recorded scan as a ``ScanResult``, holding what the history keeps: its settings, layers,
-    matrix, MSRS and input facts. What the history does not keep (per-batch MSRS, timings, the
-    model's opset, producer and input specs) is empty, so only gates on the kept values — MSRS,
-    measurable layers, comparability — may read it."""
+    matrix, MSRS per batch and input facts. What the history does not keep (timings, the model's
+    opset, producer and input specs) is empty, so only gates on the kept values — MSRS and its
+    batches, measurable layers, comparability — may read it."""
     settings = stored.settings
     by_name = {layer.name: layer for layer in stored.layers}
     order = stored.layer_order or tuple(layer.name for layer in sorted(stored.layers, key=lambda layer: layer.position))
@@ -140,7 +140,7 @@ def result_of_stored(stored: StoredScan) -> ScanResult:
         model=ModelInfo(path=version.path, sha256=version.sha256, size_bytes=version.size_bytes,
                         parameter_count=version.parameter_count, opset=0, producer="", inputs=()),
         layers=layers, similarity=np.asarray(stored.similarity, dtype=np.float64), msrs=number(summary.msrs),
-        msrs_std=number(summary.msrs_std), msrs_batches=np.zeros(0),
+        msrs_std=number(summary.msrs_std), msrs_batches=np.array([number(v) for v in summary.msrs_batches]),
         config=ScanSpec.from_dict(settings, ignore_unknown=True), samples=int(settings.get("samples_used", 0)),
         batches=int(settings.get("batches", 0)), dropped_samples=0, nan_batches=0,
         inputs_real=bool(settings.get("inputs_real")), input_hash=str(settings.get("input_hash", "")),
@@ -149,20 +149,20 @@ def result_of_stored(stored: StoredScan) -> ScanResult:
 
 
 def check_stored(engine: Engine, scan_id: int, *, max_msrs: float | None, against: str | None,
-                 max_increase: float | None, force: bool = False) -> CheckOutcome:
+                 max_increase: float | None, force: bool = False, significant: bool = False) -> CheckOutcome:
     """``redaudit check``'s gate on a scan already in the history, without scanning again:
     ``--max-msrs`` and/or ``--against NAME --max-increase PCT``, the baseline being NAME's latest
     comparable scan recorded before this one (see :class:`_HistoryBefore`)."""
     from redaudit.history.check import validate_limits
 
-    validate_limits(max_msrs, against, max_increase)  # before any read: a bad request reads nothing
+    validate_limits(max_msrs, against, max_increase, significant)  # before any read: a bad request reads nothing
     result = result_of_stored(load_scan(engine, scan_id))
     with _HistoryBefore(engine, scan_id) as store:
         if against is not None and not store.model_history(against).scans():
             raise UnknownReferenceError(f"{against!r} has no scan recorded before scan {scan_id} to compare "
                                         "with; record a baseline first")
         return check_result(result, max_msrs=max_msrs, against=against, max_increase=max_increase,
-                            db=store, force=force)
+                            db=store, force=force, significant=significant)
 
 
 def finite(value: float | None) -> float | None:

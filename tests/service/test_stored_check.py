@@ -100,3 +100,22 @@ def test_same_verdict_as_the_check_job_that_recorded_the_scan(make_service, sqli
     assert (verdict["passed"], verdict["reason"], verdict["baseline_scan_id"]) == \
         (outcome["passed"], outcome["reason"], outcome["baseline_scan_id"])
     assert verdict["increase_pct"] == pytest.approx(outcome["increase_pct"], rel=1e-9)
+
+
+def test_significant_uses_the_stored_batches_as_the_library_does_on_fresh_results(recorded, tmp_path):
+    """The history keeps MSRS per batch, so a recorded scan can be gated beyond batch noise: the
+    verdict, reason and interval equal `check --significant` on the fresh results (against a
+    history that holds only the earlier scan, as the endpoint sees it)."""
+    service, (first, second), (id1, id2) = recorded
+    change = 100.0 * (float(second.msrs) - float(first.msrs)) / float(first.msrs)
+    limit = max(change - 1, 0)
+    only_first = f"sqlite:///{tmp_path / 'before.db'}"
+    record_scan(only_first, first, "net", "v1")
+    expected = check_result(second, against="net", max_increase=limit, significant=True, db=only_first)
+    assert expected.increase_interval is not None and expected.increase_interval.defined
+    verdict = _check(service, id2, against="net", max_increase=limit, significant=True).json()
+    assert (verdict["passed"], verdict["reason"]) == (expected.passed, expected.reason)
+    assert verdict["increase_ci"] == pytest.approx([expected.increase_interval.low, expected.increase_interval.high])
+    assert "CI" in verdict["reason"]
+    refused = _check(service, id2, max_msrs=1, significant=True)
+    assert refused.status_code == 400 and "--max-increase" in refused.json()["detail"]

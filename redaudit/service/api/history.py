@@ -111,6 +111,9 @@ class CheckOut(BaseModel):
     msrs: float | None = Field(description="the scan's MSRS; null when undefined")
     increase_pct: float | None = Field(None, description="% change vs the baseline (with max_increase)")
     baseline_scan_id: int | None = Field(None, description="the scan compared with (with max_increase)")
+    increase_ci: list[float | None] | None = Field(
+        None, description="95% bootstrap interval of the % change over batches (with significant); "
+                          "null bounds when a scan has a single batch")
 
 
 @router.get("/scans/{scan_id}/check", response_model=CheckOut,
@@ -122,10 +125,15 @@ def check_stored_scan(scan_id: int = SCAN_ID,
                                                               "before this one is the baseline"),
                       max_increase: float | None = Query(None, ge=0, description="fail above this % over the baseline"),
                       force: bool = Query(False, description="compare even if the baseline's settings differ"),
+                      significant: bool = Query(False, description="with max_increase: fail only when the "
+                                                "increase is beyond batch noise (as `check --significant`)"),
                       state: ServiceState = Depends(get_state), _token=Depends(require_read)) -> CheckOut:
     """Reads only: the verdict is computed, not stored (a check *job* scans and records)."""
     outcome = history_io.check_stored(state.engine, scan_id, max_msrs=max_msrs, against=against,
-                                      max_increase=max_increase, force=force)
+                                      max_increase=max_increase, force=force, significant=significant)
+    interval = outcome.increase_interval
     return CheckOut(scan_id=scan_id, passed=outcome.passed, reason=outcome.reason,
                     msrs=history_io.finite(outcome.msrs), increase_pct=history_io.finite(outcome.increase_pct),
-                    baseline_scan_id=outcome.baseline.scan.scan_id if outcome.baseline else None)
+                    baseline_scan_id=outcome.baseline.scan.scan_id if outcome.baseline else None,
+                    increase_ci=None if interval is None else [history_io.finite(interval.low),
+                                                               history_io.finite(interval.high)])
