@@ -216,8 +216,8 @@ def scaling(folder: Path, jobs: int = 20, rounds: int = 3, samples: int = 4096) 
     then gets the default share of the cores, ``workers.default_threads``), and by both when the
     jobs ask for every core (``spec.threads`` = cores, onnxruntime's own default): interleaved,
     medians of ``rounds``. Each scan
-    has ``samples`` samples (4,096: about 0.3 s on one core, so the queue takes seconds, not the
-    wake-up and polling granularity of a tenth of a second)."""
+    has ``samples`` samples (4,096: about 0.1 s on a quiet core — the per-job bookkeeping, claim,
+    model load, session, record, is then a visible share; ``--scan-samples`` adds larger jobs)."""
     cores = os.cpu_count() or 1
     configs = {"one_worker_s": (1, None), "one_worker_all_cores_s": (1, cores), "two_workers_s": (2, None),
                "two_workers_all_cores_s": (2, cores)}
@@ -273,6 +273,9 @@ def main() -> None:
     parser.add_argument("parts", nargs="*", help="load, overhead, scaling (default: all)")
     parser.add_argument("--compare", type=Path, help="also run the load part on this checkout's code (before)")
     parser.add_argument("--runs", type=int, default=1, help="interleaved runs of the comparison")
+    parser.add_argument("--scan-samples", type=int, nargs="+", default=[4096],
+                        help="samples per scan of the scaling part; several values: one scaling run each "
+                             "(the per-job bookkeeping weighs less as jobs grow)")
     parser.add_argument("--poll-interval", type=float, default=0.1,
                         help="seconds each of the 8 pollers waits between polls (spreads 500 polls over the load)")
     args = parser.parse_args()
@@ -291,6 +294,9 @@ def main() -> None:
                 result = compare_load(sub, args.compare.resolve(), args.runs, args.poll_interval)
             elif part == "load":
                 result = load_test(sub, poll_interval_s=args.poll_interval)
+            elif part == "scaling":
+                result = {f"samples_{samples}": scaling(sub / str(samples), samples=samples)
+                          for samples in args.scan_samples if not (sub / str(samples)).mkdir()}
             else:
                 result = runs[part](sub)
             summary[part] = {**result, "loadavg_before": before, "loadavg_after": _load_average()}
