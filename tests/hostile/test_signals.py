@@ -69,10 +69,12 @@ def test_sigint_during_imports_and_scan(tmp_path, delay):
 def test_sigint_during_prune_writes_nothing(tmp_path, delay):
     model = save(tiny_mlp(width=32, layers=6), tmp_path)
     before = snapshot(tmp_path)
-    result = _interrupt(["prune", str(model), "--samples", "20000", "--cka-batch", "256", "--remove", "1", "--force",
+    # 200,000 samples: the work takes seconds, so 1.5 s lands in it (20,000 finished in ~1 s on a
+    # quiet machine once the default policy stopped scanning; the signal then hit the teardown).
+    result = _interrupt(["prune", str(model), "--samples", "200000", "--cka-batch", "256", "--remove", "1", "--force",
                          "-o", "pruned.onnx"], tmp_path, delay)
-    if result.returncode == 0:
-        pytest.skip("prune finished before the signal")
+    if result.returncode == 0 or (result.returncode == -signal.SIGINT and (tmp_path / "pruned.onnx").exists()):
+        pytest.skip("prune finished before the signal")  # -SIGINT: it landed in the interpreter's teardown
     said = [line for line in result.stderr.strip().splitlines() if not re.match(r"^\d\d:\d\d:\d\d ", line)]
     assert result.returncode == 130 and said == ["interrupted"], result.stderr  # stage lines aside
     assert snapshot(tmp_path) == before
