@@ -58,29 +58,13 @@ def docstring_sentences(packages: tuple[str, ...] = CALIBRATION_PACKAGES, limit:
                     if sentence not in seen:
                         seen.add(sentence)
                         sentences.append(sentence)
-    if len(sentences) > limit:
-        picks = np.linspace(0, len(sentences) - 1, limit).round().astype(int)
-        sentences = [sentences[i] for i in picks]
-    return sentences
+    return _spread(sentences, limit)
 
 
 def readme_sentences(exclude: tuple[str, ...] = CALIBRATION_PACKAGES, limit: int = 400) -> list[str]:
     """Distinct sentences from the READMEs of installed packages not in ``exclude``."""
-    excluded = {_distribution_key(name) for name in exclude} | {"scikit"}
-    seen: set[str] = set()
-    sentences: list[str] = []
-    for metadata in sorted(_site_packages().glob("*.dist-info/METADATA")):
-        if _distribution_key(metadata.parent.name) in excluded:
-            continue
-        body = metadata.read_text(encoding="utf-8", errors="ignore").partition("\n\n")[2]
-        for sentence in _candidate_sentences(body):
-            if sentence not in seen:
-                seen.add(sentence)
-                sentences.append(sentence)
-    if len(sentences) > limit:
-        picks = np.linspace(0, len(sentences) - 1, limit).round().astype(int)
-        sentences = [sentences[i] for i in picks]
-    return sentences
+    by_package = readme_sentences_by_package(exclude)
+    return _spread([sentence for sentences in by_package.values() for sentence in sentences], limit)
 
 
 def readme_sentences_by_package(exclude: tuple[str, ...] = CALIBRATION_PACKAGES) -> dict[str, list[str]]:
