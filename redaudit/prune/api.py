@@ -178,9 +178,10 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
                                names=blocks)
     _notify(progress, "probe arrays")
     arrays, real, warnings = probe_arrays(prepared, spec, arrays_in)
+    samples = int(next(iter(arrays.values())).shape[0])
     if measure_msrs or record:  # the scans before/after: options they cannot run with fail now
         select_backend(spec.backend)
-        check_batching(spec, int(next(iter(arrays.values())).shape[0]))
+        check_batching(spec, samples)
     if not real:
         warnings.append("probe inputs are synthetic (random); pass real data with --inputs for meaningful numbers")
     context = PolicyContext(prepared, candidates, spec, arrays)
@@ -189,7 +190,7 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
     shapes = {name: array.shape for name, array in arrays.items()}
     result = PruneResult(source=prepared.path, source_sha256=prepared.sha256, iterative=iterative,
                          candidates=describe_candidates(prepared, candidates, scores, shapes),
-                         probe_real=real, samples=int(next(iter(arrays.values())).shape[0]), warnings=warnings,
+                         probe_real=real, samples=samples, warnings=warnings,
                          policy=chosen_policy.name, policy_description=chosen_policy.description)
     if list_only:
         return result
