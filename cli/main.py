@@ -117,6 +117,7 @@ def main() -> None:
     """Console entry point: signal policy first, then the BLAS thread default, then click."""
     os.environ.setdefault("OPENBLAS_NUM_THREADS", DEFAULT_BLAS_THREADS)
     signal.signal(signal.SIGINT, _on_sigint)
+    sys.unraisablehook = _on_unraisable
     if hasattr(signal, "SIGXFSZ"):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
@@ -127,6 +128,15 @@ def main() -> None:
         if _INTERRUPTED:  # the interrupt surfaced as another error (e.g. ImportError: initialization failed)
             _exit_interrupted()
         raise
+
+
+def _on_unraisable(unraisable: Any) -> None:
+    """An interrupt raised where Python cannot propagate it (a ``__del__``, a weakref callback of
+    the import machinery) would be printed as "Exception ignored" and the command would go on:
+    end it like any other interrupt. Other unraisable errors keep Python's default report."""
+    if isinstance(unraisable.exc_value, (Interrupted, KeyboardInterrupt)):
+        _exit_interrupted()
+    sys.__unraisablehook__(unraisable)
 
 
 def _exit_interrupted() -> None:
