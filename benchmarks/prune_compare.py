@@ -7,8 +7,8 @@ Subjects: MiniLM-L6 (k = 1, 2, 3 of 6 encoder layers; mean embedding cosine to t
 nearest-neighbour agreement@10 on evaluation sentences from other packages' READMEs than the
 calibration sentences — READMEs of the alternate packages by default, docstrings of 7 packages
 with ``--calib-source docstrings``) and a residual CNN trained here on scikit-learn's digits
-(k up to half its blocks; test accuracy retained). For each policy × heal {none, linear} × k:
-quality, parameter ratio, latency ratio. ``--pairs`` also prints every subset for k ≤ 2, healed
+(k up to half its blocks; test accuracy retained). For each policy × heal {none, linear,
+attention} × k (``--heals``): quality, parameter ratio, latency ratio. ``--pairs`` also prints every subset for k ≤ 2, healed
 sequentially (the default) and with independently fitted maps.
 
 A policy is one class in redaudit.prune.policies; registering it here is one line in
@@ -107,7 +107,9 @@ def run_outputs(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> n
 
 def fit_all_spans(subject: Subject) -> float:
     """Fit a map (on the original) for every contiguous run of blocks in one calibration pass;
-    returns seconds. ``linear`` heals sequentially, ``linear-independent`` only with these maps."""
+    returns seconds. ``linear`` heals sequentially, ``linear-independent`` only with these maps;
+    ``attention`` (``--heal attention``: maps that also mix tokens through the upstream attention)
+    is fitted as it is applied, sequentially."""
     blocks = subject.blocks
     spans = [Span(blocks[i].entry, blocks[j].exit, ()) for i in range(len(blocks)) for j in range(i, len(blocks))
              if j - i < max(subject.ks)]
@@ -116,7 +118,9 @@ def fit_all_spans(subject: Subject) -> float:
     started = time.perf_counter()
     sequential.fit(spans)
     independent.maps = sequential.maps  # the maps fitted on the original are the same for both
-    subject.healers = {"linear": sequential, "linear-independent": independent}
+    subject.healers = {"linear": sequential, "linear-independent": independent,
+                       "attention": LinearHealer(subject.model, subject.calibration,
+                                                 HealOptions(threads=THREADS, attention_mix=True))}
     return time.perf_counter() - started
 
 
@@ -137,13 +141,13 @@ def evaluate(subject: Subject, combo: tuple[int, ...], heal: str) -> dict[str, f
     return subject.cache[key]
 
 
-def compare(subject: Subject, draws_override: int | None) -> Iterator[dict]:
+def compare(subject: Subject, draws_override: int | None, heals: tuple[str, ...]) -> Iterator[dict]:
     """Rows policy × k × heal, yielded as they are measured."""
     for policy, (choose, draws) in POLICIES.items():
         draws = draws_override if draws > 1 and draws_override else draws
         for k in subject.ks:
             choices = [choose(subject, seed, k) for seed in range(draws)]
-            for heal in ("none", "linear"):
+            for heal in heals:
                 measured = [evaluate(subject, tuple(c), heal) for c in choices]
                 row = {"subject": subject.name, "policy": policy, "k": k, "heal": heal, "draws": draws,
                        "removed": sorted(choices[0]) if draws == 1 else None}
@@ -227,6 +231,8 @@ def main() -> None:
                         help="MiniLM calibration text: READMEs of other packages, or docstrings (a domain shift)")
     parser.add_argument("--pairs", action="store_true", help="also every subset of k ≤ 2 blocks")
     parser.add_argument("--no-policies", action="store_true", help="skip the policy table (with --pairs)")
+    parser.add_argument("--heals", default="none,linear,attention",
+                        help="healing methods compared (attention: tokens mixed through the upstream attention)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with tempfile.TemporaryDirectory() as temporary:
@@ -243,7 +249,8 @@ def main() -> None:
                   f"{sum(len(next(iter(f.values()))) for f in subject.calibration)} samples, evaluation "
                   f"{len(subject.reference)}; all span maps fitted in {fit_seconds:.1f} s", flush=True)
             header = False
-            for row in ([] if args.no_policies else compare(subject, args.draws)):
+            heals = tuple(args.heals.split(","))
+            for row in ([] if args.no_policies else compare(subject, args.draws, heals)):
                 metrics = [key for key in row if key not in ("subject", "policy", "k", "heal", "draws", "removed")]
                 if not header:
                     print("| policy | k | heal | removed | " + " | ".join(metrics) + " | latency |")
@@ -256,11 +263,15 @@ def main() -> None:
                       + " | ".join(f"{row[m]:.4f}" for m in metrics) + f" | {latency} |", flush=True)
             if args.pairs:
                 metrics = [m for m in evaluate(subject, (0,), "none") if m != "params"]
-                print(f"\nevery subset, k ≤ 2 ({subject.name}): " + ", ".join(metrics[:2]) + " none → linear")
+                healed_with = [heal for heal in heals if heal != "none"]
+                print(f"\nevery subset, k ≤ 2 ({subject.name}): " + ", ".join(metrics[:2]) + " none → "
+                      + " / ".join(healed_with))
                 for k in (1, 2):
                     for combo in itertools.combinations(range(len(subject.blocks)), k):
-                        plain, healed = evaluate(subject, combo, "none"), evaluate(subject, combo, "linear")
-                        line = f"  {combo}: " + "  ".join(f"{m} {plain[m]:.4f} → {healed[m]:.4f}" for m in metrics[:2])
+                        plain = evaluate(subject, combo, "none")
+                        healed = [evaluate(subject, combo, heal) for heal in healed_with]
+                        line = f"  {combo}: " + "  ".join(
+                            f"{m} {plain[m]:.4f} → " + " / ".join(f"{h[m]:.4f}" for h in healed) for m in metrics[:2])
                         if len(merge_spans([subject.blocks[i] for i in combo])) > 1:
                             alone = evaluate(subject, combo, "linear-independent")
                             line += "  (independent maps: " + "  ".join(f"{m} {alone[m]:.4f}" for m in metrics[:2]) + ")"

@@ -11,6 +11,7 @@ from rich.table import Table
 from redaudit.cli.common import console, prepare_output_paths, progress_bar, user_errors
 from redaudit.cli.render import print_warnings
 from redaudit.cli.scan_options import scan_options, scan_spec
+from redaudit.prune.heal import HEAL_METHODS
 from redaudit.prune.policies import POLICIES
 
 
@@ -70,6 +71,7 @@ def render_result(result) -> None:
     for span in result.healed:
         after = len(span.get("fitted_after") or ())
         console.print(f"Healed span {span['span']['entry']} → {span['span']['exit']}: {span['how']}"
+                      + (f" (mixing tokens with {span['attention']})" if span.get("attention") else "")
                       + (f" (held-out relative error {span['heldout_error']:.3g}, plain removal "
                          f"{span['removal_error']:.3g})" if isinstance(span.get("heldout_error"), float)
                          and math.isfinite(span["heldout_error"]) else "")
@@ -93,12 +95,14 @@ def render_result(result) -> None:
                    "never worse than cka in the docs/prune.md comparison), cka (RedTest, input/output CKA), angular "
                    "(best contiguous span, Gromov et al.), greedy (SLEB; best without healing on MiniLM for 2+ "
                    "layers, one model run per candidate and step), random (seeded baseline).")
-@click.option("--heal", type=click.Choice(["none", "linear"]), default="none", show_default=True,
+@click.option("--heal", type=click.Choice(list(HEAL_METHODS)), default="none", show_default=True,
               help="linear: replace each removed span by a least-squares linear map fitted on calibration "
                    "activations (later spans on the model with the earlier ones healed; folded into the next "
-                   "linear op where possible). Combines with --iterative.")
+                   "linear op where possible). attention: the same map plus a token-mixing term through the "
+                   "attention pattern of the layer before the span (transformers; best on MiniLM in "
+                   "docs/prune.md; plain map where no attention is upstream). Combines with --iterative.")
 @click.option("--calibrate", "calibrate", type=click.Path(dir_okay=False), default=None,
-              help=".npz to fit --heal linear on (default: the probe inputs, which also verify the result).")
+              help=".npz to fit --heal on (default: the probe inputs, which also verify the result).")
 @click.option("--min-cosine", type=float, default=0.9, show_default=True,
               help="Refuse to write a pruned model whose mean output cosine to the original is lower.")
 @click.option("--min-top1", type=float, default=None, help="Also refuse below this top-1 agreement (classifiers).")

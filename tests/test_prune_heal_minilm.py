@@ -55,3 +55,24 @@ def test_healing_one_encoder_layer_keeps_the_embedding(minilm):
     assert healed_cosine > plain + 0.01 and healed_cosine > 0.93
     onnx.checker.check_model(healed, full_check=True)
     assert np.isfinite(healed_cosine)
+
+
+def test_calibration_without_padding_gives_the_same_statistics(minilm, monkeypatch):
+    """The real exported encoder masks attention, so cutting each batch after its longest
+    sentence must be proven exact and change no statistic (only the time)."""
+    import redaudit.prune.calibrate as calibrate
+    from redaudit.prune.calibrate import calibrate_spans, calibration_batches
+    from redaudit.prune.padding import trim_is_exact
+
+    model, calibration, _ = minilm
+    decisions = []
+    monkeypatch.setattr(calibrate, "trim_is_exact", lambda *a: decisions.append(trim_is_exact(*a)) or decisions[-1])
+    layer = find_candidates(model)[3]
+    feeds = list(calibration_batches(model, calibration, 32))
+    assert max(int(f["attention_mask"].sum(1).max()) for f in feeds[:2]) < 48  # short batches first
+    (full,) = calibrate_spans(model, [(layer.entry, layer.exit)], feeds, trim_padding=False)
+    (cut,) = calibrate_spans(model, [(layer.entry, layer.exit)], feeds)
+    assert decisions == [True]
+    assert cut.rows.sum() == full.rows.sum() == int(calibration["attention_mask"].sum())
+    for a, b in ((full.gram, cut.gram), (full.cross, cut.cross), (full.y_square, cut.y_square)):
+        np.testing.assert_allclose(b.sum(0), a.sum(0), rtol=1e-4, atol=1e-3)

@@ -75,8 +75,9 @@ def _calibration(prepared: PreparedModel, spec: ScanSpec, calibrate: Any, arrays
 
 def _healed(prepared: PreparedModel, spec: ScanSpec, chosen: list[Block], heal: str, calibrate: Any,
             arrays: Mapping[str, np.ndarray], result: PruneResult) -> onnx.ModelProto:
-    """Remove ``chosen`` and fit a linear map in place of each span (sequentially: a later span's
-    map on the model with the earlier ones healed) on calibration activations."""
+    """Remove ``chosen`` and fit a linear map (``heal="attention"``: one that also mixes tokens
+    through the upstream attention) in place of each span (sequentially: a later span's map on
+    the model with the earlier ones healed) on calibration activations."""
     from redaudit.prune.heal import heal_blocks
 
     calibration = _calibration(prepared, spec, calibrate, arrays, result)
@@ -150,8 +151,10 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
     """
     if iterative and blocks:
         raise PruneError("--iterative chooses blocks by similarity; it does not combine with --blocks")
-    if heal not in ("none", "linear"):
-        raise PruneError(f"--heal must be one of none, linear; got {heal!r}")
+    from redaudit.prune.heal import HEAL_METHODS
+
+    if heal not in HEAL_METHODS:
+        raise PruneError(f"--heal must be one of {', '.join(HEAL_METHODS)}; got {heal!r}")
     if remove is not None and remove < 1:
         raise PruneError("--remove must be at least 1")
     if max_drift is not None and not 0 <= max_drift <= 2:
@@ -200,7 +203,7 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
         calibration = None if heal == "none" else _calibration(prepared, spec, calibrate, arrays, result)
         pruned, result.removed, result.steps, healed = planning.iterate(
             context, chosen_policy, remove=remove, target_params=target_params, max_drift=max_drift,
-            evaluator=evaluator, calibration=calibration)
+            evaluator=evaluator, calibration=calibration, attention_mix=heal == "attention")
         if healed:
             result.healed = healed
     else:

@@ -10,6 +10,12 @@ pooling and attention mask them out); fitting the map on them would spend its ca
 that do not matter. ``mask_input`` names an integer graph input of shape (N, S) whose non-zero
 entries mark the rows to use; ``"auto"`` picks ``attention_mask`` when the model has one and
 the activation's leading dims match it.
+
+With a mask, ``trim_padding`` (the default) also runs each batch only as long as its longest
+real sequence, once a few samples run both ways have shown that this changes no fetched value
+on a real row (:mod:`redaudit.prune.padding`), and :func:`calibration_batches` sorts samples
+by length so that batches are short: MiniLM padded to 64 tokens calibrates in a fraction of the
+time with the same statistics.
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ from onnx import TensorProto, helper
 
 from redaudit.prune.heal_fit import DEFAULT_FOLDS, RidgeAccumulator
 from redaudit.prune.heal_graph import LAYOUTS, default_layout
+from redaudit.prune.padding import sequence_axis_is_free, sorted_by_length, trim_is_exact, trimmed
 from redaudit.prune.surgery import PruneError, _live_nodes
 from redaudit.core.run import SessionFactory
 
@@ -61,6 +68,17 @@ def batches(arrays: Mapping[str, np.ndarray], batch_size: int) -> Iterator[dict[
         yield {name: array[start:start + batch_size] for name, array in arrays.items()}
 
 
+def calibration_batches(model: onnx.ModelProto, arrays: Mapping[str, np.ndarray], batch_size: int,
+                        mask_input: str | None = "auto") -> Iterator[dict[str, np.ndarray]]:
+    """Batches of ``arrays`` for calibration: sorted by real length when the model has a padding
+    mask (see the module docstring; the sample → fold assignment changes, nothing else), plain
+    consecutive slices otherwise."""
+    mask_name = _mask_name(model, mask_input)
+    if mask_name is not None and mask_name in arrays and np.ndim(arrays[mask_name]) == 2:
+        arrays = sorted_by_length(arrays, mask_name)
+    return batches(arrays, batch_size)
+
+
 def _features_last(array: np.ndarray, layout: str) -> np.ndarray:
     return np.moveaxis(array, 1, -1) if layout == "channel" else array
 
@@ -88,10 +106,11 @@ def _fetcher(model: onnx.ModelProto, names: Sequence[str], threads: int | None):
     return fetch
 
 
-def calibrate_spans(model: onnx.ModelProto, spans: Sequence[tuple[str, str]],
+def calibrate_spans(model: onnx.ModelProto, spans: Sequence[tuple[str, str] | tuple[str, str, str | None]],
                     calibration: Iterable[Mapping[str, np.ndarray]], *, layout: str | None = None,
                     mask_input: str | None = "auto", folds: int = DEFAULT_FOLDS,
-                    threads: int | None = None, entry_model: onnx.ModelProto | None = None) -> list[RidgeAccumulator]:
+                    threads: int | None = None, entry_model: onnx.ModelProto | None = None,
+                    trim_padding: bool = True) -> list[RidgeAccumulator]:
     """One accumulator per (entry, exit) span, fed with the original model's activations.
 
     ``calibration`` yields input feeds (one batch each). ``layout`` is "last" (features on the
@@ -100,11 +119,17 @@ def calibrate_spans(model: onnx.ModelProto, spans: Sequence[tuple[str, str]],
     while the exits — the targets — still come from ``model``. Sequential healing passes the
     model whose upstream spans are already healed, so each map learns to undo the error of the
     maps before it instead of assuming an input the pruned model never produces.
+    ``trim_padding``: cut trailing padding from each batch where proven exact (module docstring).
+    A span (entry, exit, attention) with an attention tensor is fitted on the features
+    ``[x, P̄x]`` (:mod:`redaudit.prune.heal_mix`); the attention is read where the entries are.
     """
+    from redaudit.prune.heal_mix import mix_features
+
     if layout is not None and layout not in LAYOUTS:
         raise PruneError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
-    entries = [entry for entry, _ in spans]
-    exits = [exit_name for _, exit_name in spans]
+    mixers = [span[2] if len(span) > 2 else None for span in spans]
+    entries = [span[0] for span in spans] + [mixer for mixer in mixers if mixer]
+    exits = [span[1] for span in spans]
     if entry_model is None:
         fetchers = [_fetcher(model, entries + exits, threads)]
     else:
@@ -114,15 +139,32 @@ def calibrate_spans(model: onnx.ModelProto, spans: Sequence[tuple[str, str]],
     accumulators: list[RidgeAccumulator | None] = [None] * len(spans)
     layouts: list[str] = [layout or ""] * len(spans)
     seen_batches = 0
-    for feed in calibration:
-        values = {}
+
+    def fetch_all(feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        values: dict[str, np.ndarray] = {}
         for fetch in fetchers:
             values.update(fetch(feed))
+        return values
+
+    # None: not decided yet (no batch with padding to cut seen); then True/False for the run
+    cut_padding: bool | None = None if (trim_padding and mask_name is not None
+                                        and sequence_axis_is_free(model, mask_name)) else False
+    for feed in calibration:
+        if cut_padding is not False and np.ndim(feed[mask_name]) == 2:
+            shorter = trimmed(feed, mask_name)
+            if shorter[mask_name].shape != np.shape(feed[mask_name]):
+                if cut_padding is None:
+                    cut_padding = trim_is_exact(fetch_all, feed, mask_name)
+                if cut_padding:
+                    feed = shorter
+        values = fetch_all(feed)
         seen_batches += 1
-        for i, (entry, exit_name) in enumerate(spans):
-            x, y = values[entry], values[exit_name]
+        for i, span in enumerate(spans):
+            x, y = values[span[0]], values[span[1]]
             layouts[i] = layouts[i] or default_layout(x.ndim)
             x, y = _features_last(x, layouts[i]), _features_last(y, layouts[i])
+            if mixers[i]:
+                x = mix_features(values[mixers[i]], x)
             mask = None
             if mask_name is not None and feed[mask_name].shape == x.shape[:-1]:
                 mask = np.asarray(feed[mask_name]) != 0

@@ -17,6 +17,10 @@ cached per span, for callers that try several removal sets. Steps, each its own 
 4. :func:`redaudit.prune.heal_graph.heal_span` — the span is replaced by the map, folded into
    the next linear op where possible; the result is checked (full checker, strict inference).
 
+``heal="attention"`` is the same with a token-mixing term: each span's map also reads the
+head-averaged attention pattern of the layer before it (:mod:`redaudit.prune.heal_mix`); a span
+with no attention upstream gets the plain map.
+
 ``heal="none"`` in the same call is plain removal through the same span logic, so both arms of
 a comparison differ only by the map.
 """
@@ -29,7 +33,7 @@ from typing import Any, Protocol
 import numpy as np
 import onnx
 
-from redaudit.prune.calibrate import batches, calibrate_spans
+from redaudit.prune.calibrate import calibrate_spans, calibration_batches
 from redaudit.prune.heal_fit import (
     DEFAULT_FOLDS,
     DEFAULT_LAMBDAS,
@@ -40,7 +44,7 @@ from redaudit.prune.heal_fit import (
 from redaudit.prune.heal_graph import default_layout, heal_span
 from redaudit.prune.surgery import PruneError
 
-HEAL_METHODS = ("none", "linear")
+HEAL_METHODS = ("none", "linear", "attention")
 
 __all__ = [
     "HEAL_METHODS",
@@ -91,6 +95,7 @@ class HealedSpan:
     rows: int
     samples: int
     fitted_after: tuple[str, ...] = ()  # exits of the spans already healed when this map was fitted
+    attention: str | None = None  # the upstream attention tensor the map mixes tokens with
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "span": asdict(self.span)}
@@ -112,7 +117,10 @@ class HealOptions:
     """How maps are fitted and put in: calibration batch size, feature layout (None: by rank),
     padding mask input ("auto": ``attention_mask``), ridge grid, prior and folds, whether
     to fold into the next linear op when possible, whether later spans are fitted on the model
-    with the earlier ones healed (``sequential``), and onnxruntime threads (None: default)."""
+    with the earlier ones healed (``sequential``), onnxruntime threads (None: default), and
+    whether token batches are sorted by length and run without their trailing padding where
+    that is proven to change nothing (``trim_padding``, :mod:`redaudit.prune.padding`);
+    ``attention_mix``: maps also read the upstream attention pattern (``--heal attention``)."""
 
     batch_size: int = 64
     layout: str | None = None
@@ -123,6 +131,40 @@ class HealOptions:
     fold: bool = True
     sequential: bool = True
     threads: int | None = None
+    trim_padding: bool = True
+    attention_mix: bool = False
+
+
+#: A span as calibration sees it: (entry, exit) or (entry, exit, attention tensor).
+SpanKey = tuple[str, ...]
+
+
+def _span_key(model: onnx.ModelProto, span: SpanLike | Span, options: HealOptions) -> SpanKey:
+    """(entry, exit), plus the attention tensor to mix with when ``attention_mix`` finds one in
+    ``model`` (the model the map will be put into)."""
+    from redaudit.prune.heal_mix import upstream_attention
+
+    mixer = upstream_attention(model, span.entry) if options.attention_mix else None
+    return (span.entry, span.exit) + ((mixer,) if mixer else ())
+
+
+def _solve(accumulator: RidgeAccumulator, key: SpanKey, options: HealOptions) -> LinearMap:
+    """The ridge map; a mixing map shrinks toward ``[I; 0]`` (plain removal)."""
+    if len(key) < 3:
+        return accumulator.solve(options.lambdas, options.prior)
+    width = accumulator.d_out
+    prior = np.vstack([np.eye(width), np.zeros((accumulator.d_in - width, width))])
+    return accumulator.solve(options.lambdas, prior if options.prior == "identity" else "zero")
+
+
+def _feeds(model: onnx.ModelProto, calibration: Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]],
+           options: HealOptions):
+    """Calibration feeds: whole arrays cut into batches (sorted by length when trimming), or the
+    caller's own feeds as they are."""
+    if not isinstance(calibration, Mapping):
+        return calibration
+    return calibration_batches(model, calibration, options.batch_size,
+                               options.mask_input if options.trim_padding else None)
 
 
 def _graph_order(model: onnx.ModelProto, spans: Sequence[Span]) -> list[Span]:
@@ -144,26 +186,25 @@ class LinearHealer:
                  calibration: Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]],
                  options: HealOptions = HealOptions()) -> None:
         self.model, self.calibration, self.options = model, calibration, options
-        #: ((entry, exit) of the spans healed before it, (entry, exit)) → map; () = on the original
-        self.maps: dict[tuple[tuple[tuple[str, str], ...], tuple[str, str]], LinearMap] = {}
+        #: ((entry, exit) of the spans healed before it, span key) → map; () = on the original.
+        #: A span key is (entry, exit), or (entry, exit, attention) with ``attention_mix``.
+        self.maps: dict[tuple[tuple[tuple[str, str], ...], SpanKey], LinearMap] = {}
 
-    def _feeds(self):
-        return (batches(self.calibration, self.options.batch_size) if isinstance(self.calibration, Mapping)
-                else self.calibration)
-
-    def _calibrate(self, spans: list[tuple[str, str]], entry_model: onnx.ModelProto | None):
+    def _calibrate(self, spans: list[SpanKey], entry_model: onnx.ModelProto | None):
         options = self.options
-        return calibrate_spans(self.model, spans, self._feeds(), layout=options.layout,
-                               mask_input=options.mask_input, folds=options.folds, threads=options.threads,
-                               entry_model=entry_model)
+        return calibrate_spans(self.model, spans, _feeds(self.model, self.calibration, options),
+                               layout=options.layout, mask_input=options.mask_input, folds=options.folds,
+                               threads=options.threads, entry_model=entry_model,
+                               trim_padding=options.trim_padding)
 
     def fit(self, spans: Sequence[Span]) -> None:
         """Fit, on the original model in one pass, the maps of ``spans`` not fitted yet."""
-        todo = list(dict.fromkeys((s.entry, s.exit) for s in spans if ((), (s.entry, s.exit)) not in self.maps))
+        keys = [_span_key(self.model, span, self.options) for span in spans]
+        todo = list(dict.fromkeys(key for key in keys if ((), key) not in self.maps))
         if not todo:
             return
-        for span, accumulator in zip(todo, self._calibrate(todo, None)):
-            self.maps[((), span)] = accumulator.solve(self.options.lambdas, self.options.prior)
+        for key, accumulator in zip(todo, self._calibrate(todo, None)):
+            self.maps[((), key)] = _solve(accumulator, key, self.options)
 
     def apply(self, blocks: Sequence[SpanLike]) -> tuple[onnx.ModelProto, list[HealedSpan]]:
         """The model with ``blocks`` replaced by their spans' maps (checked), and a report."""
@@ -174,19 +215,20 @@ class LinearHealer:
             self.fit(spans)
         healed, report, upstream = self.model, [], ()
         for span in spans:
-            key = (upstream if self.options.sequential else (), (span.entry, span.exit))
+            span_key = _span_key(healed if self.options.sequential else self.model, span, self.options)
+            key = (upstream if self.options.sequential else (), span_key)
             if key not in self.maps:
                 if not key[0]:
                     self.fit([span])
                 else:
-                    (accumulator,) = self._calibrate([key[1]], healed)
-                    self.maps[key] = accumulator.solve(self.options.lambdas, self.options.prior)
-            linear = self.maps[key]
+                    (accumulator,) = self._calibrate([span_key], healed)
+                    self.maps[key] = _solve(accumulator, span_key, self.options)
+            linear, mixer = self.maps[key], (span_key[2] if len(span_key) > 2 else None)
             healed, how = heal_span(healed, span.entry, span.exit, linear.weight, linear.bias,
-                                    self.options.layout, self.options.fold)
+                                    self.options.layout, self.options.fold, mixer)
             report.append(HealedSpan(span, how, linear.relative_alpha, linear.heldout_error,
                                      linear.removal_error, linear.rows, linear.samples,
-                                     tuple(exit_name for _, exit_name in key[0])))
+                                     tuple(exit_name for _, exit_name in key[0]), mixer))
             upstream = (*upstream, (span.entry, span.exit))
         return healed, report
 
@@ -203,7 +245,8 @@ def heal_blocks(model: onnx.ModelProto, blocks: Sequence[SpanLike],
         raise PruneError(f"--heal must be one of {', '.join(HEAL_METHODS)}; got {heal!r}")
     if not blocks:
         raise PruneError("no block selected for removal")
-    if heal == "linear":
+    if heal in ("linear", "attention"):
+        options.setdefault("attention_mix", heal == "attention")
         return LinearHealer(model, calibration, HealOptions(**options)).apply(blocks)
     healed, report = model, []
     for span in merge_spans(blocks):
@@ -221,20 +264,23 @@ def heal_step(original: onnx.ModelProto, current: onnx.ModelProto, block: SpanLi
     names); an exit the original does not have is fitted to ``current``'s own."""
     produced = {name for node in original.graph.node for name in node.output}
     in_original = block.exit in produced
-    feeds = batches(calibration, options.batch_size) if isinstance(calibration, Mapping) else calibration
-    (accumulator,) = calibrate_spans(original if in_original else current, [(block.entry, block.exit)], feeds,
-                                     layout=options.layout, mask_input=options.mask_input, folds=options.folds,
-                                     threads=options.threads, entry_model=current if in_original else None)
-    linear = accumulator.solve(options.lambdas, options.prior)
+    key = _span_key(current, block, options)
+    (accumulator,) = calibrate_spans(original if in_original else current, [key],
+                                     _feeds(original, calibration, options), layout=options.layout,
+                                     mask_input=options.mask_input, folds=options.folds, threads=options.threads,
+                                     entry_model=current if in_original else None,
+                                     trim_padding=options.trim_padding)
+    linear, mixer = _solve(accumulator, key, options), (key[2] if len(key) > 2 else None)
     healed, how = heal_span(current, block.entry, block.exit, linear.weight, linear.bias, options.layout,
-                            options.fold)
+                            options.fold, mixer)
     span = Span(block.entry, block.exit, (block.name,))
     return healed, HealedSpan(span, how, linear.relative_alpha, linear.heldout_error, linear.removal_error,
-                              linear.rows, linear.samples)
+                              linear.rows, linear.samples, attention=mixer)
 
 
 #: Name suffixes of the nodes :func:`heal_span` inserts.
-HEAL_NODE_SUFFIXES = ("/heal_matmul", "/heal_add", "/heal_conv")
+HEAL_NODE_SUFFIXES = ("/heal_matmul", "/heal_add", "/heal_conv", "/heal_attention_mean", "/heal_context",
+                      "/heal_mix_matmul", "/heal_sum", "/heal_axes")
 
 
 def heal_nodes_only(block: Any) -> bool:

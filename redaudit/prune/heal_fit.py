@@ -12,7 +12,9 @@ Two choices are made here and written down because they change the answer:
   (``prior="identity"``, the default) and ``P = 0`` otherwise (``prior="zero"``, ReplaceMe's
   form). Shrinking toward the identity means a heavily regularised fit degrades to plain removal
   (``y = x``), never to ``y = b``: the heal can only move away from "remove" as far as the data
-  supports. The bias is never penalised.
+  supports. The bias is never penalised. A map with extra features (the attention mix of
+  :mod:`redaudit.prune.heal`: ``[x, P̄x] → y``) passes its prior as a matrix, ``[I; 0]``: the
+  plain removal again.
 * **α by held-out error.** Samples (the first axis of each batch, so all tokens of a sentence
   stay together) are dealt round-robin into ``folds`` folds; for each candidate α the map is fitted
   on all folds but one and its squared error measured on the one left out, exactly, from that
@@ -127,16 +129,21 @@ class RidgeAccumulator:
         rows = self.rows.sum() if fold is None else self.rows[fold]
         return float(y_square - np.sum(cross[-1] ** 2) / max(rows, 1))
 
-    def solve(self, lambdas: Sequence[float] = DEFAULT_LAMBDAS, prior: str = "identity") -> LinearMap:
-        """The ridge map with α chosen by held-out error (see the module docstring)."""
+    def solve(self, lambdas: Sequence[float] = DEFAULT_LAMBDAS, prior: str | np.ndarray = "identity") -> LinearMap:
+        """The ridge map with α chosen by held-out error (see the module docstring). ``prior``:
+        "identity" (square maps; "zero" otherwise), "zero", or a (D_in, D_out) matrix that the
+        penalty shrinks toward and that plain removal amounts to."""
         total_rows = int(self.rows.sum())
         if total_rows == 0:
             raise ValueError("no calibration rows were added")
-        if prior not in ("identity", "zero"):
-            raise ValueError(f"prior must be 'identity' or 'zero', got {prior!r}")
-        if prior == "identity" and self.d_in != self.d_out:
-            prior = "zero"
-        target = np.eye(self.d_in) if prior == "identity" else None
+        if isinstance(prior, np.ndarray):
+            if prior.shape != (self.d_in, self.d_out):
+                raise ValueError(f"prior matrix {prior.shape} does not match a {self.d_in} → {self.d_out} map")
+            target: np.ndarray | None = np.asarray(prior, np.float64)
+        elif prior not in ("identity", "zero"):
+            raise ValueError(f"prior must be 'identity', 'zero' or a matrix, got {prior!r}")
+        else:
+            target = np.eye(self.d_in) if prior == "identity" and self.d_in == self.d_out else None
         gram, cross = self.gram.sum(0), self.cross.sum(0)
         scale = float(np.trace(gram[:-1, :-1])) / self.d_in or 1.0
         used = [f for f in range(self.folds) if self.rows[f] > 0]
@@ -151,8 +158,10 @@ class RidgeAccumulator:
                     errors[i] += _squared_error(theta, self.gram[fold], self.cross[fold], self.y_square[fold])
             variance = sum(self._variance(f) for f in used)
             errors /= variance if variance > 0 else 1.0
-        if self.d_in == self.d_out:
-            removal_theta = np.vstack([np.eye(self.d_in), np.zeros((1, self.d_out))])
+        removal_map = target if isinstance(prior, np.ndarray) else (
+            np.eye(self.d_in) if self.d_in == self.d_out else None)  # plain removal: y = x
+        if removal_map is not None:
+            removal_theta = np.vstack([removal_map, np.zeros((1, self.d_out))])
             variance = self._variance()
             removal = _squared_error(removal_theta, gram, cross, float(self.y_square.sum()))
             removal = removal / variance if variance > 0 else float("nan")
@@ -165,7 +174,7 @@ class RidgeAccumulator:
 
 def fit_linear_heal(entry_acts: Iterable[np.ndarray], exit_acts: Iterable[np.ndarray], *,
                     masks: Iterable[np.ndarray | None] | None = None, lambdas: Sequence[float] = DEFAULT_LAMBDAS,
-                    prior: str = "identity", folds: int = DEFAULT_FOLDS) -> LinearMap:
+                    prior: str | np.ndarray = "identity", folds: int = DEFAULT_FOLDS) -> LinearMap:
     """Fit ``exit ≈ entry @ T + b`` from paired batches (each (N, ..., D), features last)."""
     accumulator: RidgeAccumulator | None = None
     mask_iter = iter(masks) if masks is not None else None

@@ -9,7 +9,9 @@ last axis, a 1×1 Conv (no padding, one group) on channels — T and b are folde
 consumer's weight and bias and the model gains no parameters — for channel maps also through a
 spatial average (GlobalAveragePool → Flatten, or ReduceMean over H, W) into the MatMul/Gemm head
 after it, since a per-pixel map commutes with averaging; otherwise a MatMul + Add (last axis) or
-a 1×1 Conv (channels, axis 1) is inserted.
+a 1×1 Conv (channels, axis 1) is inserted. With ``mixer`` (an attention tensor upstream of
+the entry, :mod:`redaudit.prune.heal_mix`) the map reads ``[entry, P̄·entry]`` and is always
+inserted.
 """
 from __future__ import annotations
 
@@ -214,12 +216,29 @@ def _insert(graph, entry, exit_name, weight, bias, dtype, layout, rank) -> tuple
     return [helper.make_node("Conv", [entry, w, b], [exit_name], name=f"{exit_name}/heal_conv")], "inserted 1x1 Conv"
 
 
+def _insert_mix(healed: onnx.ModelProto, entry, mixer, exit_name, weight, bias, dtype) -> tuple[list, str]:
+    from redaudit.prune.heal_mix import mix_nodes
+
+    graph = healed.graph
+    if not any(mixer in node.output for node in graph.node):
+        raise PruneError(f"cannot heal: attention tensor {mixer!r} is not computed in this model")
+    width = weight.shape[0] // 2
+    opset = next((o.version for o in healed.opset_import if o.domain in ("", "ai.onnx")), 17)
+    nodes = mix_nodes(opset, entry, mixer, exit_name,
+                      _add_init(graph, f"{exit_name}/heal_T", weight[:width].astype(dtype)),
+                      _add_init(graph, f"{exit_name}/heal_T_mix", weight[width:].astype(dtype)),
+                      _add_init(graph, f"{exit_name}/heal_b", bias.astype(dtype)),
+                      lambda base: _unique(graph, base))
+    return nodes, "inserted attention mix"
+
+
 def heal_span(model: onnx.ModelProto, entry: str, exit: str, weight: np.ndarray, bias: np.ndarray,
-              layout: str | None = None, fold: bool = True) -> tuple[onnx.ModelProto, str]:
+              layout: str | None = None, fold: bool = True, mixer: str | None = None) -> tuple[onnx.ModelProto, str]:
     """A checked copy of ``model`` in which ``exit`` is computed as ``entry·weight + bias`` (on the
     last axis, or per pixel on axis 1 for ``layout="channel"``) and whatever only fed the old exit
     is deleted. ``model`` still contains the span (the original, or one already healed elsewhere).
     Returns the model and how the map went in: ``"folded into <op> <name>"`` or ``"inserted …"``.
+    ``mixer``: the map's rows are ``[entry, mean_heads(mixer)·entry]`` (weight (2D, D)).
     """
     graph_in = model.graph
     producers = {name: p for p, node in enumerate(graph_in.node) for name in node.output if name}
@@ -251,7 +270,14 @@ def heal_span(model: onnx.ModelProto, entry: str, exit: str, weight: np.ndarray,
     old = graph.node[position]
     old.output[list(old.output).index(exit)] = _unique(graph, f"{exit}/healed_dead")
     how = None
-    consumer = _sole_consumer(graph, exit) if fold else None
+    if mixer is not None:
+        if layout != "last" or rank != 3 or weight.shape[0] != 2 * weight.shape[1]:
+            raise PruneError(f"cannot heal {exit!r} with an attention mix: it needs tokens (batch, seq, "
+                             f"features) and a (2D, D) map, got rank {rank} and {weight.shape}")
+        nodes, how = _insert_mix(healed, entry, mixer, exit, weight, bias, dtype)
+        for offset, node in enumerate(nodes):
+            graph.node.insert(position + offset, node)
+    consumer = _sole_consumer(graph, exit) if fold and how is None else None
     if consumer is not None:
         folders = {"last": {"MatMul": _fold_matmul, "Gemm": _fold_gemm}, "channel": {"Conv": _fold_conv}}[layout]
         folder = folders.get(consumer.op_type) if consumer.input[0] == exit else None

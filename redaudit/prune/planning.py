@@ -72,13 +72,16 @@ def limit_by_drift(model: onnx.ModelProto, blocks: Sequence[Block], plan: list[i
 
 def iterate(context: PolicyContext, policy: PrunePolicy, *, remove: int | None, target_params: float | None,
              max_drift: float | None, evaluator: Evaluator, calibration: Mapping[str, np.ndarray] | None = None,
-             ) -> tuple[onnx.ModelProto, list[str], list[dict[str, Any]], list[dict[str, Any]]]:
+             attention_mix: bool = False) -> tuple[onnx.ModelProto, list[str], list[dict[str, Any]], list[dict[str, Any]]]:
     """Remove one block at a time, re-finding candidates and re-scoring after each removal.
 
     With ``calibration`` each removed block is healed at once (:func:`heal_step`: the map reads
     what the model pruned so far produces, fitted to the original's exit), so the next choice and
-    the drift bound see the healed model; the maps themselves are never candidates."""
-    from redaudit.prune.heal import heal_nodes_only, heal_step
+    the drift bound see the healed model; the maps themselves are never candidates.
+    ``attention_mix``: the maps also mix tokens through the upstream attention (``--heal attention``)."""
+    from redaudit.prune.heal import HealOptions, heal_nodes_only, heal_step
+
+    heal_options = HealOptions(attention_mix=attention_mix)
 
     if remove is not None:
         select.check_not_everything(remove, len(context.blocks))
@@ -105,7 +108,7 @@ def iterate(context: PolicyContext, policy: PrunePolicy, *, remove: int | None, 
         if calibration is None:
             candidate = remove_blocks(proto, [block])
         else:
-            candidate, span = heal_step(context.prepared.proto, proto, block, calibration)
+            candidate, span = heal_step(context.prepared.proto, proto, block, calibration, heal_options)
         if max_drift is not None:
             agreement, _ = evaluator.agreement(candidate)
             if drift(agreement) > max_drift:
