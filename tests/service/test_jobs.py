@@ -139,3 +139,32 @@ def test_prune_list_and_removal_records_child_version(make_service, sqlite_url, 
     assert child["label"] == "pruned" and child["parent_sha256"] == blob
     pruned_bytes = service.client.get(f"/api/v1/blobs/{removed['output_sha256']}", headers=service.headers("read"))
     assert onnx.load_from_string(pruned_bytes.content).graph.node
+
+
+def test_prune_jobs_take_the_policy_and_healing(make_service, sqlite_url, tmp_path):
+    """policy and heal reach the library (the choices are the library's own); healing is
+    calibrated on the job's probe inputs and the outcome says so."""
+    from typing import get_args
+
+    import onnx
+
+    from redaudit.prune.heal import HEAL_METHODS
+    from redaudit.prune.policies import POLICIES
+    from redaudit.service.api.jobs import PruneRequest
+    from tests.models import residual_cnn
+
+    assert set(get_args(PruneRequest.model_fields["policy"].annotation)) == set(POLICIES)
+    assert set(get_args(PruneRequest.model_fields["heal"].annotation)) == set(HEAL_METHODS)
+    service = make_service(sqlite_url)
+    path = tmp_path / "dup.onnx"
+    onnx.save(residual_cnn(blocks=3, seed=1, duplicate_block=1), str(path))
+    blob = _upload(service, path)
+    healed = service.wait(service.client.post("/api/v1/prunes", headers=service.headers(),
+                                              json={"model": "net", "label": "healed", "blob": blob, "spec": FAST_SPEC,
+                                                    "remove": 1, "policy": "cka", "heal": "linear"}).json()["id"])
+    assert healed["state"] == "succeeded", healed
+    assert healed["outcome"]["policy"]["name"] == "cka" and len(healed["outcome"]["healed"]) == 1
+    assert any("calibrated on the probe inputs" in w for w in healed["outcome"]["warnings"])
+    refused = service.client.post("/api/v1/prunes", headers=service.headers(),
+                                  json={"model": "net", "blob": blob, "remove": 1, "heal": "quadratic"})
+    assert refused.status_code == 422

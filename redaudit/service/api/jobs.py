@@ -48,6 +48,11 @@ class PruneRequest(JobRequest):
     max_drift: float | None = Field(None, ge=0, le=2)
     blocks: list[str] | None = None
     iterative: bool = False
+    policy: Literal["bi", "cka", "angular", "greedy", "random"] = Field(
+        "bi", description="how blocks are chosen (docs/prune.md: bi is never worse than cka in the comparison)")
+    heal: Literal["none", "linear", "attention"] = Field(
+        "none", description="put a fitted map in place of each removed span, calibrated on the probe inputs "
+                            "(attention: also mixing tokens through the upstream attention; transformers)")
 
 
 class JobOut(BaseModel):
@@ -133,7 +138,7 @@ def submit_prune(request: PruneRequest, state: ServiceState = Depends(get_state)
             and request.max_drift is None and not request.blocks:
         raise ConfigError("a prune needs list_only, or remove, target_params, max_drift or blocks")
     options = request.model_dump(include={"list_only", "remove", "target_params", "max_drift", "blocks",
-                                          "iterative"}, exclude_none=True)
+                                          "iterative", "policy", "heal"}, exclude_none=True)
     return _submit(state, request, "prune", options, token)
 
 
