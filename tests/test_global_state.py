@@ -32,3 +32,25 @@ def test_library_leaves_global_state_alone():
                                capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert completed.stdout.strip().endswith("ok")
+
+
+NAS_CODE = r"""
+import torch
+from redaudit.nas.data import load_dataset
+from redaudit.nas.space import Architecture
+from redaudit.nas.train import train_candidate
+for onednn in (True, False):
+    torch.backends.mkldnn.enabled = onednn
+    train_candidate(Architecture("cnn", (1,), 4, 3, False), load_dataset(None), epochs=1, seed=0, threads=None)
+    assert torch.backends.mkldnn.enabled == onednn, "oneDNN switch changed"
+print("ok")
+"""
+
+
+def test_nas_training_restores_the_onednn_switch():
+    """Training turns oneDNN off (its convolution backward corrupts the heap on some AMD EPYC
+    machines) and must give the caller's setting back."""
+    completed = subprocess.run([sys.executable, "-c", NAS_CODE], cwd=Path(__file__).parents[1],
+                               capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.strip().endswith("ok")

@@ -82,19 +82,27 @@ def train_candidate(arch: Architecture, data: Dataset, *, epochs: int, seed: int
     generator = torch.Generator().manual_seed(seed)
     loss_value = float("nan")
     model.train()
-    for epoch in range(epochs):
-        order = torch.randperm(len(y), generator=generator)
-        for begin in range(0, len(y), settings.batch_size):
-            index = order[begin:begin + settings.batch_size]
-            if index.numel() < 2:  # BatchNorm needs two samples in training mode
-                continue
-            optimiser.zero_grad()
-            loss = loss_fn(model(x[index]), y[index])
-            loss.backward()
-            optimiser.step()
-            loss_value = float(loss.detach())
-        if progress is not None:
-            progress("train", epoch + 1, epochs)
+    # oneDNN's convolution backward (torch 2.13 CPU, oneDNN 3.12) corrupts the heap on some AMD
+    # EPYC machines ("free(): invalid next size" → abort, within a few trials of `nas run`); the
+    # native kernels are as fast for these small networks. Scoped: the caller's setting is restored.
+    onednn = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        for epoch in range(epochs):
+            order = torch.randperm(len(y), generator=generator)
+            for begin in range(0, len(y), settings.batch_size):
+                index = order[begin:begin + settings.batch_size]
+                if index.numel() < 2:  # BatchNorm needs two samples in training mode
+                    continue
+                optimiser.zero_grad()
+                loss = loss_fn(model(x[index]), y[index])
+                loss.backward()
+                optimiser.step()
+                loss_value = float(loss.detach())
+            if progress is not None:
+                progress("train", epoch + 1, epochs)
+    finally:
+        torch.backends.mkldnn.enabled = onednn
     model.eval()
     return TrainedModel(module=model, architecture=arch, sample_shape=data.sample_shape,
                         epochs=epochs, seed=seed, train_seconds=time.perf_counter() - start,
