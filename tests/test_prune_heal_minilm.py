@@ -76,3 +76,15 @@ def test_calibration_without_padding_gives_the_same_statistics(minilm, monkeypat
     assert cut.rows.sum() == full.rows.sum() == int(calibration["attention_mask"].sum())
     for a, b in ((full.gram, cut.gram), (full.cross, cut.cross), (full.y_square, cut.y_square)):
         np.testing.assert_allclose(b.sum(0), a.sum(0), rtol=1e-4, atol=1e-3)
+
+
+def test_attention_healing_mixes_with_the_previous_layer_and_beats_the_plain_map(minilm):
+    model, calibration, evaluation = minilm
+    layer = find_candidates(model)[2]
+    linear, _ = heal_blocks(model, [layer], calibration, batch_size=32)
+    mixed, (span,) = heal_blocks(model, [layer], calibration, heal="attention", batch_size=32)
+    assert span.how == "inserted attention mix" and span.attention.startswith("/m/encoder/layer.1/")
+    assert span.heldout_error < span.removal_error
+    onnx.checker.check_model(mixed, full_check=True)
+    plain_cosine, mixed_cosine = cosine(model, linear, evaluation), cosine(model, mixed, evaluation)
+    assert mixed_cosine > plain_cosine, (plain_cosine, mixed_cosine)
