@@ -30,6 +30,7 @@ from redaudit import scan  # noqa: E402
 from redaudit.prune import find_candidates  # noqa: E402
 from redaudit.prune.calibrate import batches, calibrate_spans, calibration_batches, outputs_only  # noqa: E402
 from redaudit.core.run import SessionFactory  # noqa: E402
+from redaudit.prune.heal_mix import upstream_attention  # noqa: E402
 
 SAMPLES = 2560
 
@@ -55,15 +56,22 @@ def minilm_inputs(folder: Path) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]
 
 
 def fit_once(model: onnx.ModelProto, arrays: dict[str, np.ndarray], position: int,
-             trim: bool = True) -> tuple[float, float]:
+             trim: bool = True, attention: bool = False) -> tuple[float, float]:
     """(seconds for the whole fit, seconds a bare forward pass to the exit over the full-length
     batches takes). ``trim``: as prune does (token batches sorted by length, trailing padding
-    cut where proven exact); False: full-length batches in the given order."""
+    cut where proven exact); False: full-length batches in the given order. ``attention``: the
+    ``--heal attention`` map (features [x, P̄x]; the plain map where no attention is upstream)."""
     block = find_candidates(model)[position]
+    mixer = upstream_attention(model, block.entry) if attention else None
+    span = (block.entry, block.exit) + ((mixer,) if mixer else ())
     started = time.perf_counter()
     feeds = calibration_batches(model, arrays, 256, "auto" if trim else None)
-    (accumulator,) = calibrate_spans(model, [(block.entry, block.exit)], feeds, trim_padding=trim)
-    accumulator.solve()
+    (accumulator,) = calibrate_spans(model, [span], feeds, trim_padding=trim)
+    if mixer:
+        width = accumulator.d_out
+        accumulator.solve(prior=np.vstack([np.eye(width), np.zeros((accumulator.d_in - width, width))]))
+    else:
+        accumulator.solve()
     fit = time.perf_counter() - started
     tensors = [name for name in (block.entry, block.exit) if name not in arrays]
     started = time.perf_counter()
@@ -83,6 +91,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subjects", default="digits,minilm")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--attention", action="store_true",
+                        help="also time the --heal attention map's fit (tokens mixed through the upstream attention)")
     parser.add_argument("--no-trim", action="store_true",
                         help="also time the fit on full-length batches (padding computed, as before trimming)")
     args = parser.parse_args()
@@ -95,12 +105,15 @@ def main() -> None:
             positions = {"first": 0, "middle": count // 2, "last": count - 1}
             fits: dict[str, list[tuple[float, float]]] = {where: [] for where in positions}
             untrimmed: dict[str, list[float]] = {where: [] for where in positions}
+            mixing: dict[str, list[float]] = {where: [] for where in positions}
             scans: list[float] = []
             for _ in range(args.repeats):  # alternate, so load on the machine hits both alike
                 for where, position in positions.items():
                     fits[where].append(fit_once(model, arrays, position))
                     if args.no_trim:
                         untrimmed[where].append(fit_once(model, arrays, position, trim=False)[0])
+                    if args.attention:
+                        mixing[where].append(fit_once(model, arrays, position, attention=True)[0])
                 scans.append(scan_once(model, arrays))
             full = float(np.median(scans))
             print(f"{name}: one scan on {SAMPLES} samples {full:.2f} s (runs {[round(t, 2) for t in scans]})")
@@ -109,6 +122,10 @@ def main() -> None:
                 print(f"  fit one span ({where} block {positions[where]} of {count}) {fit:.2f} s "
                       f"(runs {[round(t[0], 2) for t in times]}), of which a bare forward pass to the "
                       f"exit takes {forward:.2f} s; fit ÷ scan = {fit / full:.3f}", flush=True)
+                if mixing[where]:
+                    mixed = float(np.median(mixing[where]))
+                    print(f"    the attention map: {mixed:.2f} s (runs {[round(t, 2) for t in mixing[where]]}); "
+                          f"fit ÷ scan = {mixed / full:.3f}", flush=True)
                 if untrimmed[where]:
                     plain = float(np.median(untrimmed[where]))
                     print(f"    without cutting padding: {plain:.2f} s (runs {[round(t, 2) for t in untrimmed[where]]}); "
