@@ -1,7 +1,7 @@
 """What healing costs: fitting the map for one span on 2,560 samples vs one default scan of the
 model on the same 2,560 samples, measured alternately in one process.
 
-Run: python benchmarks/heal_cost.py [--subjects digits,minilm] [--repeats 2] [--no-trim]
+Run: python benchmarks/heal_cost.py [--subjects digits,minilm] [--repeats 2] [--no-trim] [--attention]
 
 The fit is the whole of it, as prune runs it: a calibration pass of the original model (run only
 as far as the span's exit; token batches sorted by length and cut after their longest real
