@@ -30,7 +30,7 @@ from redaudit import scan  # noqa: E402
 from redaudit.prune import find_candidates  # noqa: E402
 from redaudit.prune.calibrate import batches, calibrate_spans, calibration_batches, outputs_only  # noqa: E402
 from redaudit.core.run import SessionFactory  # noqa: E402
-from redaudit.prune.heal_mix import upstream_attention  # noqa: E402
+from redaudit.prune.heal_mix import removal_prior, upstream_attention  # noqa: E402
 
 SAMPLES = 2560
 
@@ -67,11 +67,7 @@ def fit_once(model: onnx.ModelProto, arrays: dict[str, np.ndarray], position: in
     started = time.perf_counter()
     feeds = calibration_batches(model, arrays, 256, "auto" if trim else None)
     (accumulator,) = calibrate_spans(model, [span], feeds, trim_padding=trim)
-    if mixer:
-        width = accumulator.d_out
-        accumulator.solve(prior=np.vstack([np.eye(width), np.zeros((accumulator.d_in - width, width))]))
-    else:
-        accumulator.solve()
+    accumulator.solve(prior=removal_prior(accumulator.d_in, accumulator.d_out) if mixer else "identity")
     fit = time.perf_counter() - started
     tensors = [name for name in (block.entry, block.exit) if name not in arrays]
     started = time.perf_counter()

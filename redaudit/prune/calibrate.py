@@ -28,6 +28,7 @@ from onnx import TensorProto, helper
 
 from redaudit.prune.heal_fit import DEFAULT_FOLDS, RidgeAccumulator
 from redaudit.prune.heal_graph import LAYOUTS, default_layout
+from redaudit.prune.heal_mix import mix_features
 from redaudit.prune.padding import sequence_axis_is_free, sorted_by_length, trim_is_exact, trimmed
 from redaudit.prune.surgery import PruneError, _live_nodes
 from redaudit.core.run import SessionFactory
@@ -123,8 +124,6 @@ def calibrate_spans(model: onnx.ModelProto, spans: Sequence[tuple[str, str] | tu
     A span (entry, exit, attention) with an attention tensor is fitted on the features
     ``[x, P̄x]`` (:mod:`redaudit.prune.heal_mix`); the attention is read where the entries are.
     """
-    from redaudit.prune.heal_mix import mix_features
-
     if layout is not None and layout not in LAYOUTS:
         raise PruneError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
     mixers = [span[2] if len(span) > 2 else None for span in spans]

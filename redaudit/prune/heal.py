@@ -42,6 +42,7 @@ from redaudit.prune.heal_fit import (
     fit_linear_heal,
 )
 from redaudit.prune.heal_graph import default_layout, heal_span
+from redaudit.prune.heal_mix import removal_prior, upstream_attention
 from redaudit.prune.surgery import PruneError
 
 HEAL_METHODS = ("none", "linear", "attention")
@@ -142,8 +143,6 @@ SpanKey = tuple[str, ...]
 def _span_key(model: onnx.ModelProto, span: SpanLike | Span, options: HealOptions) -> SpanKey:
     """(entry, exit), plus the attention tensor to mix with when ``attention_mix`` finds one in
     ``model`` (the model the map will be put into)."""
-    from redaudit.prune.heal_mix import upstream_attention
-
     mixer = upstream_attention(model, span.entry) if options.attention_mix else None
     return (span.entry, span.exit) + ((mixer,) if mixer else ())
 
@@ -152,9 +151,8 @@ def _solve(accumulator: RidgeAccumulator, key: SpanKey, options: HealOptions) ->
     """The ridge map; a mixing map shrinks toward ``[I; 0]`` (plain removal)."""
     if len(key) < 3:
         return accumulator.solve(options.lambdas, options.prior)
-    width = accumulator.d_out
-    prior = np.vstack([np.eye(width), np.zeros((accumulator.d_in - width, width))])
-    return accumulator.solve(options.lambdas, prior if options.prior == "identity" else "zero")
+    prior = removal_prior(accumulator.d_in, accumulator.d_out) if options.prior == "identity" else "zero"
+    return accumulator.solve(options.lambdas, prior)
 
 
 def _feeds(model: onnx.ModelProto, calibration: Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]],
@@ -199,7 +197,9 @@ class LinearHealer:
 
     def fit(self, spans: Sequence[Span]) -> None:
         """Fit, on the original model in one pass, the maps of ``spans`` not fitted yet."""
-        keys = [_span_key(self.model, span, self.options) for span in spans]
+        self._fit([_span_key(self.model, span, self.options) for span in spans])
+
+    def _fit(self, keys: Sequence[SpanKey]) -> None:
         todo = list(dict.fromkeys(key for key in keys if ((), key) not in self.maps))
         if not todo:
             return
@@ -219,7 +219,7 @@ class LinearHealer:
             key = (upstream if self.options.sequential else (), span_key)
             if key not in self.maps:
                 if not key[0]:
-                    self.fit([span])
+                    self._fit([span_key])
                 else:
                     (accumulator,) = self._calibrate([span_key], healed)
                     self.maps[key] = _solve(accumulator, span_key, self.options)

@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from redaudit.prune.heal_mix import mix_nodes
 from redaudit.prune.surgery import (
     PruneError,
     _drop_dead,
@@ -217,8 +218,6 @@ def _insert(graph, entry, exit_name, weight, bias, dtype, layout, rank) -> tuple
 
 
 def _insert_mix(healed: onnx.ModelProto, entry, mixer, exit_name, weight, bias, dtype) -> tuple[list, str]:
-    from redaudit.prune.heal_mix import mix_nodes
-
     graph = healed.graph
     if not any(mixer in node.output for node in graph.node):
         raise PruneError(f"cannot heal: attention tensor {mixer!r} is not computed in this model")

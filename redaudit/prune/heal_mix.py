@@ -20,35 +20,26 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from redaudit.core.graph import GraphIndex, TensorType
 from redaudit.prune.surgery import PruneError
 
-
-def _rank(model: onnx.ModelProto, name: str, inferred: onnx.ModelProto | None = None) -> int | None:
-    graph = (inferred or onnx.shape_inference.infer_shapes(model)).graph
-    for info in list(graph.input) + list(graph.value_info) + list(graph.output):
-        if info.name == name and info.type.tensor_type.HasField("shape"):
-            return len(info.type.tensor_type.shape.dim)
-    return None
+_UNKNOWN = TensorType(0, None)
 
 
 def upstream_attention(model: onnx.ModelProto, entry: str) -> str | None:
     """The output of the last (in graph order) rank-4 Softmax that ``entry`` depends on — the
     attention probabilities (B, H, S, S) of the layer just before it — or None (no attention
     upstream: the first layer of an encoder, a CNN)."""
-    nodes = model.graph.node
-    producer = {name: position for position, node in enumerate(nodes) for name in node.output if name}
-    inferred = onnx.shape_inference.infer_shapes(model)
-    stack, seen, found = [entry], set(), []
-    while stack:
-        position = producer.get(stack.pop())
-        if position is None or position in seen:
-            continue
-        seen.add(position)
-        node = nodes[position]
-        if node.op_type == "Softmax" and _rank(model, node.output[0], inferred) == 4:
-            found.append(position)
-        stack.extend(name for name in node.input if name)
-    return nodes[max(found)].output[0] if found else None
+    index = GraphIndex.build(model)
+    found = [position for position in index.ancestors(entry) if index.nodes[position].op_type == "Softmax"
+             and len(index.types.get(index.nodes[position].output[0], _UNKNOWN).shape or ()) == 4]
+    return index.nodes[max(found)].output[0] if found else None
+
+
+def removal_prior(d_in: int, d_out: int) -> np.ndarray:
+    """``[I; 0]``: the map that passes x through and ignores ``P̄x`` — plain removal, which the
+    ridge penalty shrinks a mixing map toward."""
+    return np.vstack([np.eye(d_out), np.zeros((d_in - d_out, d_out))])
 
 
 def mix_features(attention: np.ndarray, x: np.ndarray) -> np.ndarray:

@@ -153,8 +153,8 @@ def test_prune_jobs_take_the_policy_and_healing(make_service, sqlite_url, tmp_pa
     from redaudit.service.api.jobs import PruneRequest
     from tests.models import residual_cnn
 
-    assert set(get_args(PruneRequest.model_fields["policy"].annotation)) == set(POLICIES)
-    assert set(get_args(PruneRequest.model_fields["heal"].annotation)) == set(HEAL_METHODS)
+    assert set(get_args(get_args(PruneRequest.model_fields["policy"].annotation)[0])) == set(POLICIES)
+    assert set(get_args(get_args(PruneRequest.model_fields["heal"].annotation)[0])) == set(HEAL_METHODS)
     service = make_service(sqlite_url)
     path = tmp_path / "dup.onnx"
     onnx.save(residual_cnn(blocks=3, seed=1, duplicate_block=1), str(path))

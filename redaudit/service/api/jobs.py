@@ -16,6 +16,8 @@ from pydantic import BaseModel, Field
 
 from redaudit.core.spec import ScanSpec
 from redaudit.errors import ConfigError
+from redaudit.prune.heal import HEAL_METHODS
+from redaudit.prune.policies import POLICIES
 from redaudit.service.api.deps import Caller, caller, get_state, require_read, require_write
 from redaudit.service.models import SUCCEEDED
 from redaudit.service.state import ServiceState
@@ -48,11 +50,12 @@ class PruneRequest(JobRequest):
     max_drift: float | None = Field(None, ge=0, le=2)
     blocks: list[str] | None = None
     iterative: bool = False
-    policy: Literal["bi", "cka", "angular", "greedy", "random"] = Field(
-        "bi", description="how blocks are chosen (docs/prune.md: bi is never worse than cka in the comparison)")
-    heal: Literal["none", "linear", "attention"] = Field(
-        "none", description="put a fitted map in place of each removed span, calibrated on the probe inputs "
-                            "(attention: also mixing tokens through the upstream attention; transformers)")
+    policy: Literal[tuple(POLICIES)] | None = Field(  # type: ignore[valid-type]
+        None, description="how blocks are chosen (default: prune's, bi — never worse than cka in docs/prune.md)")
+    heal: Literal[tuple(HEAL_METHODS)] | None = Field(  # type: ignore[valid-type]
+        None, description="put a fitted map in place of each removed span, calibrated on the probe inputs "
+                          "(default: prune's, none; attention: also mixing tokens through the upstream "
+                          "attention; transformers)")
 
 
 class JobOut(BaseModel):
