@@ -7,6 +7,7 @@ second .onnx beside the same data file, opened by path as any onnxruntime user w
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -27,11 +28,21 @@ SAMPLES, CKA_BATCH = 64, 32
 CLI = "import sys; from redaudit.cli.main import main; sys.argv = ['redaudit', *sys.argv[1:]]; main()"
 
 
-@pytest.fixture
-def large_mlp(tmp_path):
-    built = residual_mlp_external(tmp_path / "large")
+@pytest.fixture(scope="module")
+def large_mlp(tmp_path_factory):
+    """Built once for the module (2.25 GiB on disk), removed after its last test."""
+    built = residual_mlp_external(tmp_path_factory.mktemp("large") / "model")
     yield built
     built.remove()
+
+
+def _files_sha256(*paths: Path) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 24):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _plain_outputs(model: Path, names: list[str], inputs: np.ndarray) -> list[np.ndarray]:
@@ -54,6 +65,7 @@ def test_scan_past_2gb_matches_plain_onnxruntime(large_mlp, tmp_path):
     names = [layer["name"] for layer in result["layers"]]
     assert names == large_mlp.stream  # every residual block, in order
     assert result["model"]["size_bytes"] > 2**31
+    assert result["model"]["sha256"] == _files_sha256(large_mlp.model, large_mlp.data)
 
     features = [output.astype(np.float64) for output in _plain_outputs(large_mlp.model, names, inputs)]
     expected = np.zeros((len(names), len(names)))
@@ -63,3 +75,21 @@ def test_scan_past_2gb_matches_plain_onnxruntime(large_mlp, tmp_path):
                 expected[i, j] += unbiased_cka(features[i][start:start + CKA_BATCH],
                                                features[j][start:start + CKA_BATCH]) / (SAMPLES // CKA_BATCH)
     np.testing.assert_allclose(np.asarray(result["similarity"], dtype=np.float64), expected, atol=1e-6)
+
+
+def test_service_accepts_a_bundle_past_2gb_within_its_upload_limit(large_mlp, tmp_path):
+    """The upload check (run in the service's check processes) on a .tar of the model and its
+    data: accepted under a 3 GiB limit, never loading the weights, with the CLI's identity."""
+    from redaudit.service.archives import ArchiveLimits, pack_bundle
+    from redaudit.service.checks import check_model
+    from redaudit.service.storage import UploadError
+
+    bundle = tmp_path / "model.tar"
+    pack_bundle(large_mlp.model, ["model.data"], bundle)
+    try:
+        identity = check_model(bundle, "bundle", "model.tar", ArchiveLimits(3 * 1024**3, 1000, 200.0))
+        assert identity == _files_sha256(large_mlp.model, large_mlp.data)
+        with pytest.raises(UploadError, match="limit"):
+            check_model(bundle, "bundle", "model.tar", ArchiveLimits(2 * 1024**3, 1000, 200.0))
+    finally:
+        bundle.unlink(missing_ok=True)
