@@ -19,6 +19,7 @@ import redaudit
 from redaudit.cli.common import progress_bar, user_errors
 from redaudit.cli.render import print_warnings
 from redaudit.cli.history_views import history_to_dict, scan_lines, versions_table
+from redaudit.cli.mlflow_options import logged_line, mlflow_options, mlflow_target
 from redaudit.cli.scan_options import scan_options, scan_spec
 from redaudit.errors import ConfigError
 from redaudit.history import db as history_db
@@ -240,11 +241,13 @@ def diff_command(name: str, before: str, after: str, db: str | None, force: bool
 @click.option("--force", is_flag=True, help="Compare with the latest scan even if its settings differ.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @scan_options
+@mlflow_options
 @user_errors
 def check_command(model: str, max_msrs: float | None, against: str | None, max_increase: float | None,
                   significant: bool, db: str | None, force: bool, quiet: bool, **options: Any) -> None:
     """Scan MODEL; exit 0 if its MSRS is within bounds, 1 with a one-line reason if not."""
     validate_limits(max_msrs, against, max_increase, significant)
+    tracking = mlflow_target(options)
     if against is not None:
         history_db.parse_url(db)
     spec = scan_spec(options)
@@ -254,6 +257,10 @@ def check_command(model: str, max_msrs: float | None, against: str | None, max_i
         outcome = check_result(result, max_msrs=max_msrs, against=against,
                                max_increase=max_increase, db=store, force=force, significant=significant)
     print_warnings(result.warnings)  # on stderr: synthetic probes make the gate's number weak
+    if tracking is not None:
+        from redaudit.integrations.mlflow import log_check
+
+        logged_line(log_check(outcome, result, tracking))
     click.echo(("OK: " if outcome.passed else "FAIL: ") + outcome.reason)
     if not outcome.passed:
         raise SystemExit(1)
