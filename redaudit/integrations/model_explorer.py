@@ -188,15 +188,13 @@ def diverging_colour(value: float, scale: float) -> str:
 
 
 def layer_deltas(before: ScannedLayers, after: ScannedLayers) -> dict[str, float | None]:
-    """Redundancy after − before for the layers both scans tapped, matched by tensor name as
-    ``redaudit diff`` matches them (None where either side is undefined)."""
-    earlier = dict(zip(before.names, before.redundancy))
-    deltas: dict[str, float | None] = {}
-    for name, value in zip(after.names, after.redundancy):
-        if name in earlier:
-            old, new = _finite(earlier[name]), _finite(value)
-            deltas[name] = None if old is None or new is None else new - old
-    return deltas
+    """Redundancy after − before for the layers both scans tapped, matched as ``redaudit diff``
+    matches them (:func:`redaudit.history.diff.changed_layers`); None where either is undefined."""
+    from redaudit.history.diff import changed_layers
+
+    changes = changed_layers(dict(zip(before.names, map(_finite, before.redundancy))),
+                             dict(zip(after.names, map(_finite, after.redundancy))))
+    return {change.name: _finite(change.delta) for change in changes}
 
 
 def diff_node_data(before: ScannedLayers, after: ScannedLayers, graph: AdapterGraph) -> dict[str, dict]:
