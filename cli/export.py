@@ -31,8 +31,8 @@ def model_explorer_command(source: str | None, output: str, diff: tuple[str, str
                            db: str | None, force: bool, max_model_size: str) -> None:
     """Model Explorer custom node data for a scan: per tapped node its redundancy, the CKA to its
     most similar layer and, for removable blocks, CKA(block input, output). View it with
-    `model-explorer MODEL --node_data_paths=OUTPUT,...` (pip install ai-edge-model-explorer
-    model-explorer-onnx)."""
+    `model-explorer MODEL --extensions=model_explorer_onnx --node_data_paths=OUTPUT,...` (the line
+    this prints; pip install ai-edge-model-explorer model-explorer-onnx)."""
     from redaudit.integrations import require
     from redaudit.integrations import explorer_export
 
@@ -52,4 +52,5 @@ def model_explorer_command(source: str | None, output: str, diff: tuple[str, str
     for path in exported.files:
         err_console.print(f"wrote {path}", highlight=False, soft_wrap=True)
     paths = ",".join(shlex.quote(str(path)) for path in exported.files)
-    click.echo(f"model-explorer {shlex.quote(str(exported.model))} --node_data_paths={paths}")
+    click.echo(f"model-explorer {shlex.quote(str(exported.model))} --extensions=model_explorer_onnx "
+               f"--node_data_paths={paths}")

@@ -120,6 +120,7 @@ def test_cli_from_report_history_and_diff(runner, tmp_path, save_model):
 
     out = runner.invoke(cli, ["export", "model-explorer", str(tmp_path / "after.json"), "-o", str(tmp_path / "ov.json")])
     assert out.exit_code == 0, out.output
+    assert out.stdout.startswith(f"model-explorer {tmp_path / 'after.onnx'} --extensions=model_explorer_onnx ")
     assert out.stdout.strip().endswith(
         f"--node_data_paths={tmp_path / 'ov.json'},{tmp_path / 'ov.most-similar-cka.json'},{tmp_path / 'ov.prune-cka.json'}")
     from_report = json.loads((tmp_path / "ov.json").read_text())
