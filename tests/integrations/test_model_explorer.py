@@ -116,7 +116,9 @@ def test_cli_from_report_history_and_diff(runner, tmp_path, save_model):
     write_json(after, tmp_path / "after.json")
     write_json(before, tmp_path / "before.json")
     db = f"sqlite:///{tmp_path / 'h.db'}"
-    scan_id = redaudit.history.record_scan(db, after, "cnn")
+    from redaudit.history import record_scan
+
+    scan_id = record_scan(db, after, "cnn")
 
     out = runner.invoke(cli, ["export", "model-explorer", str(tmp_path / "after.json"), "-o", str(tmp_path / "ov.json")])
     assert out.exit_code == 0, out.output
