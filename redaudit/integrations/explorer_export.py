@@ -34,7 +34,7 @@ def scanned_model(scanned: ScannedLayers, model: str | Path | None = None,
     path = Path(model) if model is not None else Path(scanned.model_path)
     loaded = load_model(path, max_bytes=max_bytes)
     if loaded.sha256 != scanned.sha256:
-        raise OverlayError(f"{path} is not the file {scanned.label or 'the scan'} measured (sha256 "
+        raise OverlayError(f"{path} is not the file the scan measured (sha256 "
                            f"{loaded.sha256[:12]}, scanned {scanned.sha256[:12]}); pass --model PATH of "
                            f"the scanned file")
     return loaded
