@@ -33,12 +33,16 @@ def model_explorer_command(source: str | None, output: str, diff: tuple[str, str
     most similar layer and, for removable blocks, CKA(block input, output). View it with
     `model-explorer MODEL --extensions=model_explorer_onnx --node_data_paths=OUTPUT,...` (the line
     this prints; pip install ai-edge-model-explorer model-explorer-onnx)."""
-    from redaudit.integrations import require
-    from redaudit.integrations import explorer_export
+    from redaudit.integrations import explorer_export, require
 
     if (source is None) == (diff is None):
         raise ConfigError("give one scan (RESULT.json or SCAN_ID) or --diff A B")
     require("model_explorer_onnx", "explorer", "export model-explorer")
+    import logging
+
+    # The adapter logs a warning per unnamed graph or failed shape inference; its graph is still
+    # what the viewer shows, so the application keeps stderr to our own lines.
+    logging.getLogger("model_explorer_onnx").setLevel(logging.ERROR)
     prepare_output_paths(output, inputs=(source, model, *(diff or ())))
     max_bytes = parse_size(max_model_size)
     try:

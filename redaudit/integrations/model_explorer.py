@@ -177,7 +177,7 @@ def scan_node_data(scanned: ScannedLayers, graph: AdapterGraph, blocks: Sequence
 
 
 def _hex(rgb: Sequence[float]) -> str:
-    return "#" + "".join(f"{int(round(channel)):02x}" for channel in rgb)
+    return "#" + "".join(f"{round(channel):02x}" for channel in rgb)
 
 
 def diverging_colour(value: float, scale: float) -> str:

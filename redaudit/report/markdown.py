@@ -45,8 +45,8 @@ def _link(report_url: str | None) -> list[str]:
 
 
 def _footer() -> list[str]:
-    return ["", "<sub>redaudit: MSRS is the soft count of layer pairs more alike than ε (CKA); "
-                "higher means more redundant layers.</sub>"]
+    return ["", ("<sub>redaudit: MSRS is the soft count of layer pairs more alike than ε (CKA); "
+                 "higher means more redundant layers.</sub>")]
 
 
 def diff_markdown(diff: Any, *, top: int = 5, report_url: str | None = None) -> str:
@@ -62,10 +62,10 @@ def diff_markdown(diff: Any, *, top: int = 5, report_url: str | None = None) -> 
         f", {percent(diff.msrs_change_pct)})" if diff.msrs_change_pct is not None else ")")
     lines = [f"### redaudit diff: {code(after.model_name)} {before.display} → {after.display}", "",
              f"**{verdict}**", "",
-             f"MSRS {_msrs(diff.msrs_before, before.summary.msrs_interval)} → "
-             f"{_msrs(diff.msrs_after, after.summary.msrs_interval)}{change}", "",
-             f"Layers {before.summary.layer_count} → {after.summary.layer_count}: "
-             f"{len(diff.added)} added, {len(diff.removed)} removed"]
+             (f"MSRS {_msrs(diff.msrs_before, before.summary.msrs_interval)} → "
+              f"{_msrs(diff.msrs_after, after.summary.msrs_interval)}{change}"), "",
+             (f"Layers {before.summary.layer_count} → {after.summary.layer_count}: "
+              f"{len(diff.added)} added, {len(diff.removed)} removed")]
     lines += _changes_table(diff.changed, top)
     lines += [f"- forced: {difference}" for difference in diff.forced_differences]
     lines += ["", *[f"> {note}" for note in diff.notes]] if diff.notes else []

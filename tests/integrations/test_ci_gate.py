@@ -33,7 +33,7 @@ def gate(tmp_path):
     def run(**env: str) -> subprocess.CompletedProcess:
         (tmp_path / "posted.md").unlink(missing_ok=True)
         return subprocess.run(["sh", str(SCRIPT)], env={**base, **env}, capture_output=True, text=True,
-                              cwd=tmp_path, timeout=600)
+                              cwd=tmp_path, timeout=600, check=False)
     return run, tmp_path
 
 

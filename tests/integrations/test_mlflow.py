@@ -17,7 +17,7 @@ from redaudit.core.spec import ScanSpec
 from tests import models
 
 mlflow = pytest.importorskip("mlflow")
-from mlflow.tracking import MlflowClient  # noqa: E402
+from mlflow.tracking import MlflowClient
 
 SCAN = ["--samples", "128", "--cka-batch", "64"]
 ROOT = Path(__file__).resolve().parents[2]

@@ -2,8 +2,6 @@
 ONNX adapter's node ids of the uploaded file, behind the dashboard's login."""
 from __future__ import annotations
 
-import json
-
 import onnx
 import pytest
 

@@ -20,6 +20,7 @@ from redaudit.service.api.deps import get_state
 from redaudit.service.auth import TokenInfo
 from redaudit.service.state import ServiceState
 
+
 class ModelFileMissing(RedauditError):
     """The scanned model's file is not kept on this server."""
 
@@ -28,15 +29,19 @@ def _model_file(state: ServiceState, sha256: str, recorded_path: str) -> Path:
     for candidate in (state.blobs.path(sha256) if state.blobs.exists(sha256) else None, Path(recorded_path)):
         if candidate is not None and candidate.is_file():
             return candidate
-    raise ModelFileMissing(f"the model file of this scan is not on this server (uploaded as an archive, or "
-                           f"removed); run `redaudit export model-explorer SCAN_ID --model PATH` where the file is")
+    raise ModelFileMissing("the model file of this scan is not on this server (uploaded as an archive, or "
+                           "removed); run `redaudit export model-explorer SCAN_ID --model PATH` where the file is")
 
 
 def node_data(state: ServiceState, scan_id: int, metric: str) -> tuple[str, bytes]:
     """(file name, JSON bytes) of one metric's node data for a recorded scan."""
     from redaudit.integrations import require
     from redaudit.integrations.explorer_export import scan_files
-    from redaudit.integrations.model_explorer import METRICS, OverlayError, ScannedLayers
+    from redaudit.integrations.model_explorer import (
+        METRICS,
+        OverlayError,
+        ScannedLayers,
+    )
 
     if metric not in dict(METRICS):
         raise OverlayError(f"unknown metric {metric[:40]!r}; one of {', '.join(key for key, _ in METRICS)}")
