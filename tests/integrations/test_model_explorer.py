@@ -160,3 +160,24 @@ def test_cli_refuses_a_changed_model_and_writes_nothing(runner, tmp_path, save_m
     assert not list(tmp_path.glob("ov*"))
     out = runner.invoke(cli, ["export", "model-explorer", "-o", str(tmp_path / "ov.json")])
     assert out.exit_code == 2 and "give one scan" in out.stderr
+
+
+def test_cli_diff_refuses_incompatible_settings_and_a_missing_extra(runner, tmp_path, save_model, monkeypatch):
+    path = save_model(models.residual_cnn(blocks=2))
+    write_json(_scan(path), tmp_path / "a.json")
+    write_json(_scan(path, epsilon=0.5), tmp_path / "b.json")
+    args = ["export", "model-explorer", "--diff", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+            "-o", str(tmp_path / "d.json")]
+    out = runner.invoke(cli, args)
+    assert out.exit_code == 2 and "epsilon" in out.stderr and "--force" in out.stderr
+    assert not (tmp_path / "d.json").exists()
+    assert runner.invoke(cli, [*args, "--force"]).exit_code == 0 and (tmp_path / "d.json").exists()
+
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "model_explorer_onnx" else real(name, *a))
+    out = runner.invoke(cli, ["export", "model-explorer", str(tmp_path / "a.json"), "-o", str(tmp_path / "x.json")])
+    assert out.exit_code == 2
+    assert out.stderr == "error: export model-explorer needs the explorer extra: pip install 'redaudit[explorer]'\n"
