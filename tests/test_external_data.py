@@ -123,6 +123,7 @@ def test_max_model_size_defaults_to_what_fits_in_memory(mlp, monkeypatch, runner
     monkeypatch.setattr(model_module, "available_bytes", lambda: 512 * 1024)
     with pytest.raises(ModelTooLargeError, match=r"needs .* of memory for its weights but 512.0 KB is available"):
         load_model(mlp.model)
+    assert load_model(mlp.model, will_run=False).sha256  # the service's upload check: a worker runs it
     result = runner.invoke(cli, ["scan", str(mlp.model), "--max-model-size", "4G", "--quiet"])
     assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
     assert "is available" in result.stderr  # more than fits cannot be loaded whatever the bound

@@ -47,20 +47,21 @@ def _mib(size: int) -> str:
     return f"{size / 1024**2:.1f} MiB"
 
 
-def _check_size(label: str, size: int, max_bytes: int | None) -> None:
+def _check_size(label: str, size: int, max_bytes: int | None, in_memory: bool) -> None:
     """Refuse a model above an explicit ``max_bytes`` (``--max-model-size``), and, whatever the
-    limit, one whose weights cannot fit in the memory available: onnxruntime holds them once."""
+    limit, one whose weights cannot fit in the memory available when this process will run it
+    (``in_memory``): onnxruntime holds them once."""
     if max_bytes is not None and size > max_bytes:
         raise UnsafeModelError(f"{label} is {_mib(size)}, above the {_mib(max_bytes)} limit; "
                                "raise it with --max-model-size if you trust this file")
-    available = available_bytes()
+    available = available_bytes() if in_memory else None
     if available is not None and size > available:
         raise ModelTooLargeError(f"{label} needs {format_bytes(size)} of memory for its weights but "
                                  f"{format_bytes(available)} is available; scan it on a machine with more memory")
 
 
-def _read_model(path: str | os.PathLike[str],
-                max_bytes: int | None) -> tuple[Path, os.stat_result, bytes, onnx.ModelProto]:
+def _read_model(path: str | os.PathLike[str], max_bytes: int | None,
+                in_memory: bool) -> tuple[Path, os.stat_result, bytes, onnx.ModelProto]:
     """(path, its stat before the read, its bytes, the parsed proto)."""
     model_path = Path(path)
     if not model_path.exists():
@@ -68,18 +69,18 @@ def _read_model(path: str | os.PathLike[str],
     if not model_path.is_file():
         raise ModelLoadError(f"not a file: {model_path} (pass the path of a .onnx file)")
     before = model_path.stat()
-    _check_size(str(model_path), before.st_size, max_bytes)
+    _check_size(str(model_path), before.st_size, max_bytes, in_memory)
     data = model_path.read_bytes()
     return model_path, before, data, parse_model_bytes(data, str(model_path))
 
 
-def _external_total(proto: onnx.ModelProto, model_path: Path, size: int,
-                    max_bytes: int | None) -> tuple[list[str], int]:
+def _external_total(proto: onnx.ModelProto, model_path: Path, size: int, max_bytes: int | None,
+                    in_memory: bool) -> tuple[list[str], int]:
     """Validate the external references; refuse the model if it is too large with them.
     Returns (data files, sorted; total bytes of the model with its external data)."""
     spans = check_external(proto, model_path.parent)
     total = size + sum(spans.values())
-    _check_size(f"model with its external data ({model_path})", total, max_bytes)
+    _check_size(f"model with its external data ({model_path})", total, max_bytes, in_memory)
     return sorted(spans), total
 
 
@@ -91,23 +92,26 @@ def external_data_files(path: str | os.PathLike[str], max_bytes: int | None = No
     resolving links, present, long enough, within ``max_bytes`` in all), without reading the
     data: what ``redaudit push`` packs beside the model into a bundle — only these files.
     """
-    model_path, _, data, proto = _read_model(path, max_bytes)
+    model_path, _, data, proto = _read_model(path, max_bytes, False)
     if not external_tensors(proto):
         return []
-    return _external_total(proto, model_path, len(data), max_bytes)[0]
+    return _external_total(proto, model_path, len(data), max_bytes, False)[0]
 
 
-def load_model(path: str | os.PathLike[str], max_bytes: int | None = None, check: bool = True) -> LoadedModel:
+def load_model(path: str | os.PathLike[str], max_bytes: int | None = None, check: bool = True,
+               will_run: bool = True) -> LoadedModel:
     """Read, validate and return the model at ``path``; raises a ModelLoadError subclass.
 
     External tensors stay references (see :mod:`redaudit.core.external`); ``max_bytes`` None
-    (the default) refuses only a model whose weights cannot fit in the available memory.
+    (the default) sets no bound of its own. A model whose weights cannot fit in the memory
+    available is refused unless ``will_run`` is False (a service's upload check validates a
+    model that a worker, maybe elsewhere, will run).
     """
-    model_path, before, data, proto = _read_model(path, max_bytes)
+    model_path, before, data, proto = _read_model(path, max_bytes, will_run)
     files: list[str] = []
     total = len(data)
     if external_tensors(proto):
-        files, total = _external_total(proto, model_path, len(data), max_bytes)
+        files, total = _external_total(proto, model_path, len(data), max_bytes, will_run)
         inline_small(proto, model_path.parent)
     sha256 = hash_files(data, model_path.parent, files)
     del data

@@ -34,10 +34,10 @@ def check_model(staged: Path, kind: str, filename: str, limits: ArchiveLimits) -
             if len(models) != 1:
                 raise UploadError(f"a bundle must hold exactly one .onnx file (found {len(models)}); "
                                   "pack one model with its external data")
-            return load_model(models[0], max_bytes=limits.max_bytes).sha256
+            return load_model(models[0], max_bytes=limits.max_bytes, will_run=False).sha256
         single = root / (Path(filename).name or "model.onnx")
         shutil.copyfile(staged, single)  # alone in a folder: external data must come as a bundle
-        return load_model(single, max_bytes=limits.max_bytes).sha256
+        return load_model(single, max_bytes=limits.max_bytes, will_run=False).sha256
 
 
 def check_inputs(staged: Path, limits: ArchiveLimits) -> None:
