@@ -212,3 +212,20 @@ def test_text_is_tokenized_into_windows_of_the_sequence_length(exports, tmp_path
         redaudit.ScanSpec(text=str(text))
     missing = _cli(["scan", str(path), "--text", str(text), "--tokenizer", str(tmp_path)])
     assert missing.exit_code == 2 and "no tokenizer.json" in missing.output
+
+
+def test_token_ids_under_any_name_are_found_by_the_embedding_they_index():
+    """torch's generated input names: the one integer input that indexes an embedding table."""
+    embedding = helper.make_tensor("table", TensorProto.FLOAT, [50, 4], np.zeros(200).tolist())
+    nodes = [helper.make_node("Cast", ["onnx::Gather_0"], ["index"], to=TensorProto.INT64),
+             helper.make_node("Gather", ["table", "index"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("onnx::Gather_0", TensorProto.INT32, ["N", 5]),
+                                           helper.make_tensor_value_info("flags", TensorProto.INT64, ["N", 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5, 4])], [embedding])
+    specs = {spec.name: spec for spec in input_specs(helper.make_model(graph))}
+    assert (specs["onnx::Gather_0"].role, specs["onnx::Gather_0"].vocab) == ("token_ids", 50)
+    assert specs["flags"].role == ""
+    probe = make_probe(list(specs.values()), None, 64)
+    assert any("uniform integers" in warning for warning in probe.warnings)  # flags: no role, still warned about
+    batch = next(iter(probe.batches(64, 64)))
+    assert batch["onnx::Gather_0"].max() < 50 and batch["flags"].max() > 50

@@ -3,6 +3,8 @@
 from transformers in the test (pre-norm Llama/GPT-2, parallel GPT-NeoX/Phi, post-norm BERT)."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -172,3 +174,19 @@ def test_removing_a_layer_keeps_the_model_running_and_its_other_layers(exports):
             layer.self_attn.layer_idx = number
         expected = reference(input_ids=torch.from_numpy(ids)).logits.numpy()
     np.testing.assert_allclose(logits, expected, atol=1e-4)
+
+
+def test_prune_list_offers_layers_at_block_level_and_halves_at_sublayer_level(exports):
+    from click.testing import CliRunner
+
+    from redaudit.cli.main import cli
+
+    lm = exports("llama")
+    fast = ["--samples", "16", "--cka-batch", "8", "--dim", "sequence_length=6", "--json"]
+    listed = {}
+    for level in ("block", "sublayer"):
+        result = CliRunner().invoke(cli, ["prune", str(lm.path), "--list", "--level", level, *fast])
+        assert result.exit_code == 0, result.output
+        listed[level] = [item["kind"] for item in json.loads(result.stdout)["candidates"]]
+    assert listed["block"] == ["transformer-layer"] * lm.layers
+    assert listed["sublayer"] == ["attention", "mlp"] * lm.layers

@@ -93,7 +93,8 @@ def embedding_rows(graph: onnx.GraphProto, name: str, consumers: Mapping[str, li
 def input_roles(model: onnx.ModelProto, names: list[str]) -> dict[str, InputRole]:
     """Roles of the inputs ``names`` that a language model conventionally has. Token ids are
     ``input_ids`` — or, in a model with no such name, the only integer input named ``*ids``
-    other than positions and token types. Empty when the model has no token-id input."""
+    other than positions and token types, else the only one that indexes an embedding table
+    (an export whose inputs kept torch's generated names). Empty when there is none."""
     graph = model.graph
     types = {value.name: value.type.tensor_type.elem_type for value in graph.input}
     integer = {onnx.TensorProto.INT64, onnx.TensorProto.INT32}
@@ -108,6 +109,10 @@ def input_roles(model: onnx.ModelProto, names: list[str]) -> dict[str, InputRole
     if not any(role.role == TOKEN_IDS for role in roles.values()):
         guesses = [name for name in names if name not in roles and types.get(name) in integer
                    and name.lower().endswith("ids")]
+        if len(guesses) != 1:
+            consumers = _consumers(graph)
+            guesses = [name for name in names if name not in roles and types.get(name) in integer
+                       and embedding_rows(graph, name, consumers) is not None]
         if len(guesses) == 1:
             roles[guesses[0]] = InputRole(TOKEN_IDS)
     token = next((name for name, role in roles.items() if role.role == TOKEN_IDS), None)

@@ -277,7 +277,8 @@ def make_probe(specs: list[InputSpec], inputs: str | os.PathLike[str] | Mapping[
         for spec in specs:  # resolve symbolic dimensions now, so warnings come before the run
             for axis, dim in enumerate(spec.shape[1:], start=1):
                 probe._dim(spec, axis, dim)
-        if any(spec.dtype.kind in "iu" and not spec.role for spec in specs) and int_range is None:
+        if int_range is None and any(spec.dtype.kind in "iu" and (not spec.role or spec.role == lm.TOKEN_IDS
+                                                                  and spec.vocab is None) for spec in specs):
             probe.warnings.append(f"integer inputs filled with uniform integers in [{DEFAULT_INT_RANGE[0]}, "
                                   f"{DEFAULT_INT_RANGE[1]}); set --int-range LOW HIGH for this model")
         return probe
