@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-ARCHES = ("llama", "gpt2", "gpt_neox", "phi", "bert")
+ARCHES = ("llama", "mistral", "qwen2", "gpt2", "gpt_neox", "phi", "bert")
 VOCAB = 97
 
 
@@ -40,6 +40,12 @@ def build(arch: str, layers: int = 3, hidden: int = 32, heads: int = 4, kv_heads
     if arch == "llama":
         config = tf.LlamaConfig(**common, num_key_value_heads=kv_heads or heads)
         model = tf.LlamaForCausalLM(config)
+    elif arch == "mistral":
+        config = tf.MistralConfig(**common, num_key_value_heads=kv_heads or heads)
+        model = tf.MistralForCausalLM(config)
+    elif arch == "qwen2":
+        config = tf.Qwen2Config(**common, num_key_value_heads=kv_heads or heads)
+        model = tf.Qwen2ForCausalLM(config)
     elif arch == "gpt2":
         config = tf.GPT2Config(vocab_size=VOCAB, n_embd=hidden, n_layer=layers, n_head=heads, n_positions=64,
                                resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)

@@ -20,7 +20,7 @@ import lm_models  # noqa: E402
 pytestmark = pytest.mark.torch
 
 #: (arch, sublayers per layer): parallel layouts have one residual per layer.
-LAYOUTS = [("llama", 2, "pre"), ("gpt2", 2, "pre"), ("gpt_neox", 1, "pre"), ("phi", 1, "pre"),
+LAYOUTS = [("llama", 2, "pre"), ("mistral", 2, "pre"), ("qwen2", 2, "pre"), ("gpt2", 2, "pre"), ("gpt_neox", 1, "pre"), ("phi", 1, "pre"),
            ("bert", 2, "post")]
 
 
@@ -32,7 +32,8 @@ def exports(tmp_path_factory):
     def get(arch: str, kv_cache: bool = False) -> lm_models.TinyLM:
         key = (arch, kv_cache)
         if key not in built:
-            kv_heads = 2 if arch == "llama" else None  # GQA: fewer key/value heads than query heads
+            # GQA: fewer key/value heads than query heads
+            kv_heads = 2 if arch in ("llama", "mistral", "qwen2") else None
             built[key] = lm_models.export(folder / f"{arch}_{kv_cache}.onnx", arch, layers=3, kv_cache=kv_cache,
                                           kv_heads=kv_heads)
         return built[key]
@@ -42,6 +43,7 @@ def exports(tmp_path_factory):
 def _layer_modules(lm: lm_models.TinyLM):
     model = lm.model
     return {"llama": lambda: model.model.layers, "phi": lambda: model.model.layers,
+            "mistral": lambda: model.model.layers, "qwen2": lambda: model.model.layers,
             "gpt2": lambda: model.transformer.h, "gpt_neox": lambda: model.gpt_neox.layers,
             "bert": lambda: model.encoder.layer}[lm.arch]()
 
@@ -119,7 +121,7 @@ def test_the_layer_ir_is_the_hidden_state_torch_gives(exports, arch):
         np.testing.assert_allclose(tapped[1 + number], states[1 + number], atol=1e-5)
 
 
-@pytest.mark.parametrize("arch", ["llama", "gpt2", "gpt_neox"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2", "gpt_neox"])
 def test_the_layer_irs_with_and_without_kv_cache_agree(exports, arch):
     plain, cached = exports(arch), exports(arch, kv_cache=True)
     ids = np.random.default_rng(2).integers(0, lm_models.VOCAB, (3, 6))
@@ -132,7 +134,7 @@ def test_the_layer_irs_with_and_without_kv_cache_agree(exports, arch):
         np.testing.assert_allclose(ours, theirs, atol=1e-5)
 
 
-@pytest.mark.parametrize("arch", ["llama", "gpt2", "gpt_neox", "phi", "bert"])
+@pytest.mark.parametrize("arch", [arch for arch, _, _ in LAYOUTS])
 def test_prune_candidates_are_the_layers_scan_taps(exports, arch):
     from redaudit.prune.candidates import find_candidates
 
