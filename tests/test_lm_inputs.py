@@ -201,10 +201,12 @@ def test_text_is_tokenized_into_windows_of_the_sequence_length(exports, tmp_path
     expected = tokenizer.encode(text.read_text(), add_special_tokens=False).ids
     assert arrays["input_ids"].shape == (6, 8)
     np.testing.assert_array_equal(arrays["input_ids"].ravel(), expected[:48])
-    json_path = tmp_path / "scan.json"
+    json_path, html_path = tmp_path / "scan.json", tmp_path / "scan.html"
     result = _cli(["scan", str(path), "--text", str(text), "--tokenizer", str(tmp_path / "tok"), "--samples", "8",
-                   "--cka-batch", "4", "--dim", "sequence_length=8", "--json", str(json_path), "--quiet"])
+                   "--cka-batch", "4", "--dim", "sequence_length=8", "--json", str(json_path), "--html", str(html_path)])
     assert result.exit_code == 0, result.output
+    assert "unit: decoder layer" in result.stdout
+    assert '<div class="v" id="unit">decoder layer</div>' in html_path.read_text()
     report = json.loads(json_path.read_text())
     assert report["inputs"]["real"] and report["samples"] == 8 and report["unit"] == "decoder layer"
     assert [layer["unit"] for layer in report["layers"]] == ["embedding", "decoder layer 0", "decoder layer 1"]

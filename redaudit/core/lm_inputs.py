@@ -97,11 +97,14 @@ def input_roles(model: onnx.ModelProto, names: list[str]) -> dict[str, InputRole
     (an export whose inputs kept torch's generated names). Empty when there is none."""
     graph = model.graph
     types = {value.name: value.type.tensor_type.elem_type for value in graph.input}
+    ranks = {value.name: len(value.type.tensor_type.shape.dim) for value in graph.input}
     integer = {onnx.TensorProto.INT64, onnx.TensorProto.INT32}
     roles: dict[str, InputRole] = {}
     for name in names:
         lowered = name.lower()
-        if lowered in _NAMED_ROLES and (types.get(name) in integer or _NAMED_ROLES[lowered] == MASK):
+        # a (batch, sequence) mask only: a 4-D additive mask is not ones, and is left alone
+        if lowered in _NAMED_ROLES and ranks.get(name) == 2 and (
+                types.get(name) in integer or _NAMED_ROLES[lowered] == MASK):
             roles[name] = InputRole(_NAMED_ROLES[lowered])
         elif lowered.startswith("past") and types.get(name) in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16,
                                                                onnx.TensorProto.BFLOAT16):
