@@ -192,3 +192,16 @@ def test_prune_list_offers_layers_at_block_level_and_halves_at_sublayer_level(ex
         listed[level] = [item["kind"] for item in json.loads(result.stdout)["candidates"]]
     assert listed["block"] == ["transformer-layer"] * lm.layers
     assert listed["sublayer"] == ["attention", "mlp"] * lm.layers
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_a_cached_layer_owns_its_past_and_present(exports, arch):
+    """What goes with a layer of a key/value-cache export: its past inputs and present outputs;
+    the first layer's past key stays, as its length sizes every layer's causal mask."""
+    lm = exports(arch, kv_cache=True)
+    units = find_units(GraphIndex.build(onnx.load(str(lm.path)))).units
+    assert [unit.cache_outputs for unit in units] == [(f"present.{n}.key", f"present.{n}.value") for n in range(3)]
+    assert [unit.cache_inputs for unit in units] == [("past_key_values.0.value",)] + [
+        (f"past_key_values.{n}.key", f"past_key_values.{n}.value") for n in (1, 2)]
+    plain = find_units(GraphIndex.build(onnx.load(str(exports(arch).path)))).units
+    assert all(unit.cache_inputs == unit.cache_outputs == () for unit in plain)

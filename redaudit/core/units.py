@@ -63,6 +63,10 @@ class Unit:
     entry: str
     exit: str
     sublayers: tuple[Sublayer, ...]
+    #: A key/value-cache export's graph inputs read only inside this layer (``past_key_values.N.*``)
+    #: and graph outputs computed inside it (``present.N.*``): they go when the layer goes.
+    cache_inputs: tuple[str, ...] = ()
+    cache_outputs: tuple[str, ...] = ()
 
     @property
     def anchor(self) -> int:
@@ -218,6 +222,32 @@ def _group(index: GraphIndex, sublayers: list[Sublayer]) -> list[list[Sublayer]]
     return groups
 
 
+def _cache_io(index: GraphIndex, group: list[Sublayer]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(graph inputs whose whole computation stays inside the group's branches, graph outputs
+    those branches compute), in graph order — a cached layer's past and present. An input
+    shared with later layers is not the layer's: the mask, whose expansion the first layer's
+    branch holds, and the first layer's past key, whose length sizes the causal mask of every
+    layer (Hugging Face's ``get_seq_length``) — removing layer 0 keeps that input for its shape."""
+    inside = frozenset().union(*(sublayer.merge.branch_nodes for sublayer in group))
+    allowed = inside | {sublayer.merge.add_position for sublayer in group}
+
+    def owned(name: str) -> bool:
+        frontier, seen = [name], set()
+        while frontier:
+            for position in index.consumers.get(frontier.pop(), []):
+                if position not in allowed:
+                    return False
+                if position in seen or position not in inside:
+                    continue
+                seen.add(position)
+                frontier.extend(out for out in index.nodes[position].output if out)
+        return bool(seen)
+
+    inputs = tuple(name for name in index.graph_inputs if owned(name))
+    outputs = tuple(name for name in index.graph_outputs if index.producer.get(name) in inside)
+    return inputs, outputs
+
+
 def find_units(index: GraphIndex) -> UnitLayout:
     """The units of the main graph, in graph order (cached on the read-only index)."""
     cached = index.__dict__.get("_units")
@@ -239,7 +269,7 @@ def _find_units(index: GraphIndex) -> UnitLayout:
         norm = "pre" if pre else "post"
         if pre:  # the last layer ends at its Add, before the final norm (which stays when it is removed)
             groups = [[Sublayer(sub.merge, sub.entry, sub.merge.add, sub.role) for sub in group] for group in groups]
-    units = tuple(Unit(group[0].entry, group[-1].exit, tuple(group)) for group in groups)
+    units = tuple(Unit(group[0].entry, group[-1].exit, tuple(group), *_cache_io(index, group)) for group in groups)
     kind = ("decoder layer" if is_causal(index) else "encoder layer") if transformer else \
         "residual block" if units else ""
     stem = units[0].entry if units else None
