@@ -23,7 +23,10 @@ from redaudit.core.graph import SHAPE_ONLY_OPS, GraphIndex
 
 WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum", "ConvInteger", "MatMulInteger",
                           "QLinearConv", "QLinearMatMul", "FusedConv", "FusedMatMul", "LSTM", "GRU", "RNN"})
-ATTENTION_OPS = frozenset({"Softmax", "Attention", "MultiHeadAttention"})
+#: Softmax of a plain export; onnxruntime's fused attention (com.microsoft) in optimised/genai graphs.
+ATTENTION_OPS = frozenset({"Softmax", "Attention", "MultiHeadAttention", "GroupQueryAttention", "PackedAttention",
+                           "PackedMultiHeadAttention", "SparseAttention", "PagedAttention",
+                           "DecoderMaskedMultiHeadAttention", "DecoderMaskedSelfAttention"})
 ELEMENTWISE_OPS = frozenset({
     "Relu", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "Gelu", "FastGelu", "Elu", "Selu", "Celu",
     "Clip", "HardSigmoid", "HardSwish", "Softplus", "Softsign", "Mish", "Erf", "ThresholdedRelu",
