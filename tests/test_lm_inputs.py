@@ -17,7 +17,7 @@ from redaudit.errors import ConfigError, ProbeInputError
 
 pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
-import lm_models  # noqa: E402
+import lm_exports  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
@@ -25,11 +25,11 @@ pytestmark = pytest.mark.torch
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
     folder = tmp_path_factory.mktemp("lm_inputs")
-    built: dict[tuple[str, bool], lm_models.TinyLM] = {}
+    built: dict[tuple[str, bool], lm_exports.TinyLM] = {}
 
-    def get(arch: str = "llama", kv_cache: bool = False) -> lm_models.TinyLM:
+    def get(arch: str = "llama", kv_cache: bool = False) -> lm_exports.TinyLM:
         if (arch, kv_cache) not in built:
-            built[arch, kv_cache] = lm_models.export(folder / f"{arch}_{kv_cache}.onnx", arch, layers=2,
+            built[arch, kv_cache] = lm_exports.export(folder / f"{arch}_{kv_cache}.onnx", arch, layers=2,
                                                      kv_cache=kv_cache, kv_heads=2 if arch == "llama" else None)
         return built[arch, kv_cache]
     return get
@@ -53,7 +53,7 @@ def _hf_positions(mask: np.ndarray) -> np.ndarray:
 
 def test_roles_and_the_vocabulary_are_read_from_the_graph(exports):
     specs = {spec.name: spec for spec in input_specs(onnx.load(str(exports("llama", True).path)))}
-    assert specs["input_ids"].role == "token_ids" and specs["input_ids"].vocab == lm_models.VOCAB
+    assert specs["input_ids"].role == "token_ids" and specs["input_ids"].vocab == lm_exports.VOCAB
     assert (specs["attention_mask"].role, specs["position_ids"].role) == ("attention_mask", "position_ids")
     assert {spec.role for name, spec in specs.items() if name.startswith("past_key_values.")} == {"past"}
 
@@ -61,7 +61,7 @@ def test_roles_and_the_vocabulary_are_read_from_the_graph(exports):
 def test_synthetic_inputs_of_a_kv_cache_export_are_a_valid_first_step(exports):
     batch = _first_batch(exports("llama", True).path, dims={"sequence_length": 6})
     ids = batch["input_ids"]
-    assert ids.shape == (8, 6) and 0 <= ids.min() and ids.max() < lm_models.VOCAB and len(np.unique(ids)) > 10
+    assert ids.shape == (8, 6) and 0 <= ids.min() and ids.max() < lm_exports.VOCAB and len(np.unique(ids)) > 10
     assert batch["attention_mask"].shape == (8, 6) and (batch["attention_mask"] == 1).all()
     np.testing.assert_array_equal(batch["position_ids"], _hf_positions(batch["attention_mask"]))
     pasts = [array for name, array in batch.items() if name.startswith("past_key_values.")]
@@ -97,14 +97,14 @@ def test_the_kv_cache_export_scans_as_the_plain_one(exports):
 def test_real_token_ids_are_completed_and_checked_against_the_vocabulary(exports, tmp_path):
     path = exports("llama", True).path
     specs = input_specs(onnx.load(str(path)))
-    ids = np.random.default_rng(0).integers(0, lm_models.VOCAB, (4, 5))
+    ids = np.random.default_rng(0).integers(0, lm_exports.VOCAB, (4, 5))
     mask = np.array([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [0, 1, 1, 1, 1], [1, 1, 1, 1, 1]])
     probe = make_probe(specs, {"input_ids": ids, "attention_mask": mask}, 4)
     batch = next(iter(probe.batches(4, 4)))
     np.testing.assert_array_equal(batch["position_ids"], _hf_positions(mask))
     assert batch["past_key_values.1.value"].shape == (4, 2, 0, 8) and probe.real
     with pytest.raises(ProbeInputError, match="token id 97, outside the model's vocabulary.*97 rows"):
-        make_probe(specs, {"input_ids": np.full((2, 5), lm_models.VOCAB)}, 2)
+        make_probe(specs, {"input_ids": np.full((2, 5), lm_exports.VOCAB)}, 2)
     np.savez(tmp_path / "bad.npz", input_ids=np.full((2, 5), 500))
     result = _cli(["scan", str(path), "--inputs", str(tmp_path / "bad.npz"), "--samples", "2"])
     assert result.exit_code == 2 and "token id 500" in result.output and "Traceback" not in result.output
@@ -132,7 +132,7 @@ def test_token_pooling_ignores_padding(exports, arch):
     selection = prepared.taps("block")
     augmented = prepared.augmented(selection, "pool")
     session, _ = prepared.session(augmented)
-    ids = np.random.default_rng(4).integers(0, lm_models.VOCAB, (3, 6))
+    ids = np.random.default_rng(4).integers(0, lm_exports.VOCAB, (3, 6))
     mask = np.array([[1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 0, 1]])
     feeds = {"input_ids": ids, "attention_mask": mask}
     if arch == "llama":

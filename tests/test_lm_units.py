@@ -15,7 +15,7 @@ from redaudit.core.units import find_units
 
 pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
-import lm_models  # noqa: E402
+import lm_exports  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
@@ -27,20 +27,20 @@ LAYOUTS = [("llama", 2, "pre"), ("mistral", 2, "pre"), ("qwen2", 2, "pre"), ("gp
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
     folder = tmp_path_factory.mktemp("lm")
-    built: dict[tuple[str, bool], lm_models.TinyLM] = {}
+    built: dict[tuple[str, bool], lm_exports.TinyLM] = {}
 
-    def get(arch: str, kv_cache: bool = False) -> lm_models.TinyLM:
+    def get(arch: str, kv_cache: bool = False) -> lm_exports.TinyLM:
         key = (arch, kv_cache)
         if key not in built:
             # GQA: fewer key/value heads than query heads
             kv_heads = 2 if arch in ("llama", "mistral", "qwen2") else None
-            built[key] = lm_models.export(folder / f"{arch}_{kv_cache}.onnx", arch, layers=3, kv_cache=kv_cache,
+            built[key] = lm_exports.export(folder / f"{arch}_{kv_cache}.onnx", arch, layers=3, kv_cache=kv_cache,
                                           kv_heads=kv_heads)
         return built[key]
     return get
 
 
-def _layer_modules(lm: lm_models.TinyLM):
+def _layer_modules(lm: lm_exports.TinyLM):
     model = lm.model
     return {"llama": lambda: model.model.layers, "phi": lambda: model.model.layers,
             "mistral": lambda: model.model.layers, "qwen2": lambda: model.model.layers,
@@ -48,14 +48,14 @@ def _layer_modules(lm: lm_models.TinyLM):
             "bert": lambda: model.encoder.layer}[lm.arch]()
 
 
-def _torch_layer_outputs(lm: lm_models.TinyLM, ids: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def _torch_layer_outputs(lm: lm_exports.TinyLM, ids: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """(each layer's output from forward hooks, output_hidden_states) for ``ids``."""
     outputs: list[np.ndarray] = []
     hooks = [layer.register_forward_hook(
         lambda module, args, out: outputs.append((out[0] if isinstance(out, tuple) else out).detach().numpy()))
         for layer in _layer_modules(lm)]
     try:
-        states = lm_models.hidden_states(lm.model, ids, np.ones_like(ids))
+        states = lm_exports.hidden_states(lm.model, ids, np.ones_like(ids))
     finally:
         for hook in hooks:
             hook.remove()
@@ -74,7 +74,7 @@ def _run_raw(path, tensors: list[str], feeds: dict[str, np.ndarray]) -> list[np.
     return session.run(tensors, feeds)
 
 
-def _feeds(lm: lm_models.TinyLM, ids: np.ndarray) -> dict[str, np.ndarray]:
+def _feeds(lm: lm_exports.TinyLM, ids: np.ndarray) -> dict[str, np.ndarray]:
     """The model's inputs for ``ids`` with an empty cache, written out by hand (independent of
     redaudit's LM probe)."""
     batch, length = ids.shape
@@ -109,7 +109,7 @@ def test_one_block_ir_per_layer_and_the_halves_at_sublayer_level(exports, arch, 
 @pytest.mark.parametrize("arch", [arch for arch, _, _ in LAYOUTS])
 def test_the_layer_ir_is_the_hidden_state_torch_gives(exports, arch):
     lm = exports(arch)
-    ids = np.random.default_rng(1).integers(0, lm_models.VOCAB, (2, 7))
+    ids = np.random.default_rng(1).integers(0, lm_exports.VOCAB, (2, 7))
     points = select_taps(GraphIndex.build(onnx.load(str(lm.path))), "block").points
     tapped = _run_raw(lm.path, [point.tensor for point in points], _feeds(lm, ids))
     per_layer, states = _torch_layer_outputs(lm, ids)
@@ -124,7 +124,7 @@ def test_the_layer_ir_is_the_hidden_state_torch_gives(exports, arch):
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2", "gpt_neox"])
 def test_the_layer_irs_with_and_without_kv_cache_agree(exports, arch):
     plain, cached = exports(arch), exports(arch, kv_cache=True)
-    ids = np.random.default_rng(2).integers(0, lm_models.VOCAB, (3, 6))
+    ids = np.random.default_rng(2).integers(0, lm_exports.VOCAB, (3, 6))
     results = []
     for lm in (plain, cached):
         points = select_taps(GraphIndex.build(onnx.load(str(lm.path))), "block").points
@@ -163,12 +163,12 @@ def test_removing_a_layer_keeps_the_model_running_and_its_other_layers(exports):
     blocks = find_candidates(model)
     pruned = remove_blocks(model, [blocks[1]])
     onnx.checker.check_model(pruned)
-    ids = np.random.default_rng(3).integers(0, lm_models.VOCAB, (2, 5))
+    ids = np.random.default_rng(3).integers(0, lm_exports.VOCAB, (2, 5))
     import onnxruntime as ort
 
     session = ort.InferenceSession(pruned.SerializeToString(), providers=["CPUExecutionProvider"])
     logits = session.run(["logits"], _feeds(lm, ids))[0]
-    reference = lm_models.build("llama", layers=3, kv_heads=2)  # the same seed: the same weights
+    reference = lm_exports.build("llama", layers=3, kv_heads=2)  # the same seed: the same weights
     with torch.no_grad():
         del reference.model.layers[1]
         reference.config.num_hidden_layers = 2
