@@ -35,8 +35,8 @@ def build(arch: str, layers: int = 3, hidden: int = 32, heads: int = 4, kv_heads
     import transformers as tf
 
     torch.manual_seed(seed)
-    common = dict(vocab_size=VOCAB, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                  intermediate_size=2 * hidden, max_position_embeddings=64)
+    common = {"vocab_size": VOCAB, "hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
+              "intermediate_size": 2 * hidden, "max_position_embeddings": 64}
     if arch == "llama":
         config = tf.LlamaConfig(**common, num_key_value_heads=kv_heads or heads)
         model = tf.LlamaForCausalLM(config)

@@ -17,7 +17,7 @@ from redaudit.errors import ConfigError, ProbeInputError
 
 pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
-import lm_exports  # noqa: E402
+import lm_exports  # after the skips: it needs torch and transformers
 
 pytestmark = pytest.mark.torch
 
@@ -85,7 +85,7 @@ def test_zero_is_a_dimension_only_for_the_past(exports):
 
 def test_the_kv_cache_export_scans_as_the_plain_one(exports):
     """Same weights, same token ids: the same per-layer IRs, so the same similarity (≤ 1e-5)."""
-    options = dict(samples=32, cka_batch=16, dims={"sequence_length": 8})
+    options = {"samples": 32, "cka_batch": 16, "dims": {"sequence_length": 8}}
     plain = redaudit.scan(str(exports("llama").path), **options)
     cached = redaudit.scan(str(exports("llama", True).path), **options)
     assert [layer.unit for layer in cached.layers] == ["embedding", "decoder layer 0", "decoder layer 1"]
@@ -173,7 +173,7 @@ def test_a_fused_group_query_attention_layout_is_refused_in_one_line(tmp_path):
     assert "GroupQueryAttention" in message and "seqlens_k" in message and "total_sequence_length" in message
 
 
-def _tokenizer(folder) -> "object":
+def _tokenizer(folder) -> object:
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
     tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))

@@ -15,7 +15,7 @@ from redaudit.core.units import find_units
 
 pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
-import lm_exports  # noqa: E402
+import lm_exports  # after the skips: it needs torch and transformers
 
 pytestmark = pytest.mark.torch
 

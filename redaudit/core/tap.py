@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 import onnx
 
-from redaudit.errors import TapError
 from redaudit.core.blocks import chain_end, find_residual_merges, is_weighted  # noqa: F401 - re-exported
 from redaudit.core.graph import GraphIndex
 from redaudit.core.recurrence import Recurrence, find_recurrences, recurrent_region
-from redaudit.core.spec import LEVELS  # noqa: F401 - defined once, re-exported
+from redaudit.core.spec import LEVELS
 from redaudit.core.units import UnitLayout, find_units
+from redaudit.errors import TapError
 
 #: What one IR is, by the level actually used (block and sublayer name the model's unit).
 UNIT_OF_LEVEL = {"layer": "weighted layer", "op": "operator output", "tap": "tapped tensor"}

@@ -36,7 +36,7 @@ def _tokenizer(folder: str) -> Any:
                           "tokenizer (or the tokenizer.json itself)")
     try:
         return Tokenizer.from_file(str(path))
-    except Exception as error:  # tokenizers raises its own Exception type for a bad file
+    except Exception as error:  # noqa: BLE001 - tokenizers raises a bare Exception for a bad file
         raise ConfigError(f"--tokenizer {path}: not a tokenizer file tokenizers can read ({error})") from None
 
 

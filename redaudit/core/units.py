@@ -80,7 +80,7 @@ class Unit:
 
     @property
     def is_transformer_layer(self) -> bool:
-        return any(sublayer.role in (ROLE_ATTENTION, ROLE_PARALLEL) for sublayer in self.sublayers)
+        return _is_layer(self.sublayers)
 
 
 @dataclass(frozen=True)
@@ -248,6 +248,11 @@ def _cache_io(index: GraphIndex, group: list[Sublayer]) -> tuple[tuple[str, ...]
     return inputs, outputs
 
 
+def _is_layer(group: list[Sublayer] | tuple[Sublayer, ...]) -> bool:
+    """Whether a group of halves is a transformer layer (it holds attention)."""
+    return any(sub.role in (ROLE_ATTENTION, ROLE_PARALLEL) for sub in group)
+
+
 def find_units(index: GraphIndex) -> UnitLayout:
     """The units of the main graph, in graph order (cached on the read-only index)."""
     cached = index.__dict__.get("_units")
@@ -260,15 +265,16 @@ def find_units(index: GraphIndex) -> UnitLayout:
 def _find_units(index: GraphIndex) -> UnitLayout:
     kept, parallel = _absorb_parallel(index, find_residual_merges(index))
     groups = _group(index, _sublayers(index, kept, parallel))
-    transformer = any(sub.role in (ROLE_ATTENTION, ROLE_PARALLEL) for group in groups for sub in group)
+    transformer = any(_is_layer(group) for group in groups)
     norm = None
     if transformer:
-        inner = [group for group in groups[:-1]]
-        pre = any(group[-1].exit == group[-1].merge.add for group in inner) if inner else \
-            groups[-1][-1].exit == groups[-1][-1].merge.add
+        layers = [group for group in groups if _is_layer(group)]
+        pre = any(group[-1].exit == group[-1].merge.add for group in layers[:-1]) if len(layers) > 1 else \
+            bool(layers) and layers[-1][-1].exit == layers[-1][-1].merge.add
         norm = "pre" if pre else "post"
         if pre:  # the last layer ends at its Add, before the final norm (which stays when it is removed)
-            groups = [[Sublayer(sub.merge, sub.entry, sub.merge.add, sub.role) for sub in group] for group in groups]
+            groups = [[Sublayer(sub.merge, sub.entry, sub.merge.add, sub.role) for sub in group]
+                      if _is_layer(group) else group for group in groups]
     units = tuple(Unit(group[0].entry, group[-1].exit, tuple(group), *_cache_io(index, group)) for group in groups)
     kind = ("decoder layer" if is_causal(index) else "encoder layer") if transformer else \
         "residual block" if units else ""
