@@ -12,6 +12,7 @@ from redaudit.cli.common import OutputError, console, err_console, prepare_outpu
 from redaudit.cli.mlflow_options import logged_line, mlflow_options, mlflow_target
 from redaudit.cli.render import msrs_line, print_warnings, render_scan
 from redaudit.cli.scan_options import scan_options, scan_spec
+from redaudit.core.spec import LEVELS
 
 
 @click.command("scan")
@@ -94,7 +95,7 @@ def _write_each(result: redaudit.ScanResult, json_path: str | None, heatmap_path
 
 @click.command("taps")
 @click.argument("model", type=click.Path(dir_okay=True))
-@click.option("--level", type=click.Choice(["block", "layer", "op"]), default="block", show_default=True)
+@click.option("--level", type=click.Choice(LEVELS), default="block", show_default=True)
 @click.option("--max-model-size", default="2G", show_default=True, metavar="SIZE")
 @user_errors
 def taps_command(model: str, level: str, max_model_size: str) -> None:
@@ -106,11 +107,11 @@ def taps_command(model: str, level: str, max_model_size: str) -> None:
 
     loaded = load_model(model, max_bytes=parse_size(max_model_size))
     selection = select_taps(GraphIndex.build(loaded.proto), level)
-    table = Table(title=f"{len(selection.points)} taps at level {selection.level}")
-    for column in ("#", "tensor", "op", "shape"):
+    table = Table(title=f"{len(selection.points)} taps at level {selection.level} (unit: {selection.unit})")
+    for column in ("#", "unit", "tensor", "op", "shape"):
         table.add_column(column, overflow="fold")
     for i, point in enumerate(selection.points):
-        table.add_row(str(i), point.tensor, point.op, "×".join(map(str, point.shape)))
+        table.add_row(str(i), point.unit, point.tensor, point.op, "×".join(map(str, point.shape)))
     console.print(table)
     for warning in selection.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}")
