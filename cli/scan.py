@@ -13,6 +13,7 @@ from redaudit.cli.common import (MAX_MODEL_SIZE_AUTO, MAX_MODEL_SIZE_HELP, Outpu
 from redaudit.cli.mlflow_options import logged_line, mlflow_options, mlflow_target
 from redaudit.cli.render import msrs_line, print_warnings, render_scan
 from redaudit.cli.scan_options import scan_options, scan_spec
+from redaudit.core.spec import LEVELS
 
 
 @click.command("scan")
@@ -95,7 +96,7 @@ def _write_each(result: redaudit.ScanResult, json_path: str | None, heatmap_path
 
 @click.command("taps")
 @click.argument("model", type=click.Path(dir_okay=True))
-@click.option("--level", type=click.Choice(["block", "layer", "op"]), default="block", show_default=True)
+@click.option("--level", type=click.Choice(LEVELS), default="block", show_default=True)
 @click.option("--max-model-size", default=MAX_MODEL_SIZE_AUTO, show_default=True, metavar="SIZE|auto",
               help=MAX_MODEL_SIZE_HELP)
 @user_errors
@@ -108,11 +109,11 @@ def taps_command(model: str, level: str, max_model_size: str) -> None:
 
     loaded = load_model(model, max_bytes=parse_model_size(max_model_size))
     selection = select_taps(GraphIndex.build(loaded.proto, folder=loaded.folder), level)
-    table = Table(title=f"{len(selection.points)} taps at level {selection.level}")
-    for column in ("#", "tensor", "op", "shape"):
+    table = Table(title=f"{len(selection.points)} taps at level {selection.level} (unit: {selection.unit})")
+    for column in ("#", "unit", "tensor", "op", "shape"):
         table.add_column(column, overflow="fold")
     for i, point in enumerate(selection.points):
-        table.add_row(str(i), point.tensor, point.op, "×".join(map(str, point.shape)))
+        table.add_row(str(i), point.unit, point.tensor, point.op, "×".join(map(str, point.shape)))
     console.print(table)
     for warning in selection.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}")

@@ -14,16 +14,22 @@ _DEFAULT = ScanSpec()
 
 _OPTIONS = [
     click.option("--level", type=click.Choice(LEVELS), default=_DEFAULT.level, show_default=True,
-                 help="IR granularity: residual blocks (paper), weighted layers, or every operator output."),
+                 help="IR granularity: residual blocks / transformer layers (paper), sublayer (attention and MLP "
+                      "halves), weighted layers, or every operator output."),
     click.option("--tap", "taps", multiple=True, metavar="NAME",
                  help="Tap this tensor explicitly (repeatable); overrides --level."),
     click.option("--inputs", type=click.Path(dir_okay=False), default=None,
                  help=".npz with one array per model input (first axis = samples). Default: synthetic."),
+    click.option("--text", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+                 help="Probe a language model with this text, tokenized with --tokenizer into windows of its "
+                      "sequence length (--dim; default 64 tokens)."),
+    click.option("--tokenizer", type=click.Path(), default=None, metavar="DIR",
+                 help="Folder of the tokenizer.json for --text (needs the tokenizers package: redaudit[lm])."),
     click.option("--samples", type=int, default=_DEFAULT.samples, show_default=True,
                  help="Number of probe samples (paper: 10 batches of 256)."),
     click.option("--seed", type=int, default=_DEFAULT.seed, show_default=True, help="Seed for synthetic inputs."),
     click.option("--dim", "dims", multiple=True, metavar="NAME=VALUE",
-                 help="Value of a symbolic input dimension (repeatable)."),
+                 help="Value of a symbolic input dimension (repeatable); 0 only for a key/value cache's past length."),
     click.option("--int-range", nargs=2, type=int, default=None, metavar="LOW HIGH",
                  help="Range [LOW, HIGH) for synthetic integer inputs (default 0 256)."),
     click.option("--reduce", type=click.Choice(REDUCTIONS), default=_DEFAULT.reduce, show_default=True,
@@ -60,6 +66,7 @@ def scan_spec(options: dict[str, Any]) -> ScanSpec:
     int_range = options.pop("int_range")
     return ScanSpec(
         level=options.pop("level"), taps=tuple(options.pop("taps")), inputs=options.pop("inputs"),
+        text=options.pop("text"), tokenizer=options.pop("tokenizer"),
         samples=options.pop("samples"), seed=options.pop("seed"), dims=parse_dims(options.pop("dims")),
         int_range=tuple(int_range) if int_range else None, reduce=options.pop("reduce"),
         layouts=parse_pairs(options.pop("layouts"), "--layout", "NAME=tokens|channels"),
