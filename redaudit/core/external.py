@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,11 +174,50 @@ def hash_files(model_bytes: bytes, folder: Path, files: list[str]) -> str:
     """sha256 of the model file's bytes followed by each data file's, streamed in ``files``'
     order. A self-contained model hashes as its file alone, as it always has."""
     digest = hashlib.sha256(model_bytes)
+    buffer = bytearray(_HASH_CHUNK)
+    view = memoryview(buffer)
     for name in files:
-        with open(folder / name, "rb") as handle:
-            while chunk := handle.read(_HASH_CHUNK):
-                digest.update(chunk)
+        with open(folder / name, "rb", buffering=0) as handle:
+            while read := handle.readinto(buffer):
+                digest.update(view[:read])
     return digest.hexdigest()
+
+
+class FilesDigest:
+    """:func:`hash_files`, computed in a thread started here and awaited by :attr:`value`.
+
+    Why: hashing 2.5 GB of external data costs seconds that would otherwise precede the session;
+    started at load, it overlaps taps, shape inference and onnxruntime's own read of the same
+    files (one pass through the page cache instead of two). A self-contained model is hashed at
+    once (its bytes are already in memory). The thread ends with the hash; nothing outlives it.
+    """
+
+    def __init__(self, model_bytes: bytes, folder: Path, files: list[str]) -> None:
+        self._value: str | None = None
+        self._error: str | None = None
+        self._thread: threading.Thread | None = None
+        if not files:
+            self._value = hashlib.sha256(model_bytes).hexdigest()
+            return
+        self._thread = threading.Thread(target=self._run, args=(model_bytes, folder, files),
+                                        name="redaudit-model-hash", daemon=True)
+        self._thread.start()
+
+    def _run(self, model_bytes: bytes, folder: Path, files: list[str]) -> None:
+        try:
+            self._value = hash_files(model_bytes, folder, files)
+        except OSError as error:
+            self._error = f"an external-data file of {folder} could not be read to identify the model ({error.strerror or error})"
+
+    @property
+    def value(self) -> str:
+        """The sha256 (waits for the thread); a data file that vanished raises ModelLoadError."""
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            raise ModelLoadError(f"{self._error}; load the model again")
+        assert self._value is not None
+        return self._value
 
 
 def sample_bytes(tensor: onnx.TensorProto, folder: str | None, windows: int = 64, width: int = 1024) -> bytes | None:

@@ -22,8 +22,7 @@ import onnx
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
-from redaudit.core.external import (check_external, checker_copy, external_tensors, hash_files,
-                                    inline_small)
+from redaudit.core.external import FilesDigest, check_external, checker_copy, external_tensors, inline_small
 from redaudit.core.hostmemory import available_bytes, format_bytes
 from redaudit.errors import ModelLoadError, UnsafeModelError
 
@@ -38,9 +37,14 @@ class LoadedModel:
 
     proto: onnx.ModelProto  #: the graph; tensors above external.INLINE_BYTES stay external references
     path: str
-    sha256: str  #: of the model file then each external-data file, in sorted order (see hash_files)
+    digest: FilesDigest  #: of the model file then each external-data file, in sorted order
     size_bytes: int  #: the model file and its external data
     folder: str | None = None  #: where external references resolve (the model's folder)
+
+    @property
+    def sha256(self) -> str:
+        """The model's identity (waits for the hash of its external data, see FilesDigest)."""
+        return self.digest.value
 
 
 def _mib(size: int) -> str:
@@ -113,14 +117,14 @@ def load_model(path: str | os.PathLike[str], max_bytes: int | None = None, check
     if external_tensors(proto):
         files, total = _external_total(proto, model_path, len(data), max_bytes, will_run)
         inline_small(proto, model_path.parent)
-    sha256 = hash_files(data, model_path.parent, files)
+    digest = FilesDigest(data, model_path.parent, files)  # external data: hashed in the background
     del data
     if check:
         if files:  # the checker reads the file itself: a proto with external tensors would need its folder
             _check_by_path(model_path, before)
         else:
             check_model(proto, str(model_path))
-    return LoadedModel(proto=proto, path=str(model_path), sha256=sha256, size_bytes=total,
+    return LoadedModel(proto=proto, path=str(model_path), digest=digest, size_bytes=total,
                        folder=str(model_path.parent.resolve()))
 
 

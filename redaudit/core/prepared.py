@@ -20,7 +20,7 @@ from typing import Any
 import onnx
 
 from redaudit.core.augment import AugmentedModel, augment
-from redaudit.core.external import check_external, external_bytes, external_tensors, weight_bytes
+from redaudit.core.external import FilesDigest, check_external, external_bytes, external_tensors, weight_bytes
 from redaudit.core.graph import GraphIndex, parameter_count
 from redaudit.core.model import check_model, load_model, model_sha256_of_proto
 from redaudit.core.probe import InputSpec, input_specs
@@ -34,7 +34,7 @@ from redaudit.errors import ModelLoadError
 class PreparedModel:
     proto: onnx.ModelProto
     path: str
-    sha256: str
+    identity: str | FilesDigest  # the sha256, or its hash still running (see FilesDigest)
     size_bytes: int
     sessions: SessionFactory = field(default_factory=SessionFactory)
     _index: GraphIndex | None = field(default=None, repr=False)
@@ -65,7 +65,12 @@ class PreparedModel:
                        sessions)
         SessionFactory(device).providers()
         loaded = load_model(model, max_bytes=max_model_bytes)
-        return cls(loaded.proto, loaded.path, loaded.sha256, loaded.size_bytes, SessionFactory(device, folder=loaded.folder))
+        return cls(loaded.proto, loaded.path, loaded.digest, loaded.size_bytes, SessionFactory(device, folder=loaded.folder))
+
+    @property
+    def sha256(self) -> str:
+        """The model's identity: the sha256 of its file, then its external-data files."""
+        return self.identity if isinstance(self.identity, str) else self.identity.value
 
     @property
     def folder(self) -> str | None:
@@ -89,7 +94,7 @@ class PreparedModel:
         proto = onnx.ModelProto()
         proto.CopyFrom(self.proto)
         onnx.load_external_data_for_model(proto, self.folder)
-        return PreparedModel(proto, self.path, self.sha256, self.size_bytes,
+        return PreparedModel(proto, self.path, self.identity, self.size_bytes,
                              SessionFactory(self.sessions.device, self.sessions.threads))
 
     def on_device(self, device: str, threads: int | None = None) -> "PreparedModel":
@@ -98,7 +103,7 @@ class PreparedModel:
         if factory == self.sessions:
             return self
         factory.providers()
-        return PreparedModel(self.proto, self.path, self.sha256, self.size_bytes, factory,
+        return PreparedModel(self.proto, self.path, self.identity, self.size_bytes, factory,
                              self._index, self._selections, self._augmented, {})
 
     @property
