@@ -20,6 +20,7 @@ from redaudit.cli.common import progress_bar, user_errors
 from redaudit.cli.render import print_warnings
 from redaudit.cli.history_views import history_to_dict, scan_lines, versions_table
 from redaudit.cli.mlflow_options import logged_line, mlflow_options, mlflow_target
+from redaudit.cli.record_options import check_record_options, db_option, record_options  # noqa: F401 (re-exported)
 from redaudit.cli.scan_options import scan_options, scan_spec
 from redaudit.errors import ConfigError
 from redaudit.history import db as history_db
@@ -29,40 +30,9 @@ from redaudit.history.store import HistoryStore
 from redaudit.history.writes import Recorded, validate_name
 from redaudit.report.numbers import fmt as _fmt, percent, signed
 
-db_option = click.option("--db", "db", metavar="URL", default=None,
-                         help="Database URL or SQLite path (default: $REDAUDIT_DB, else the "
-                              "user data directory's history.db).")
-
-
 report_url_option = click.option(
     "--report-url", metavar="URL", default=None,
     help="With --format md: link the HTML report here (e.g. the CI artifact's URL; default: the --html path).")
-
-
-def record_options(command):
-    """The options ``scan`` adds for recording: ``--record NAME``, ``--label L``, ``--db URL``.
-
-    They arrive as ``record``, ``label`` and ``db`` keyword arguments; pass them on to
-    :func:`record_from_cli` when ``record`` is set.
-    """
-    command = db_option(command)
-    command = click.option("--label", metavar="LABEL", default=None,
-                           help="With --record: a name for this version (e.g. a git tag).")(command)
-    return click.option("--record", metavar="NAME", default=None,
-                        help="Store the scan in the history under model NAME.")(command)
-
-
-def check_record_options(record: str | None, label: str | None, db: str | None) -> None:
-    """Refuse a bad ``--record NAME``/``--label``/``--db`` before the scan runs, not after.
-
-    ``--record ''`` is a mistake (an unset shell variable, typically), not "do not record".
-    """
-    if record is None:
-        return
-    validate_name(record, "--record NAME")
-    if label is not None:
-        validate_name(label, "--label")
-    history_db.parse_url(db)
 
 
 def record_message(recorded: Recorded, where: str) -> str:

@@ -7,10 +7,9 @@ import click
 from rich.table import Table
 
 import redaudit
-from redaudit.cli.history import check_record_options, record_from_cli, record_options
 from redaudit.cli.common import OutputError, console, err_console, prepare_output_paths, progress_bar, user_errors
 from redaudit.cli.mlflow_options import logged_line, mlflow_options, mlflow_target
-from redaudit.cli.render import msrs_line, print_warnings, render_scan
+from redaudit.cli.record_options import check_record_options, record_options
 from redaudit.cli.scan_options import scan_options, scan_spec
 
 
@@ -30,6 +29,10 @@ def scan_command(model: str, json_path: str | None, heatmap_path: str | None, ht
                  top: int, quiet: bool, record: str | None, label: str | None, db: str | None,
                  **options: Any) -> None:
     """Measure layer similarity (CKA) and MSRS of an ONNX MODEL."""
+    # Imported here, not at the top: `scan --help` must not load numpy (render) or SQLAlchemy (history).
+    from redaudit.cli.history import record_from_cli
+    from redaudit.cli.render import msrs_line, print_warnings, render_scan
+
     tracking = mlflow_target(options)
     spec = scan_spec(options)
     check_record_options(record, label, db)  # a bad --record/--db fails before the scan
