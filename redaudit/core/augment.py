@@ -28,7 +28,6 @@ from dataclasses import dataclass
 import onnx
 from onnx import helper
 
-from redaudit.core.grams import append_centred_gram
 from redaudit.core.graph import GraphIndex
 from redaudit.core.spec import REDUCTIONS  # noqa: F401 - defined once, re-exported
 from redaudit.core.tap import TapPoint
@@ -63,9 +62,6 @@ class AugmentedModel:
     shape_names: list[str]  # graph output holding each tap's runtime shape, (1, rank) int64
     reductions: list[Reduction]  # per tap
     unresolved: tuple[str, ...]  # taps whose rank is unknown: exposed raw, to be probed
-    #: Per tap with ``grams``: the name of its constant-check output when its fetch is a centred
-    #: Gram (see :mod:`redaudit.core.grams`), None when it is the tap itself; empty without grams.
-    gram_checks: tuple[str | None, ...] = ()
 
     @property
     def pooled_axes(self) -> list[tuple[int, ...]]:
@@ -187,14 +183,11 @@ class _Builder:
 
 
 def augment(model: onnx.ModelProto, index: GraphIndex, taps: list[TapPoint], reduce: str,
-            layouts: Mapping[str, str] | None = None, ranks: Mapping[str, int] | None = None,
-            grams: bool = False) -> AugmentedModel:
+            layouts: Mapping[str, str] | None = None, ranks: Mapping[str, int] | None = None) -> AugmentedModel:
     """Return a copy of ``model`` whose outputs include one (optionally pooled) tensor and one
-    runtime shape per tap. ``ranks`` gives the probed rank of taps typing left unknown. With
-    ``grams``, each tap kept whole (flattened) is fetched as its centred Gram instead, plus a
-    constant-check scalar (:mod:`redaudit.core.grams`; only valid when every onnxruntime call is
-    one CKA batch). The model's own outputs stay as they are. Raises ConfigError for a
-    ``layouts`` name that is not tapped or that names a tap without three axes."""
+    runtime shape per tap. ``ranks`` gives the probed rank of taps typing left unknown. The
+    model's own outputs stay as they are. Raises ConfigError for a ``layouts`` name that is not
+    tapped or that names a tap without three axes."""
     layouts = dict(layouts or {})
     tapped = {tap.tensor for tap in taps}
     unknown = sorted(set(layouts) - tapped)
@@ -212,7 +205,7 @@ def augment(model: onnx.ModelProto, index: GraphIndex, taps: list[TapPoint], red
             output.type.tensor_type.ClearField("shape")
     existing_outputs = {output.name for output in graph.output}
     build = _Builder(augmented, set(index.producer) | index.initializers | set(index.graph_inputs))
-    fetch_names, shape_names, reductions, unresolved, gram_checks = [], [], [], [], []
+    fetch_names, shape_names, reductions, unresolved = [], [], [], []
     for position, tap in enumerate(taps):
         tensor_type = index.types.get(tap.tensor)
         elem_type = tensor_type.elem_type if tensor_type else onnx.TensorProto.FLOAT
@@ -237,12 +230,6 @@ def augment(model: onnx.ModelProto, index: GraphIndex, taps: list[TapPoint], red
             out_name = build.fresh(f"redaudit_pool_{position}")
             build.axes_node("ReduceMean", wide, out_name, tuple(sorted(axes)), 18, keepdims=0)
             source, elem_type = out_name, onnx.TensorProto.DOUBLE
-        check = None
-        if grams and reduction.axes == () and rank is not None and rank >= 1:  # a 0-d tensor cannot reshape
-            made = append_centred_gram(build, source, position, elem_type)
-            source, check, elem_type = made.gram, made.check, onnx.TensorProto.DOUBLE
-            build.output(check, onnx.TensorProto.DOUBLE)
-        gram_checks.append(check)
         if source not in existing_outputs:
             build.output(source, elem_type)
             existing_outputs.add(source)
@@ -253,5 +240,4 @@ def augment(model: onnx.ModelProto, index: GraphIndex, taps: list[TapPoint], red
         build.axes_node("Unsqueeze", f"{shape_name}_flat", shape_name, (0,), 13)
         build.output(shape_name, onnx.TensorProto.INT64)
         shape_names.append(shape_name)
-    return AugmentedModel(augmented, [tap.tensor for tap in taps], fetch_names, shape_names, reductions, tuple(unresolved),
-                          tuple(gram_checks) if grams else ())
+    return AugmentedModel(augmented, [tap.tensor for tap in taps], fetch_names, shape_names, reductions, tuple(unresolved))

@@ -84,26 +84,6 @@ class BatchHsic:
     finite: Any
 
 
-@dataclass(frozen=True)
-class CentredGram:
-    """A layer's batch already reduced to its centred Gram K = X_c X_cᵀ (n × n, float64) and
-    the flags :func:`centre` would have found (0-d bool arrays on ``xp``). Flattened taps arrive
-    so when onnxruntime built the Gram (see :mod:`redaudit.core.grams`): their n × D features
-    never leave it."""
-
-    matrix: Any
-    constant: Any
-    finite: Any
-
-    @property
-    def samples(self) -> int:
-        return int(self.matrix.shape[0])
-
-
-def _samples(feature: Any) -> int:
-    return feature.samples if isinstance(feature, CentredGram) else int(feature.shape[0])
-
-
 def batch_hsic(features: Sequence[Any], estimator: str = "unbiased", xp: Any = np) -> BatchHsic:
     """All-pairs HSIC of one batch; see :func:`_batch_hsic`. A non-finite layer turns only its
     own row into NaN, quietly (NumPy's invalid-value warnings are silenced for this call only)."""
@@ -112,7 +92,7 @@ def batch_hsic(features: Sequence[Any], estimator: str = "unbiased", xp: Any = n
 
 
 def _batch_hsic(features: Sequence[Any], estimator: str, xp: Any) -> BatchHsic:
-    """All-pairs HSIC of one batch, one Gram per layer (given, for a :class:`CentredGram`).
+    """All-pairs HSIC of one batch, one Gram per layer.
 
     When the L Grams fit in ``_GRAM_BLOCK_BYTES`` (the usual case: L·n²·8 bytes), each layer is
     centred into one reused float64 buffer and its Gram formed at once, so no float64 copy of
@@ -121,7 +101,7 @@ def _batch_hsic(features: Sequence[Any], estimator: str, xp: Any) -> BatchHsic:
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}")
-    n = _samples(features[0])
+    n = int(features[0].shape[0])
     if estimator == "unbiased" and n < 4:
         raise ValueError("the unbiased HSIC estimator needs at least 4 samples per batch")
     if estimator == "biased" and n < 2:
@@ -133,31 +113,21 @@ def _batch_hsic(features: Sequence[Any], estimator: str, xp: Any) -> BatchHsic:
     rows = xp.empty((layers, min(block, n), n), dtype=xp.float64)
     constant, finite, mats = [], [], []
     buffer = None
-    raw = [x for x in features if not isinstance(x, CentredGram)]
-    if block >= n and raw:
-        buffer = xp.empty(max(int(np.prod(x.shape)) for x in raw), dtype=xp.float64)
+    if block >= n:
+        buffer = xp.empty(max(int(np.prod(x.shape)) for x in features), dtype=xp.float64)
     for position, feature in enumerate(features):
-        if isinstance(feature, CentredGram):
-            constant.append(xp.asarray(feature.constant))
-            finite.append(xp.asarray(feature.finite))
-            mats.append(feature)
-            continue
         centred, is_constant, is_finite = centre(feature, xp, buffer)
         constant.append(is_constant)
         finite.append(is_finite)
-        if block >= n:
+        if buffer is not None:
             xp.matmul(centred, centred.T, out=rows[position])
-            mats.append(None)
         else:
             mats.append(centred)
     for start in range(0, n, block):
         stop = min(n, start + block)
         part = rows[:, : stop - start]
         for position, x in enumerate(mats):
-            if isinstance(x, CentredGram):
-                part[position] = x.matrix[start:stop]
-            elif x is not None:
-                xp.matmul(x[start:stop], x.T, out=part[position])
+            xp.matmul(x[start:stop], x.T, out=part[position])
         if estimator == "unbiased":
             idx = xp.arange(start, stop)
             part[:, idx - start, idx] = 0.0

@@ -17,8 +17,6 @@ import numpy as np
 from redaudit import __version__
 from redaudit.core.augment import Reduction
 from redaudit.core.backend import select_backend
-from redaudit.core.cka import CentredGram
-from redaudit.core.grams import centred_gram, grams_in_graph
 from redaudit.core.memory import check_memory, estimate_scan_memory
 from redaudit.core.prepared import PreparedModel
 from redaudit.core.probe import make_probe
@@ -66,24 +64,6 @@ def _layer_info(point: TapPoint, reduction: Reduction, shapes: RuntimeShapes, po
                      layout=reduction.layout, layout_source=reduction.source)
 
 
-def _samples(output: object) -> int:
-    return output.samples if isinstance(output, CentredGram) else int(output.shape[0])  # type: ignore[attr-defined]
-
-
-def _shape_of(output: object, shape_row: object) -> tuple[int, ...]:
-    """The fetched tap's shape; for a Gram, the tap's own (its runtime shape output)."""
-    if isinstance(output, CentredGram):
-        return tuple(int(d) for d in np.asarray(shape_row).reshape(-1))  # shape outputs stay on the host
-    return tuple(output.shape)  # type: ignore[attr-defined]
-
-
-def _carries_batch(output: object, count: int) -> bool:
-    """Whether a fetched tap has the run's samples on its first axis (a Gram: on both)."""
-    if isinstance(output, CentredGram):
-        return tuple(output.matrix.shape) == (count, count)
-    return output.ndim >= 1 and output.shape[0] == count  # type: ignore[attr-defined]
-
-
 def check_batching(spec: ScanSpec, samples: int) -> int:
     """The CKA batch size ``spec`` gives for ``samples`` probe samples, or a ConfigError saying
     why it cannot be scanned. Prune asks before its work, whatever its policy, so a bad option
@@ -129,30 +109,25 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
     lap("probe")
     _notify(progress, "augment")
     augmented = prepared.augmented(selection, spec.reduce, spec.layouts)
-    ranks: tuple[tuple[str, int], ...] = ()
     if augmented.unresolved:  # typing left some ranks unknown: learn them from one probe batch
         head = next(iter(probe.batches(PROBE_SAMPLES, PROBE_SAMPLES)))
-        ranks = tuple(sorted(probe_ranks(prepared.sessions, augmented, head).items()))
-        augmented = prepared.augmented(selection, spec.reduce, spec.layouts, ranks)
+        ranks = probe_ranks(prepared.sessions, augmented, head)
+        augmented = prepared.augmented(selection, spec.reduce, spec.layouts, tuple(sorted(ranks.items())))
     estimate = estimate_scan_memory(prepared, spec, device_backend=array_backend.name == "cupy",
                                     device_runtime=prepared.sessions.providers()[0] == CUDA, augmented=augmented)
     memory_warnings = check_memory(estimate, reduce=spec.reduce)  # refuses what cannot fit
-    batch_size = check_batching(spec, probe.samples)
-    run_size = batch_size if spec.cka_batch is not None else min(_RUN_CHUNK, batch_size)
-    fixed_batch = min((s.fixed_batch for s in prepared.input_specs if s.fixed_batch), default=None)
-    if grams_in_graph(spec.reduce, batch_size, run_size, fixed_batch):
-        augmented = prepared.augmented(selection, spec.reduce, spec.layouts, ranks, grams=True)
     lap("augment")
     _notify(progress, "session")
     session, provider = prepared.session(augmented)
     lap("session")
     _check_cancel(cancel)
+    batch_size = check_batching(spec, probe.samples)
     on_gpu = provider == "CUDAExecutionProvider" and array_backend.name == "cupy"
-    checks = [name for name in augmented.gram_checks if name is not None]
-    runner = BatchRunner(session, [*augmented.fetch_names, *augmented.shape_names, *checks],
+    runner = BatchRunner(session, [*augmented.fetch_names, *augmented.shape_names],
                          device_arrays=array_backend.xp if on_gpu else None)
     tapped_at = time.perf_counter()
 
+    run_size = batch_size if spec.cka_batch is not None else min(_RUN_CHUNK, batch_size)
     batch_count = probe.samples // batch_size
     used_samples = batch_count * batch_size
     layers = list(selection.points)
@@ -179,28 +154,21 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
             _check_cancel(cancel)
             following = next(source, None)
             future = pool.submit(timed_run, following) if following is not None else None
-            outputs, shape_rows, check_rows = (outputs[:len(layers)], outputs[len(layers):2 * len(layers)],
-                                               iter(outputs[2 * len(layers):]))
+            outputs, shape_rows = outputs[:len(layers)], outputs[len(layers):]
             shapes.add(shape_rows)
-            if checks:  # flattened taps came as centred Grams, each with its constant check
-                outputs = [centred_gram(out, next(check_rows), array_backend.xp if on_gpu else np)
-                           if augmented.gram_checks[i] is not None else out for i, out in enumerate(outputs)]
-            count = _samples(outputs[0])
+            count = outputs[0].shape[0]
             if accumulator is None:
-                keep = [i for i, out in enumerate(outputs) if _carries_batch(out, count)]
+                keep = [i for i, out in enumerate(outputs) if out.ndim >= 1 and out.shape[0] == count]
                 for i in sorted(set(range(len(layers))) - set(keep)):
                     warnings.append(f"tap {layers[i].tensor!r} has no batch axis at run time "
-                                    f"(shape {_shape_of(outputs[i], shape_rows[i])}); dropped")
+                                    f"(shape {outputs[i].shape}); dropped")
                 if len(keep) < 2:
                     raise ConfigError("fewer than 2 tapped tensors carry the batch axis at run time; "
                                       "choose taps with --tap")
                 accumulator = SimilarityAccumulator(len(keep), array_backend, spec.estimator, spec.aggregate)
-            features = [out if isinstance(out, CentredGram) else out.reshape(count, -1)
-                        for out in (outputs[i] for i in keep)]
+            features = [outputs[i].reshape(count, -1) for i in keep]
             done += count
-            if spec.cka_batch is None and done >= used_samples and not pending_features:
-                accumulator.add_batch(features)  # one call held every sample (Grams need that)
-            elif spec.cka_batch is None:
+            if spec.cka_batch is None:
                 pending_features.append(features)
                 if done >= used_samples:
                     accumulator.add_batch([(array_backend.xp if on_gpu else np).concatenate([part[i] for part in pending_features])

@@ -87,14 +87,13 @@ class PreparedModel:
 
     def augmented(self, selection: TapSelection, reduce: str,
                   layouts: tuple[tuple[str, str], ...] = (),
-                  ranks: tuple[tuple[str, int], ...] = (), grams: bool = False) -> AugmentedModel:
+                  ranks: tuple[tuple[str, int], ...] = ()) -> AugmentedModel:
         """The graph with ``selection`` exposed; ``ranks`` are probed ranks of taps typing left
-        unknown (see :mod:`redaudit.core.shapes`); ``grams``: flattened taps leave as centred
-        Grams (see :mod:`redaudit.core.grams`)."""
-        key = (tuple(p.tensor for p in selection.points), reduce, layouts, ranks, grams)
+        unknown (see :mod:`redaudit.core.shapes`)."""
+        key = (tuple(p.tensor for p in selection.points), reduce, layouts, ranks)
         if key not in self._augmented:
             self._augmented[key] = augment(self.proto, self.index, selection.points, reduce, dict(layouts),
-                                           dict(ranks), grams)
+                                           dict(ranks))
         return self._augmented[key]
 
     def session(self, augmented: AugmentedModel) -> tuple[Any, str]:
