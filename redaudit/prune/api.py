@@ -165,7 +165,7 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
     spec, arrays_in = redaudit.spec_from_options(spec, inputs, **spec_options)
     chosen_policy = make_policy(policy, spec.seed) if isinstance(policy, str) else policy
     _notify(progress, "load")
-    prepared = PreparedModel.load(model, max_model_bytes=spec.max_model_bytes, device=spec.device)
+    prepared = PreparedModel.load(model, max_model_bytes=spec.max_model_bytes, device=spec.device).with_weights()
     refuse_overwriting_input(prepared.path, None if list_only else output)
     if not prepared.input_specs:
         raise PruneError(f"{prepared.path} has no graph inputs, so there is nothing to probe and no block "
