@@ -28,6 +28,12 @@ def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except OSError as error:  # a file the command reads or writes: full disk, read-only folder, /dev/full
+            if error.filename is None and not error.strerror:
+                raise
+            where = f"{error.filename}: " if error.filename is not None else ""
+            click.echo(f"error: {where}{error.strerror or error}", err=True)
+            sys.exit(2)
         except MemoryError:  # a last resort: work is sized before it starts, this names the knobs
             click.echo("error: out of memory; lower --samples, --cka-batch or the --dim values", err=True)
             sys.exit(2)
@@ -131,6 +137,10 @@ def progress_bar(description: str, enabled: bool = True) -> Iterator[Callable[[A
     terminal, one timestamped line per stage (and per ~10 % of batches) otherwise; nothing when
     not ``enabled``. See :mod:`redaudit.cli.progress`."""
     from redaudit.cli.progress import stage_progress
+    from redaudit.cli.signals import pause_at
 
     with stage_progress(description, err_console, enabled) as update:
-        yield update
+        def paced(event: Any) -> None:
+            pause_at("work")  # the tests' signal lands here, in the work, never after it
+            update(event)
+        yield paced

@@ -17,6 +17,7 @@ from rich.table import Table
 
 import redaudit
 from redaudit.cli.common import progress_bar, user_errors
+from redaudit.cli.params import DatabaseUrl, InputPath, OutputPath, count, number
 from redaudit.cli.render import print_warnings
 from redaudit.cli.history_views import history_to_dict, scan_lines, versions_table
 from redaudit.cli.scan_options import scan_options, scan_spec
@@ -28,9 +29,14 @@ from redaudit.history.store import HistoryStore
 from redaudit.history.writes import Recorded, validate_name
 from redaudit.report.numbers import fmt as _fmt, percent, signed
 
-db_option = click.option("--db", "db", metavar="URL", default=None,
-                         help="Database URL or SQLite path (default: $REDAUDIT_DB, else the "
-                              "user data directory's history.db).")
+_DB_HELP = "Database URL or SQLite path (default: $REDAUDIT_DB, else the user data directory's history.db)."
+db_option = click.option("--db", "db", metavar="URL", type=DatabaseUrl(), default=None, help=_DB_HELP)
+
+
+def db_option_used_with(parameter: str):
+    """``--db`` for a command that opens the database only when ``parameter`` is given."""
+    return click.option("--db", "db", metavar="URL", type=DatabaseUrl(used_with=parameter), default=None,
+                        help=_DB_HELP)
 
 
 def record_options(command):
@@ -39,7 +45,7 @@ def record_options(command):
     They arrive as ``record``, ``label`` and ``db`` keyword arguments; pass them on to
     :func:`record_from_cli` when ``record`` is set.
     """
-    command = db_option(command)
+    command = db_option_used_with("record")(command)
     command = click.option("--label", metavar="LABEL", default=None,
                            help="With --record: a name for this version (e.g. a git tag).")(command)
     return click.option("--record", metavar="NAME", default=None,
@@ -80,6 +86,9 @@ def record_from_cli(result, name: str, label: str | None = None, db: str | None 
     Records in one transaction, says so in one line on stderr (stdout stays free for --json) and
     returns the scan id. Raises RedauditError subclasses for the caller's error handling.
     """
+    from redaudit.cli.signals import pause_at
+
+    pause_at("record")
     with HistoryStore(db) as store:
         recorded = store.record(result, name, label=label, parent_sha256=parent_sha256)
         where = store.url
@@ -138,7 +147,7 @@ def db_current(db: str | None) -> None:
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="Print the history as JSON.")
 @click.option("--scans", "every_scan", is_flag=True, help="List every scan, not one row per version.")
-@click.option("--plot", "plot_path", type=click.Path(path_type=Path),
+@click.option("--plot", "plot_path", type=OutputPath(path_type=Path),
               help="Draw log2(MSRS) over versions into this PNG.")
 @user_errors
 def history_command(name: str, db: str | None, as_json: bool, every_scan: bool,
@@ -179,10 +188,10 @@ def history_command(name: str, db: str | None, as_json: bool, every_scan: bool,
 @click.argument("after")
 @db_option
 @click.option("--force", is_flag=True, help="Compare even if settings that change MSRS differ.")
-@click.option("--html", "html_path", type=click.Path(path_type=Path),
+@click.option("--html", "html_path", type=OutputPath(path_type=Path),
               help="Write an HTML report with side-by-side heatmaps.")
 @click.option("--json", "as_json", is_flag=True, help="Print the diff as JSON.")
-@click.option("--top", default=10, show_default=True, help="Layers to list by redundancy change.")
+@click.option("--top", type=count(0, 1_000_000), default=10, show_default=True, help="Layers to list by redundancy change.")
 @user_errors
 def diff_command(name: str, before: str, after: str, db: str | None, force: bool,
                  html_path: Path | None, as_json: bool, top: int) -> None:
@@ -229,14 +238,14 @@ def diff_command(name: str, before: str, after: str, db: str | None, force: bool
 
 
 @click.command("check")
-@click.argument("model", type=click.Path(dir_okay=True))
-@click.option("--max-msrs", type=float, help="Fail when MSRS exceeds this.")
+@click.argument("model", type=InputPath(dir_okay=True))
+@click.option("--max-msrs", type=number(0.0, 1e12), help="Fail when MSRS exceeds this.")
 @click.option("--against", metavar="NAME", help="Compare with NAME's latest comparable recorded scan.")
-@click.option("--max-increase", type=float, metavar="PCT", help="Allowed MSRS increase over --against, in percent.")
+@click.option("--max-increase", type=number(-100.0, 1e9), metavar="PCT", help="Allowed MSRS increase over --against, in percent.")
 @click.option("--significant", is_flag=True,
               help="Fail on --max-increase only when the whole 95% bootstrap interval of the increase "
                    "is above PCT (an increase beyond batch noise).")
-@db_option
+@db_option_used_with("against")
 @click.option("--force", is_flag=True, help="Compare with the latest scan even if its settings differ.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @scan_options

@@ -9,17 +9,19 @@ from rich.table import Table
 import redaudit
 from redaudit.cli.history import check_record_options, record_from_cli, record_options
 from redaudit.cli.common import OutputError, console, err_console, prepare_output_paths, progress_bar, user_errors
+from redaudit.cli.params import InputPath, OutputPath, Size, count
+from redaudit.cli.guard import model_data_files
 from redaudit.cli.render import msrs_line, print_warnings, render_scan
 from redaudit.cli.scan_options import scan_options, scan_spec
 
 
 @click.command("scan")
-@click.argument("model", type=click.Path(dir_okay=True))
+@click.argument("model", type=InputPath(dir_okay=True, companions=model_data_files))
 @scan_options
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the full result as JSON.")
-@click.option("--heatmap", "heatmap_path", type=click.Path(dir_okay=False), help="Write the similarity heatmap (PNG).")
-@click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Write a self-contained HTML report.")
-@click.option("--top", type=click.IntRange(1), default=10, show_default=True, help="Redundant pairs to list.")
+@click.option("--json", "json_path", type=OutputPath(), help="Write the full result as JSON.")
+@click.option("--heatmap", "heatmap_path", type=OutputPath(), help="Write the similarity heatmap (PNG).")
+@click.option("--html", "html_path", type=OutputPath(), help="Write a self-contained HTML report.")
+@click.option("--top", type=count(1, 1_000_000), default=10, show_default=True, help="Redundant pairs to list.")
 @click.option("--quiet", is_flag=True,
               help="Print only the MSRS line on stdout; stderr gets warnings, nothing else.")
 @record_options
@@ -84,18 +86,17 @@ def _write_each(result: redaudit.ScanResult, json_path: str | None, heatmap_path
 
 
 @click.command("taps")
-@click.argument("model", type=click.Path(dir_okay=True))
+@click.argument("model", type=InputPath(dir_okay=True))
 @click.option("--level", type=click.Choice(["block", "layer", "op"]), default="block", show_default=True)
-@click.option("--max-model-size", default="2G", show_default=True, metavar="SIZE")
+@click.option("--max-model-size", type=Size(), default="2G", show_default=True, metavar="SIZE")
 @user_errors
-def taps_command(model: str, level: str, max_model_size: str) -> None:
+def taps_command(model: str, level: str, max_model_size: int) -> None:
     """List the IR tensors a scan of MODEL would tap at --level (name, op, shape)."""
-    from redaudit.cli.common import parse_size
     from redaudit.core.graph import GraphIndex
     from redaudit.core.model import load_model
     from redaudit.core.tap import select_taps
 
-    loaded = load_model(model, max_bytes=parse_size(max_model_size))
+    loaded = load_model(model, max_bytes=max_model_size)
     selection = select_taps(GraphIndex.build(loaded.proto), level)
     table = Table(title=f"{len(selection.points)} taps at level {selection.level}")
     for column in ("#", "tensor", "op", "shape"):

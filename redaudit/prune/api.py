@@ -159,6 +159,12 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
         raise PruneError("--remove must be at least 1")
     if max_drift is not None and not 0 <= max_drift <= 2:
         raise PruneError(f"--max-drift is 1 - cosine similarity, between 0 and 2; got {max_drift:g}")
+    for option, value, low, high in (("--min-cosine", min_cosine, -1.0, 1.0), ("--min-top1", min_top1, 0.0, 1.0),
+                                     ("--target-params", target_params, 0.0, 100.0)):
+        if value is not None and not low <= value <= high:  # also false for nan: a gate nan would be off
+            raise PruneError(f"{option} must be a number in [{low:g}, {high:g}], got {value}")
+    if calibrate is not None and heal == "none":
+        raise PruneError("--calibrate is the set --heal fits on; add --heal linear|attention or drop --calibrate")
     if record is not None and not record.strip():
         raise PruneError("--record needs a model name")
     spec, arrays_in = redaudit.spec_from_options(spec, inputs, **spec_options)
