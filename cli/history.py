@@ -27,6 +27,7 @@ from redaudit.history import schema as history_schema
 from redaudit.history.check import check_result, validate_limits
 from redaudit.history.store import HistoryStore
 from redaudit.history.writes import Recorded, validate_name
+from redaudit.report.json_report import finite_only
 from redaudit.report.numbers import fmt as _fmt, percent, signed
 
 _DB_HELP = "Database URL or SQLite path (default: $REDAUDIT_DB, else the user data directory's history.db)."
@@ -164,7 +165,7 @@ def history_command(name: str, db: str | None, as_json: bool, every_scan: bool,
 
         plot = plot_history(history, plot_path)
     if as_json:
-        click.echo(json.dumps(history_to_dict(history), indent=2))
+        click.echo(json.dumps(finite_only(history_to_dict(history)), indent=2, allow_nan=False))
         return
     console = Console()
     if every_scan:
@@ -205,7 +206,7 @@ def diff_command(name: str, before: str, after: str, db: str | None, force: bool
 
         write_diff_html(diff, html_path, top=top)
     if as_json:
-        click.echo(json.dumps(diff.to_dict(), indent=2, default=str))
+        click.echo(json.dumps(finite_only(diff.to_dict()), indent=2, default=str, allow_nan=False))
         return
     console = Console()
     pct = diff.msrs_change_pct

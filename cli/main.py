@@ -13,6 +13,7 @@ import importlib
 import os
 import signal
 import sys
+import warnings
 from typing import Any
 
 import click
@@ -110,6 +111,10 @@ def main() -> None:
     """Console entry point: signal policy first, then the BLAS thread default, then click."""
     os.environ.setdefault("OPENBLAS_NUM_THREADS", DEFAULT_BLAS_THREADS)
     signals.install()
+    # numpy's "divide by zero / invalid value encountered" RuntimeWarnings: every number the
+    # tool cannot compute is reported in its own words (n/a, a degenerate-layer warning), so the
+    # raw lines are only noise on stderr. The application's choice; the library sets no filter.
+    warnings.simplefilter("ignore", RuntimeWarning)
     sys.unraisablehook = _on_unraisable
     if hasattr(signal, "SIGXFSZ"):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

@@ -142,7 +142,9 @@ def prune_command(model: str, list_only: bool, remove: int | None, target_params
                              heal=heal, calibrate=calibrate, min_cosine=min_cosine, min_top1=min_top1, force=force,
                              spec=spec, progress=update)
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
+        from redaudit.report.json_report import finite_only
+
+        click.echo(json.dumps(finite_only(result.to_dict()), indent=2, allow_nan=False))
         return
     print_warnings(result.warnings)  # on stderr, before the tables: they change how the tables read
     render_candidates(result)

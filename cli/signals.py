@@ -77,11 +77,13 @@ def install() -> None:
 
 
 @contextmanager
-def signals_deferred() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM pending for the block (native imports); delivered right after it."""
+def signals_deferred(stage: str | None = None) -> Iterator[None]:
+    """Hold SIGINT/SIGTERM pending for the block (native imports); delivered right after it.
+    ``stage``: the pause point at the start of the block (tests send their signal there)."""
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
     try:
-        pause_at("imports")
+        if stage is not None:
+            pause_at(stage)
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
@@ -90,7 +92,7 @@ def signals_deferred() -> Iterator[None]:
 def import_native(names: Iterable[str]) -> None:
     """Import ``names`` with signals deferred; a package that is not installed is skipped (the
     command that needs it says so when it gets there)."""
-    with signals_deferred():
+    with signals_deferred("imports"):
         for name in names:
             with suppress(ImportError):
                 importlib.import_module(name)
