@@ -85,6 +85,9 @@ def parse_pairs(values: tuple[str, ...], option: str, form: str = "NAME=VALUE") 
         name, sep, raw = value.rpartition("=")
         if not sep or not name:
             raise click.BadParameter(f"{value!r} is not {form}", param_hint=option)
+        if pairs.get(name, raw) != raw:  # contradictory: the last one would win silently
+            raise click.BadParameter(f"{name} is given twice ({pairs[name]!r} and {raw!r}); give it once",
+                                     param_hint=option)
         pairs[name] = raw
     return pairs
 

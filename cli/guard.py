@@ -43,6 +43,9 @@ class ArgumentError(click.ClickException):
 
     exit_code = 2
 
+    def show(self, file: Any = None) -> None:  # the CLI's one-line form, also when a command runs alone
+        click.echo(f"error: {self.format_message()}", err=True)
+
 
 @dataclass(frozen=True)
 class UsedFile:
@@ -97,7 +100,7 @@ def files_of(ctx: click.Context) -> tuple[list[UsedFile], list[UsedFile]]:
         label = _label(param)
         if isinstance(param.type, DatabaseUrl):
             if param.type.used_with is None or params.get(param.type.used_with):
-                inputs.extend(_database_files(value, label))
+                inputs.extend(_database_files(value, label, param.type.must_exist))
             continue
         if value is None or isinstance(param.type, (InputPath, OutputPath)) is False:
             continue
@@ -157,10 +160,13 @@ def database_file(value: str | None) -> str | None:
     return database if database and database != ":memory:" else None
 
 
-def _database_files(value: str | None, label: str) -> list[UsedFile]:
+def _database_files(value: str | None, label: str, must_exist: bool = False) -> list[UsedFile]:
     path = database_file(value)
     if path is None:
         return []
+    if must_exist and not os.path.exists(path):
+        raise ArgumentError(f"no history database at {path} (the file does not exist): record a scan "
+                            f"first with `redaudit scan MODEL --record NAME`, or pass --db")
     what = f"the history database {path}" + ("" if value else f" (from ${DB_ENV} or the default)")
     return [UsedFile(path, what)] + [UsedFile(path + suffix, f"{what}'s {suffix[1:]} file")
                                      for suffix in ("-wal", "-shm", "-journal")]

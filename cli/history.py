@@ -34,10 +34,11 @@ _DB_HELP = "Database URL or SQLite path (default: $REDAUDIT_DB, else the user da
 db_option = click.option("--db", "db", metavar="URL", type=DatabaseUrl(), default=None, help=_DB_HELP)
 
 
-def db_option_used_with(parameter: str):
-    """``--db`` for a command that opens the database only when ``parameter`` is given."""
-    return click.option("--db", "db", metavar="URL", type=DatabaseUrl(used_with=parameter), default=None,
-                        help=_DB_HELP)
+def db_option_used_with(parameter: str | None, must_exist: bool = False):
+    """``--db`` for a command that opens the database only when ``parameter`` is given (always
+    when None); ``must_exist``: the command only reads it."""
+    return click.option("--db", "db", metavar="URL", type=DatabaseUrl(used_with=parameter, must_exist=must_exist),
+                        default=None, help=_DB_HELP)
 
 
 def record_options(command):
@@ -145,7 +146,7 @@ def db_current(db: str | None) -> None:
 
 @click.command("history")
 @click.argument("name")
-@db_option
+@db_option_used_with(None, must_exist=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the history as JSON.")
 @click.option("--scans", "every_scan", is_flag=True, help="List every scan, not one row per version.")
 @click.option("--plot", "plot_path", type=OutputPath(path_type=Path),
@@ -187,7 +188,7 @@ def history_command(name: str, db: str | None, as_json: bool, every_scan: bool,
 @click.argument("name")
 @click.argument("before")
 @click.argument("after")
-@db_option
+@db_option_used_with(None, must_exist=True)
 @click.option("--force", is_flag=True, help="Compare even if settings that change MSRS differ.")
 @click.option("--html", "html_path", type=OutputPath(path_type=Path),
               help="Write an HTML report with side-by-side heatmaps.")
@@ -210,7 +211,12 @@ def diff_command(name: str, before: str, after: str, db: str | None, force: bool
         return
     console = Console()
     pct = diff.msrs_change_pct
-    console.print(f"[bold]{name}[/bold]: {diff.before.display} → {diff.after.display}", highlight=False)
+    from rich.markup import escape
+
+    from redaudit.cli.history_views import shown
+
+    console.print(f"[bold]{escape(shown(name))}[/bold]: {escape(shown(diff.before.display))} → "
+                  f"{escape(shown(diff.after.display))}", highlight=False)
     console.print(f"MSRS {_fmt(diff.msrs_before)} → {_fmt(diff.msrs_after)} "
                   f"({signed(diff.msrs_delta, '+.4g')}"
                   f"{'' if pct is None else f', {percent(pct)}'}"
@@ -246,7 +252,7 @@ def diff_command(name: str, before: str, after: str, db: str | None, force: bool
 @click.option("--significant", is_flag=True,
               help="Fail on --max-increase only when the whole 95% bootstrap interval of the increase "
                    "is above PCT (an increase beyond batch noise).")
-@db_option_used_with("against")
+@db_option_used_with("against", must_exist=True)
 @click.option("--force", is_flag=True, help="Compare with the latest scan even if its settings differ.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @scan_options

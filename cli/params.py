@@ -42,10 +42,9 @@ class Number(click.ParamType):
         try:
             number = int(text) if self.kind is int else float(text)
         except ValueError:
-            self.fail(f"{value!r} is not {'an integer' if self.kind is int else 'a number'}; "
-                      f"expected {self.describe()}", param, ctx)
+            self.fail(f"must be {self.describe()}, got {value!r}", param, ctx)
         if not self._inside(number):
-            self.fail(f"{text} is out of range; expected {self.describe()}", param, ctx)
+            self.fail(f"must be {self.describe()}, got {text}", param, ctx)
         return number
 
     def _inside(self, number: float) -> bool:
@@ -135,8 +134,7 @@ class OutputPath(click.Path):
 
     def __init__(self, *args: Any, companions: Callable[[str], Sequence[str]] | None = None,
                  **kwargs: Any) -> None:
-        kwargs.setdefault("dir_okay", False)
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, **kwargs)  # a folder given as output: the guard says "cannot write"
         self.companions = companions
 
 
@@ -145,12 +143,15 @@ class DatabaseUrl(click.ParamType):
 
     ``used_with`` names the parameter that makes the command open the database (``record`` for
     ``scan --record``); None means the command always uses it. The guard resolves the default
-    itself, so an output onto the database named only by ``$REDAUDIT_DB`` is caught too."""
+    itself, so an output onto the database named only by ``$REDAUDIT_DB`` is caught too.
+    ``must_exist``: the command only reads the history, so a SQLite file that is not there is
+    refused (opening it would create an empty one)."""
 
     name = "url"
 
-    def __init__(self, used_with: str | None = None) -> None:
+    def __init__(self, used_with: str | None = None, must_exist: bool = False) -> None:
         self.used_with = used_with
+        self.must_exist = must_exist  # a command that only reads: a missing SQLite file is an error, not created
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         return value

@@ -69,8 +69,18 @@ def _calibration(prepared: PreparedModel, spec: ScanSpec, calibrate: Any, arrays
                                "pass --calibrate data.npz to keep calibration and evaluation apart")
         return arrays
     if isinstance(calibrate, (str, os.PathLike)):  # every sample of the file, read safely
-        return probe_arrays(prepared, spec.with_options(inputs=os.fspath(calibrate), samples=MAX_INT32))[0]
+        calibrate = probe_arrays(prepared, spec.with_options(inputs=os.fspath(calibrate), samples=MAX_INT32))[0]
+    samples = min((len(array) for array in calibrate.values()), default=0)
+    if samples < FEW_CALIBRATION_SAMPLES:
+        result.warnings.append(f"healing is fitted on only {samples} calibration sample(s): a map fitted on fewer "
+                               f"samples than features is underdetermined and may heal into a larger, worse model; "
+                               f"calibrate on {FEW_CALIBRATION_SAMPLES} samples or more")
     return calibrate
+
+
+#: Below this many calibration samples the healing fit is warned about (issue 22: a 1-sample
+#: set healed into a larger, worse model without a word).
+FEW_CALIBRATION_SAMPLES = 64
 
 
 def _healed(prepared: PreparedModel, spec: ScanSpec, chosen: list[Block], heal: str, calibrate: Any,
