@@ -78,11 +78,13 @@ def make_engine(db: str | None = None) -> Engine:
         if folder is not None and not folder.is_dir():
             raise DatabaseUnavailableError(f"cannot create {url.database}: folder {folder} does not exist")
         read_only = _read_only_file(url.database)
-        connect_args: dict = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+        options: dict = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}}
         if read_only:  # opened as it is: no -wal/-shm beside it, no journal-mode switch
-            connect_args["uri"] = True
-            url = url.set(database=f"file:{quote(str(Path(url.database).resolve()))}?mode=ro&immutable=1")
-        engine = create_engine(url, connect_args=connect_args)
+            import sqlite3
+
+            uri = f"file:{quote(str(Path(url.database).resolve()))}?mode=ro&immutable=1"
+            options = {"creator": lambda: sqlite3.connect(uri, uri=True, check_same_thread=False)}
+        engine = create_engine(url, **options)
         _install_sqlite_pragmas(engine, wal=not read_only)
         return engine
     connect_args = {"connect_timeout": PG_CONNECT_TIMEOUT_S} if url.get_backend_name() == "postgresql" else {}
