@@ -112,7 +112,9 @@ def parse_dims(values: tuple[str, ...]) -> dict[str, int]:
 
 
 def parse_size(value: str) -> int:
-    """'500M', '2G', '1048576' → bytes."""
+    """'500M', '2G', '1048576' → bytes (an int passes: the option type converted it already)."""
+    if isinstance(value, int):
+        return value
     text = value.strip().upper().removesuffix("B")
     factor = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}.get(text[-1:], 1)
     number = text[:-1] if text[-1:] in "KMGT" else text

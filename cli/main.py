@@ -35,6 +35,7 @@ _COMMANDS = {
     "worker": ("redaudit.cli.serve", "worker_command"),
     "token": ("redaudit.cli.token", "token_group"),
     "push": ("redaudit.cli.push", "push_command"),
+    "export": ("redaudit.cli.export", "export_group"),
 }
 
 from redaudit.cli import signals

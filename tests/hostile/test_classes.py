@@ -119,6 +119,17 @@ def test_record_name_not_utf8_on_postgresql(workdir):
 # ----------------------------------------------------------------------------- A. outputs
 
 
+def test_every_file_option_says_whether_it_is_read_or_written():
+    """The guard knows a path only by its type: a file option declared with plain click.Path
+    (or a --db without DatabaseUrl) is invisible to the output check."""
+    plain = [f"{leaf.id} {option_name(param) if param.opts else param.name}" for leaf in LEAVES
+             for param in leaf.command.params
+             if (isinstance(param.type, click.Path) and param.type.file_okay
+                 and not isinstance(param.type, (InputPath, OutputPath)))
+             or (param.name in ("db", "db_url") and not isinstance(param.type, DatabaseUrl))]
+    assert plain == [], f"declare these with redaudit.cli.params.InputPath/OutputPath/DatabaseUrl: {plain}"
+
+
 def _used_params(leaf):
     return [param for param in leaf.command.params if isinstance(param.type, (InputPath, DatabaseUrl))]
 
