@@ -120,6 +120,7 @@ def main() -> None:
     if hasattr(signal, "SIGXFSZ"):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
+        signals.release()
         cli(prog_name="redaudit")
     except Interrupted as interrupt:
         signals.exit_now(interrupt.signum)

@@ -76,6 +76,12 @@ def install() -> None:
         signal.signal(handled, on_signal)
 
 
+def release() -> None:
+    """Unblock the signals ``redaudit/__init__`` held during start-up (after :func:`install`):
+    one that came during the start-up imports is delivered here, as :class:`Interrupted`."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
+
+
 @contextmanager
 def signals_deferred(stage: str | None = None) -> Iterator[None]:
     """Hold SIGINT/SIGTERM pending for the block (native imports); delivered right after it.

@@ -115,3 +115,25 @@ def test_numpy_runtime_warnings_do_not_reach_stderr(tmp_path):
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "RuntimeWarning" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("signum", SIGNALS)
+def test_signal_before_the_handler_is_installed_is_held_until_it_is(tmp_path, signum):
+    """Between the first line of ``redaudit/__init__`` and ``main()`` (click and the command
+    modules importing) there is no handler yet: the signal is held and delivered to main's. The
+    process signals itself at that point, so the moment is exact."""
+    script = ("import os, signal, sys\nsys.argv = ['redaudit', 'history', 'm', '--db', 'h.db']\n"
+              "import redaudit\n"
+              f"os.kill(os.getpid(), {int(signum)})  # held: the start-up block is on\n"
+              "from redaudit.cli.main import main\nmain()\n")
+    done = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    _assert_stopped(done, signum)
+    assert not (tmp_path / "h.db").exists()
+
+
+def test_importing_redaudit_as_a_library_leaves_signals_alone(tmp_path):
+    script = "import signal\nimport redaudit\nprint(sorted(signal.pthread_sigmask(signal.SIG_BLOCK, [])))\n"
+    done = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", (done.stdout, done.stderr)
