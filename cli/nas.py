@@ -18,6 +18,7 @@ from redaudit.cli.progress import LineReporter
 from redaudit.core.engine import ScanProgress
 from redaudit.cli.common import err_console as stderr
 from redaudit.cli.common import user_errors as _user_errors
+from redaudit.cli import signals
 from redaudit.cli.signals import pause_at
 from redaudit.nas.space import MAX_EPOCHS
 from redaudit.cli.params import DatabaseUrl, InputPath, Number, OutputPath, count, number
@@ -59,7 +60,16 @@ def _quiet_optuna() -> None:
     except ImportError:
         return
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # An interrupted trial is said in one line by `nas run`; Optuna's own "Trial N failed ...
+    # KeyboardInterrupt" warning with its traceback would bury it.
+    for handler in optuna.logging.get_logger("optuna").handlers:  # records of child loggers reach these
+        handler.addFilter(_not_an_interrupt)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def _not_an_interrupt(record: Any) -> bool:
+    error = record.exc_info[1] if record.exc_info else None
+    return not isinstance(error, KeyboardInterrupt) and "KeyboardInterrupt" not in record.getMessage()
 
 
 @nas.command("run")
@@ -134,12 +144,15 @@ def run_command(study_name: str | None, trials: int, objective: str, budget: int
                               f"MSRS {attrs['msrs']:.3f}  params {attrs['parameters']:,}{reused}")
 
         try:
-            summary = run_search(name, trials, config, data=data, db_url=db_url, artifact_dir=artifact_dir,
-                                 worker_id=worker_id, progress=on_progress, on_trial=on_trial)
-        except KeyboardInterrupt:
-            click.echo(f"interrupted: study {name!r} is consistent (the running trial is marked FAILED); "
+            with signals.as_keyboard_interrupt():  # Optuna marks the running trial FAILED only for this
+                summary = run_search(name, trials, config, data=data, db_url=db_url, artifact_dir=artifact_dir,
+                                     worker_id=worker_id, progress=on_progress, on_trial=on_trial)
+        except KeyboardInterrupt as interrupt:
+            signum = getattr(interrupt, "signum", signals.signal.SIGINT)
+            word = "terminated" if signum == signals.signal.SIGTERM else "interrupted"
+            click.echo(f"{word}: study {name!r} is consistent (the running trial is marked FAILED); "
                        "run the same command again to continue", err=True)
-            sys.exit(130)
+            sys.exit(signals.exit_code(signum))
     stdout.print(f"study {summary.study_name!r}: ran {summary.trials_run} trials; "
                  f"{summary.complete} complete, {summary.failed} failed in total")
     _show_choices(name, db_url, tolerance / 100.0, retrain_epochs, output, data_file, artifact_dir)

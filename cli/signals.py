@@ -82,6 +82,35 @@ def release() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED)
 
 
+class SignalKeyboardInterrupt(KeyboardInterrupt):
+    """What :func:`as_keyboard_interrupt` raises: a KeyboardInterrupt that knows its signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextmanager
+def as_keyboard_interrupt() -> Iterator[None]:
+    """Inside the block, SIGINT and SIGTERM raise a KeyboardInterrupt: for third-party code that
+    cleans up only for that (Optuna records the running trial FAILED); the caller catches it."""
+    def handler(signum: int, frame: object) -> None:
+        for handled in HANDLED:
+            signal.signal(handled, signal.SIG_IGN)
+        RECEIVED.append(signum)
+        raise SignalKeyboardInterrupt(signum)
+
+    previous = {handled: signal.getsignal(handled) for handled in HANDLED}
+    for handled in HANDLED:
+        signal.signal(handled, handler)
+    try:
+        yield
+    finally:
+        if not RECEIVED:
+            for handled, before in previous.items():
+                signal.signal(handled, before)
+
+
 @contextmanager
 def signals_deferred(stage: str | None = None) -> Iterator[None]:
     """Hold SIGINT/SIGTERM pending for the block (native imports); delivered right after it.

@@ -98,3 +98,22 @@ def test_export_onto_the_study_database_is_refused(study, workdir):
     before = study.read_bytes()
     assert_refused(invoke("nas", "export", "s", "--trial", "0", "-o", study, "--db", study), "would destroy")
     assert study.read_bytes() == before
+
+
+@pytest.mark.parametrize("signum", [2, 15], ids=["SIGINT", "SIGTERM"])
+def test_signal_during_a_trial_leaves_no_trial_running(tmp_path, signum):
+    """The signal lands in the first trial's training (pause point ``work``); the trial is
+    recorded FAILED, the command says the study is consistent and exits 130 / 143."""
+    import optuna
+
+    from test_signals import _signal_at
+
+    (tmp_path / "space.toml").write_text('families = ["cnn"]\ndepth = [1, 1]\nwidths = [4]\nkernels = [3]\n')
+    result = _signal_at("work", ["nas", "run", "--study", "s", "--space", "space.toml", "--trials", "2", "--budget", "1",
+                                 "--sampler", "random", "--db", str(tmp_path / "nas.db"), "--artifacts", "art"],
+                        tmp_path, signum)
+    assert result.returncode == (143 if signum == 15 else 130), result.stderr
+    assert "Traceback" not in result.stderr and "study 's' is consistent" in result.stderr
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'nas.db'}")
+    states = [trial.state.name for trial in study.get_trials(deepcopy=False)]
+    assert "RUNNING" not in states and states == ["FAIL"], states
