@@ -80,7 +80,8 @@ class LazyGroup(click.Group):
         """The command to run, with the native packages it uses imported first, signals deferred
         (:mod:`redaudit.cli.signals`): only on the way to running it, not for ``--help``."""
         name, command, rest = super().resolve_command(ctx, args)
-        if not ctx.resilient_parsing and name in signals.NATIVE_IMPORTS:
+        asks_help = any(word in ("--help", "-h") for word in rest)
+        if not ctx.resilient_parsing and not asks_help and name in signals.NATIVE_IMPORTS:
             signals.import_native(signals.NATIVE_IMPORTS[name])
         return name, command, rest
 
