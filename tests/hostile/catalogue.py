@@ -189,6 +189,8 @@ def _classify(case: Case, folder: Path, root: Path) -> tuple[str, str]:
     except subprocess.TimeoutExpired:
         return "mishandled", "hung (killed after 600 s)"
     stderr = result.stderr.decode("utf-8", "replace")
+    if case.pause and "(no pause point" in stderr:  # the command ran to its end: judged on that alone
+        return "mishandled", f"exit {result.returncode}: no pause point, the signal could not be placed"
     lines = [line for line in stderr.splitlines() if line.strip() and not re.match(r"^\d\d:\d\d:\d\d ", line)
              and not line.startswith(("warning:", "paused at "))]
     after = {name: _digest(folder / name) for name in case.precious}
