@@ -76,26 +76,6 @@ def number(low: float, high: float, low_open: bool = False) -> Number:
     return Number(float, low, high, low_open)
 
 
-class Size(click.ParamType):
-    """A byte size like ``500M``, ``2G`` or ``1048576``, at least 1 byte and below 2**62."""
-
-    name = "size"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value < 2**62:
-            return value
-        text = str(value).strip().upper().removesuffix("B")
-        factor = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}.get(text[-1:], 1)
-        digits = text[:-1] if text[-1:] in "KMGT" else text
-        try:
-            size = float(digits) * factor
-        except ValueError:
-            size = math.nan
-        if not (size >= 1 and size < 2**62):  # also refuses nan and inf
-            self.fail(f"{value!r} is not a size like 500M or 4G", param, ctx)
-        return int(size)
-
-
 class CountOrAll(click.ParamType):
     """An integer count, or ``all`` (returned as None)."""
 

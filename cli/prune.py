@@ -128,7 +128,8 @@ def prune_command(model: str, list_only: bool, remove: int | None, target_params
     """Remove the blocks of MODEL whose output repeats their input (RedTest similarity-guided
     pruning), verify the result against the original and save it with -o.
 
-    The probe options are scan's; --level/--tap only shape the MSRS before/after."""
+    The probe options are scan's; --level/--tap shape the MSRS before/after, and --level
+    sublayer offers the attention/MLP halves of transformer layers instead of whole layers."""
     from redaudit.cli.history import check_record_options
     from redaudit.cli.mlflow_options import logged_line, mlflow_target
     from redaudit.prune import prune_model
