@@ -237,12 +237,15 @@ def diff_command(name: str, before: str, after: str, db: str | None, force: bool
               help="Fail on --max-increase only when the whole 95% bootstrap interval of the increase "
                    "is above PCT (an increase beyond batch noise).")
 @db_option
-@click.option("--force", is_flag=True, help="Compare with the latest scan even if its settings differ.")
+@click.option("--force", is_flag=True, help="Compare with the latest scan even if its settings or probe differ.")
+@click.option("--any-probe", is_flag=True,
+              help="Compare with the latest comparable scan even if it used other probe inputs or samples.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @scan_options
 @user_errors
 def check_command(model: str, max_msrs: float | None, against: str | None, max_increase: float | None,
-                  significant: bool, db: str | None, force: bool, quiet: bool, **options: Any) -> None:
+                  significant: bool, db: str | None, force: bool, any_probe: bool, quiet: bool,
+                  **options: Any) -> None:
     """Scan MODEL; exit 0 if its MSRS is within bounds, 1 with a one-line reason if not."""
     validate_limits(max_msrs, against, max_increase, significant)
     if against is not None:
@@ -252,7 +255,8 @@ def check_command(model: str, max_msrs: float | None, against: str | None, max_i
         result = redaudit.scan(model, spec, progress=update)
     with HistoryStore(db) if against is not None else nullcontext() as store:
         outcome = check_result(result, max_msrs=max_msrs, against=against,
-                               max_increase=max_increase, db=store, force=force, significant=significant)
+                               max_increase=max_increase, db=store, force=force, significant=significant,
+                               any_probe=any_probe)
     print_warnings(result.warnings)  # on stderr: synthetic probes make the gate's number weak
     click.echo(("OK: " if outcome.passed else "FAIL: ") + outcome.reason)
     if not outcome.passed:

@@ -97,17 +97,21 @@ def _spec_fields(spec: ScanSpec) -> dict:
 @click.option("--max-msrs", type=click.FloatRange(0), default=None, metavar="X", help="Fail if MSRS exceeds X.")
 @click.option("--significant", is_flag=True,
               help="With --max-increase: fail only when the increase is beyond batch noise (as `redaudit check`).")
+@click.option("--any-probe", is_flag=True,
+              help="With --max-increase: compare even with a baseline scanned on other probe inputs or samples.")
 @click.option("--no-record", is_flag=True, help="Do not record the scan in the history.")
 @click.option("--timeout", type=click.FloatRange(1), default=3600, show_default=True, help="Seconds to wait.")
 @scan_options
 @user_errors
-def push_command(model, server, name, label, wait, max_increase, max_msrs, significant, no_record, timeout,
-                 **options) -> None:
+def push_command(model, server, name, label, wait, max_increase, max_msrs, significant, any_probe, no_record,
+                 timeout, **options) -> None:
     """Upload MODEL (.onnx, or a .zip/.tar bundle with external data) to a redaudit service and
     scan it there; with --max-increase/--max-msrs, gate it like `redaudit check`. An .onnx whose
     weights are in external data files beside it is sent as a .tar of it and those files."""
     if significant and max_increase is None:
         raise ConfigError("--significant qualifies an increase: use it with --max-increase PCT")
+    if any_probe and max_increase is None:
+        raise ConfigError("--any-probe qualifies the baseline of an increase: use it with --max-increase PCT")
     token = os.environ.get(TOKEN_ENV)
     if not token:
         raise PushError(f"set ${TOKEN_ENV} to an API token with the write scope (`redaudit token create`)")
@@ -126,6 +130,8 @@ def push_command(model, server, name, label, wait, max_increase, max_msrs, signi
         body.update(max_increase=max_increase, max_msrs=max_msrs)
         if significant:  # only when asked: a server from before the option still takes the rest
             body["significant"] = True
+        if any_probe:
+            body["any_probe"] = True
     job = api.call("POST", "/checks" if gated else "/scans", json=body)
     if not wait:
         click.echo(f"queued job {job['id']} ({server.rstrip('/')}/api/v1/jobs/{job['id']})")

@@ -140,7 +140,8 @@ def _run(jobs, blobs, claim, job, beat, workdir, spec, model_path) -> bool:
         options = job["options"]
         verdict = history_io.check(jobs.engine, result, name=job["model_name"], max_msrs=options.get("max_msrs"),
                                    max_increase=options.get("max_increase"),
-                                   significant=bool(options.get("significant", False)))
+                                   significant=bool(options.get("significant", False)),
+                                   any_probe=bool(options.get("any_probe", False)))
         interval = verdict.increase_interval
         outcome = {"passed": verdict.passed, "reason": verdict.reason, "msrs": _finite(verdict.msrs),
                    "increase_pct": _finite(verdict.increase_pct),
@@ -163,8 +164,10 @@ def _prune(jobs, blobs, claim, job, spec, model_path, workdir, progress, cancell
     list_only = bool(options.pop("list_only", False))
     progress(history_io.ScanProgress("prune", 0, None))
     output = workdir / "pruned.onnx"
+    # The library's stages (its similarity scan's batches, surgery, verification) are the job's
+    # progress while it prunes.
     pruned = prune_model(str(model_path), list_only=list_only, output=None if list_only else output,
-                         measure_msrs=False, latency=False, spec=spec, **options)
+                         measure_msrs=False, latency=False, spec=spec, progress=progress, **options)
     if cancelled():
         raise history_io.ScanCancelled("cancelled while pruning")
     outcome = json.loads(json.dumps(pruned.to_dict(), default=str))
@@ -173,9 +176,11 @@ def _prune(jobs, blobs, claim, job, spec, model_path, workdir, progress, cancell
     if list_only:
         return jobs.finish(claim, result=None, outcome=outcome)
     output_sha = blobs.put_model(output, f"{job['model_name']}-pruned.onnx")
+    # MSRS before and after come from the two full scans the history records (the library's own
+    # measure_msrs would scan the same twice more); the recorded scan's id is filled in by finish.
     before = history_io.scan_with_spec(str(model_path), spec, progress, cancelled)
     after = history_io.scan_with_spec(str(output), spec, progress, cancelled)
-    outcome.update(msrs_before=_finite(before.msrs), msrs_after=_finite(after.msrs))
+    outcome["msrs"] = {"before": _finite(before.msrs), "after": _finite(after.msrs)}
     from redaudit.report.json_report import dumps
 
     record = None

@@ -87,7 +87,7 @@ def test_check_significant_is_stored_forwarded_and_judged(make_service, db_url, 
     from tests.models import residual_cnn
 
     service = make_service(db_url)
-    spec = {"samples": 128, "cka_batch": 32}  # 4 batches: an interval exists
+    spec = {"samples": 320, "cka_batch": 32}  # 10 batches: an interval exists (MIN_INTERVAL_BATCHES)
     plain = service.wait(service.client.post("/api/v1/checks", headers=service.headers(),
                                              json={"model": "net", "label": "v1", "blob": _upload(service, model_file),
                                                    "spec": spec, "max_increase": 5}).json()["id"])

@@ -113,7 +113,7 @@ class CheckOut(BaseModel):
     baseline_scan_id: int | None = Field(None, description="the scan compared with (with max_increase)")
     increase_ci: list[float | None] | None = Field(
         None, description="95% bootstrap interval of the % change over batches (with significant); "
-                          "null bounds when a scan has a single batch")
+                          "null bounds when a scan has too few batches to tell (fewer than 10)")
 
 
 @router.get("/scans/{scan_id}/check", response_model=CheckOut,
@@ -127,13 +127,16 @@ def check_stored_scan(scan_id: int = SCAN_ID,
                       force: bool = Query(False, description="compare even if the baseline's settings differ"),
                       significant: bool = Query(False, description="with max_increase: fail only when the "
                                                 "increase is beyond batch noise (as `check --significant`)"),
+                      any_probe: bool = Query(False, description="the baseline may have used other probe inputs "
+                                              "or samples (default: only a scan on the same probe)"),
                       state: ServiceState = Depends(get_state), _token=Depends(require_read)) -> CheckOut:
     """Reads only: the verdict is computed, not stored (a check *job* scans and records)."""
     outcome = history_io.check_stored(state.engine, scan_id, max_msrs=max_msrs, against=against,
-                                      max_increase=max_increase, force=force, significant=significant)
+                                      max_increase=max_increase, force=force, significant=significant,
+                                      any_probe=any_probe)
     interval = outcome.increase_interval
     return CheckOut(scan_id=scan_id, passed=outcome.passed, reason=outcome.reason,
                     msrs=history_io.finite(outcome.msrs), increase_pct=history_io.finite(outcome.increase_pct),
                     baseline_scan_id=outcome.baseline.scan.scan_id if outcome.baseline else None,
-                    increase_ci=None if interval is None else [history_io.finite(interval.low),
-                                                               history_io.finite(interval.high)])
+                    increase_ci=None if interval is None or not interval.defined
+                    else [history_io.finite(interval.low), history_io.finite(interval.high)])

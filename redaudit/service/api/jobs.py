@@ -41,6 +41,8 @@ class CheckRequest(JobRequest):
     max_increase: float | None = Field(None, ge=0, description="fail above this % over the latest comparable scan")
     significant: bool = Field(False, description="with max_increase: fail only when the 95% bootstrap interval "
                                                  "of the increase lies above it (beyond batch noise)")
+    any_probe: bool = Field(False, description="with max_increase: the baseline may have used other probe inputs "
+                                               "or samples (default: only a scan on the same probe)")
 
 
 class PruneRequest(JobRequest):
@@ -128,8 +130,12 @@ def submit_check(request: CheckRequest, state: ServiceState = Depends(get_state)
     if request.significant and request.max_increase is None:
         raise ConfigError("significant qualifies an increase: give max_increase with it")
     options = {"max_msrs": request.max_msrs, "max_increase": request.max_increase}
+    if request.any_probe and request.max_increase is None:
+        raise ConfigError("any_probe qualifies the baseline of an increase: give max_increase with it")
     if request.significant:  # absent otherwise: jobs queued before the option read the same
         options["significant"] = True
+    if request.any_probe:
+        options["any_probe"] = True
     return _submit(state, request, "check", options, token)
 
 

@@ -163,10 +163,10 @@ def _prune_view(job: dict[str, Any]) -> dict[str, Any]:
     candidates = [{**c, "similarity_text": fmt(c.get("similarity"), ".4f"),
                    "param_share_text": share(c.get("param_share")), "flop_share_text": share(c.get("flop_share"))}
                   for c in outcome.get("candidates", [])]
-    params = outcome.get("params") or {}
+    params, msrs = outcome.get("params") or {}, outcome.get("msrs") or {}
     return {"job": job, "candidates": candidates, "removed": outcome.get("removed", []),
             "params_before": params.get("before"), "params_after": params.get("after"),
-            "msrs_before": fmt(outcome.get("msrs_before"), ".2f"), "msrs_after": fmt(outcome.get("msrs_after"), ".2f")}
+            "msrs_before": fmt(msrs.get("before"), ".2f"), "msrs_after": fmt(msrs.get("after"), ".2f")}
 
 
 def scan_page(state: ServiceState, scan_id: int) -> ScanPage:
