@@ -131,7 +131,8 @@ def _run(jobs, blobs, claim, job, beat, workdir, spec, model_path) -> bool:
         return beat.cancel or beat.lost
 
     if job["kind"] == "prune":
-        return _prune(jobs, blobs, claim, job, spec, model_path, workdir, progress, cancelled)
+        return _prune(jobs, blobs, claim, job, spec, model_path, workdir, progress, cancelled,
+                      lambda: jobs.heartbeat(claim, beat.stage, beat.done, beat.total))
     result = history_io.scan_with_spec(str(model_path), spec, progress, cancelled)
     from redaudit.report.json_report import dumps
 
@@ -157,29 +158,42 @@ def _run(jobs, blobs, claim, job, beat, workdir, spec, model_path) -> bool:
     return jobs.finish(claim, result=dumps(result), outcome=outcome, record=record)
 
 
-def _prune(jobs, blobs, claim, job, spec, model_path, workdir, progress, cancelled) -> bool:
+#: What ``prune_model`` reports, in order, without counts (list_only stops after the first four).
+PRUNE_STEPS = ("load", "candidates", "probe arrays", "similarity scan", "surgery", "verification", "save")
+
+
+def _prune(jobs, blobs, claim, job, spec, model_path, workdir, progress, cancelled, publish=lambda: None) -> bool:
+    """``publish()`` writes the latest progress before the job finishes (a short job ends before
+    the first heartbeat)."""
     from redaudit.prune.api import prune_model
 
     options = dict(job["options"])
     list_only = bool(options.pop("list_only", False))
-    progress(history_io.ScanProgress("prune", 0, None))
     output = workdir / "pruned.onnx"
-    # The library's stages (its similarity scan's batches, surgery, verification) are the job's
-    # progress while it prunes.
+    steps = PRUNE_STEPS[:4] if list_only else PRUNE_STEPS
+
+    def pruning(update: history_io.ScanProgress) -> None:
+        """The library's stages as steps of the job (it reports them without counts)."""
+        if update.total is None and update.stage in steps:
+            update = history_io.ScanProgress(f"prune: {update.stage}", steps.index(update.stage), len(steps))
+        progress(update)
     pruned = prune_model(str(model_path), list_only=list_only, output=None if list_only else output,
-                         measure_msrs=False, latency=False, spec=spec, progress=progress, **options)
+                         measure_msrs=False, latency=False, spec=spec, progress=pruning, **options)
     if cancelled():
         raise history_io.ScanCancelled("cancelled while pruning")
     outcome = json.loads(json.dumps(pruned.to_dict(), default=str))
     for private in ("source", "output_path"):  # worker-local paths mean nothing to the client
         outcome.pop(private, None)
     if list_only:
+        publish()
         return jobs.finish(claim, result=None, outcome=outcome)
     output_sha = blobs.put_model(output, f"{job['model_name']}-pruned.onnx")
     # MSRS before and after come from the two full scans the history records (the library's own
     # measure_msrs would scan the same twice more); the recorded scan's id is filled in by finish.
-    before = history_io.scan_with_spec(str(model_path), spec, progress, cancelled)
-    after = history_io.scan_with_spec(str(output), spec, progress, cancelled)
+    before, after = (history_io.scan_with_spec(
+        str(path), spec, lambda update, which=which: progress(
+            history_io.ScanProgress(f"msrs {which}/{update.stage}", update.done, update.total)), cancelled)
+        for which, path in (("before", model_path), ("after", output)))
     outcome["msrs"] = {"before": _finite(before.msrs), "after": _finite(after.msrs)}
     from redaudit.report.json_report import dumps
 
@@ -190,6 +204,7 @@ def _prune(jobs, blobs, claim, job, spec, model_path, workdir, progress, cancell
                 history_io.record_in_session(session, before, job["model_name"], None)
             return history_io.record_in_session(session, after, job["model_name"], job["label"],
                                                 parent_sha256=before.model.sha256)
+    publish()
     return jobs.finish(claim, result=dumps(after), outcome=outcome, output_sha256=output_sha, record=record)
 
 
