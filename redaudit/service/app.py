@@ -21,6 +21,7 @@ from redaudit.history.errors import (DatabaseUnavailableError, IncompatibleScans
 from redaudit.service.api import admin, history, jobs, uploads
 from redaudit.service.state import ServiceState
 from redaudit.service.storage import UploadError
+from redaudit.service.wording import for_api
 from redaudit.service.workers import EmbeddedPool, Reaper
 
 API_PREFIX = "/api/v1"
@@ -121,7 +122,7 @@ def create_app(state: ServiceState, *, start_workers: bool = True) -> FastAPI:
     @app.exception_handler(RedauditError)
     async def _redaudit_error(_request: Request, error: RedauditError) -> JSONResponse:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        return JSONResponse({"detail": message}, status_code=_status(error))
+        return JSONResponse({"detail": for_api(message)}, status_code=_status(error))
 
     @app.get(f"{API_PREFIX}/health", tags=["service"], summary="Liveness, and the job counts by state")
     def health() -> dict:

@@ -21,6 +21,7 @@ from redaudit.service import history_io
 from redaudit.service.archives import ArchiveLimits, extract_bundle
 from redaudit.service.jobs import Claim, JobStore, LeaseLost
 from redaudit.service.models import CANCELLED, FAILED
+from redaudit.service.wording import for_api
 
 log = logging.getLogger("redaudit.service")
 
@@ -88,7 +89,7 @@ def run_claimed(jobs: JobStore, blobs: BlobAccess, claim: Claim, limits: Archive
         jobs.end(claim, CANCELLED, "cancelled while running")
         return CANCELLED
     except RedauditError as error:
-        jobs.end(claim, FAILED, str(error).splitlines()[0] if str(error) else type(error).__name__)
+        jobs.end(claim, FAILED, for_api(str(error).splitlines()[0]) if str(error) else type(error).__name__)
         return FAILED
     except LeaseLost:
         return "lost"

@@ -67,3 +67,24 @@ def test_a_prune_reports_counted_steps_while_it_prunes(make_service, sqlite_url,
     assert any(stage.startswith("msrs before/") for stage, _, _ in counted)
     assert any(stage.startswith("msrs after/") for stage, _, _ in counted)
     assert json.dumps(jobs.get(job_id)["outcome"])  # finished by the call above
+
+
+def test_a_failed_prune_advises_job_fields_that_work(make_service, sqlite_url, duplicated):
+    """Issue 24 item 5: the error named `--heal linear` and `--force`; an API client sets fields."""
+    service = make_service(sqlite_url)
+    failed = service.wait(_submit(service, duplicated, remove=2, min_cosine=1.0))
+    assert failed["state"] == "failed", failed
+    error = failed["error"]
+    assert "--" not in error and "min_cosine 1" in error
+    assert 'heal="linear"' in error and "force=true" in error
+    forced = service.wait(_submit(service, duplicated, remove=2, min_cosine=1.0, force=True))
+    assert forced["state"] == "succeeded" and forced["options"]["force"] is True, forced
+
+
+def test_api_wording_turns_flags_into_fields():
+    from redaudit.service.wording import for_api
+
+    assert for_api("give --max-msrs X and/or --against NAME --max-increase PCT") == \
+        "give max_msrs X and/or against NAME max_increase PCT"
+    assert for_api("try --heal linear, or pass --force; x--y and -- stay") == \
+        'try heal="linear", or pass force=true; x--y and -- stay'

@@ -52,6 +52,9 @@ class PruneRequest(JobRequest):
     max_drift: float | None = Field(None, ge=0, le=2)
     blocks: list[str] | None = None
     iterative: bool = False
+    min_cosine: float | None = Field(None, ge=-1, le=1, description="the output cosine a pruned model must keep "
+                                     "against the original (default: prune's, 0.9)")
+    force: bool = Field(False, description="write and record the pruned model even below min_cosine")
     policy: Literal[tuple(POLICIES)] | None = Field(  # type: ignore[valid-type]
         None, description="how blocks are chosen (default: prune's, bi — never worse than cka in docs/prune.md)")
     heal: Literal[tuple(HEAL_METHODS)] | None = Field(  # type: ignore[valid-type]
@@ -147,7 +150,9 @@ def submit_prune(request: PruneRequest, state: ServiceState = Depends(get_state)
             and request.max_drift is None and not request.blocks:
         raise ConfigError("a prune needs list_only, or remove, target_params, max_drift or blocks")
     options = request.model_dump(include={"list_only", "remove", "target_params", "max_drift", "blocks",
-                                          "iterative", "policy", "heal"}, exclude_none=True)
+                                          "iterative", "policy", "heal", "min_cosine"}, exclude_none=True)
+    if request.force:  # absent otherwise: jobs queued before the field read the same
+        options["force"] = True
     return _submit(state, request, "prune", options, token)
 
 
