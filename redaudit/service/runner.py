@@ -134,7 +134,7 @@ def _run(jobs, blobs, claim, job, beat, workdir, spec, model_path) -> bool:
     if job["kind"] == "prune":
         return _prune(jobs, blobs, claim, job, spec, model_path, workdir, progress, cancelled,
                       lambda: jobs.heartbeat(claim, beat.stage, beat.done, beat.total))
-    result = history_io.scan_with_spec(str(model_path), spec, progress, cancelled)
+    result = _as_uploaded(history_io.scan_with_spec(str(model_path), spec, progress, cancelled), jobs, job)
     from redaudit.report.json_report import dumps
 
     outcome = None
@@ -195,6 +195,7 @@ def _prune(jobs, blobs, claim, job, spec, model_path, workdir, progress, cancell
         str(path), spec, lambda update, which=which: progress(
             history_io.ScanProgress(f"msrs {which}/{update.stage}", update.done, update.total)), cancelled)
         for which, path in (("before", model_path), ("after", output)))
+    before, after = _as_uploaded(before, jobs, job), _as_uploaded(after, jobs, job, "-pruned")
     outcome["msrs"] = {"before": _finite(before.msrs), "after": _finite(after.msrs)}
     from redaudit.report.json_report import dumps
 
@@ -207,6 +208,20 @@ def _prune(jobs, blobs, claim, job, spec, model_path, workdir, progress, cancell
                                                 parent_sha256=before.model.sha256)
     publish()
     return jobs.finish(claim, result=dumps(after), outcome=outcome, output_sha256=output_sha, record=record)
+
+
+def _as_uploaded(result, jobs: JobStore, job: dict[str, Any], suffix: str = ""):
+    """``result`` with the model named as the client uploaded it, not by the worker's temporary
+    path: the JSON report and the history are read by clients, and a server path is none of
+    theirs."""
+    from dataclasses import replace
+
+    blob = jobs.blob(job["blob_sha256"])
+    name = Path(blob.filename).name if blob is not None and blob.filename else f"{job['blob_sha256'][:12]}.onnx"
+    if suffix:
+        stem, dot, extension = name.rpartition(".")
+        name = f"{stem}{suffix}.{extension}" if dot else f"{name}{suffix}"
+    return replace(result, model=replace(result.model, path=name))
 
 
 def _finite(value: float | None) -> float | None:

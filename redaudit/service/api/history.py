@@ -35,6 +35,12 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _version(version) -> dict[str, Any]:
+    """A version as clients see it: no ``path`` (where the file lay when it was recorded: a path
+    on a worker or a CI machine, which is nobody's business; the sha256 names the file)."""
+    return {key: value for key, value in asdict(version).items() if key != "path"}
+
+
 @router.get("/models", summary="Every model in the history with its latest MSRS")
 def list_models(state: ServiceState = Depends(get_state), _token=Depends(require_read)) -> list[dict[str, Any]]:
     rows = []
@@ -54,7 +60,7 @@ def model_history(name: str, state: ServiceState = Depends(get_state),
                   _token=Depends(require_read)) -> dict[str, Any]:
     history = history_io.history(state.engine, name)
     return {"name": history.name,
-            "versions": [_clean({**asdict(version), "scans": [asdict(scan) | {"msrs_ci": scan.msrs_interval.to_dict()}
+            "versions": [_clean({**_version(version), "scans": [asdict(scan) | {"msrs_ci": scan.msrs_interval.to_dict()}
                                                               for scan in version.scans]})
                          for version in history.versions]}
 
@@ -63,7 +69,7 @@ def model_history(name: str, state: ServiceState = Depends(get_state),
 def model_versions(name: str, state: ServiceState = Depends(get_state),
                    _token=Depends(require_read)) -> list[dict[str, Any]]:
     history = history_io.history(state.engine, name)
-    return [_clean({key: value for key, value in asdict(version).items() if key != "scans"}
+    return [_clean({key: value for key, value in _version(version).items() if key != "scans"}
                    | {"scan_count": len(version.scans)}) for version in history.versions]
 
 
@@ -80,7 +86,7 @@ def stored_scan(scan_id: int, state: ServiceState = Depends(get_state),
     scan = history_io.stored_scan(state.engine, scan_id)
     report = state.jobs.result_of_scan(scan_id)
     reading = history_io.stored_reading(scan, scan_from_dict(json.loads(report)) if report is not None else None)
-    return _clean({"scan_id": scan.scan_id, "model_name": scan.model_name, "version": asdict(scan.version),
+    return _clean({"scan_id": scan.scan_id, "model_name": scan.model_name, "version": _version(scan.version),
                    "summary": asdict(scan.summary), "msrs_ci": reading.interval.to_dict(),
                    "reading": reading.to_dict(), "settings": scan.settings,
                    "layers": [asdict(layer) for layer in scan.layers], "layer_order": scan.layer_order,
