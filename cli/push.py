@@ -8,6 +8,7 @@ never from the command line (where it would land in shell history and CI logs).
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 import time
@@ -21,6 +22,7 @@ from redaudit.core.spec import ScanSpec
 from redaudit.errors import ConfigError, RedauditError
 
 TOKEN_ENV = "REDAUDIT_TOKEN"
+PARENT = re.compile(r"[^@]+@[^@]+")
 BUNDLE_TYPES = {".zip": "application/zip", ".tar": "application/x-tar", ".tgz": "application/gzip",
                 ".gz": "application/gzip"}
 
@@ -91,6 +93,8 @@ def _spec_fields(spec: ScanSpec) -> dict:
 @click.option("--server", required=True, metavar="URL", help="The service, e.g. http://127.0.0.1:8000")
 @click.option("--name", required=True, metavar="NAME", help="Model name in the history.")
 @click.option("--label", default=None, metavar="LABEL", help="Version label, e.g. a git tag.")
+@click.option("--parent", metavar="NAME@LABEL", default=None,
+              help="The recorded version this model was derived from (e.g. the model it was pruned from).")
 @click.option("--wait/--no-wait", default=True, show_default=True, help="Wait for the result.")
 @click.option("--max-increase", type=click.FloatRange(0), default=None, metavar="PCT",
               help="Fail if MSRS rose more than PCT % over the latest comparable recorded scan.")
@@ -103,7 +107,7 @@ def _spec_fields(spec: ScanSpec) -> dict:
 @click.option("--timeout", type=click.FloatRange(1), default=3600, show_default=True, help="Seconds to wait.")
 @scan_options
 @user_errors
-def push_command(model, server, name, label, wait, max_increase, max_msrs, significant, any_probe, no_record,
+def push_command(model, server, name, label, parent, wait, max_increase, max_msrs, significant, any_probe, no_record,
                  timeout, **options) -> None:
     """Upload MODEL (.onnx, or a .zip/.tar bundle with external data) to a redaudit service and
     scan it there; with --max-increase/--max-msrs, gate it like `redaudit check`. An .onnx whose
@@ -112,6 +116,8 @@ def push_command(model, server, name, label, wait, max_increase, max_msrs, signi
         raise ConfigError("--significant qualifies an increase: use it with --max-increase PCT")
     if any_probe and max_increase is None:
         raise ConfigError("--any-probe qualifies the baseline of an increase: use it with --max-increase PCT")
+    if parent is not None and not PARENT.fullmatch(parent):
+        raise ConfigError(f"--parent takes NAME@LABEL (a recorded model and one of its labels), not {parent!r}")
     token = os.environ.get(TOKEN_ENV)
     if not token:
         raise PushError(f"set ${TOKEN_ENV} to an API token with the write scope (`redaudit token create`)")
@@ -123,6 +129,8 @@ def push_command(model, server, name, label, wait, max_increase, max_msrs, signi
         upload = _bundle_if_external(model, Path(folder), scan.max_model_bytes)
         blob = api.upload(upload, "model")
     body = {"model": name, "label": label, "blob": blob, "spec": spec, "record": not no_record}
+    if parent is not None:  # only when given: a server from before the option still takes the rest
+        body["parent"] = parent
     if inputs:
         body["inputs"] = api.upload(Path(inputs), "inputs")
     gated = max_increase is not None or max_msrs is not None

@@ -103,6 +103,13 @@ def resolve(engine: Engine, name: str, reference: str) -> int:
     return store.resolve_scan(engine, name, reference)
 
 
+def parent_sha256(engine: Engine, parent: str) -> str:
+    """The version ``NAME@LABEL`` names (a label, a hash prefix or scan:ID, as ``diff`` takes):
+    the parent a pushed model is recorded under (lineage)."""
+    name, _, reference = parent.rpartition("@")
+    return load_scan(engine, resolve(engine, name, reference)).version.sha256
+
+
 class _HistoryBefore(HistoryStore):
     """The history as it stood when scan ``before`` was recorded.
 

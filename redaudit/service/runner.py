@@ -153,7 +153,8 @@ def _run(jobs, blobs, claim, job, beat, workdir, spec, model_path) -> bool:
     record = None
     if job["record"]:
         def record(session):
-            return history_io.record_in_session(session, result, job["model_name"], job["label"])
+            return history_io.record_in_session(session, result, job["model_name"], job["label"],
+                                                parent_sha256=job["options"].get("parent_sha256"))
     beat.stage = "recording"
     jobs.heartbeat(claim, beat.stage, beat.done, beat.total)  # the final progress, and the lease is ours
     return jobs.finish(claim, result=dumps(result), outcome=outcome, record=record)

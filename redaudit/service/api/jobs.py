@@ -20,6 +20,7 @@ from redaudit.prune.heal import HEAL_METHODS
 from redaudit.prune.policies import POLICIES
 from redaudit.service.api.deps import Caller, caller, get_state, require_read, require_write
 from redaudit.service.models import SUCCEEDED
+from redaudit.service import history_io
 from redaudit.service.state import ServiceState
 
 router = APIRouter(tags=["jobs"])
@@ -34,6 +35,9 @@ class JobRequest(BaseModel):
     spec: dict[str, Any] = Field(default_factory=dict, description="ScanSpec options (level, samples, ...)")
     record: bool = Field(True, description="record the scan in the history")
     queue: Literal["cpu", "gpu"] | None = Field(None, description="default: gpu when spec.device is cuda")
+    parent: str | None = Field(None, min_length=3, max_length=401, pattern=r"^[^@]+@[^@]+$",
+                               description="NAME@LABEL of the recorded version this model was derived from "
+                                           "(pruned, distilled, fine-tuned): recorded as its parent (lineage)")
 
 
 class CheckRequest(JobRequest):
@@ -109,6 +113,10 @@ def _submit(state: ServiceState, request: JobRequest, kind: str, options: dict, 
     if "inputs" in request.spec:
         raise ConfigError("give probe inputs as the 'inputs' field (an uploaded .npz's sha256), not in spec")
     spec = ScanSpec.from_dict(request.spec)
+    if request.parent is not None:
+        if kind == "prune":
+            raise ConfigError("a prune records its own lineage (the pruned model under this one); leave parent out")
+        options = {**options, "parent_sha256": history_io.parent_sha256(state.engine, request.parent)}
     queue = request.queue or ("gpu" if spec.device == "cuda" else "cpu")
     job_id = state.jobs.submit(kind=kind, queue=queue, model_name=request.model, label=request.label,
                                blob_sha256=request.blob, inputs_sha256=request.inputs,
