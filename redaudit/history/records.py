@@ -138,6 +138,7 @@ class StoredScan:
     layers: tuple[LayerRecord, ...] = ()
     layer_order: tuple[str, ...] = ()
     similarity: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+    warnings: tuple[str, ...] = ()  # what the scan warned about, as it printed them (level fallback, ...)
 
     @property
     def scan_id(self) -> int:

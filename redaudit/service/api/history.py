@@ -97,11 +97,7 @@ def stored_scan(scan_id: int, state: ServiceState = Depends(get_state),
             responses={200: {"content": {"image/png": {}}}})
 def stored_heatmap(scan_id: int, state: ServiceState = Depends(get_state),
                    _token=Depends(require_read)) -> Response:
-    from redaudit.report.heatmap import heatmap_png_bytes
-
-    scan = history_io.stored_scan(state.engine, scan_id)
-    png = heatmap_png_bytes(scan.similarity, list(scan.layer_order), f"{scan.model_name} scan {scan.scan_id}")
-    return Response(png, media_type="image/png")
+    return Response(state.heatmaps.png(history_io.stored_scan(state.engine, scan_id)), media_type="image/png")
 
 
 #: Scan ids are 32-bit integers in every database the history runs on.

@@ -170,8 +170,6 @@ def _prune_view(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def scan_page(state: ServiceState, scan_id: int) -> ScanPage:
-    from redaudit.report.heatmap import heatmap_png_bytes
-
     scan = history_io.stored_scan(state.engine, scan_id)
     report = state.jobs.result_of_scan(scan_id)
     names = list(scan.layer_order)
@@ -185,8 +183,7 @@ def scan_page(state: ServiceState, scan_id: int) -> ScanPage:
     reading = history_io.stored_reading(scan, result)
     pairs = [(names[i], names[j], fmt(cka, ".3f")) for i, j, cka in top if math.isfinite(cka)]
     # The same picture as GET /scans/{id}/heatmap.png, inline: an <img> cannot send the API token.
-    png = heatmap_png_bytes(scan.similarity, list(scan.layer_order), f"{scan.model_name} scan {scan.scan_id}") \
-        if names else b""
+    png = state.heatmaps.png(scan) if names else b""
     prunes, produced_by = [], None
     for job in state.jobs.list(kind="prune", model_name=scan.model_name, state="succeeded", limit=200):
         if job["scan_id"] == scan_id:
