@@ -43,7 +43,7 @@ INTERRUPTED_EXIT = 130
 #: gets one line naming the extra instead of a ModuleNotFoundError traceback. (``nas`` says the same
 #: from inside the library, where it needs PyTorch.)
 _EXTRAS = {
-    "serve": ("service", ("fastapi", "uvicorn", "multipart", "jinja2", "threadpoolctl")),
+    "serve": ("service", ("fastapi", "fastapi_offline", "uvicorn", "multipart", "jinja2", "threadpoolctl")),
     "worker": ("service", ("celery", "httpx", "threadpoolctl")),
     "push": ("service", ("httpx",)),
 }

@@ -150,8 +150,9 @@ def push_command(model, server, name, label, parent, wait, max_increase, max_msr
             raise PushError(f"job {job['id']} still {job['state']} after {timeout:g} s; it keeps running on the server")
         time.sleep(0.5)
         job = api.call("GET", f"/jobs/{job['id']}")
-    if job["state"] != "succeeded":
-        raise PushError(f"job {job['id']} {job['state']}: {job['error']}")
+    if job["state"] != "succeeded":  # the server words errors for API clients: here, the flags
+        error = str(job["error"]).replace("any_probe=true", "--any-probe").replace("significant=true", "--significant")
+        raise PushError(f"job {job['id']} {job['state']}: {error}")
     report = api.call("GET", f"/jobs/{job['id']}/result")
     msrs = report.get("msrs")
     where = f"scan {job['scan_id']}" if job["scan_id"] else f"job {job['id']}"
