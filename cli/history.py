@@ -268,7 +268,9 @@ def diff_command(name: str, before: str, after: str, db: str | None, force: bool
               help="Fail on --max-increase only when the whole 95% bootstrap interval of the increase "
                    "is above PCT (an increase beyond batch noise).")
 @db_option_used_with("against", must_exist=True)
-@click.option("--force", is_flag=True, help="Compare with the latest scan even if its settings differ.")
+@click.option("--force", is_flag=True, help="Compare with the latest scan even if its settings or probe differ.")
+@click.option("--any-probe", is_flag=True,
+              help="Compare with the latest comparable scan even if it used other probe inputs or samples.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--format", "output_format", type=click.Choice(["text", "md"]), default="text", show_default=True,
               help="md: the verdict as a compact GitHub Markdown summary for a pull-request comment.")
@@ -278,7 +280,7 @@ def diff_command(name: str, before: str, after: str, db: str | None, force: bool
 @mlflow_options
 @user_errors
 def check_command(model: str, max_msrs: float | None, against: str | None, max_increase: float | None,
-                  significant: bool, db: str | None, force: bool, quiet: bool, output_format: str,
+                  significant: bool, db: str | None, force: bool, any_probe: bool, quiet: bool, output_format: str,
                   html_path: str | None, report_url: str | None, **options: Any) -> None:
     """Scan MODEL; exit 0 if its MSRS is within bounds, 1 with a one-line reason if not."""
     validate_limits(max_msrs, against, max_increase, significant)
@@ -295,7 +297,8 @@ def check_command(model: str, max_msrs: float | None, against: str | None, max_i
     changes: tuple = ()
     with HistoryStore(db) if against is not None else nullcontext() as store:
         outcome = check_result(result, max_msrs=max_msrs, against=against,
-                               max_increase=max_increase, db=store, force=force, significant=significant)
+                               max_increase=max_increase, db=store, force=force, significant=significant,
+                               any_probe=any_probe)
         if output_format == "md" and outcome.baseline is not None:
             from redaudit.history.diff import changed_layers
 

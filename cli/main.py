@@ -42,6 +42,43 @@ from redaudit.cli import signals
 from redaudit.cli.guard import guard_command
 from redaudit.cli.signals import INTERRUPTED_EXIT, Interrupted  # noqa: F401  (re-exported)
 
+#: Commands that need an optional extra: command → (extra, the modules it must find). Checked before
+#: the command runs (``importlib.util.find_spec``: nothing is imported), so a plain ``pip install .``
+#: gets one line naming the extra instead of a ModuleNotFoundError traceback. (``nas`` says the same
+#: from inside the library, where it needs PyTorch.)
+_EXTRAS = {
+    "serve": ("service", ("fastapi", "fastapi_offline", "uvicorn", "multipart", "jinja2", "threadpoolctl")),
+    "worker": ("service", ("celery", "httpx", "threadpoolctl")),
+    "push": ("service", ("httpx",)),
+}
+MISSING_EXTRA_EXIT = 2
+
+
+def missing_module(modules: tuple[str, ...]) -> str | None:
+    """The first of ``modules`` that cannot be imported here (None: all can)."""
+    import importlib.util
+
+    for name in modules:
+        try:
+            if importlib.util.find_spec(name) is None:
+                return name
+        except (ImportError, ValueError):
+            return name
+    return None
+
+
+def _needs_extra(name: str, extra: str, module: str) -> click.Command:
+    """A stand-in for ``name`` when ``module`` is missing: any arguments, one line, exit 2."""
+    message = (f"redaudit {name} needs the {extra} extra ({module} is not installed): "
+               f"pip install 'redaudit[{extra}]'")
+
+    def refuse(args: tuple[str, ...]) -> None:
+        click.echo(f"error: {message}", err=True)
+        sys.exit(MISSING_EXTRA_EXIT)
+    return click.Command(name, callback=refuse, help=message, add_help_option=False,
+                         params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)],
+                         context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+
 
 class LazyGroup(click.Group):
     """A group whose built-in commands are imported when first looked up, and whose usage errors
@@ -69,6 +106,11 @@ class LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in _EXTRAS:
+            extra, modules = _EXTRAS[cmd_name]
+            missing = missing_module(modules)
+            if missing is not None:
+                return _needs_extra(cmd_name, extra, missing)
         if command is None and cmd_name in _COMMANDS:
             module, attribute = _COMMANDS[cmd_name]
             with signals.signals_deferred():

@@ -12,6 +12,7 @@ attention mask is checked to be all ones), which keeps earlier figures comparabl
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,9 @@ def export_minilm(path: str | os.PathLike[str], attention_mask: bool = True) -> 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     from transformers import AutoModel
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # a 0.1 s "Loading weights" bar on the demo's first screen
 
     encoder = AutoModel.from_pretrained(str(model_dir())).eval()
 
@@ -78,7 +82,11 @@ def export_minilm(path: str | os.PathLike[str], attention_mask: bool = True) -> 
     names = ["input_ids", "attention_mask"] if attention_mask else ["input_ids"]
     axes = {name: {0: "batch", 1: "seq"} for name in names}
     target = Path(path)
-    with torch.no_grad():
+    # The tracer warns that transformers' mask code turns shapes into Python values; the warning is
+    # about other shapes than the traced one, and the export is checked at other batch and sequence
+    # sizes against torch (tests/test_demo.py), so it is kept off the demo's first screen.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(MeanPooled() if attention_mask else TokenMean(),
                           tuple(torch.from_numpy(example[name]) for name in names),
                           str(target), dynamo=False, opset_version=17,
