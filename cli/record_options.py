@@ -11,9 +11,17 @@ from typing import Any
 
 import click
 
-db_option = click.option("--db", "db", metavar="URL", default=None,
-                         help="Database URL or SQLite path (default: $REDAUDIT_DB, else the "
-                              "user data directory's history.db).")
+from redaudit.cli.params import DatabaseUrl
+
+_DB_HELP = "Database URL or SQLite path (default: $REDAUDIT_DB, else the user data directory's history.db)."
+db_option = click.option("--db", "db", metavar="URL", type=DatabaseUrl(), default=None, help=_DB_HELP)
+
+
+def db_option_used_with(parameter: str | None, must_exist: bool = False) -> Callable[..., Any]:
+    """``--db`` for a command that opens the database only when ``parameter`` is given (always
+    when None); ``must_exist``: the command only reads it."""
+    return click.option("--db", "db", metavar="URL", type=DatabaseUrl(used_with=parameter, must_exist=must_exist),
+                        default=None, help=_DB_HELP)
 
 
 def record_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -22,7 +30,7 @@ def record_options(command: Callable[..., Any]) -> Callable[..., Any]:
     They arrive as ``record``, ``label`` and ``db`` keyword arguments; pass them on to
     :func:`redaudit.cli.history.record_from_cli` when ``record`` is set.
     """
-    command = db_option(command)
+    command = db_option_used_with("record")(command)
     command = click.option("--label", metavar="LABEL", default=None,
                            help="With --record: a name for this version (e.g. a git tag).")(command)
     return click.option("--record", metavar="NAME", default=None,
