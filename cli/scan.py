@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from rich.table import Table
 
 import redaudit
 from redaudit.cli.common import (MAX_MODEL_SIZE_AUTO, MAX_MODEL_SIZE_HELP, OutputError, console, err_console,
@@ -111,6 +110,7 @@ def taps_command(model: str, level: str, max_model_size: str) -> None:
     from redaudit.core.graph import GraphIndex
     from redaudit.core.model import load_model
     from redaudit.core.tap import select_taps
+    from rich.table import Table
 
     loaded = load_model(model, max_bytes=parse_model_size(max_model_size))
     selection = select_taps(GraphIndex.build(loaded.proto, folder=loaded.folder), level)
