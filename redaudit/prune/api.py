@@ -31,6 +31,7 @@ from redaudit.errors import RedauditError
 from redaudit.prune import planning
 from redaudit.prune.candidates import Block, find_candidates
 from redaudit.prune.cost import block_costs
+from redaudit.prune.gates import Gates, check_agreement
 from redaudit.prune.output import refuse_overwriting_input, save_model
 from redaudit.prune.policies import PolicyContext, PrunePolicy, make_policy
 from redaudit.prune.result import Candidate, PruneResult
@@ -86,25 +87,6 @@ def _healed(prepared: PreparedModel, spec: ScanSpec, chosen: list[Block], heal: 
     return pruned
 
 
-def _check_agreement(result: PruneResult, min_cosine: float | None, min_top1: float | None, force: bool,
-                     writes: bool) -> None:
-    """The safety bound: a pruned model that no longer computes what the original did is not
-    written (or recorded) unless ``force``; without an output it is a warning."""
-    misses = []
-    worst = min(item.cosine_mean for item in result.agreement)
-    if min_cosine is not None and worst < min_cosine:
-        misses.append(f"output cosine {worst:.3f} is below --min-cosine {min_cosine:g} by {min_cosine - worst:.3f}")
-    tops = [item.top1_agreement for item in result.agreement if item.top1_agreement is not None]
-    if min_top1 is not None and tops and min(tops) < min_top1:
-        misses.append(f"top-1 agreement {min(tops):.3f} is below --min-top1 {min_top1:g} by {min_top1 - min(tops):.3f}")
-    if not misses:
-        return
-    text = "; ".join(misses)
-    if writes and not force:
-        raise PruneError(f"{text}; nothing written — remove fewer blocks, try --heal linear, or pass --force")
-    result.warnings.append(text + ("" if writes else " (nothing is written without -o)"))
-
-
 def _scan_msrs(prepared: PreparedModel, spec: ScanSpec, arrays: Mapping[str, np.ndarray],
                warnings: list[str], which: str, progress: ProgressCallback | None = None):
     stage = f"msrs {which}"
@@ -136,7 +118,8 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
                 latency_repeats: int = 20, measure_msrs: bool = True, record: str | None = None,
                 label: str | None = None, db: Any = None, policy: str | PrunePolicy = "bi",
                 heal: str = "none", calibrate: Any = None, min_cosine: float | None = 0.9,
-                min_top1: float | None = None, force: bool = False,
+                min_top1: float | None = None, max_kl: float | None = None,
+                max_ppl_increase: float | None = None, force: bool = False,
                 spec: ScanSpec | None = None, inputs: Any = None, progress: ProgressCallback | None = None,
                 **spec_options: Any) -> PruneResult:
     """Find removable blocks, remove the most redundant ones, verify, optionally save and record.
@@ -148,6 +131,8 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
     fields) shapes the probe and the similarity exactly as it shapes a scan. ``progress``
     receives a ScanProgress per stage (load, candidates, probe arrays, similarity scan, surgery,
     verification, latency, msrs before/after with the scans' own stages after a "/", save).
+    Gates (:class:`Gates`): ``min_cosine``, ``min_top1``, and for a causal LM ``max_kl`` and
+    ``max_ppl_increase`` (percent) on its next-token predictions.
     """
     if iterative and blocks:
         raise PruneError("--iterative chooses blocks by similarity; it does not combine with --blocks")
@@ -161,6 +146,8 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
         raise PruneError(f"--max-drift is 1 - cosine similarity, between 0 and 2; got {max_drift:g}")
     if record is not None and not record.strip():
         raise PruneError("--record needs a model name")
+    gates = Gates(min_cosine, min_top1, max_kl, max_ppl_increase)
+    gates.check_request()
     spec, arrays_in = redaudit.spec_from_options(spec, inputs, **spec_options)
     chosen_policy = make_policy(policy, spec.seed) if isinstance(policy, str) else policy
     _notify(progress, "load")
@@ -197,7 +184,11 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
                          policy=chosen_policy.name, policy_description=chosen_policy.description)
     if list_only:
         return result
-    evaluator = Evaluator(prepared, arrays, spec.cka_batch or 256)
+    evaluator = Evaluator(prepared, arrays, spec.cka_batch or 256, real_ids=real)
+    gates.check_model(evaluator.lm_output is not None, real)
+    if evaluator.lm_output is not None and not real:
+        result.warnings.append("token ids are synthetic: next-token agreement and KL compare the two models on "
+                               "noise, and perplexity is not reported; pass real text for meaningful numbers")
     _notify(progress, "surgery")
     if iterative:
         calibration = None if heal == "none" else _calibration(prepared, spec, calibrate, arrays, result)
@@ -216,9 +207,9 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
             _healed(prepared, spec, chosen, heal, calibrate, arrays, result)
         result.removed = [candidates[i].name for i in plan]
     _notify(progress, "verification")
-    result.agreement, pruned_session = evaluator.agreement(pruned)  # raises if it does not run
+    result.agreement, result.next_token, pruned_session = evaluator.verify(pruned)  # raises if it does not run
     result.drift = drift(result.agreement)
-    _check_agreement(result, min_cosine, min_top1, force, writes=output is not None or bool(record))
+    check_agreement(result, gates, force, writes=output is not None or bool(record))
     result.model = pruned
     result.params_before, result.params_after = parameter_count(prepared.proto), parameter_count(pruned)
     result.size_before = prepared.size_bytes
