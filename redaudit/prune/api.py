@@ -32,6 +32,7 @@ from redaudit.prune import planning
 from redaudit.prune.candidates import Block, find_candidates
 from redaudit.prune.cost import block_costs
 from redaudit.prune.gates import Gates, check_agreement
+from redaudit.prune.lm_metrics import looks_like_causal_lm
 from redaudit.prune.output import refuse_overwriting_input, save_model
 from redaudit.prune.policies import PolicyContext, PrunePolicy, make_policy
 from redaudit.prune.result import Candidate, PruneResult
@@ -172,6 +173,7 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
     if measure_msrs or record:  # the scans before/after: options they cannot run with fail now
         select_backend(spec.backend)
         check_batching(spec, samples)
+    gates.check_model(looks_like_causal_lm(prepared.proto), real)  # before any model run
     if not real:
         warnings.append("probe inputs are synthetic (random); pass real data with --inputs for meaningful numbers")
     context = PolicyContext(prepared, candidates, spec, arrays)
@@ -185,7 +187,6 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
     if list_only:
         return result
     evaluator = Evaluator(prepared, arrays, spec.cka_batch or 256, real_ids=real)
-    gates.check_model(evaluator.lm_output is not None, real)
     if evaluator.lm_output is not None and not real:
         result.warnings.append("token ids are synthetic: next-token agreement and KL compare the two models on "
                                "noise, and perplexity is not reported; pass real text for meaningful numbers")

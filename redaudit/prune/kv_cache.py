@@ -90,6 +90,18 @@ def _rename_everywhere(graph: onnx.GraphProto, old: str, new: str) -> None:
             info.name = new
 
 
+def _reads_only_shape(name: str, consumers: dict[str, list[onnx.NodeProto]], depth: int = 0) -> bool:
+    """Whether everything downstream of ``name`` only looks at its shape: ``Shape`` nodes, reached
+    through copies (``Identity``, a one-input ``Concat`` as torch.onnx writes ``torch.cat([x])``)."""
+    for node in consumers.get(name, []):
+        if node.op_type == "Shape":
+            continue
+        copies = node.op_type == "Identity" or (node.op_type == "Concat" and len(node.input) == 1)
+        if not copies or depth > 8 or not all(_reads_only_shape(out, consumers, depth + 1) for out in node.output):
+            return False
+    return True
+
+
 def tidy_inputs(graph: onnx.GraphProto, removed_layers: set[int]) -> dict[str, str]:
     """Steps 2 and 3 of the module doc for the layers whose present outputs were dropped;
     returns {old name: new name} of every renamed cache input and output."""
@@ -113,12 +125,12 @@ def tidy_inputs(graph: onnx.GraphProto, removed_layers: set[int]) -> dict[str, s
             readers = consumers.get(name, [])
             if readers:
                 substitute = by_layer[kept[0]].get(part) if kept else None
-                if substitute is None or any(node.op_type != "Shape" for node in readers) \
+                if substitute is None or not _reads_only_shape(name, consumers) \
                         or _type_key(inputs[name]) != _type_key(inputs[substitute]):
                     raise PruneError(f"cannot drop the cache input {name!r} of a removed layer: it is still read "
                                      "by the kept layers (and not only for its shape)")
-                _rename_everywhere(graph, name, substitute)
-                inputs = {info.name: info for info in graph.input}
+                for node in graph.node:
+                    node.input[:] = [substitute if item == name else item for item in node.input]
             kept_inputs = [info for info in graph.input if info.name != name]
             del graph.input[:]
             graph.input.extend(kept_inputs)

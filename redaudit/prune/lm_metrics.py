@@ -138,3 +138,15 @@ def lm_output_index(output_names: list[str], arrays: Mapping[str, np.ndarray],
     if logits.ndim != 3 or logits.shape[:2] != np.shape(ids)[:2] or logits.shape[2] < 2:
         return None
     return position
+
+
+def looks_like_causal_lm(model) -> bool:
+    """From the graph alone: an ``input_ids`` input and a rank-3 (or unknown-rank) ``logits`` output.
+    Used to check LM-only requests before any run; :func:`lm_output_index` decides at run time."""
+    if not any(item.name == TOKEN_IDS for item in model.graph.input):
+        return False
+    for output in model.graph.output:
+        if output.name == LOGITS:
+            shape = output.type.tensor_type.shape
+            return not output.type.tensor_type.HasField("shape") or len(shape.dim) == 3
+    return False
