@@ -6,11 +6,15 @@ Llama layout (transformers ``LlamaForCausalLM``): 8 layers, hidden 256, 4 heads,
 ``tokenizers`` on the training split only. Text: examples/lm_corpus.py (the installed packages'
 READMEs and docstrings, split by package into train / calibration / evaluation).
 
-Fixed seed, ``torch.set_num_threads(2)``; the default schedule takes about 8-10 minutes on the
-project's 2 shared cores. Everything lands in ``.bench-cache/tiny-lm/`` (ignored by git, never
+Fixed seed, ``torch.set_num_threads(2)`` with ``OMP_WAIT_POLICY=PASSIVE`` (set before torch loads):
+on shared cores, OpenMP threads that spin while waiting for each other made the first attempt
+over 10× slower under a load average near 20. The schedule is 240 steps of 16 × 128 tokens (about
+490 k tokens, roughly one pass over the training split): about 10 minutes on the project's two
+shared cores. A small, briefly trained LM: meta.json keeps its loss curve. Everything lands in ``.bench-cache/tiny-lm/`` (ignored by git, never
 committed) and is reused when the settings and the corpus are unchanged:
 
 * ``tokenizer.json``, ``model.pt`` (state dict), ``meta.json`` (settings, losses, timings);
+* ``corpus.json``: the gathered text per split (reused by later runs with other settings);
 * ``lm.onnx`` (inputs ``input_ids``, ``attention_mask``, ``position_ids`` → ``logits``);
 * ``lm-kv.onnx`` (plus ``past_key_values.N.key/value`` → ``logits``, ``present.N.key/value``:
   the optimum-onnx layout);
@@ -33,6 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+# Before torch (imported lazily below) loads OpenMP: spinning waits waste shared cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 CACHE = Path(__file__).resolve().parent.parent / ".bench-cache" / "tiny-lm"
 
@@ -202,8 +209,17 @@ def build(settings: TrainSettings = TrainSettings(), out: Path = CACHE) -> Path:
     torch.set_num_threads(2)
     torch.manual_seed(settings.seed)
     started = time.time()
-    corpus = gather()
-    texts = {split: corpus.text(split) for split in ("train", "calibration", "evaluation")}
+    corpus_path = out / "corpus.json"
+    if corpus_path.is_file():
+        saved = json.loads(corpus_path.read_text(encoding="utf-8"))
+        texts, packages = saved["texts"], saved["packages"]
+    else:
+        corpus = gather()
+        texts = {split: corpus.text(split) for split in ("train", "calibration", "evaluation")}
+        packages = {split: corpus.packages(split) for split in texts}
+        tmp = corpus_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"texts": texts, "packages": packages}), encoding="utf-8")
+        os.replace(tmp, corpus_path)
     tokenizer = train_tokenizer(texts["train"], settings.vocab)
     streams = {split: np.array(tokenizer.encode(text).ids, dtype=np.int32) for split, text in texts.items()}
     log: list[dict] = [{"t0": time.time()}]
@@ -220,7 +236,7 @@ def build(settings: TrainSettings = TrainSettings(), out: Path = CACHE) -> Path:
     meta = {"key": settings.key(), "settings": dataclasses.asdict(settings), "log": log[1:],
             "train_s": round(trained_s, 1), "total_s": round(time.time() - started, 1),
             "tokens": {split: int(len(stream)) for split, stream in streams.items()},
-            "packages": {split: corpus.packages(split) for split in ("train", "calibration", "evaluation")},
+            "packages": packages,
             "load_average": os.getloadavg()}
     meta_path.write_text(json.dumps(meta, indent=1))
     return out

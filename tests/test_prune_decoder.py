@@ -153,3 +153,22 @@ def test_cli_json_reports_next_token_agreement(decoders, tmp_path):
     assert report["next_token"]["perplexity_ratio"] == pytest.approx(1.0, abs=1e-6)
     bad = CliRunner().invoke(cli, ["prune", str(plain), "--remove", "1", "--max-kl", "-1"])
     assert bad.exit_code == 2 and "--max-kl" in bad.output and "Traceback" not in bad.output
+
+
+def test_record_stores_the_next_token_verification(decoders, tmp_path):
+    from redaudit.history.store import HistoryStore
+
+    plain, _ = decoders
+    model = onnx.load(str(plain))
+    url = f"sqlite:///{tmp_path / 'history.db'}"
+    result = prune_model(model, blocks=_layer(model, 0), inputs=_npz(tmp_path, token_probe(count=8, length=12)),
+                         latency=False, min_cosine=None, cka_batch=4, record="tiny-decoder", db=url)
+    store = HistoryStore(url)
+    try:
+        row = store.prune_verification(result.recorded_scan_id)
+    finally:
+        store.close()
+    assert row["top1_agreement"] == pytest.approx(result.next_token.top1_agreement)
+    assert row["kl_mean"] == pytest.approx(result.next_token.kl_mean) and row["kl_mean"] > 0
+    assert row["perplexity_pruned"] == pytest.approx(result.next_token.perplexity_pruned)
+    assert row["removed"] == result.removed and row["probe_real"] is True

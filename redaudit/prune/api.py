@@ -101,7 +101,20 @@ def _scan_msrs(prepared: PreparedModel, spec: ScanSpec, arrays: Mapping[str, np.
         return None
 
 
-def _record(db: Any, name: str, label: str | None, before, after, parent_sha256: str) -> int:
+def _verification(result: PruneResult, heal: str) -> dict[str, Any]:
+    """The ``PruneVerification`` columns of a result (history rows beside the pruned scan)."""
+    finite = lambda value: value if value is not None and np.isfinite(value) else None  # noqa: E731
+    lm = result.next_token
+    tops = [item.top1_agreement for item in result.agreement if item.top1_agreement is not None]
+    top1 = lm.top1_agreement if lm is not None else (min(tops) if tops else None)
+    return {"policy": result.policy, "heal": heal, "removed": list(result.removed), "probe_real": result.probe_real,
+            "drift": finite(result.drift), "top1_agreement": top1, "kl_mean": None if lm is None else lm.kl_mean,
+            "perplexity_original": None if lm is None else lm.perplexity_original,
+            "perplexity_pruned": None if lm is None else lm.perplexity_pruned}
+
+
+def _record(db: Any, name: str, label: str | None, before, after, parent_sha256: str,
+            verification: dict[str, Any] | None = None) -> int:
     """Store the pruned model's scan as a version whose parent is the original (the original
     recorded too if the history does not know its bytes), in one transaction."""
     try:
@@ -110,7 +123,8 @@ def _record(db: Any, name: str, label: str | None, before, after, parent_sha256:
         raise PruneError(f"--record needs the history module, which is not available here ({error})") from None
     if before is None or after is None:
         raise PruneError("--record needs MSRS scans of both models, which could not be made (see warnings)")
-    return record_pruned(db, before, after, name, label=label, parent_sha256=parent_sha256).scan_id
+    return record_pruned(db, before, after, name, label=label, parent_sha256=parent_sha256,
+                         verification=verification).scan_id
 
 def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel, *, remove: int | None = None,
                 target_params: float | None = None, max_drift: float | None = None,
@@ -233,5 +247,6 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
     else:
         result.size_after = pruned.ByteSize()
     if record:
-        result.recorded_scan_id = _record(db, record, label, before, after, prepared.sha256)
+        result.recorded_scan_id = _record(db, record, label, before, after, prepared.sha256,
+                                          _verification(result, heal))
     return result
