@@ -9,6 +9,7 @@ import click
 from rich.table import Table
 
 from redaudit.cli.common import console, prepare_output_paths, progress_bar, user_errors
+from redaudit.cli.mlflow_options import mlflow_options
 from redaudit.cli.render import print_warnings
 from redaudit.cli.scan_options import scan_options, scan_spec
 from redaudit.prune.heal import HEAL_METHODS
@@ -132,6 +133,7 @@ def render_next_token(lm) -> None:
 @click.option("--label", help="Label of the recorded pruned version.")
 @click.option("--db", metavar="URL", help="History database (default: the history's default).")
 @scan_options
+@mlflow_options
 @user_errors
 def prune_command(model: str, list_only: bool, remove: int | None, target_params: float | None,
                   max_drift: float | None, blocks: str | None, policy: str, heal: str, calibrate: str | None,
@@ -142,10 +144,13 @@ def prune_command(model: str, list_only: bool, remove: int | None, target_params
     """Remove the blocks of MODEL whose output repeats their input (RedTest similarity-guided
     pruning), verify the result against the original and save it with -o.
 
-    The probe options are scan's; --level/--tap only shape the MSRS before/after."""
+    The probe options are scan's; --level/--tap shape the MSRS before/after, and --level
+    sublayer offers the attention/MLP halves of transformer layers instead of whole layers."""
     from redaudit.cli.history import check_record_options
+    from redaudit.cli.mlflow_options import logged_line, mlflow_target
     from redaudit.prune import prune_model
 
+    tracking = mlflow_target(options)
     if record is not None:
         check_record_options(record, label, db)  # a bad --record/--db fails before any work
     names = [name for name in blocks.split(",") if name.strip()] if blocks else None
@@ -158,6 +163,10 @@ def prune_command(model: str, list_only: bool, remove: int | None, target_params
                              heal=heal, calibrate=calibrate, min_cosine=min_cosine, min_top1=min_top1,
                              max_kl=max_kl, max_ppl_increase=max_ppl_increase, force=force,
                              spec=spec, progress=update)
+    if tracking is not None:
+        from redaudit.integrations.mlflow import log_prune
+
+        logged_line(log_prune(result, tracking, spec=spec))
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return

@@ -6,23 +6,30 @@ from typing import Any
 
 import click
 
-from redaudit.cli.common import parse_cka_batch, parse_dims, parse_pairs, parse_size
+from redaudit.cli.common import (MAX_MODEL_SIZE_AUTO, MAX_MODEL_SIZE_HELP, parse_cka_batch, parse_dims,
+                                 parse_model_size, parse_pairs)
 from redaudit.core.spec import (AGGREGATES, BACKENDS, DEVICES, ESTIMATORS, LEVELS, REDUCTIONS, ScanSpec)
 
 _DEFAULT = ScanSpec()
 
 _OPTIONS = [
     click.option("--level", type=click.Choice(LEVELS), default=_DEFAULT.level, show_default=True,
-                 help="IR granularity: residual blocks (paper), weighted layers, or every operator output."),
+                 help="IR granularity: residual blocks / transformer layers (paper), sublayer (attention and MLP "
+                      "halves), weighted layers, or every operator output."),
     click.option("--tap", "taps", multiple=True, metavar="NAME",
                  help="Tap this tensor explicitly (repeatable); overrides --level."),
     click.option("--inputs", type=click.Path(dir_okay=False), default=None,
                  help=".npz with one array per model input (first axis = samples). Default: synthetic."),
+    click.option("--text", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+                 help="Probe a language model with this text, tokenized with --tokenizer into windows of its "
+                      "sequence length (--dim; default 64 tokens)."),
+    click.option("--tokenizer", type=click.Path(), default=None, metavar="DIR",
+                 help="Folder of the tokenizer.json for --text (needs the tokenizers package: redaudit[lm])."),
     click.option("--samples", type=int, default=_DEFAULT.samples, show_default=True,
                  help="Number of probe samples (paper: 10 batches of 256)."),
     click.option("--seed", type=int, default=_DEFAULT.seed, show_default=True, help="Seed for synthetic inputs."),
     click.option("--dim", "dims", multiple=True, metavar="NAME=VALUE",
-                 help="Value of a symbolic input dimension (repeatable)."),
+                 help="Value of a symbolic input dimension (repeatable); 0 only for a key/value cache's past length."),
     click.option("--int-range", nargs=2, type=int, default=None, metavar="LOW HIGH",
                  help="Range [LOW, HIGH) for synthetic integer inputs (default 0 256)."),
     click.option("--reduce", type=click.Choice(REDUCTIONS), default=_DEFAULT.reduce, show_default=True,
@@ -43,8 +50,8 @@ _OPTIONS = [
                  help="Array backend for the CKA math."),
     click.option("--threads", type=int, default=None, metavar="N",
                  help="onnxruntime threads per session (default: all cores; lower it when several scans share a machine)."),
-    click.option("--max-model-size", default="2G", show_default=True, metavar="SIZE",
-                 help="Refuse models (with external data) larger than this."),
+    click.option("--max-model-size", default=MAX_MODEL_SIZE_AUTO, show_default=True, metavar="SIZE|auto",
+                 help=MAX_MODEL_SIZE_HELP),
 ]
 
 
@@ -59,11 +66,12 @@ def scan_spec(options: dict[str, Any]) -> ScanSpec:
     int_range = options.pop("int_range")
     return ScanSpec(
         level=options.pop("level"), taps=tuple(options.pop("taps")), inputs=options.pop("inputs"),
+        text=options.pop("text"), tokenizer=options.pop("tokenizer"),
         samples=options.pop("samples"), seed=options.pop("seed"), dims=parse_dims(options.pop("dims")),
         int_range=tuple(int_range) if int_range else None, reduce=options.pop("reduce"),
         layouts=parse_pairs(options.pop("layouts"), "--layout", "NAME=tokens|channels"),
         cka_batch=parse_cka_batch(options.pop("cka_batch")), estimator=options.pop("estimator"),
         aggregate=options.pop("aggregate"), epsilon=options.pop("epsilon"), beta=options.pop("beta"),
         device=options.pop("device"), backend=options.pop("backend"), threads=options.pop("threads"),
-        max_model_bytes=parse_size(options.pop("max_model_size")),
+        max_model_bytes=parse_model_size(options.pop("max_model_size")),
     )

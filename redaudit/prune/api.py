@@ -27,9 +27,10 @@ from redaudit.core.graph import parameter_count
 from redaudit.core.prepared import PreparedModel
 from redaudit.core.probe import make_probe
 from redaudit.core.spec import MAX_INT32, ScanSpec
+from redaudit.core.text import probe_source
 from redaudit.errors import RedauditError
 from redaudit.prune import planning
-from redaudit.prune.candidates import Block, find_candidates
+from redaudit.prune.candidates import Block, find_candidates, granularity_of
 from redaudit.prune.cost import block_costs
 from redaudit.prune.gates import Gates, check_agreement
 from redaudit.prune.lm_metrics import looks_like_causal_lm
@@ -44,7 +45,7 @@ def probe_arrays(prepared: PreparedModel, spec: ScanSpec,
                  inputs: Mapping[str, np.ndarray] | None = None) -> tuple[dict[str, np.ndarray], bool, list[str]]:
     """The probe samples scan would use, built once as whole arrays: every measurement of a
     prune run (similarity, verification, latency, MSRS before/after) reads these."""
-    probe = make_probe(prepared.input_specs, inputs if inputs is not None else spec.inputs, spec.samples,
+    probe = make_probe(prepared.input_specs, probe_source(spec, prepared.input_specs, inputs), spec.samples,
                        spec.seed, spec.dims_dict, spec.int_range)
     parts = list(probe.batches(spec.cka_batch or probe.samples, probe.samples))
     arrays = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
@@ -166,13 +167,13 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
     spec, arrays_in = redaudit.spec_from_options(spec, inputs, **spec_options)
     chosen_policy = make_policy(policy, spec.seed) if isinstance(policy, str) else policy
     _notify(progress, "load")
-    prepared = PreparedModel.load(model, max_model_bytes=spec.max_model_bytes, device=spec.device)
+    prepared = PreparedModel.load(model, max_model_bytes=spec.max_model_bytes, device=spec.device).with_weights()
     refuse_overwriting_input(prepared.path, None if list_only else output)
     if not prepared.input_specs:
         raise PruneError(f"{prepared.path} has no graph inputs, so there is nothing to probe and no block "
                          "can be measured; export the model with its inputs")
     _notify(progress, "candidates")
-    candidates = find_candidates(prepared.proto, prepared.index)
+    candidates = find_candidates(prepared.proto, prepared.index, granularity_of(spec.level))
     if not candidates:
         raise PruneError(f"no removable block in {prepared.path}: no residual block, transformer layer or "
                          "shape-preserving chain of layers was found")

@@ -22,7 +22,8 @@ from redaudit.service.storage import UploadError
 
 def check_model(staged: Path, kind: str, filename: str, limits: ArchiveLimits) -> str:
     """Validate a staged model or bundle as the CLI validates a file; returns the history
-    identity of the model (the .onnx file's sha256, which for a bundle is not the archive's)."""
+    identity of the model (the sha256 of the .onnx file then its external-data files, which for
+    a bundle is not the archive's). The weights are never loaded: the check holds the graph."""
     from redaudit.core.model import load_model
 
     with tempfile.TemporaryDirectory(prefix="redaudit-upload-") as folder:
@@ -33,10 +34,10 @@ def check_model(staged: Path, kind: str, filename: str, limits: ArchiveLimits) -
             if len(models) != 1:
                 raise UploadError(f"a bundle must hold exactly one .onnx file (found {len(models)}); "
                                   "pack one model with its external data")
-            return load_model(models[0], max_bytes=limits.max_bytes).sha256
+            return load_model(models[0], max_bytes=limits.max_bytes, will_run=False).sha256
         single = root / (Path(filename).name or "model.onnx")
         shutil.copyfile(staged, single)  # alone in a folder: external data must come as a bundle
-        return load_model(single, max_bytes=limits.max_bytes).sha256
+        return load_model(single, max_bytes=limits.max_bytes, will_run=False).sha256
 
 
 def check_inputs(staged: Path, limits: ArchiveLimits) -> None:
