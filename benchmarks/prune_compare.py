@@ -234,6 +234,8 @@ def main() -> None:
     parser.add_argument("--pairs", action="store_true", help="also every subset of k ≤ 2 blocks")
     parser.add_argument("--no-policies", action="store_true", help="skip the policy table (with --pairs)")
     parser.add_argument("--no-latency", action="store_true", help="leave the latency column empty")
+    parser.add_argument("--lm-windows", type=int, default=None,
+                        help="tiny LM: only the first N token windows of calibration and evaluation (default all 64)")
     parser.add_argument("--lm-dir", type=Path, default=None,
                         help="folder of a trained tiny LM (default: .bench-cache/tiny-lm, trained if missing)")
     parser.add_argument("--heals", default="none,linear,attention",
@@ -247,13 +249,18 @@ def main() -> None:
             if name == "lm":
                 from benchmarks.prune_lm import lm_subject
 
-                subject = lm_subject(Subject, args.lm_dir)
+                subject = lm_subject(Subject, args.lm_dir, args.lm_windows)
             else:
                 subject = (minilm_subject(folder, args.calibration, args.evaluation, args.calib_source)
                            if name == "minilm"
                            else digits_subject(folder))
                 subject.blocks = find_candidates(subject.model)
             subject.reference = run_outputs(subject.model, subject.evaluation)
+            if name == "lm":
+                from benchmarks.prune_lm import original_perplexity
+
+                print(f"\noriginal tiny LM: perplexity {original_perplexity(args.lm_dir, subject.reference):.2f} "
+                      "on the evaluation windows", flush=True)
             fit_seconds = fit_all_spans(subject)
             print(f"\n## {subject.name}: {len(subject.blocks)} blocks; load average "
                   f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}; calibration "

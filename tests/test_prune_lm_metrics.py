@@ -90,10 +90,10 @@ def test_a_mask_covering_a_past_uses_its_last_entries():
 
 def test_lm_output_is_recognised_by_name_and_shape():
     ids = np.zeros((2, 7), np.int64)
-    assert lm_output_index(["logits"], {"input_ids": ids}, [np.zeros((2, 7, 11))]) == 0
-    assert lm_output_index(["logits"], {"input_ids": ids}, [np.zeros((2, 11))]) is None
-    assert lm_output_index(["scores"], {"input_ids": ids}, [np.zeros((2, 7, 11))]) is None
-    assert lm_output_index(["logits"], {"pixels": ids}, [np.zeros((2, 7, 11))]) is None
+    assert lm_output_index(["logits"], ids, [np.zeros((2, 7, 11))]) == 0
+    assert lm_output_index(["logits"], ids, [np.zeros((2, 11))]) is None
+    assert lm_output_index(["scores"], ids, [np.zeros((2, 7, 11))]) is None
+    assert lm_output_index(["logits"], None, [np.zeros((2, 7, 11))]) is None
 
 
 def test_block_cosine_leaves_padding_tokens_out():

@@ -20,13 +20,11 @@ Math is float64 and streamed over samples (:class:`NextTokenStats`), so a probe 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-#: Graph names that say "these are a causal LM's token ids / mask / logits".
-TOKEN_IDS = "input_ids"
+#: The conventional mask input (token-level cosines read it) and the causal LM's output name.
 ATTENTION_MASK = "attention_mask"
 LOGITS = "logits"
 #: Logit elements per float64 log-softmax chunk (32 MB each; a few temporaries of that size live at once).
@@ -126,11 +124,19 @@ def next_token_agreement(original: np.ndarray, pruned: np.ndarray, ids: np.ndarr
     return stats.result(output, real_ids and ids is not None)
 
 
-def lm_output_index(output_names: list[str], arrays: Mapping[str, np.ndarray],
-                    outputs: list[np.ndarray]) -> int | None:
+def lm_inputs(model) -> tuple[str | None, str | None]:
+    """(token ids input, attention mask input) by their language-model roles (names or, for the
+    ids, the embedding lookup they feed: :func:`redaudit.core.lm_inputs.input_roles`)."""
+    from redaudit.core import lm_inputs as conventions
+
+    roles = conventions.input_roles(model, [item.name for item in model.graph.input])
+    by_role = {role.role: name for name, role in roles.items()}
+    return by_role.get(conventions.TOKEN_IDS), by_role.get(conventions.MASK)
+
+
+def lm_output_index(output_names: list[str], ids: np.ndarray | None, outputs: list[np.ndarray]) -> int | None:
     """Position of the causal-LM logits among a model's outputs — an output named ``logits``
     that is (N, T, V) with T the fed token count — or None: the model is not verified as an LM."""
-    ids = arrays.get(TOKEN_IDS)
     if ids is None or LOGITS not in output_names:
         return None
     position = output_names.index(LOGITS)
@@ -141,9 +147,9 @@ def lm_output_index(output_names: list[str], arrays: Mapping[str, np.ndarray],
 
 
 def looks_like_causal_lm(model) -> bool:
-    """From the graph alone: an ``input_ids`` input and a rank-3 (or unknown-rank) ``logits`` output.
+    """From the graph alone: a token ids input and a rank-3 (or unknown-rank) ``logits`` output.
     Used to check LM-only requests before any run; :func:`lm_output_index` decides at run time."""
-    if not any(item.name == TOKEN_IDS for item in model.graph.input):
+    if lm_inputs(model)[0] is None:
         return False
     for output in model.graph.output:
         if output.name == LOGITS:

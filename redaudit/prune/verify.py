@@ -4,7 +4,7 @@ Agreement is measured per graph output over every probe sample: max absolute err
 error ‖pruned − original‖ / ‖original‖ (Frobenius, over all samples), mean cosine similarity of
 the per-sample output vectors, and for 2-D (samples × classes) outputs top-1 agreement (the
 share of samples whose argmax is unchanged; meaningful for classifiers). A causal language
-model (an output ``logits`` of shape (N, T, V) fed ``input_ids``) is also verified token by token:
+model (an output ``logits`` of shape (N, T, V) fed token ids) is also verified token by token:
 next-token top-1 agreement, KL(original ‖ pruned) and perplexities (:mod:`redaudit.prune.lm_metrics`).
 Latency is measured for both models in the same process, alternating runs so that machine noise
 hits both alike.
@@ -22,7 +22,8 @@ import onnxruntime as ort
 from redaudit.core.prepared import PreparedModel
 from redaudit.core.run import BatchRunner
 from redaudit.errors import InferenceError
-from redaudit.prune.lm_metrics import ATTENTION_MASK, TOKEN_IDS, NextTokenAgreement, NextTokenStats, lm_output_index
+from redaudit.prune.kv_cache import is_cache_output
+from redaudit.prune.lm_metrics import NextTokenAgreement, NextTokenStats, lm_inputs, lm_output_index
 from redaudit.prune.surgery import PruneError
 
 
@@ -58,10 +59,13 @@ class Evaluator:
     def __init__(self, original: PreparedModel, arrays: Mapping[str, np.ndarray], chunk: int,
                  real_ids: bool = False) -> None:
         self.arrays, self.chunk, self.sessions, self.real_ids = arrays, chunk, original.sessions, real_ids
-        self.names = [output.name for output in original.proto.graph.output]
+        # A decoder's KV-cache outputs are its memory, not its answer, and a pruned model has fewer
+        # of them, renumbered (redaudit.prune.kv_cache): the answer is compared, the cache is not.
+        self.names = [output.name for output in original.proto.graph.output if not is_cache_output(output.name)]
         self.session = self._session(original.proto, "the original model")
         self.reference = self.run(self.session)
-        self.lm_output = lm_output_index(self.names, arrays, self.reference)
+        self.ids_name, self.mask_name = lm_inputs(original.proto)
+        self.lm_output = lm_output_index(self.names, arrays.get(self.ids_name or ""), self.reference)
 
     def _session(self, model: onnx.ModelProto, what: str) -> ort.InferenceSession:
         try:
@@ -71,7 +75,7 @@ class Evaluator:
 
     def run(self, session: ort.InferenceSession) -> list[np.ndarray]:
         try:
-            return BatchRunner(session).run_all(self.arrays, self.chunk)
+            return BatchRunner(session, self.names).run_all(self.arrays, self.chunk)
         except InferenceError as error:
             raise PruneError(f"model does not run on the probe inputs: {error}") from None
 
@@ -90,8 +94,8 @@ class Evaluator:
         if self.lm_output is None:
             return None
         stats = NextTokenStats()
-        stats.update(self.reference[self.lm_output], outputs[self.lm_output], self.arrays[TOKEN_IDS],
-                     self.arrays.get(ATTENTION_MASK))
+        stats.update(self.reference[self.lm_output], outputs[self.lm_output], self.arrays[self.ids_name],
+                     self.arrays.get(self.mask_name or ""))
         return stats.result(self.names[self.lm_output], self.real_ids)
 
 
