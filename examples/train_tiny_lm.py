@@ -237,7 +237,7 @@ def build(settings: TrainSettings = TrainSettings(), out: Path = CACHE) -> Path:
     export(model, out / "lm-kv.onnx", with_cache=True)
     meta = {"key": settings.key(), "settings": dataclasses.asdict(settings), "log": log[1:],
             "train_s": round(trained_s, 1), "total_s": round(time.time() - started, 1),
-            "tokens": {split: int(len(stream)) for split, stream in streams.items()},
+            "tokens": {split: len(stream) for split, stream in streams.items()},
             "packages": packages,
             "load_average": os.getloadavg()}
     meta_path.write_text(json.dumps(meta, indent=1))

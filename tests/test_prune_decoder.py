@@ -75,7 +75,7 @@ def test_pruned_kv_model_runs_with_a_cache_like_the_plain_one(decoders):
     plain, cached = decoders
     plain_model, kv_model = onnx.load(str(plain)), onnx.load(str(cached))
     layers = ("/layers.0/", "/layers.2/")  # layer 0: its past is what the export reads the past length from
-    pick = lambda model: [b for b in find_candidates(model) if any(tag in b.exit for tag in layers)]  # noqa: E731
+    pick = lambda model: [b for b in find_candidates(model) if any(tag in b.exit for tag in layers)]
     pruned_plain, pruned_kv = remove_blocks(plain_model, pick(plain_model)), remove_blocks(kv_model, pick(kv_model))
     probe = token_probe(count=3, length=7)
     first = _run(pruned_kv, {**probe, **empty_past(cached, 3)})
@@ -98,7 +98,7 @@ def test_linear_healing_of_a_decoder_layer_beats_plain_removal(tmp_path_factory,
     model, kv_model = onnx.load(str(plain)), onnx.load(str(cached))
     probe = token_probe(count=16, length=16, pad_last=4)
     inputs = _npz(tmp_path, probe)
-    common = dict(blocks=_layer(model, 2), inputs=inputs, latency=False, measure_msrs=False, min_cosine=None)
+    common = {"blocks": _layer(model, 2), "inputs": inputs, "latency": False, "measure_msrs": False, "min_cosine": None}
     removed = prune_model(model, heal="none", **common)
     healed = prune_model(model, heal="linear", calibrate=inputs, **common)
     assert healed.healed and healed.next_token.kl_mean < removed.next_token.kl_mean
@@ -118,7 +118,7 @@ def test_lm_gates_refuse_to_write(decoders, tmp_path):
     plain, _ = decoders
     model = onnx.load(str(plain))
     inputs = _npz(tmp_path, token_probe(count=8, length=12))
-    common = dict(blocks=_layer(model, 0), inputs=inputs, latency=False, measure_msrs=False, min_cosine=None)
+    common = {"blocks": _layer(model, 0), "inputs": inputs, "latency": False, "measure_msrs": False, "min_cosine": None}
     with pytest.raises(PruneError, match="--max-kl"):
         prune_model(model, max_kl=1e-6, output=str(tmp_path / "out.onnx"), **common)
     with pytest.raises(PruneError, match="--max-ppl-increase"):

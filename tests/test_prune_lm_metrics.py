@@ -7,7 +7,11 @@ import numpy as np
 import pytest
 
 from redaudit.prune.activations import _mean_cosine
-from redaudit.prune.lm_metrics import NextTokenStats, lm_output_index, next_token_agreement
+from redaudit.prune.lm_metrics import (
+    NextTokenStats,
+    lm_output_index,
+    next_token_agreement,
+)
 
 
 def _plain(original, pruned, ids, mask):
