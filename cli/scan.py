@@ -10,6 +10,8 @@ import redaudit
 from redaudit.cli.history import check_record_options, record_from_cli, record_options
 from redaudit.cli.common import (MAX_MODEL_SIZE_AUTO, MAX_MODEL_SIZE_HELP, OutputError, console, err_console,
                                  prepare_output_paths, progress_bar, user_errors)
+from redaudit.cli.params import InputPath, OutputPath, count
+from redaudit.cli.guard import model_data_files
 from redaudit.cli.mlflow_options import logged_line, mlflow_options, mlflow_target
 from redaudit.cli.render import msrs_line, print_warnings, render_scan
 from redaudit.cli.scan_options import scan_options, scan_spec
@@ -17,12 +19,12 @@ from redaudit.core.spec import LEVELS
 
 
 @click.command("scan")
-@click.argument("model", type=click.Path(dir_okay=True))
+@click.argument("model", type=InputPath(dir_okay=True, companions=model_data_files))
 @scan_options
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the full result as JSON.")
-@click.option("--heatmap", "heatmap_path", type=click.Path(dir_okay=False), help="Write the similarity heatmap (PNG).")
-@click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Write a self-contained HTML report.")
-@click.option("--top", type=click.IntRange(1), default=10, show_default=True, help="Redundant pairs to list.")
+@click.option("--json", "json_path", type=OutputPath(), help="Write the full result as JSON.")
+@click.option("--heatmap", "heatmap_path", type=OutputPath(), help="Write the similarity heatmap (PNG).")
+@click.option("--html", "html_path", type=OutputPath(), help="Write a self-contained HTML report.")
+@click.option("--top", type=count(1, 1_000_000), default=10, show_default=True, help="Redundant pairs to list.")
 @click.option("--quiet", is_flag=True,
               help="Print only the MSRS line on stdout; stderr gets warnings, nothing else.")
 @record_options
@@ -95,7 +97,7 @@ def _write_each(result: redaudit.ScanResult, json_path: str | None, heatmap_path
 
 
 @click.command("taps")
-@click.argument("model", type=click.Path(dir_okay=True))
+@click.argument("model", type=InputPath(dir_okay=True))
 @click.option("--level", type=click.Choice(LEVELS), default="block", show_default=True)
 @click.option("--max-model-size", default=MAX_MODEL_SIZE_AUTO, show_default=True, metavar="SIZE|auto",
               help=MAX_MODEL_SIZE_HELP)

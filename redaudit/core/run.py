@@ -50,7 +50,7 @@ class SessionFactory:
         if self.device == "cuda" and CUDA not in available:
             raise BackendUnavailableError(
                 "--device cuda requested but onnxruntime has no CUDAExecutionProvider here; "
-                "pip uninstall -y onnxruntime && pip install 'redaudit[gpu]' on a machine with a CUDA GPU "
+                "install the GPU build on a machine with a CUDA GPU (`make gpu`; README, Install) "
                 "(check with `redaudit doctor`), or use --device cpu")
         if self.device in ("cuda", "auto") and CUDA in available:
             return [CUDA, CPU]

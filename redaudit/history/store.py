@@ -162,10 +162,11 @@ class HistoryStore:
             stored = reads.load_scan(session, first.scan_id), reads.load_scan(session, second.scan_id)
         return diff_scans(*stored, force=force)
 
-    def latest_comparable(self, name: str, result: ScanResult, *, force: bool = False) -> Baseline:
+    def latest_comparable(self, name: str, result: ScanResult, *, force: bool = False,
+                          any_probe: bool = False) -> Baseline:
         from redaudit.history.check import latest_comparable_in
 
-        return latest_comparable_in(self.model_history(name), result, force=force)
+        return latest_comparable_in(self.model_history(name), result, force=force, any_probe=any_probe)
 
     # ------------------------------------------------------------------ schema
 

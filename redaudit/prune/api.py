@@ -72,8 +72,18 @@ def _calibration(prepared: PreparedModel, spec: ScanSpec, calibrate: Any, arrays
                                "pass --calibrate data.npz to keep calibration and evaluation apart")
         return arrays
     if isinstance(calibrate, (str, os.PathLike)):  # every sample of the file, read safely
-        return probe_arrays(prepared, spec.with_options(inputs=os.fspath(calibrate), samples=MAX_INT32))[0]
+        calibrate = probe_arrays(prepared, spec.with_options(inputs=os.fspath(calibrate), samples=MAX_INT32))[0]
+    samples = min((len(array) for array in calibrate.values()), default=0)
+    if samples < FEW_CALIBRATION_SAMPLES:
+        result.warnings.append(f"healing is fitted on only {samples} calibration sample(s): a map fitted on fewer "
+                               f"samples than features is underdetermined and may heal into a larger, worse model; "
+                               f"calibrate on {FEW_CALIBRATION_SAMPLES} samples or more")
     return calibrate
+
+
+#: Below this many calibration samples the healing fit is warned about (issue 22: a 1-sample
+#: set healed into a larger, worse model without a word).
+FEW_CALIBRATION_SAMPLES = 64
 
 
 def _healed(prepared: PreparedModel, spec: ScanSpec, chosen: list[Block], heal: str, calibrate: Any,
@@ -160,6 +170,12 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
         raise PruneError("--remove must be at least 1")
     if max_drift is not None and not 0 <= max_drift <= 2:
         raise PruneError(f"--max-drift is 1 - cosine similarity, between 0 and 2; got {max_drift:g}")
+    for option, value, low, high in (("--min-cosine", min_cosine, -1.0, 1.0), ("--min-top1", min_top1, 0.0, 1.0),
+                                     ("--target-params", target_params, 0.0, 100.0)):
+        if value is not None and not low <= value <= high:  # also false for nan: a gate nan would be off
+            raise PruneError(f"{option} must be a number in [{low:g}, {high:g}], got {value}")
+    if calibrate is not None and heal == "none":
+        raise PruneError("--calibrate is the set --heal fits on; add --heal linear|attention or drop --calibrate")
     if record is not None and not record.strip():
         raise PruneError("--record needs a model name")
     gates = Gates(min_cosine, min_top1, max_kl, max_ppl_increase)
