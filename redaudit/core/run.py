@@ -165,6 +165,9 @@ class BatchRunner:
         return self._call(batch)
 
     def _call(self, batch: Mapping[str, np.ndarray]) -> list[Any]:
+        # A pruned decoder takes fewer cache inputs than the original's probe holds: feed what it takes.
+        taken = {item.name for item in self.session.get_inputs()}
+        batch = {name: array for name, array in batch.items() if name in taken}
         try:
             if self.device_arrays is not None:
                 return self._call_bound(batch)
