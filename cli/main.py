@@ -3,7 +3,7 @@
 Process-wide policy lives here and only here (the library sets no global state), and it is in
 place before any heavy import: the commands are imported lazily, when click asks for one, so
 that Ctrl-C during the second or so of numpy/onnx/onnxruntime/SQLAlchemy imports is handled
-like Ctrl-C anywhere else: one line, exit 130, no traceback. SIGXFSZ is ignored so that
+like Ctrl-C anywhere else: one line, exit 130, no traceback (SIGTERM: exit 143; see signals.py). SIGXFSZ is ignored so that
 exceeding ``ulimit -f`` makes the write fail with an OSError (EFBIG) that the atomic writers
 clean up, instead of killing the process with a half-written file.
 """
@@ -13,6 +13,7 @@ import importlib
 import os
 import signal
 import sys
+import warnings
 from typing import Any
 
 import click
@@ -34,9 +35,12 @@ _COMMANDS = {
     "worker": ("redaudit.cli.serve", "worker_command"),
     "token": ("redaudit.cli.token", "token_group"),
     "push": ("redaudit.cli.push", "push_command"),
+    "export": ("redaudit.cli.export", "export_group"),
 }
 
-INTERRUPTED_EXIT = 130
+from redaudit.cli import signals
+from redaudit.cli.guard import guard_command
+from redaudit.cli.signals import INTERRUPTED_EXIT, Interrupted  # noqa: F401  (re-exported)
 
 #: Commands that need an optional extra: command → (extra, the modules it must find). Checked before
 #: the command runs (``importlib.util.find_spec``: nothing is imported), so a plain ``pip install .``
@@ -76,13 +80,6 @@ def _needs_extra(name: str, extra: str, module: str) -> click.Command:
                          context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 
 
-class Interrupted(BaseException):
-    """Raised by the SIGINT handler. Not a KeyboardInterrupt, so that neither click (which turns
-    one into "Aborted!" and exit 1) nor a library ``except KeyboardInterrupt`` swallows it;
-    ``finally`` blocks and context managers still run (temporary files removed, transactions
-    rolled back) on the way up to :func:`main`."""
-
-
 class LazyGroup(click.Group):
     """A group whose built-in commands are imported when first looked up, and whose usage errors
     are one line like every other error (click's own are three: usage, hint, message)."""
@@ -116,9 +113,19 @@ class LazyGroup(click.Group):
                 return _needs_extra(cmd_name, extra, missing)
         if command is None and cmd_name in _COMMANDS:
             module, attribute = _COMMANDS[cmd_name]
-            command = getattr(importlib.import_module(module), attribute)
+            with signals.signals_deferred():
+                command = getattr(importlib.import_module(module), attribute)
             self.add_command(command, cmd_name)
-        return command
+        return guard_command(command) if command is not None else None
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        """The command to run, with the native packages it uses imported first, signals deferred
+        (:mod:`redaudit.cli.signals`): only on the way to running it, not for ``--help``."""
+        name, command, rest = super().resolve_command(ctx, args)
+        asks_help = any(word in ("--help", "-h") for word in rest)
+        if not ctx.resilient_parsing and not asks_help and name in signals.NATIVE_IMPORTS:
+            signals.import_native(signals.NATIVE_IMPORTS[name])
+        return name, command, rest
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -135,17 +142,6 @@ def _usage_line(error: click.ClickException) -> str:
     return message
 
 
-#: Set once SIGINT arrived: an interrupt that lands inside a C extension's import (onnxruntime's
-#: pybind init) comes back as an ImportError, not as :class:`Interrupted`.
-_INTERRUPTED: list[bool] = []
-
-
-def _on_sigint(signum: int, frame: object) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the cleanup
-    _INTERRUPTED.append(True)
-    raise Interrupted
-
-
 #: OpenBLAS threads when the user has not chosen (``OPENBLAS_NUM_THREADS`` wins). The CKA
 #: products are small (one batch's Gram matrices) and run beside onnxruntime, which already holds
 #: the cores: a second OpenBLAS thread only spins. Measured on 2 cores: a 65,536-sample scan of a
@@ -158,17 +154,24 @@ DEFAULT_BLAS_THREADS = "1"
 def main() -> None:
     """Console entry point: signal policy first, then the BLAS thread default, then click."""
     os.environ.setdefault("OPENBLAS_NUM_THREADS", DEFAULT_BLAS_THREADS)
-    signal.signal(signal.SIGINT, _on_sigint)
+    signals.install()
+    # numpy's "divide by zero / invalid value encountered" RuntimeWarnings: every number the
+    # tool cannot compute is reported in its own words (n/a, a degenerate-layer warning), so the
+    # raw lines are only noise on stderr. The application's choice; the library sets no filter.
+    warnings.simplefilter("ignore", RuntimeWarning)
     sys.unraisablehook = _on_unraisable
     if hasattr(signal, "SIGXFSZ"):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
+        signals.release()
         cli(prog_name="redaudit")
-    except (Interrupted, KeyboardInterrupt):
-        _exit_interrupted()
+    except Interrupted as interrupt:
+        signals.exit_now(interrupt.signum)
+    except KeyboardInterrupt:
+        signals.exit_now(signal.SIGINT)
     except BaseException:
-        if _INTERRUPTED:  # the interrupt surfaced as another error (e.g. ImportError: initialization failed)
-            _exit_interrupted()
+        if signals.RECEIVED:  # the interrupt surfaced as another error (e.g. ImportError: initialization failed)
+            signals.exit_now()
         raise
 
 
@@ -177,19 +180,8 @@ def _on_unraisable(unraisable: Any) -> None:
     the import machinery) would be printed as "Exception ignored" and the command would go on:
     end it like any other interrupt. Other unraisable errors keep Python's default report."""
     if isinstance(unraisable.exc_value, (Interrupted, KeyboardInterrupt)):
-        _exit_interrupted()
+        signals.exit_now(getattr(unraisable.exc_value, "signum", signal.SIGINT))
     sys.__unraisablehook__(unraisable)
-
-
-def _exit_interrupted() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        sys.stdout.flush()
-        sys.stderr.write("interrupted\n")
-        sys.stderr.flush()
-    except OSError:
-        pass
-    os._exit(INTERRUPTED_EXIT)  # no interpreter teardown: nothing left to print a traceback
 
 
 if __name__ == "__main__":

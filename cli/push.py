@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 
 from redaudit.cli.common import user_errors
+from redaudit.cli.params import InputPath, number
 from redaudit.cli.scan_options import scan_options, scan_spec
 from redaudit.core.spec import ScanSpec
 from redaudit.errors import ConfigError, RedauditError
@@ -89,22 +90,22 @@ def _spec_fields(spec: ScanSpec) -> dict:
 
 
 @click.command("push")
-@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("model", type=InputPath(exists=True, dir_okay=False, path_type=Path))
 @click.option("--server", required=True, metavar="URL", help="The service, e.g. http://127.0.0.1:8000")
 @click.option("--name", required=True, metavar="NAME", help="Model name in the history.")
 @click.option("--label", default=None, metavar="LABEL", help="Version label, e.g. a git tag.")
 @click.option("--parent", metavar="NAME@LABEL", default=None,
               help="The recorded version this model was derived from (e.g. the model it was pruned from).")
 @click.option("--wait/--no-wait", default=True, show_default=True, help="Wait for the result.")
-@click.option("--max-increase", type=click.FloatRange(0), default=None, metavar="PCT",
+@click.option("--max-increase", type=number(0, 1e9), default=None, metavar="PCT",
               help="Fail if MSRS rose more than PCT % over the latest comparable recorded scan.")
-@click.option("--max-msrs", type=click.FloatRange(0), default=None, metavar="X", help="Fail if MSRS exceeds X.")
+@click.option("--max-msrs", type=number(0, 1e12), default=None, metavar="X", help="Fail if MSRS exceeds X.")
 @click.option("--significant", is_flag=True,
               help="With --max-increase: fail only when the increase is beyond batch noise (as `redaudit check`).")
 @click.option("--any-probe", is_flag=True,
               help="With --max-increase: compare even with a baseline scanned on other probe inputs or samples.")
 @click.option("--no-record", is_flag=True, help="Do not record the scan in the history.")
-@click.option("--timeout", type=click.FloatRange(1), default=3600, show_default=True, help="Seconds to wait.")
+@click.option("--timeout", type=number(1, 1e7), default=3600, show_default=True, help="Seconds to wait.")
 @scan_options
 @user_errors
 def push_command(model, server, name, label, parent, wait, max_increase, max_msrs, significant, any_probe, no_record,

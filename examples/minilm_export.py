@@ -2,11 +2,12 @@
 English text tokenized to probe it with — all offline. Shared by `make demo`
 (examples/minilm_demo.py), benchmarks/prune_minilm.py and the tests.
 
-Padding: the scan reduces a transformer's (N, T, D) outputs by the mean over all T tokens, padding
-included, so zero-padded short sentences would make the IRs partly "padding vectors" that look
-alike in every layer. :func:`passage_inputs` avoids that by construction: each sample is a passage
-of real prose long enough to fill all ``max_length`` tokens, so no sample has padding (the
-attention mask is all ones, and that is checked).
+Padding: the scan now averages a transformer's (N, T, D) outputs over the tokens the attention
+mask keeps (docs/taps.md), so padded sentences are measured on their real tokens. Before that,
+the mean over all T tokens made zero-padded short sentences' IRs partly "padding vectors" that
+look alike in every layer; :func:`passage_inputs` still avoids padding by construction (each
+sample is a passage of real prose long enough to fill all ``max_length`` tokens, and the
+attention mask is checked to be all ones), which keeps earlier figures comparable.
 """
 from __future__ import annotations
 

@@ -27,9 +27,10 @@ from redaudit.core.graph import parameter_count
 from redaudit.core.prepared import PreparedModel
 from redaudit.core.probe import make_probe
 from redaudit.core.spec import MAX_INT32, ScanSpec
+from redaudit.core.text import probe_source
 from redaudit.errors import RedauditError
 from redaudit.prune import planning
-from redaudit.prune.candidates import Block, find_candidates
+from redaudit.prune.candidates import Block, find_candidates, granularity_of
 from redaudit.prune.cost import block_costs
 from redaudit.prune.output import refuse_overwriting_input, save_model
 from redaudit.prune.policies import PolicyContext, PrunePolicy, make_policy
@@ -42,7 +43,7 @@ def probe_arrays(prepared: PreparedModel, spec: ScanSpec,
                  inputs: Mapping[str, np.ndarray] | None = None) -> tuple[dict[str, np.ndarray], bool, list[str]]:
     """The probe samples scan would use, built once as whole arrays: every measurement of a
     prune run (similarity, verification, latency, MSRS before/after) reads these."""
-    probe = make_probe(prepared.input_specs, inputs if inputs is not None else spec.inputs, spec.samples,
+    probe = make_probe(prepared.input_specs, probe_source(spec, prepared.input_specs, inputs), spec.samples,
                        spec.seed, spec.dims_dict, spec.int_range)
     parts = list(probe.batches(spec.cka_batch or probe.samples, probe.samples))
     arrays = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
@@ -69,8 +70,18 @@ def _calibration(prepared: PreparedModel, spec: ScanSpec, calibrate: Any, arrays
                                "pass --calibrate data.npz to keep calibration and evaluation apart")
         return arrays
     if isinstance(calibrate, (str, os.PathLike)):  # every sample of the file, read safely
-        return probe_arrays(prepared, spec.with_options(inputs=os.fspath(calibrate), samples=MAX_INT32))[0]
+        calibrate = probe_arrays(prepared, spec.with_options(inputs=os.fspath(calibrate), samples=MAX_INT32))[0]
+    samples = min((len(array) for array in calibrate.values()), default=0)
+    if samples < FEW_CALIBRATION_SAMPLES:
+        result.warnings.append(f"healing is fitted on only {samples} calibration sample(s): a map fitted on fewer "
+                               f"samples than features is underdetermined and may heal into a larger, worse model; "
+                               f"calibrate on {FEW_CALIBRATION_SAMPLES} samples or more")
     return calibrate
+
+
+#: Below this many calibration samples the healing fit is warned about (issue 22: a 1-sample
+#: set healed into a larger, worse model without a word).
+FEW_CALIBRATION_SAMPLES = 64
 
 
 def _healed(prepared: PreparedModel, spec: ScanSpec, chosen: list[Block], heal: str, calibrate: Any,
@@ -159,18 +170,24 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
         raise PruneError("--remove must be at least 1")
     if max_drift is not None and not 0 <= max_drift <= 2:
         raise PruneError(f"--max-drift is 1 - cosine similarity, between 0 and 2; got {max_drift:g}")
+    for option, value, low, high in (("--min-cosine", min_cosine, -1.0, 1.0), ("--min-top1", min_top1, 0.0, 1.0),
+                                     ("--target-params", target_params, 0.0, 100.0)):
+        if value is not None and not low <= value <= high:  # also false for nan: a gate nan would be off
+            raise PruneError(f"{option} must be a number in [{low:g}, {high:g}], got {value}")
+    if calibrate is not None and heal == "none":
+        raise PruneError("--calibrate is the set --heal fits on; add --heal linear|attention or drop --calibrate")
     if record is not None and not record.strip():
         raise PruneError("--record needs a model name")
     spec, arrays_in = redaudit.spec_from_options(spec, inputs, **spec_options)
     chosen_policy = make_policy(policy, spec.seed) if isinstance(policy, str) else policy
     _notify(progress, "load")
-    prepared = PreparedModel.load(model, max_model_bytes=spec.max_model_bytes, device=spec.device)
+    prepared = PreparedModel.load(model, max_model_bytes=spec.max_model_bytes, device=spec.device).with_weights()
     refuse_overwriting_input(prepared.path, None if list_only else output)
     if not prepared.input_specs:
         raise PruneError(f"{prepared.path} has no graph inputs, so there is nothing to probe and no block "
                          "can be measured; export the model with its inputs")
     _notify(progress, "candidates")
-    candidates = find_candidates(prepared.proto, prepared.index)
+    candidates = find_candidates(prepared.proto, prepared.index, granularity_of(spec.level))
     if not candidates:
         raise PruneError(f"no removable block in {prepared.path}: no residual block, transformer layer or "
                          "shape-preserving chain of layers was found")

@@ -30,7 +30,8 @@ def without_server_paths(message: str, paths: dict[Path, str]) -> str:
 
 def check_model(staged: Path, kind: str, filename: str, limits: ArchiveLimits) -> str:
     """Validate a staged model or bundle as the CLI validates a file; returns the history
-    identity of the model (the .onnx file's sha256, which for a bundle is not the archive's).
+    identity of the model (the sha256 of the .onnx file then its external-data files, which for
+    a bundle is not the archive's); the weights are never loaded.
     A refusal names the file as the client sent it, never a path on this server."""
     from redaudit.errors import RedauditError
 
@@ -55,10 +56,10 @@ def _check_model(staged: Path, kind: str, name: str, limits: ArchiveLimits, root
         if len(models) != 1:
             raise UploadError(f"a bundle must hold exactly one .onnx file (found {len(models)}); "
                               "pack one model with its external data")
-        return load_model(models[0], max_bytes=limits.max_bytes).sha256
+        return load_model(models[0], max_bytes=limits.max_bytes, will_run=False).sha256
     single = root / name
     shutil.copyfile(staged, single)  # alone in a folder: external data must come as a bundle
-    return load_model(single, max_bytes=limits.max_bytes).sha256
+    return load_model(single, max_bytes=limits.max_bytes, will_run=False).sha256
 
 
 def check_inputs(staged: Path, limits: ArchiveLimits) -> None:

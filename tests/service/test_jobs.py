@@ -16,7 +16,8 @@ def _upload(service, model_file) -> str:
 
 @pytest.mark.parametrize("spec, words", [({"samples": 0}, "samples"), ({"level": "planet"}, "unknown level"),
                                          ({"colour": 1}, "unknown scan option"), ({"epsilon": 3}, "epsilon"),
-                                         ({"inputs": "/etc/passwd"}, "inputs")])
+                                         ({"inputs": "/etc/passwd"}, "inputs"),
+                                         ({"text": "/etc/passwd", "tokenizer": "/"}, "upload the token ids")])
 def test_invalid_spec_is_400_and_leaves_no_job(make_service, sqlite_url, model_file, spec, words):
     service = make_service(sqlite_url)
     blob = _upload(service, model_file)

@@ -112,6 +112,9 @@ def _submit(state: ServiceState, request: JobRequest, kind: str, options: dict, 
                                      "/uploads/inputs first")
     if "inputs" in request.spec:
         raise ConfigError("give probe inputs as the 'inputs' field (an uploaded .npz's sha256), not in spec")
+    if request.spec.get("text") is not None or request.spec.get("tokenizer") is not None:  # server-side paths
+        raise ConfigError("text and tokenizer are paths on the client; tokenize the text and upload the token "
+                          "ids as an .npz to /uploads/inputs")
     spec = ScanSpec.from_dict(request.spec)
     if request.parent is not None:
         if kind == "prune":
