@@ -79,3 +79,11 @@ def test_make_gpu_ends_with_the_cuda_build_alone(fresh_python, tmp_path):
             installed -= RUNTIMES
     assert installed & RUNTIMES == {"onnxruntime-gpu"}
     assert {"cupy-cuda13x", "nvidia-cuda-runtime", "nvidia-cudnn-cu13"} <= installed
+
+
+def test_readme_describes_the_gpu_stack_the_extra_installs():
+    """README said `make gpu` "adds CuPy for CUDA 12" while the extra was the CUDA 13 stack."""
+    readme = (ROOT / "README.md").read_text()
+    line = next(text for text in readme.splitlines() if text.startswith("make gpu"))
+    extra = re.search(r'^gpu = \[(.*?)\]', (ROOT / "pyproject.toml").read_text(), re.M | re.S).group(1)
+    assert "cupy-cuda13x" in extra and "CUDA 13" in line and "CUDA 12" not in readme
