@@ -28,6 +28,12 @@ def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except OSError as error:  # a file the command reads or writes: full disk, read-only folder, /dev/full
+            if error.filename is None and not error.strerror:
+                raise
+            where = f"{error.filename}: " if error.filename is not None else ""
+            click.echo(f"error: {where}{error.strerror or error}", err=True)
+            sys.exit(2)
         except MemoryError:  # a last resort: work is sized before it starts, this names the knobs
             click.echo("error: out of memory; lower --samples, --cka-batch or the --dim values", err=True)
             sys.exit(2)
@@ -79,6 +85,9 @@ def parse_pairs(values: tuple[str, ...], option: str, form: str = "NAME=VALUE") 
         name, sep, raw = value.rpartition("=")
         if not sep or not name:
             raise click.BadParameter(f"{value!r} is not {form}", param_hint=option)
+        if pairs.get(name, raw) != raw:  # contradictory: the last one would win silently
+            raise click.BadParameter(f"{name} is given twice ({pairs[name]!r} and {raw!r}); give it once",
+                                     param_hint=option)
         pairs[name] = raw
     return pairs
 
@@ -103,7 +112,9 @@ def parse_dims(values: tuple[str, ...]) -> dict[str, int]:
 
 
 def parse_size(value: str) -> int:
-    """'500M', '2G', '1048576' → bytes."""
+    """'500M', '2G', '1048576' → bytes (an int passes: the option type converted it already)."""
+    if isinstance(value, int):
+        return value
     text = value.strip().upper().removesuffix("B")
     factor = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}.get(text[-1:], 1)
     number = text[:-1] if text[-1:] in "KMGT" else text
@@ -142,6 +153,10 @@ def progress_bar(description: str, enabled: bool = True) -> Iterator[Callable[[A
     terminal, one timestamped line per stage (and per ~10 % of batches) otherwise; nothing when
     not ``enabled``. See :mod:`redaudit.cli.progress`."""
     from redaudit.cli.progress import stage_progress
+    from redaudit.cli.signals import pause_at
 
     with stage_progress(description, err_console, enabled) as update:
-        yield update
+        def paced(event: Any) -> None:
+            pause_at("work")  # the tests' signal lands here, in the work, never after it
+            update(event)
+        yield paced

@@ -222,8 +222,20 @@ def _format(value: Any, indent: str, level: int) -> str:
 
 
 def dumps(result: ScanResult) -> str:
-    """Strict JSON text of the report (raises ValueError rather than emit NaN)."""
-    return _format(scan_to_dict(result), "  ", 0)
+    """Strict JSON text of the report: every non-finite float, wherever a field carries one
+    (``_float_or_none`` covers the known ones; :func:`finite_only` the rest), is ``null``."""
+    return _format(finite_only(scan_to_dict(result)), "  ", 0)
+
+
+def finite_only(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, ±inf, numpy's included) replaced by None."""
+    if isinstance(value, dict):
+        return {key: finite_only(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_only(item) for item in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
 
 
 def write_json(result: ScanResult, path: str | Path) -> Path:
