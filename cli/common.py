@@ -102,8 +102,8 @@ def parse_dims(values: tuple[str, ...]) -> dict[str, int]:
     return dims
 
 
-def parse_size(value: str) -> int:
-    """'500M', '2G', '1048576' → bytes."""
+def parse_size(value: str, option: str = "--max-model-size") -> int:
+    """'500M', '2G', '1048576' → bytes (``option`` names the option in the error)."""
     text = value.strip().upper().removesuffix("B")
     factor = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}.get(text[-1:], 1)
     number = text[:-1] if text[-1:] in "KMGT" else text
@@ -113,7 +113,7 @@ def parse_size(value: str) -> int:
             raise ValueError(number)
         return int(size)
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not a size like 500M or 4G", param_hint="--max-model-size") from None
+        raise click.BadParameter(f"{value!r} is not a size like 500M or 4G", param_hint=option) from None
 
 
 def parse_cka_batch(value: str) -> int | None:

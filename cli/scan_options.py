@@ -7,7 +7,8 @@ from typing import Any
 import click
 
 from redaudit.cli.common import parse_cka_batch, parse_dims, parse_pairs, parse_size
-from redaudit.core.spec import (AGGREGATES, BACKENDS, DEVICES, ESTIMATORS, LEVELS, REDUCTIONS, ScanSpec)
+from redaudit.core.spec import (AGGREGATES, BACKENDS, DEFAULT_MEMORY_SHARE, DEVICES, ESTIMATORS, LEVELS,
+                                 REDUCTIONS, ScanSpec)
 
 _DEFAULT = ScanSpec()
 
@@ -45,6 +46,9 @@ _OPTIONS = [
                  help="onnxruntime threads per session (default: all cores; lower it when several scans share a machine)."),
     click.option("--max-model-size", default="2G", show_default=True, metavar="SIZE",
                  help="Refuse models (with external data) larger than this."),
+    click.option("--max-memory", default=None, metavar="SIZE",
+                 help=f"Memory the scan may use; sizes onnxruntime's micro-batch, never the CKA batch "
+                      f"(default: {DEFAULT_MEMORY_SHARE:.0%} of the available memory)."),
 ]
 
 
@@ -66,4 +70,9 @@ def scan_spec(options: dict[str, Any]) -> ScanSpec:
         aggregate=options.pop("aggregate"), epsilon=options.pop("epsilon"), beta=options.pop("beta"),
         device=options.pop("device"), backend=options.pop("backend"), threads=options.pop("threads"),
         max_model_bytes=parse_size(options.pop("max_model_size")),
+        max_memory_bytes=_optional_size(options.pop("max_memory"), "--max-memory"),
     )
+
+
+def _optional_size(value: str | None, option: str) -> int | None:
+    return None if value is None else parse_size(value, option)

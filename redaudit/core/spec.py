@@ -34,6 +34,9 @@ DEFAULT_CKA_BATCH = 256
 DEFAULT_EPSILON = 0.8
 DEFAULT_BETA = 100.0
 DEFAULT_MAX_MODEL_BYTES = 2 * 1024**3
+#: ``--max-memory`` left open (None) means this share of the memory available when the scan runs:
+#: a machine-dependent default is resolved on the machine that scans (a queued job may run elsewhere).
+DEFAULT_MEMORY_SHARE = 0.5
 
 #: Largest count stored in an INTEGER column on PostgreSQL (samples, dims).
 MAX_INT32 = 2**31 - 1
@@ -42,6 +45,8 @@ MAX_SEED = 2**63 - 1
 MAX_INT64 = 2**63 - 1
 #: A model above 1 TiB is not something this tool can load; refusing it early keeps sizes finite.
 MAX_MODEL_BYTES_LIMIT = 2**40
+#: The largest --max-memory accepted (1 PiB): anything above is a typo, not a machine.
+MAX_MEMORY_BYTES_LIMIT = 2**50
 
 
 def min_batch(estimator: str) -> int:
@@ -114,6 +119,9 @@ class ScanSpec:
     max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES
     layouts: tuple[tuple[str, str], ...] = ()  # per-tensor override of the 3-D layout
     threads: int | None = None  # onnxruntime intra-op threads (None: its default, every core)
+    #: Memory budget in bytes that sizes onnxruntime's micro-batch (None: DEFAULT_MEMORY_SHARE of
+    #: what is available at run time). It never changes a number: the CKA batch stays ``cka_batch``.
+    max_memory_bytes: int | None = None
 
     #: Keys that change MSRS or similarity values; scans are comparable only if they match.
     RESULT_KEYS: ClassVar[tuple[str, ...]] = ("level", "reduce", "cka_batch", "estimator", "aggregate",
@@ -142,6 +150,9 @@ class ScanSpec:
         set_(self, "beta", beta)
         set_(self, "max_model_bytes", _int("max_model_bytes", self.max_model_bytes, 1, MAX_MODEL_BYTES_LIMIT,
                                            "--max-model-size (bytes)"))
+        if self.max_memory_bytes is not None:
+            set_(self, "max_memory_bytes", _int("max_memory_bytes", self.max_memory_bytes, 1,
+                                                MAX_MEMORY_BYTES_LIMIT, "--max-memory (bytes)"))
         if self.threads is not None:
             set_(self, "threads", _int("threads", self.threads, 1, 1024, "--threads"))
         set_(self, "taps", self._taps(self.taps))

@@ -17,6 +17,7 @@ from onnx import helper
 
 from redaudit.core.prepared import PreparedModel
 from redaudit.core.run import BatchRunner
+from redaudit.core.session_memory import micro_batch_for
 
 _CHUNK = 128
 
@@ -60,11 +61,14 @@ def _exposing(prepared: PreparedModel, tensors: Sequence[str]) -> tuple[onnx.Mod
 
 
 def pair_cosines(prepared: PreparedModel, pairs: Sequence[tuple[str, str]],
-                 arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+                 arrays: Mapping[str, np.ndarray], max_memory_bytes: int | None = None) -> np.ndarray:
     """Mean cosine (over samples and tokens) for each (a, b) pair of tensors; NaN when the two
-    tensors' shapes differ."""
+    tensors' shapes differ. Chunks are at most ``_CHUNK`` samples and as many as the memory
+    budget allows (:func:`~redaudit.core.session_memory.micro_batch_for`; None: the default)."""
     tensors = list(dict.fromkeys(name for pair in pairs for name in pair))
     exposed, fetch = _exposing(prepared, tensors)
+    chunk = micro_batch_for(exposed, arrays, max_memory_bytes, _CHUNK, fetch_names=fetch,
+                            what="scoring blocks by their input/output cosine")
     session, _ = prepared.sessions.create(exposed, "the model with block inputs/outputs exposed")
     runner = BatchRunner(session, fetch)
     position = {tensor: i for i, tensor in enumerate(tensors)}
@@ -72,8 +76,8 @@ def pair_cosines(prepared: PreparedModel, pairs: Sequence[tuple[str, str]],
     counts = np.zeros(len(pairs))
     shape_mismatch = np.zeros(len(pairs), dtype=bool)
     total = next(iter(arrays.values())).shape[0]
-    for start in range(0, total, _CHUNK):
-        outputs = runner.run({name: array[start:start + _CHUNK] for name, array in arrays.items()})
+    for start in range(0, total, chunk):
+        outputs = runner.run({name: array[start:start + chunk] for name, array in arrays.items()})
         for k, (first, second) in enumerate(pairs):
             a, b = outputs[position[first]], outputs[position[second]]
             if a.shape != b.shape:

@@ -81,7 +81,8 @@ def _healed(prepared: PreparedModel, spec: ScanSpec, chosen: list[Block], heal: 
     from redaudit.prune.heal import heal_blocks
 
     calibration = _calibration(prepared, spec, calibrate, arrays, result)
-    pruned, spans = heal_blocks(prepared.proto, chosen, calibration, heal=heal)
+    pruned, spans = heal_blocks(prepared.proto, chosen, calibration, heal=heal,
+                                max_memory_bytes=spec.max_memory_bytes)
     result.healed = [span.to_dict() for span in spans]
     return pruned
 
@@ -197,7 +198,7 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
                          policy=chosen_policy.name, policy_description=chosen_policy.description)
     if list_only:
         return result
-    evaluator = Evaluator(prepared, arrays, spec.cka_batch or 256)
+    evaluator = Evaluator(prepared, arrays, spec.cka_batch or 256, spec.max_memory_bytes)
     _notify(progress, "surgery")
     if iterative:
         calibration = None if heal == "none" else _calibration(prepared, spec, calibrate, arrays, result)

@@ -18,6 +18,7 @@ import onnxruntime as ort
 
 from redaudit.core.prepared import PreparedModel
 from redaudit.core.run import BatchRunner
+from redaudit.core.session_memory import micro_batch_for
 from redaudit.errors import InferenceError
 from redaudit.prune.surgery import PruneError
 
@@ -48,11 +49,20 @@ class Latency:
 
 class Evaluator:
     """Runs models against the original's outputs on the probe arrays, on the prepared model's
-    device (sessions come from its :class:`~redaudit.core.run.SessionFactory`)."""
+    device (sessions come from its :class:`~redaudit.core.run.SessionFactory`).
 
-    def __init__(self, original: PreparedModel, arrays: Mapping[str, np.ndarray], chunk: int) -> None:
+    Each chunk of ``chunk`` samples runs as micro-batches sized to ``max_memory_bytes`` (the
+    scan's rule, :func:`~redaudit.core.session_memory.micro_batch_for`, on the original graph,
+    holding the reference outputs and one run's outputs of every sample); a pruned model is
+    smaller and runs with the same micro-batch."""
+
+    def __init__(self, original: PreparedModel, arrays: Mapping[str, np.ndarray], chunk: int,
+                 max_memory_bytes: int | None = None) -> None:
         self.arrays, self.chunk, self.sessions = arrays, chunk, original.sessions
         self.names = [output.name for output in original.proto.graph.output]
+        count = next(iter(arrays.values())).shape[0]
+        self.micro_batch = micro_batch_for(original.proto, arrays, max_memory_bytes, chunk, held_samples=2 * count,
+                                           what="verifying the pruned model")
         self.session = self._session(original.proto, "the original model")
         self.reference = self.run(self.session)
 
@@ -64,7 +74,7 @@ class Evaluator:
 
     def run(self, session: ort.InferenceSession) -> list[np.ndarray]:
         try:
-            return BatchRunner(session).run_all(self.arrays, self.chunk)
+            return BatchRunner(session, chunk=self.micro_batch).run_all(self.arrays, self.chunk)
         except InferenceError as error:
             raise PruneError(f"model does not run on the probe inputs: {error}") from None
 

@@ -116,7 +116,9 @@ def scan_to_dict(result: ScanResult) -> dict[str, Any]:
 
     ``msrs_ci`` (the bootstrap interval over batches) and ``reading`` (the scale and the sentence
     of :mod:`redaudit.report.reading`) were added within schema version 1: derived fields that
-    readers may ignore and :func:`scan_from_dict` recomputes."""
+    readers may ignore and :func:`scan_from_dict` recomputes. ``micro_batch`` (samples per
+    onnxruntime run, chosen from the memory budget; 0 when unknown) was added within version 1
+    too: older reports read back as 0."""
     names = result.layer_names
     reading = reading_of_result(result)
     return {
@@ -147,6 +149,7 @@ def scan_to_dict(result: ScanResult) -> dict[str, Any]:
         "config": config_to_json(result.config),
         "provider": result.provider,
         "backend": result.backend,
+        "micro_batch": int(result.micro_batch),
         "timings": {key: _float_or_none(value) for key, value in result.timings.items()},
         "warnings": list(result.warnings),
     }
@@ -195,6 +198,7 @@ def scan_from_dict(data: dict[str, Any]) -> ScanResult:
             timings={key: _float_from(value) for key, value in data.get("timings", {}).items()},
             layer_issues={item["name"]: item["issue"] for item in data["layers"] if item.get("issue")},
             warnings=list(data.get("warnings", [])),
+            micro_batch=int(data.get("micro_batch", 0)),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise ReportFormatError(f"scan report is incomplete or malformed: {error!r}") from error
