@@ -186,14 +186,14 @@ def fit_micro_batch(fixed: int, per_sample: int, budget: int | None, largest: in
 
 
 def session_weight_bytes(proto: onnx.ModelProto) -> int:
-    """onnxruntime's copy of the initializers plus the serialised model it is built from: twice
-    the tensor bytes (external tensors by their recorded length)."""
+    """onnxruntime's copy of the initializers plus the proto's (and the serialised model's) copy
+    of those it holds: twice a self-contained tensor's bytes, once an external tensor's length."""
     total = 0
     for init in proto.graph.initializer:
         length = next((int(entry.value) for entry in init.external_data if entry.key == "length"), None)
-        total += length if init.data_location == onnx.TensorProto.EXTERNAL and length is not None \
-            else init.ByteSize()
-    return 2 * total
+        external = init.data_location == onnx.TensorProto.EXTERNAL and length is not None
+        total += length if external else 2 * init.ByteSize()
+    return total
 
 
 def estimate_scan_memory(prepared: PreparedModel, spec: ScanSpec, *, device_backend: bool = False,
