@@ -112,7 +112,8 @@ def test_large_scan_warning_reaches_the_result(save_model, monkeypatch):
 
 
 def test_gpu_memory_is_checked_when_the_scan_uses_it():
-    estimate = MemoryEstimate(host_bytes=1024**3, device_bytes=3 * 1024**3, parts={"activations": 2 * 1024**3})
+    estimate = MemoryEstimate(host_bytes=1024**3, device_bytes=3 * 1024**3, parts={"activations": 2 * 1024**3},
+                              run_batch=8)
     with pytest.raises(MemoryLimitError, match=r"3.0 GB of GPU memory but 1.0 GB is free.*--device cpu"):
         check_memory(estimate, device_available=lambda: 1024**3)
     assert check_memory(estimate, device_available=lambda: 8 * 1024**3) == []

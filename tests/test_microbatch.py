@@ -14,7 +14,7 @@ import prune_models as pm
 import redaudit
 from redaudit.cli.main import cli
 from redaudit.core.liveness import live_peak, tensor_sizes
-from redaudit.core.memory import estimate_scan_memory, session_weight_bytes
+from redaudit.core.memory import MemoryLimitError, check_memory, estimate_scan_memory, session_weight_bytes
 from redaudit.core.session_memory import micro_batch_for
 from redaudit.core.spec import ScanSpec
 from redaudit.prune import prune_model
@@ -135,3 +135,23 @@ def test_prune_verification_and_calibration_under_a_small_budget(cnn_prune_path)
     assert bounded.model.SerializeToString() == free.model.SerializeToString()
     np.testing.assert_allclose([c.similarity for c in bounded.candidates], [c.similarity for c in free.candidates],
                                rtol=0, atol=1e-12)
+
+
+def test_on_cuda_the_device_memory_sizes_the_micro_batch(cnn_path):
+    """With onnxruntime on CUDA the activations live on the GPU: its free memory (a share of it)
+    sizes the micro-batch, and the host budget only has to hold what stays on the host."""
+    prepared = redaudit.prepare(cnn_path, device="cpu")
+    free = estimate_scan_memory(prepared, SPEC, available=PLENTY)
+    per_sample = free.parts["activations"] // free.run_batch
+    room = 2 * (free.parts["weights"] + 40 * per_sample)  # the default share (half) leaves 40 samples
+    on_gpu = estimate_scan_memory(prepared, SPEC, device_runtime=True, available=PLENTY, device_available=lambda: room)
+    assert on_gpu.run_batch == 40 and on_gpu.device_bytes == free.parts["weights"] + 40 * per_sample
+    host_only = free.scan_bytes - free.parts["activations"]
+    small_host = SPEC.with_options(max_memory_bytes=host_only)  # no room for a single activation on the host
+    assert estimate_scan_memory(prepared, small_host, device_runtime=True, available=PLENTY,
+                                device_available=lambda: room).run_batch == 40
+    tiny = lambda: free.parts["weights"]  # noqa: E731 - half of it cannot hold the weights and one sample
+    refused = estimate_scan_memory(prepared, SPEC, device_runtime=True, available=PLENTY, device_available=tiny)
+    assert refused.run_batch == 0
+    with pytest.raises(MemoryLimitError, match=r"of GPU memory with one sample per onnxruntime run but"):
+        check_memory(refused, device_available=tiny)

@@ -274,7 +274,12 @@ def check_memory(estimate: MemoryEstimate, *, reduce: str = "pool",
     lever = _LEVERS[largest]
     if largest == "features" and reduce == "pool":
         lever = "use a smaller --cka-batch, or fewer --samples with --cka-batch all"
-    if estimate.run_batch == 0 and estimate.budget is not None:
+    if estimate.run_batch == 0:  # on CUDA the device's share may be what one sample exceeds
+        room = device_available() if estimate.device_bytes else None
+        if room is not None and estimate.device_bytes > DEFAULT_MEMORY_SHARE * room:
+            raise MemoryLimitError(f"this scan needs about {format_bytes(estimate.device_bytes)} of GPU memory with "
+                                   f"one sample per onnxruntime run but {format_bytes(DEFAULT_MEMORY_SHARE * room)} "
+                                   f"is free for it; {lever}, or use --device cpu --backend numpy")
         raise MemoryLimitError(f"this scan needs about {format_bytes(estimate.scan_bytes)} of memory with one sample "
                                f"per onnxruntime run but {format_bytes(estimate.budget)} is available ({largest} "
                                f"{format_bytes(estimate.parts[largest])}); {lever}")
