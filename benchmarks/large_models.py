@@ -47,7 +47,7 @@ print(json.dumps({{"peak": peak, "seconds": seconds, "micro_batch": result.micro
 
 def scan_in_fresh_process(path: Path, samples: int, batch: int, out: Path) -> dict:
     code = _SCAN.format(root=str(ROOT), path=str(path), samples=samples, batch=batch, out=str(out))
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"the scan failed: {done.stderr.strip().splitlines()[-1] if done.stderr else done.returncode}")
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -150,7 +150,9 @@ def test_on_cuda_the_device_memory_sizes_the_micro_batch(cnn_path):
     small_host = SPEC.with_options(max_memory_bytes=host_only)  # no room for a single activation on the host
     assert estimate_scan_memory(prepared, small_host, device_runtime=True, available=PLENTY,
                                 device_available=lambda: room).run_batch == 40
-    tiny = lambda: free.parts["weights"]  # noqa: E731 - half of it cannot hold the weights and one sample
+    def tiny() -> int:  # half of it cannot hold the weights and one sample
+        return free.parts["weights"]
+
     refused = estimate_scan_memory(prepared, SPEC, device_runtime=True, available=PLENTY, device_available=tiny)
     assert refused.run_batch == 0
     with pytest.raises(MemoryLimitError, match=r"of GPU memory with one sample per onnxruntime run but"):
