@@ -1,14 +1,25 @@
-"""Large models (issue 21), measured: each section builds its model in code, scans it in a fresh
-process (peak RSS from VmHWM, which exec resets) and checks the numbers against an independent
-reference. Figures and the machine's load average go into the issue's note.
+"""Large models, measured side by side with plain onnxruntime in one run (issue 21).
 
-Sections:
-  resnet50  ResNet-50 layout (bottleneck blocks 3-4-6-3, random weights) at 224², paper defaults
-            (2,560 samples, CKA batch 256). Before micro-batching this was refused: 256 images at
-            once need ~13.6 GB of activations. Targets: the scan succeeds with peak RSS <= 4 GB and
-            its similarity matrix equals a float64 per-pair reference within 1e-6.
+Sections (``--sections``, comma-separated; each adds its own function to ``SECTIONS``):
 
-Usage: python benchmarks/large_models.py --sections resnet50 [--samples 2560] [--image-size 224]
+* ``decoder``: a Llama-layout decoder with random weights (12 layers, hidden 2048, 672 M
+  parameters: 2.5 GB of external data beside a small model.onnx), exported once with
+  ``torch.onnx.export(dynamo=False, opset 17, external_data=True)`` and cached. Then, each in a
+  fresh process and interleaved (so drift in the machine's load hits both alike): plain
+  onnxruntime, ``InferenceSession(path)`` and a run of the probe batches; and ``redaudit scan``
+  with its defaults on the same inputs. Printed: peak RSS (the child's own ``ru_maxrss``, from
+  ``os.wait4``) and wall time of each process, and the ratios. Targets: RSS ≤ 1.3× plain, time
+  ≤ 1.3× plain inference of the same samples.
+
+* ``resnet50``: a ResNet-50 layout (bottleneck blocks 3-4-6-3, random weights, plain torch) at
+  224², paper defaults (2,560 samples, CKA batch 256). Before micro-batching this was refused:
+  256 images at once need ~13.6 GB of activations. The scan runs in a fresh process (peak RSS
+  from VmHWM, which exec resets); its matrix is compared with a float64 per-pair reference
+  (block outputs exposed by hand, plain onnxruntime, pooled in float64; benchmarks/reference.py).
+  Targets: the scan succeeds with peak RSS <= 4 GB; max |scan - reference| <= 1e-6.
+
+Usage: python benchmarks/large_models.py [--sections decoder,resnet50] [--cache DIR] [--repeats 2]
+       [--resnet-samples 2560] [--image-size 224]
 """
 from __future__ import annotations
 
@@ -17,16 +28,123 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
 CACHE = ROOT / ".bench-cache"
+
+#: The decoder of the issue: hidden 2048, 12 layers, MLP 4608, vocab 32000, untied head.
+DECODER = {"hidden_size": 2048, "intermediate_size": 4608, "num_hidden_layers": 12, "num_attention_heads": 16,
+           "num_key_value_heads": 16, "vocab_size": 32000, "tie_word_embeddings": False,
+           "max_position_embeddings": 512}
+
+_EXPORT = """
+import sys, torch
+from transformers import LlamaConfig, LlamaForCausalLM
+config = LlamaConfig(**{config}, use_cache=False, attn_implementation="eager")
+torch.manual_seed(0)
+model = LlamaForCausalLM(config).eval()
+
+
+class Logits(torch.nn.Module):  # (input_ids, attention_mask) -> logits: no logits_to_keep input
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, input_ids, attention_mask):
+        return self.inner(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+ids = torch.ones((2, 8), dtype=torch.int64)
+with torch.no_grad():
+    torch.onnx.export(Logits(model), (ids, torch.ones_like(ids)), {path!r}, dynamo=False, opset_version=17,
+                      input_names=["input_ids", "attention_mask"], output_names=["logits"],
+                      dynamic_axes={{"input_ids": {{0: "batch", 1: "sequence"}},
+                                    "attention_mask": {{0: "batch", 1: "sequence"}},
+                                    "logits": {{0: "batch", 1: "sequence"}}}}, external_data=True)
+"""
+
+_PLAIN = """
+import json, sys, time
+import numpy as np, onnxruntime as ort
+path, inputs, batch = sys.argv[1], np.load(sys.argv[2]), int(sys.argv[3])
+begin = time.perf_counter()
+session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+loaded = time.perf_counter()
+count = len(inputs["input_ids"])
+for start in range(0, count, batch):
+    session.run(None, {name: inputs[name][start:start + batch] for name in inputs.files})
+print(json.dumps({"session_s": loaded - begin, "run_s": time.perf_counter() - loaded}))
+"""
+
+
+def export_decoder(cache: Path) -> Path:
+    """The cached export (about 2 minutes and 4.2 GB RSS the first time, in a child process)."""
+    folder = cache / "llama_decoder_h2048_l12"
+    path = folder / "model.onnx"
+    if path.is_file():
+        return path
+    partial = cache / f"llama_decoder.partial.{os.getpid()}"
+    partial.mkdir(parents=True, exist_ok=True)
+    code = _EXPORT.format(config=repr(DECODER), path=str(partial / "model.onnx"))
+    print("exporting the decoder (once; cached under", folder, ")", flush=True)
+    subprocess.run([sys.executable, "-c", code], check=True)
+    os.replace(partial, folder)
+    return path
+
+
+def measured(command: list[str]) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS in GB, stdout) of one child process (its own ru_maxrss)."""
+    begin = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+    output = process.stdout.read() if process.stdout else ""
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise SystemExit(f"{command[:4]} failed with exit code {process.returncode}")
+    return time.perf_counter() - begin, usage.ru_maxrss * 1024 / 1e9, output
+
+
+def decoder(args: argparse.Namespace) -> None:
+    path = export_decoder(args.cache)
+    data = sum(f.stat().st_size for f in path.parent.iterdir())
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, DECODER["vocab_size"], (args.samples, args.tokens), dtype=np.int64)
+    with tempfile.TemporaryDirectory(prefix="redaudit-bench-") as folder:
+        inputs = Path(folder) / "inputs.npz"
+        np.savez(inputs, input_ids=ids, attention_mask=np.ones_like(ids))
+        report = Path(folder) / "scan.json"
+        plain_cmd = [sys.executable, "-c", _PLAIN, str(path), str(inputs), str(args.cka_batch)]
+        scan_cmd = [sys.executable, "-c", "from redaudit.cli.main import main; main()", "scan", str(path),
+                    "--inputs", str(inputs), "--samples", str(args.samples), "--cka-batch", str(args.cka_batch),
+                    "--device", "cpu", "--json", str(report), "--quiet"]
+        plain, scans, timings = [], [], {}
+        for _ in range(args.repeats):
+            plain.append(measured(plain_cmd))
+            scans.append(measured(scan_cmd))
+            timings = json.loads(report.read_text())["timings"]
+    load = os.getloadavg()
+    best_plain = min(plain, key=lambda m: m[0])
+    best_scan = min(scans, key=lambda m: m[0])
+    peak_plain, peak_scan = max(m[1] for m in plain), max(m[1] for m in scans)
+    print(f"decoder: Llama layout, 12 layers, hidden 2048, {data / 1e9:.2f} GB on disk; "
+          f"{args.samples} samples x {args.tokens} tokens, batches of {args.cka_batch}; "
+          f"load average {load[0]:.1f} on {os.cpu_count()} cores")
+    for name, runs in (("plain onnxruntime", plain), ("redaudit scan", scans)):
+        print(f"  {name:18}: " + ", ".join(f"{wall:6.1f} s {rss:5.2f} GB" for wall, rss, _ in runs))
+    print(f"  plain in-process  : {best_plain[2].strip()}")
+    print("  scan stages       : " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+    print(f"  peak RSS ratio    : {peak_scan / peak_plain:6.3f}  ({peak_scan:.2f} / {peak_plain:.2f} GB; target <= 1.3)")
+    print(f"  time ratio        : {best_scan[0] / best_plain[0]:6.3f}  (best of {args.repeats}; target <= 1.3)")
+    print(json.dumps({"decoder_rss_ratio": peak_scan / peak_plain, "decoder_time_ratio": best_scan[0] / best_plain[0]}))
+
+
 GIB = 1024**3
 
 _SCAN = """
@@ -75,6 +193,7 @@ def pooled_reference_features(path: Path, names: list[str], batches, chunk: int 
 
 
 def resnet50(args: argparse.Namespace) -> None:
+    sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
     import redaudit
     from redaudit.core.memory import estimate_scan_memory, format_bytes
     from redaudit.core.probe import make_probe
@@ -82,28 +201,28 @@ def resnet50(args: argparse.Namespace) -> None:
     from resnet import export_resnet50
 
     load_before = os.getloadavg()
-    path = export_resnet50(CACHE / f"resnet50_{args.image_size}.onnx", args.image_size)
+    path = export_resnet50(args.cache / f"resnet50_{args.image_size}.onnx", args.image_size)
     prepared = redaudit.prepare(str(path), device="cpu")
-    spec = redaudit.ScanSpec(samples=args.samples, cka_batch=args.cka_batch, device="cpu", backend="numpy")
+    spec = redaudit.ScanSpec(samples=args.resnet_samples, cka_batch=args.resnet_cka_batch, device="cpu", backend="numpy")
     whole = estimate_scan_memory(prepared, spec.with_options(max_memory_bytes=1024 * GIB), available=1024 * GIB)
     chosen = estimate_scan_memory(prepared, spec)
-    print(f"ResNet-50 layout {args.image_size}x{args.image_size}, {args.samples} samples, CKA batch {args.cka_batch}, "
+    print(f"ResNet-50 layout {args.image_size}x{args.image_size}, {args.resnet_samples} samples, CKA batch {args.resnet_cka_batch}, "
           f"model {path.stat().st_size / 2**20:.0f} MiB")
-    at_once = whole.parts["activations"] // whole.run_batch * args.cka_batch  # the CKA batch as one run
+    at_once = whole.parts["activations"] // whole.run_batch * args.resnet_cka_batch  # the CKA batch as one run
     print(f"  estimate, the CKA batch as one onnxruntime run (before micro-batching): activations "
           f"{format_bytes(at_once)}, scan {format_bytes(whole.scan_bytes - whole.parts['activations'] + at_once)}")
     print(f"  estimate, micro-batch {chosen.run_batch} (budget {format_bytes(chosen.budget or 0)}): activations "
           f"{format_bytes(chosen.parts['activations'])}, scan {format_bytes(chosen.scan_bytes)}")
-    matrix_path = CACHE / "resnet50_similarity.npy"
-    found = scan_in_fresh_process(path, args.samples, args.cka_batch, matrix_path)
+    matrix_path = args.cache / "resnet50_similarity.npy"
+    found = scan_in_fresh_process(path, args.resnet_samples, args.resnet_cka_batch, matrix_path)
     similarity = np.load(matrix_path)
     print(f"  scan (fresh process): {found['seconds']:.1f} s (onnxruntime {found['run_s']:.1f} s), micro-batch "
           f"{found['micro_batch']}, {len(found['layers'])} block IRs, MSRS {found['msrs']:.4f}, "
           f"peak RSS {found['peak'] / GIB:.2f} GiB (target <= 4 GB)")
     begin = time.perf_counter()
-    probe = make_probe(prepared.input_specs, None, args.samples, spec.seed, spec.dims_dict, spec.int_range)
-    features = pooled_reference_features(path, found["layers"], probe.batches(args.cka_batch, found["samples"]))
-    expected = reference_matrix(features, args.cka_batch)
+    probe = make_probe(prepared.input_specs, None, args.resnet_samples, spec.seed, spec.dims_dict, spec.int_range)
+    features = pooled_reference_features(path, found["layers"], probe.batches(args.resnet_cka_batch, found["samples"]))
+    expected = reference_matrix(features, args.resnet_cka_batch)
     error = float(np.nanmax(np.abs(similarity - expected)))
     print(f"  float64 per-pair reference: {time.perf_counter() - begin:.1f} s; max |scan - reference| = {error:.2e} "
           f"(target <= 1e-6)")
@@ -114,17 +233,25 @@ def resnet50(args: argparse.Namespace) -> None:
                       "load_after": load_after[0]}))
 
 
-SECTIONS = {"resnet50": resnet50}
+SECTIONS: dict[str, Callable[[argparse.Namespace], None]] = {"decoder": decoder, "resnet50": resnet50}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sections", nargs="+", choices=sorted(SECTIONS), default=sorted(SECTIONS))
-    parser.add_argument("--samples", type=int, default=2560)
-    parser.add_argument("--cka-batch", type=int, default=256)
-    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated: {', '.join(SECTIONS)}")
+    parser.add_argument("--cache", type=Path, default=CACHE, help="where generated models are kept")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--samples", type=int, default=64)
+    parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--cka-batch", type=int, default=32)
+    parser.add_argument("--resnet-samples", type=int, default=2560, help="resnet50: probe samples (paper: 2,560)")
+    parser.add_argument("--resnet-cka-batch", type=int, default=256, help="resnet50: CKA batch (paper: 256)")
+    parser.add_argument("--image-size", type=int, default=224, help="resnet50: image side")
     args = parser.parse_args()
-    for name in args.sections:
+    unknown = [name for name in args.sections.split(",") if name not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    for name in args.sections.split(","):
         SECTIONS[name](args)
 
 

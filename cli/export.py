@@ -5,7 +5,9 @@ import shlex
 
 import click
 
-from redaudit.cli.common import OutputError, err_console, parse_size, prepare_output_paths, user_errors
+from redaudit.cli.common import (MAX_MODEL_SIZE_AUTO, MAX_MODEL_SIZE_HELP, OutputError, err_console, parse_model_size,
+                                 prepare_output_paths, user_errors)
+from redaudit.cli.params import DatabaseUrl, InputPath, OutputPath
 from redaudit.errors import ConfigError
 
 
@@ -16,16 +18,18 @@ def export_group() -> None:
 
 @export_group.command("model-explorer")
 @click.argument("source", required=False, metavar="RESULT.json|SCAN_ID")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True,
+@click.option("-o", "--output", type=OutputPath(dir_okay=False), required=True,
               help="Node data file (redundancy); the other metrics go beside it as OUTPUT-stem.METRIC.json.")
 @click.option("--diff", "diff", nargs=2, metavar="A B", default=None,
               help="Write the per-layer redundancy change from scan A to scan B (each a JSON report or a "
                    "history scan id), drawn on B's graph.")
-@click.option("--model", type=click.Path(dir_okay=False), default=None,
+@click.option("--model", type=InputPath(), default=None,
               help="The scanned ONNX file, when it has moved since the scan (its sha256 must match).")
-@click.option("--db", metavar="URL", default=None, help="History database for scan ids (default: as `history`).")
+@click.option("--db", metavar="URL", type=DatabaseUrl(), default=None,
+              help="History database for scan ids (default: as `history`).")
 @click.option("--force", is_flag=True, help="With --diff: compare even if settings that change MSRS differ.")
-@click.option("--max-model-size", default="2G", show_default=True, metavar="SIZE")
+@click.option("--max-model-size", default=MAX_MODEL_SIZE_AUTO, show_default=True, metavar="SIZE|auto",
+              help=MAX_MODEL_SIZE_HELP)
 @user_errors
 def model_explorer_command(source: str | None, output: str, diff: tuple[str, str] | None, model: str | None,
                            db: str | None, force: bool, max_model_size: str) -> None:
@@ -44,7 +48,7 @@ def model_explorer_command(source: str | None, output: str, diff: tuple[str, str
     # what the viewer shows, so the application keeps stderr to our own lines.
     logging.getLogger("model_explorer_onnx").setLevel(logging.ERROR)
     prepare_output_paths(output, inputs=(source, model, *(diff or ())))
-    max_bytes = parse_size(max_model_size)
+    max_bytes = parse_model_size(max_model_size)
     try:
         if diff is not None:
             exported = explorer_export.export_diff(*diff, output, db=db, model=model, force=force,

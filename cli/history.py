@@ -17,52 +17,25 @@ from rich.table import Table
 
 import redaudit
 from redaudit.cli.common import progress_bar, user_errors
+from redaudit.cli.params import InputPath, OutputPath, count, number
 from redaudit.cli.render import print_warnings
 from redaudit.cli.history_views import history_to_dict, scan_lines, versions_table
 from redaudit.cli.mlflow_options import logged_line, mlflow_options, mlflow_target
+from redaudit.cli.record_options import (check_record_options, db_option, db_option_used_with,  # noqa: F401 (re-exported)
+                                         record_options)
 from redaudit.cli.scan_options import scan_options, scan_spec
 from redaudit.errors import ConfigError
 from redaudit.history import db as history_db
 from redaudit.history import schema as history_schema
 from redaudit.history.check import check_result, validate_limits
 from redaudit.history.store import HistoryStore
-from redaudit.history.writes import Recorded, validate_name
+from redaudit.history.writes import Recorded
+from redaudit.report.json_report import finite_only
 from redaudit.report.numbers import fmt as _fmt, percent, signed
-
-db_option = click.option("--db", "db", metavar="URL", default=None,
-                         help="Database URL or SQLite path (default: $REDAUDIT_DB, else the "
-                              "user data directory's history.db).")
-
 
 report_url_option = click.option(
     "--report-url", metavar="URL", default=None,
     help="With --format md: link the HTML report here (e.g. the CI artifact's URL; default: the --html path).")
-
-
-def record_options(command):
-    """The options ``scan`` adds for recording: ``--record NAME``, ``--label L``, ``--db URL``.
-
-    They arrive as ``record``, ``label`` and ``db`` keyword arguments; pass them on to
-    :func:`record_from_cli` when ``record`` is set.
-    """
-    command = db_option(command)
-    command = click.option("--label", metavar="LABEL", default=None,
-                           help="With --record: a name for this version (e.g. a git tag).")(command)
-    return click.option("--record", metavar="NAME", default=None,
-                        help="Store the scan in the history under model NAME.")(command)
-
-
-def check_record_options(record: str | None, label: str | None, db: str | None) -> None:
-    """Refuse a bad ``--record NAME``/``--label``/``--db`` before the scan runs, not after.
-
-    ``--record ''`` is a mistake (an unset shell variable, typically), not "do not record".
-    """
-    if record is None:
-        return
-    validate_name(record, "--record NAME")
-    if label is not None:
-        validate_name(label, "--label")
-    history_db.parse_url(db)
 
 
 def record_message(recorded: Recorded, where: str) -> str:
@@ -86,6 +59,9 @@ def record_from_cli(result, name: str, label: str | None = None, db: str | None 
     Records in one transaction, says so in one line on stderr (stdout stays free for --json) and
     returns the scan id. Raises RedauditError subclasses for the caller's error handling.
     """
+    from redaudit.cli.signals import pause_at
+
+    pause_at("record")
     with HistoryStore(db) as store:
         recorded = store.record(result, name, label=label, parent_sha256=parent_sha256)
         where = store.url
@@ -141,10 +117,10 @@ def db_current(db: str | None) -> None:
 
 @click.command("history")
 @click.argument("name")
-@db_option
+@db_option_used_with(None, must_exist=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the history as JSON.")
 @click.option("--scans", "every_scan", is_flag=True, help="List every scan, not one row per version.")
-@click.option("--plot", "plot_path", type=click.Path(path_type=Path),
+@click.option("--plot", "plot_path", type=OutputPath(path_type=Path),
               help="Draw log2(MSRS) over versions into this PNG.")
 @user_errors
 def history_command(name: str, db: str | None, as_json: bool, every_scan: bool,
@@ -161,7 +137,7 @@ def history_command(name: str, db: str | None, as_json: bool, every_scan: bool,
 
         plot = plot_history(history, plot_path)
     if as_json:
-        click.echo(json.dumps(history_to_dict(history), indent=2))
+        click.echo(json.dumps(finite_only(history_to_dict(history)), indent=2, allow_nan=False))
         return
     console = Console()
     if every_scan:
@@ -183,15 +159,15 @@ def history_command(name: str, db: str | None, as_json: bool, every_scan: bool,
 @click.argument("name")
 @click.argument("before")
 @click.argument("after")
-@db_option
+@db_option_used_with(None, must_exist=True)
 @click.option("--force", is_flag=True, help="Compare even if settings that change MSRS differ.")
-@click.option("--html", "html_path", type=click.Path(path_type=Path),
+@click.option("--html", "html_path", type=OutputPath(path_type=Path),
               help="Write an HTML report with side-by-side heatmaps.")
 @click.option("--json", "as_json", is_flag=True, help="Print the diff as JSON (same as --format json).")
 @click.option("--format", "output_format", type=click.Choice(["text", "json", "md"]), default="text",
               show_default=True, help="md: a compact GitHub Markdown summary for a pull-request comment.")
 @report_url_option
-@click.option("--top", default=10, show_default=True, help="Layers to list by redundancy change.")
+@click.option("--top", type=count(0, 1_000_000), default=10, show_default=True, help="Layers to list by redundancy change.")
 @user_errors
 def diff_command(name: str, before: str, after: str, db: str | None, force: bool,
                  html_path: Path | None, as_json: bool, output_format: str, report_url: str | None,
@@ -211,11 +187,16 @@ def diff_command(name: str, before: str, after: str, db: str | None, force: bool
         click.echo(diff_markdown(diff, top=min(top, 10), report_url=_link_target(report_url, html_path)), nl=False)
         return
     if as_json or output_format == "json":
-        click.echo(json.dumps(diff.to_dict(), indent=2, default=str))
+        click.echo(json.dumps(finite_only(diff.to_dict()), indent=2, default=str, allow_nan=False))
         return
     console = Console()
     pct = diff.msrs_change_pct
-    console.print(f"[bold]{name}[/bold]: {diff.before.display} → {diff.after.display}", highlight=False)
+    from rich.markup import escape
+
+    from redaudit.cli.history_views import shown
+
+    console.print(f"[bold]{escape(shown(name))}[/bold]: {escape(shown(diff.before.display))} → "
+                  f"{escape(shown(diff.after.display))}", highlight=False)
     console.print(f"MSRS {_fmt(diff.msrs_before)} → {_fmt(diff.msrs_after)} "
                   f"({signed(diff.msrs_delta, '+.4g')}"
                   f"{'' if pct is None else f', {percent(pct)}'}"
@@ -244,25 +225,27 @@ def diff_command(name: str, before: str, after: str, db: str | None, force: bool
 
 
 @click.command("check")
-@click.argument("model", type=click.Path(dir_okay=True))
-@click.option("--max-msrs", type=float, help="Fail when MSRS exceeds this.")
+@click.argument("model", type=InputPath(dir_okay=True))
+@click.option("--max-msrs", type=number(0.0, 1e12), help="Fail when MSRS exceeds this.")
 @click.option("--against", metavar="NAME", help="Compare with NAME's latest comparable recorded scan.")
-@click.option("--max-increase", type=float, metavar="PCT", help="Allowed MSRS increase over --against, in percent.")
+@click.option("--max-increase", type=number(-100.0, 1e9), metavar="PCT", help="Allowed MSRS increase over --against, in percent.")
 @click.option("--significant", is_flag=True,
               help="Fail on --max-increase only when the whole 95% bootstrap interval of the increase "
                    "is above PCT (an increase beyond batch noise).")
-@db_option
-@click.option("--force", is_flag=True, help="Compare with the latest scan even if its settings differ.")
+@db_option_used_with("against", must_exist=True)
+@click.option("--force", is_flag=True, help="Compare with the latest scan even if its settings or probe differ.")
+@click.option("--any-probe", is_flag=True,
+              help="Compare with the latest comparable scan even if it used other probe inputs or samples.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--format", "output_format", type=click.Choice(["text", "md"]), default="text", show_default=True,
               help="md: the verdict as a compact GitHub Markdown summary for a pull-request comment.")
-@click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Write the scan's HTML report.")
+@click.option("--html", "html_path", type=OutputPath(dir_okay=False), help="Write the scan's HTML report.")
 @report_url_option
 @scan_options
 @mlflow_options
 @user_errors
 def check_command(model: str, max_msrs: float | None, against: str | None, max_increase: float | None,
-                  significant: bool, db: str | None, force: bool, quiet: bool, output_format: str,
+                  significant: bool, db: str | None, force: bool, any_probe: bool, quiet: bool, output_format: str,
                   html_path: str | None, report_url: str | None, **options: Any) -> None:
     """Scan MODEL; exit 0 if its MSRS is within bounds, 1 with a one-line reason if not."""
     validate_limits(max_msrs, against, max_increase, significant)
@@ -279,7 +262,8 @@ def check_command(model: str, max_msrs: float | None, against: str | None, max_i
     changes: tuple = ()
     with HistoryStore(db) if against is not None else nullcontext() as store:
         outcome = check_result(result, max_msrs=max_msrs, against=against,
-                               max_increase=max_increase, db=store, force=force, significant=significant)
+                               max_increase=max_increase, db=store, force=force, significant=significant,
+                               any_probe=any_probe)
         if output_format == "md" and outcome.baseline is not None:
             from redaudit.history.diff import changed_layers
 

@@ -10,6 +10,7 @@ import math
 
 from rich import box
 from rich.table import Table
+from rich.text import Text
 
 from redaudit.history.records import ModelHistory, ScanSummary, VersionSummary, trend
 from redaudit.report.numbers import fmt as _fmt, interval_bounds, msrs_text
@@ -31,14 +32,22 @@ def _count(number: int) -> str:
     return str(number)
 
 
+def shown(text: str) -> str:
+    """A stored name or label as text that cannot act on the terminal: control characters
+    (an ESC starting a colour or cursor code, recorded before names were checked) written as
+    escapes like ``\\x1b``. Names are also passed to rich as plain text, never as markup."""
+    return "".join(character if character.isprintable() else
+                   character.encode("unicode_escape").decode("ascii") for character in text)
+
+
 def _title(version: VersionSummary, aliases: bool = True) -> str:
     """``v1 (0c46d239)``, with aliases: ``v1 (0c46d239) aka v2, v3`` (labels of the same bytes)."""
-    title = version.sha256[:8] if not version.label else f"{version.label} ({version.sha256[:8]})"
-    return title + (f" aka {', '.join(version.aliases)}" if aliases and version.aliases else "")
+    title = version.sha256[:8] if not version.label else f"{shown(version.label)} ({version.sha256[:8]})"
+    return title + (f" aka {', '.join(map(shown, version.aliases))}" if aliases and version.aliases else "")
 
 
 def _alias_lines(history: ModelHistory) -> list[str]:
-    return [f"{version.short} aka {', '.join(version.aliases)} (same file)"
+    return [f"{shown(version.short)} aka {', '.join(map(shown, version.aliases))} (same file)"
             for version in history.versions if version.aliases]
 
 
@@ -56,7 +65,7 @@ def _finite(value: float | None) -> float | None:
 
 def versions_table(history: ModelHistory) -> Table:
     """One row per version: its latest scan's MSRS, the trend against the previous version's."""
-    table = Table(title=f"{history.name}: {len(history.versions)} versions, {len(history.scans())} scans",
+    table = Table(title=Text(f"{shown(history.name)}: {len(history.versions)} versions, {len(history.scans())} scans"),
                   box=box.SIMPLE_HEAD)
     table.add_column("version", overflow="ellipsis", no_wrap=True)
     widths = {"scans": 5, "last scan": 10, "MSRS": 7, "log2": 5, "": 1, "layers": 6, "params": 6}
@@ -66,7 +75,7 @@ def versions_table(history: ModelHistory) -> Table:
     previous = None
     for version in history.versions:
         latest = version.scans[-1]
-        table.add_row(_title(version, aliases=False), str(len(version.scans)), latest.created_at.strftime("%Y-%m-%d"),
+        table.add_row(Text(_title(version, aliases=False)), str(len(version.scans)), latest.created_at.strftime("%Y-%m-%d"),
                       _msrs(latest, spread=False), _log2(latest),
                       COLOURED[trend(previous, latest)],
                       str(latest.layer_count), _count(version.parameter_count))
@@ -75,7 +84,7 @@ def versions_table(history: ModelHistory) -> Table:
     if any(version.scans[-1].msrs_is_zero for version in history.versions):
         notes.append(ZERO_NOTE)
     if notes:
-        table.caption = "\n".join(notes)
+        table.caption = Text("\n".join(notes))
         table.caption_justify = "left"
     return table
 
@@ -98,7 +107,7 @@ def scan_lines(history: ModelHistory) -> list[str]:
         return "  ".join(cell.ljust(w) if i in left else cell.rjust(w)
                          for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
 
-    title = f"{history.name}: {len(history.versions)} versions, {len(rows)} scans"
+    title = f"{shown(history.name)}: {len(history.versions)} versions, {len(rows)} scans"
     zero = [ZERO_NOTE] if any(scan.msrs_is_zero for _, scan in history.scans()) else []
     return [title, line(header), "  ".join("─" * w for w in widths), *map(line, rows), *zero]
 

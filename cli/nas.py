@@ -18,6 +18,10 @@ from redaudit.cli.progress import LineReporter
 from redaudit.core.engine import ScanProgress
 from redaudit.cli.common import err_console as stderr
 from redaudit.cli.common import user_errors as _user_errors
+from redaudit.cli import signals
+from redaudit.cli.signals import pause_at
+from redaudit.nas.space import MAX_EPOCHS
+from redaudit.cli.params import DatabaseUrl, InputPath, Number, OutputPath, count, number
 
 
 def _percent(value: float) -> str:
@@ -56,34 +60,43 @@ def _quiet_optuna() -> None:
     except ImportError:
         return
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # An interrupted trial is said in one line by `nas run`; Optuna's own "Trial N failed ...
+    # KeyboardInterrupt" warning with its traceback would bury it.
+    for handler in optuna.logging.get_logger("optuna").handlers:  # records of child loggers reach these
+        handler.addFilter(_not_an_interrupt)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def _not_an_interrupt(record: Any) -> bool:
+    error = record.exc_info[1] if record.exc_info else None
+    return not isinstance(error, KeyboardInterrupt) and "KeyboardInterrupt" not in record.getMessage()
 
 
 @nas.command("run")
 @click.option("--study", "study_name", default=None, help="Study name (default: nas-OBJECTIVE). "
               "Several processes with the same name and --db share one study.")
-@click.option("--trials", type=click.IntRange(min=1), default=20, show_default=True,
+@click.option("--trials", type=count(1, 1_000_000), default=20, show_default=True,
               help="Trials this process runs.")
 @click.option("--objective", type=click.Choice(["redundancy-aware", "accuracy"]), default="redundancy-aware",
               show_default=True, help="redundancy-aware: maximise accuracy and minimise MSRS; accuracy: standard NAS.")
-@click.option("--budget", type=click.IntRange(min=1), default=12, show_default=True,
-              help="Training epochs per candidate (the paper scores after 12 of 200).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Sampler and training seed.")
+@click.option("--budget", type=count(1, MAX_EPOCHS), default=12, show_default=True,
+              help=f"Training epochs per candidate (the paper scores after 12 of 200; at most {MAX_EPOCHS}).")
+@click.option("--seed", type=Number(int, 0, 2**32 - 1), default=0, show_default=True, help="Sampler and training seed.")
 @click.option("--sampler", type=click.Choice(["tpe", "nsga2", "random"]), default="tpe", show_default=True)
-@click.option("--space", "space_file", type=click.Path(dir_okay=False), default=None,
+@click.option("--space", "space_file", type=InputPath(), default=None,
               help="TOML file declaring the search space (default: built-in).")
-@click.option("--data", "data_file", type=click.Path(dir_okay=False), default=None,
+@click.option("--data", "data_file", type=InputPath(), default=None,
               help=".npz with arrays x (N, ...) and y (N,) (default: scikit-learn digits).")
-@click.option("--db", "db_url", default=None, help="Database URL (default: $REDAUDIT_DB or the history DB).")
+@click.option("--db", "db_url", type=DatabaseUrl(), default=None, help="Database URL (default: $REDAUDIT_DB or the history DB).")
 @click.option("--artifacts", "artifact_dir", type=click.Path(file_okay=False), default=None,
               help="Folder for the trials' ONNX files (share it between machines).")
-@click.option("--worker-id", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--worker-id", type=count(0, 1_000_000), default=0, show_default=True,
               help="Give each parallel worker its own id so their samplers draw different candidates.")
-@click.option("--retrain", "retrain_epochs", type=click.IntRange(min=1), default=None,
+@click.option("--retrain", "retrain_epochs", type=count(1, MAX_EPOCHS), default=None,
               help="After the search, retrain the chosen model for this many epochs.")
-@click.option("--tolerance", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--tolerance", type=number(0.0, 100.0), default=1.0, show_default=True,
               help="Accuracy points below the best that the redundancy-aware choice may give up.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+@click.option("-o", "--output", type=OutputPath(), default=None,
               help="Write the chosen (retrained, if asked) model here as ONNX.")
 @_user_errors
 def run_command(study_name: str | None, trials: int, objective: str, budget: int, seed: int, sampler: str,
@@ -107,6 +120,7 @@ def run_command(study_name: str | None, trials: int, objective: str, budget: int
         lines = None if stderr.is_terminal else LineReporter("nas", stderr)  # CI logs: timestamped lines
 
         def on_progress(number: int, stage: str, done: int, total: int) -> None:
+            pause_at("work")
             if lines is not None:
                 step = "training (epochs)" if stage == "train" else "exporting and scanning"
                 lines(ScanProgress(f"trial {number}/{step}", done, total))
@@ -130,12 +144,15 @@ def run_command(study_name: str | None, trials: int, objective: str, budget: int
                               f"MSRS {attrs['msrs']:.3f}  params {attrs['parameters']:,}{reused}")
 
         try:
-            summary = run_search(name, trials, config, data=data, db_url=db_url, artifact_dir=artifact_dir,
-                                 worker_id=worker_id, progress=on_progress, on_trial=on_trial)
-        except KeyboardInterrupt:
-            click.echo(f"interrupted: study {name!r} is consistent (the running trial is marked FAILED); "
+            with signals.as_keyboard_interrupt():  # Optuna marks the running trial FAILED only for this
+                summary = run_search(name, trials, config, data=data, db_url=db_url, artifact_dir=artifact_dir,
+                                     worker_id=worker_id, progress=on_progress, on_trial=on_trial)
+        except KeyboardInterrupt as interrupt:
+            signum = getattr(interrupt, "signum", signals.signal.SIGINT)
+            word = "terminated" if signum == signals.signal.SIGTERM else "interrupted"
+            click.echo(f"{word}: study {name!r} is consistent (the running trial is marked FAILED); "
                        "run the same command again to continue", err=True)
-            sys.exit(130)
+            sys.exit(signals.exit_code(signum))
     stdout.print(f"study {summary.study_name!r}: ran {summary.trials_run} trials; "
                  f"{summary.complete} complete, {summary.failed} failed in total")
     _show_choices(name, db_url, tolerance / 100.0, retrain_epochs, output, data_file, artifact_dir)
@@ -168,10 +185,10 @@ def _show_choices(name: str, db_url: str | None, tolerance: float, retrain_epoch
 
 @nas.command("report")
 @click.argument("study_name", metavar="STUDY")
-@click.option("--db", "db_url", default=None, help="Database URL (default: $REDAUDIT_DB or the history DB).")
-@click.option("--tolerance", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--db", "db_url", type=DatabaseUrl(), default=None, help="Database URL (default: $REDAUDIT_DB or the history DB).")
+@click.option("--tolerance", type=number(0.0, 100.0), default=1.0, show_default=True,
               help="Accuracy points below the best that the redundancy-aware choice may give up.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--plot", "plot_path", type=OutputPath(), default=None,
               help="PNG of accuracy vs MSRS (default: STUDY-accuracy-vs-msrs.png).")
 @click.option("--no-plot", is_flag=True, help="Do not write the PNG.")
 @_user_errors
@@ -199,18 +216,31 @@ def report_command(study_name: str, db_url: str | None, tolerance: float, plot_p
         stdout.print(f"plot: {path}")
 
 
+def _default_plot(params: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+    """``nas report`` writes STUDY-accuracy-vs-msrs.png when no --plot is given: an output too."""
+    from redaudit.cli.guard import UsedFile
+
+    if params.get("no_plot") or params.get("plot_path"):
+        return [], []
+    path = f"{params['study_name']}-accuracy-vs-msrs.png"
+    return [], [UsedFile(path, f"the default plot {path}")]
+
+
+report_command.redaudit_paths = _default_plot  # type: ignore[attr-defined]
+
+
 @nas.command("export")
 @click.argument("study_name", metavar="STUDY")
-@click.option("--trial", "trial_number", type=click.IntRange(min=0), default=None,
+@click.option("--trial", "trial_number", type=count(0), default=None,
               help="Trial number (default: the choice of --rule).")
 @click.option("--rule", type=click.Choice(["redundancy-aware", "accuracy"]), default="redundancy-aware",
               show_default=True, help="Which choice to export when --trial is not given.")
-@click.option("--tolerance", type=click.FloatRange(min=0), default=1.0, show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True, help="Output .onnx path.")
-@click.option("--db", "db_url", default=None, help="Database URL (default: $REDAUDIT_DB or the history DB).")
+@click.option("--tolerance", type=number(0.0, 100.0), default=1.0, show_default=True)
+@click.option("-o", "--output", type=OutputPath(), required=True, help="Output .onnx path.")
+@click.option("--db", "db_url", type=DatabaseUrl(), default=None, help="Database URL (default: $REDAUDIT_DB or the history DB).")
 @click.option("--artifacts", "artifact_dir", type=click.Path(file_okay=False), default=None,
               help="Folder holding the trials' ONNX files.")
-@click.option("--data", "data_file", type=click.Path(dir_okay=False), default=None,
+@click.option("--data", "data_file", type=InputPath(), default=None,
               help="The study's .npz, needed only to re-train when the artifact is not available.")
 @_user_errors
 def export_command(study_name: str, trial_number: int | None, rule: str, tolerance: float, output: str,

@@ -9,6 +9,8 @@ import click
 from rich.table import Table
 
 from redaudit.cli.common import console, prepare_output_paths, progress_bar, user_errors
+from redaudit.cli.guard import model_data_files
+from redaudit.cli.params import DatabaseUrl, InputPath, OutputPath, count, data_file_of, number
 from redaudit.cli.mlflow_options import mlflow_options
 from redaudit.cli.render import print_warnings
 from redaudit.cli.scan_options import scan_options, scan_spec
@@ -69,6 +71,8 @@ def render_result(result) -> None:
         agreement.add_row(item.name, f"{item.max_abs_error:.3g}", f"{item.relative_error:.3g}",
                           _num(item.cosine_mean, 5), _num(item.cosine_min, 5), top1)
     console.print(agreement)
+    if result.next_token is not None:
+        render_next_token(result.next_token)
     for span in result.healed:
         after = len(span.get("fitted_after") or ())
         console.print(f"Healed span {span['span']['entry']} → {span['span']['exit']}: {span['how']}"
@@ -84,12 +88,21 @@ def render_result(result) -> None:
         console.print(f"Recorded in the history as scan {result.recorded_scan_id}.")
 
 
+def render_next_token(lm) -> None:
+    table = Table(title=f"Next-token agreement ({lm.output}, {lm.positions:,} positions)", title_justify="left")
+    for column in ("top-1 agree", "KL(orig || pruned)", "perplexity original", "perplexity pruned", "ratio"):
+        table.add_column(column, justify="right")
+    table.add_row(f"{100 * lm.top1_agreement:.1f}%", f"{lm.kl_mean:.4f}", _num(lm.perplexity_original, 2),
+                  _num(lm.perplexity_pruned, 2), _num(lm.perplexity_ratio, 3))
+    console.print(table)
+
+
 @click.command("prune")
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=InputPath(companions=model_data_files))
 @click.option("--list", "list_only", is_flag=True, help="Show the removable blocks and their similarity, remove nothing.")
-@click.option("--remove", type=click.IntRange(1), help="Remove the N blocks most similar to their input.")
-@click.option("--target-params", type=float, metavar="PCT", help="Remove blocks until at most PCT % of the parameters remain.")
-@click.option("--max-drift", type=float, metavar="X", help="Stop before 1 - output cosine similarity exceeds X.")
+@click.option("--remove", type=count(1), help="Remove the N blocks most similar to their input.")
+@click.option("--target-params", type=number(0.0, 100.0, low_open=True), metavar="PCT", help="Remove blocks until at most PCT % of the parameters remain.")
+@click.option("--max-drift", type=number(0.0, 2.0), metavar="X", help="Stop before 1 - output cosine similarity exceeds X.")
 @click.option("--blocks", metavar="NAME,...", help="Remove these blocks (names or numbers from --list).")
 @click.option("--policy", type=click.Choice(list(POLICIES)), default="bi", show_default=True,
               help="How blocks are chosen: bi (ShortGPT Block Influence: token cosine of block input and output; "
@@ -102,31 +115,39 @@ def render_result(result) -> None:
                    "linear op where possible). attention: the same map plus a token-mixing term through the "
                    "attention pattern of the layer before the span (transformers; best on MiniLM in "
                    "docs/prune.md; plain map where no attention is upstream). Combines with --iterative.")
-@click.option("--calibrate", "calibrate", type=click.Path(dir_okay=False), default=None,
+@click.option("--calibrate", "calibrate", type=InputPath(), default=None,
               help=".npz to fit --heal on (default: the probe inputs, which also verify the result).")
-@click.option("--min-cosine", type=float, default=0.9, show_default=True,
+@click.option("--min-cosine", type=number(-1.0, 1.0), default=0.9, show_default=True,
               help="Refuse to write a pruned model whose mean output cosine to the original is lower.")
-@click.option("--min-top1", type=float, default=None, help="Also refuse below this top-1 agreement (classifiers).")
-@click.option("--force", is_flag=True, help="Write the pruned model even below --min-cosine/--min-top1.")
+@click.option("--min-top1", type=number(0.0, 1.0), default=None,
+              help="Also refuse below this top-1 agreement (a classifier's per sample, a causal LM's per next token).")
+@click.option("--max-kl", type=number(0.0, 1e6), default=None, metavar="NATS",
+              help="Causal LMs: refuse above this mean KL(original || pruned) of next-token distributions.")
+@click.option("--max-ppl-increase", type=number(0.0, 1e6), default=None, metavar="PCT",
+              help="Causal LMs: refuse when perplexity on the probe text grows by more than PCT % "
+                   "(15: pruned <= 1.15x original; needs real token ids).")
+@click.option("--force", is_flag=True, help="Write the pruned model even when it misses a bound above.")
 @click.option("--iterative", is_flag=True, help="Re-scan after each removal and pick the next block on the new model.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the pruned model here.")
+@click.option("-o", "--output", type=OutputPath(companions=data_file_of), help="Write the pruned model here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--no-latency", is_flag=True, help="Skip the latency measurement.")
 @click.option("--record", metavar="NAME", help="Store the pruned model in the history as a version derived from the original.")
 @click.option("--label", help="Label of the recorded pruned version.")
-@click.option("--db", metavar="URL", help="History database (default: the history's default).")
+@click.option("--db", metavar="URL", type=DatabaseUrl(used_with="record"), help="History database (default: the history's default).")
 @scan_options
 @mlflow_options
 @user_errors
 def prune_command(model: str, list_only: bool, remove: int | None, target_params: float | None,
                   max_drift: float | None, blocks: str | None, policy: str, heal: str, calibrate: str | None,
-                  min_cosine: float, min_top1: float | None, force: bool, iterative: bool, output: str | None,
+                  min_cosine: float, min_top1: float | None, max_kl: float | None,
+                  max_ppl_increase: float | None, force: bool, iterative: bool, output: str | None,
                   as_json: bool, no_latency: bool, record: str | None, label: str | None, db: str | None,
                   **options: Any) -> None:
     """Remove the blocks of MODEL whose output repeats their input (RedTest similarity-guided
     pruning), verify the result against the original and save it with -o.
 
-    The probe options are scan's; --level/--tap only shape the MSRS before/after."""
+    The probe options are scan's; --level/--tap shape the MSRS before/after, and --level
+    sublayer offers the attention/MLP halves of transformer layers instead of whole layers."""
     from redaudit.cli.history import check_record_options
     from redaudit.cli.mlflow_options import logged_line, mlflow_target
     from redaudit.prune import prune_model
@@ -141,14 +162,17 @@ def prune_command(model: str, list_only: bool, remove: int | None, target_params
         result = prune_model(model, remove=remove, target_params=target_params, max_drift=max_drift,
                              blocks=names, iterative=iterative, list_only=list_only, output=output,
                              latency=not no_latency, record=record, label=label, db=db, policy=policy,
-                             heal=heal, calibrate=calibrate, min_cosine=min_cosine, min_top1=min_top1, force=force,
+                             heal=heal, calibrate=calibrate, min_cosine=min_cosine, min_top1=min_top1,
+                             max_kl=max_kl, max_ppl_increase=max_ppl_increase, force=force,
                              spec=spec, progress=update)
     if tracking is not None:
         from redaudit.integrations.mlflow import log_prune
 
         logged_line(log_prune(result, tracking, spec=spec))
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
+        from redaudit.report.json_report import finite_only
+
+        click.echo(json.dumps(finite_only(result.to_dict()), indent=2, allow_nan=False))
         return
     print_warnings(result.warnings)  # on stderr, before the tables: they change how the tables read
     render_candidates(result)

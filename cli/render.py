@@ -96,6 +96,8 @@ def render_scan(result: ScanResult, console: Console, top: int = 10) -> None:
                   f"β {config.beta} · {result.samples} samples in {result.batches} batches "
                   f"({'real' if result.inputs_real else 'synthetic'} inputs) · {result.provider} · {result.backend}"
                   + (f" · onnxruntime micro-batch {result.micro_batch}" if result.micro_batch else ""))
+    if result.unit:
+        console.print(f"unit: {result.unit} (one IR each; docs/taps.md)")
     console.print(layer_table(result, console.width))
     pairs = Table(title=f"Most redundant pairs (top {top})")
     for column in ("layer a", "layer b", "CKA"):

@@ -4,23 +4,25 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from rich.table import Table
 
 import redaudit
-from redaudit.cli.history import check_record_options, record_from_cli, record_options
-from redaudit.cli.common import OutputError, console, err_console, prepare_output_paths, progress_bar, user_errors
+from redaudit.cli.common import (MAX_MODEL_SIZE_AUTO, MAX_MODEL_SIZE_HELP, OutputError, console, err_console,
+                                 prepare_output_paths, progress_bar, user_errors)
+from redaudit.cli.params import InputPath, OutputPath, count
+from redaudit.cli.guard import model_data_files
 from redaudit.cli.mlflow_options import logged_line, mlflow_options, mlflow_target
-from redaudit.cli.render import msrs_line, print_warnings, render_scan
+from redaudit.cli.record_options import check_record_options, record_options
 from redaudit.cli.scan_options import scan_options, scan_spec
+from redaudit.core.spec import LEVELS
 
 
 @click.command("scan")
-@click.argument("model", type=click.Path(dir_okay=True))
+@click.argument("model", type=InputPath(dir_okay=True, companions=model_data_files))
 @scan_options
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the full result as JSON.")
-@click.option("--heatmap", "heatmap_path", type=click.Path(dir_okay=False), help="Write the similarity heatmap (PNG).")
-@click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Write a self-contained HTML report.")
-@click.option("--top", type=click.IntRange(1), default=10, show_default=True, help="Redundant pairs to list.")
+@click.option("--json", "json_path", type=OutputPath(), help="Write the full result as JSON.")
+@click.option("--heatmap", "heatmap_path", type=OutputPath(), help="Write the similarity heatmap (PNG).")
+@click.option("--html", "html_path", type=OutputPath(), help="Write a self-contained HTML report.")
+@click.option("--top", type=count(1, 1_000_000), default=10, show_default=True, help="Redundant pairs to list.")
 @click.option("--quiet", is_flag=True,
               help="Print only the MSRS line on stdout; stderr gets warnings, nothing else.")
 @record_options
@@ -30,6 +32,10 @@ def scan_command(model: str, json_path: str | None, heatmap_path: str | None, ht
                  top: int, quiet: bool, record: str | None, label: str | None, db: str | None,
                  **options: Any) -> None:
     """Measure layer similarity (CKA) and MSRS of an ONNX MODEL."""
+    # Imported here, not at the top: `scan --help` must not load numpy (render) or SQLAlchemy (history).
+    from redaudit.cli.history import record_from_cli
+    from redaudit.cli.render import msrs_line, print_warnings, render_scan
+
     tracking = mlflow_target(options)
     spec = scan_spec(options)
     check_record_options(record, label, db)  # a bad --record/--db fails before the scan
@@ -93,24 +99,26 @@ def _write_each(result: redaudit.ScanResult, json_path: str | None, heatmap_path
 
 
 @click.command("taps")
-@click.argument("model", type=click.Path(dir_okay=True))
-@click.option("--level", type=click.Choice(["block", "layer", "op"]), default="block", show_default=True)
-@click.option("--max-model-size", default="2G", show_default=True, metavar="SIZE")
+@click.argument("model", type=InputPath(dir_okay=True))
+@click.option("--level", type=click.Choice(LEVELS), default="block", show_default=True)
+@click.option("--max-model-size", default=MAX_MODEL_SIZE_AUTO, show_default=True, metavar="SIZE|auto",
+              help=MAX_MODEL_SIZE_HELP)
 @user_errors
 def taps_command(model: str, level: str, max_model_size: str) -> None:
     """List the IR tensors a scan of MODEL would tap at --level (name, op, shape)."""
-    from redaudit.cli.common import parse_size
+    from redaudit.cli.common import parse_model_size
     from redaudit.core.graph import GraphIndex
     from redaudit.core.model import load_model
     from redaudit.core.tap import select_taps
+    from rich.table import Table
 
-    loaded = load_model(model, max_bytes=parse_size(max_model_size))
-    selection = select_taps(GraphIndex.build(loaded.proto), level)
-    table = Table(title=f"{len(selection.points)} taps at level {selection.level}")
-    for column in ("#", "tensor", "op", "shape"):
+    loaded = load_model(model, max_bytes=parse_model_size(max_model_size))
+    selection = select_taps(GraphIndex.build(loaded.proto, folder=loaded.folder), level)
+    table = Table(title=f"{len(selection.points)} taps at level {selection.level} (unit: {selection.unit})")
+    for column in ("#", "unit", "tensor", "op", "shape"):
         table.add_column(column, overflow="fold")
     for i, point in enumerate(selection.points):
-        table.add_row(str(i), point.tensor, point.op, "×".join(map(str, point.shape)))
+        table.add_row(str(i), point.unit, point.tensor, point.op, "×".join(map(str, point.shape)))
     console.print(table)
     for warning in selection.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}")

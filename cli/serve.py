@@ -10,27 +10,28 @@ import click
 
 from redaudit.cli.common import parse_size, user_errors
 from redaudit.cli.history import db_option
-from redaudit.core.spec import DEFAULT_MAX_MODEL_BYTES
+from redaudit.cli.params import count, number
+from redaudit.core.spec import DEFAULT_MAX_UPLOAD_BYTES
 
 TOKEN_ENV = "REDAUDIT_TOKEN"
 
 
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--port", default=8000, show_default=True, type=count(0, 65535))
 @db_option
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where uploaded blobs are stored (default: the user data directory).")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(0, 64),
+@click.option("--workers", default=1, show_default=True, type=count(0, 64),
               help="Embedded worker processes (ignored with --broker); each job gets (cores-1)/N threads "
                    "unless its spec sets threads.")
 @click.option("--broker", metavar="URL", default=None,
               help="Celery broker (redis://... or amqp://...): queue jobs for `redaudit worker` processes.")
 @click.option("--public-read", is_flag=True, help="Allow reads without a token (writes always need one).")
-@click.option("--lease", "lease_s", default=60.0, show_default=True, type=click.FloatRange(1, 86400),
+@click.option("--lease", "lease_s", default=60.0, show_default=True, type=number(1, 86400),
               help="Seconds without a heartbeat after which a running job's worker is presumed dead.")
-@click.option("--max-attempts", default=2, show_default=True, type=click.IntRange(1, 100))
-@click.option("--max-upload-size", default=str(DEFAULT_MAX_MODEL_BYTES), show_default=True,
+@click.option("--max-attempts", default=2, show_default=True, type=count(1, 100))
+@click.option("--max-upload-size", default=str(DEFAULT_MAX_UPLOAD_BYTES), show_default=True,
               help="Largest upload (model, bundle, or inputs), e.g. 500M or 2G.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
@@ -61,11 +62,11 @@ def serve_command(host, port, db, data_dir, workers, broker, public_read, lease_
               help="The API's base URL (models are fetched from it by sha256); token from $REDAUDIT_TOKEN.")
 @click.option("--queue", "queues", multiple=True, type=click.Choice(["cpu", "gpu"]), default=("cpu",),
               show_default=True, help="Queue(s) to take jobs from; run GPU machines with --queue gpu.")
-@click.option("--concurrency", default=1, show_default=True, type=click.IntRange(1, 256),
+@click.option("--concurrency", default=1, show_default=True, type=count(1, 256),
               help="Jobs at once; each gets (cores-1)/N onnxruntime threads (at least 1) unless its spec sets threads.")
-@click.option("--lease", "lease_s", default=60.0, show_default=True, type=click.FloatRange(1, 86400))
-@click.option("--max-attempts", default=2, show_default=True, type=click.IntRange(1, 100))
-@click.option("--max-upload-size", default=str(DEFAULT_MAX_MODEL_BYTES), show_default=True)
+@click.option("--lease", "lease_s", default=60.0, show_default=True, type=number(1, 86400))
+@click.option("--max-attempts", default=2, show_default=True, type=count(1, 100))
+@click.option("--max-upload-size", default=str(DEFAULT_MAX_UPLOAD_BYTES), show_default=True)
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @user_errors

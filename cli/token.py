@@ -7,6 +7,7 @@ from rich.table import Table
 
 from redaudit.cli.common import user_errors
 from redaudit.cli.history import db_option
+from redaudit.cli.params import count
 from redaudit.errors import ConfigError
 
 
@@ -54,7 +55,7 @@ def list_command(db) -> None:
 
 
 @token_group.command("revoke")
-@click.argument("token_id", type=int)
+@click.argument("token_id", type=count(1, 2**63 - 1))
 @db_option
 @user_errors
 def revoke_command(token_id, db) -> None:

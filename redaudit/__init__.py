@@ -7,6 +7,19 @@ options), its :class:`ScanResult`, and :class:`RedauditError` for everything a u
 from __future__ import annotations
 
 import os
+import signal as _signal
+import sys as _sys
+
+# When this process is the `redaudit` command (the console script, or `python -m
+# redaudit.cli.main`), Ctrl-C and SIGTERM are held pending from this first line of ours until the
+# CLI's handler is in place (redaudit.cli.main.main releases them): a signal during the start-up
+# imports then ends the command with its one line instead of a KeyboardInterrupt traceback. As a
+# library (any other program importing redaudit), nothing here touches the process.
+# (A multiprocessing child inherits the parent's argv but never runs main(): left alone.)
+if (os.path.basename(_sys.argv[0] if _sys.argv else "") == "redaudit"
+        or "redaudit.cli.main" in getattr(_sys, "orig_argv", ())[:4]) and "multiprocessing" not in _sys.modules:
+    _signal.pthread_sigmask(_signal.SIG_BLOCK, (_signal.SIGINT, _signal.SIGTERM))
+
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -57,9 +70,8 @@ def prepare(model: "str | os.PathLike[str] | onnx.ModelProto", *, max_model_byte
             device: str = "auto") -> "PreparedModel":
     """Load, check and index a model once, to scan it several times."""
     from redaudit.core.prepared import PreparedModel
-    from redaudit.core.spec import DEFAULT_MAX_MODEL_BYTES
 
-    return PreparedModel.load(model, max_model_bytes=max_model_bytes or DEFAULT_MAX_MODEL_BYTES, device=device)
+    return PreparedModel.load(model, max_model_bytes=max_model_bytes, device=device)
 
 
 def scan(model: "str | os.PathLike[str] | onnx.ModelProto | PreparedModel", spec: ScanSpec | None = None, *,

@@ -97,7 +97,10 @@ class StagedFiles:
         """Rename every staged file over its target; returns the targets."""
         targets = []
         for temporary, target in self._staged:
-            os.replace(temporary, target)
+            try:
+                os.replace(temporary, target)
+            except OSError as error:  # an immutable or vanished target: name it, not our temporary file
+                raise _named(error, target) from None
             targets.append(target)
         for folder in {target.parent for target in targets}:
             _fsync_folder(folder)

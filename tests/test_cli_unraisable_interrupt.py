@@ -20,7 +20,7 @@ from redaudit.cli import main as entry
 
 class Finalized:
     def __del__(self):
-        entry._on_sigint(2, None)  # what the SIGINT handler does when the signal lands here
+        entry.signals.on_signal(2, None)  # what the SIGINT handler does when the signal lands here
 
 @entry.cli.command("unraisable-probe")
 def probe():

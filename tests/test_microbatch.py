@@ -123,7 +123,7 @@ def test_prune_verification_and_calibration_under_a_small_budget(cnn_prune_path)
     per_sample = 2 * live_peak(prepared.proto.graph, sizes)  # the first run's arena and the memory pattern
     held = 2 * 512 * sizes["features"] + 64 * 2 * sizes["layer1.out"]  # verification's outputs, one calibration batch
     budget = session_weight_bytes(prepared.proto) + held + 20 * per_sample
-    evaluator = Evaluator(prepared, arrays, 256, budget)
+    evaluator = Evaluator(prepared, arrays, 256, max_memory_bytes=budget)
     assert 20 <= evaluator.micro_batch < 256
     cut = outputs_only(prepared.proto, ["layer1.out", "layer2.out"])
     assert 1 <= micro_batch_for(cut, {"img": arrays["img"][:64]}, budget, 64, held_samples=64) < 64

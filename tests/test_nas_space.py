@@ -48,7 +48,7 @@ batch_size = 32
     ("kernels = [2]", "odd"),
     ("families = ['transformer']", "families"),
     ("widthz = [8]", "unknown keys"),
-    ("depth = 3", "bad value"),
+    ("depth = 3", "depth must be [low, high]"),
     ("[train]\nlr = 1", "unknown [train] keys"),
     ("this is not toml", "not valid TOML"),
 ])

@@ -19,6 +19,10 @@ Reshape whose target shape is computed at run time leaves its output shapeless).
 batch (see :mod:`redaudit.core.shapes`) and augments again with ``ranks`` — so a scan never
 reduces a tensor differently because its shape was unknown statically. Every tap also gets a
 small ``(1, rank)`` int64 output holding its runtime shape, which the result records.
+
+Token-level pooling ignores padding: in a language model with an attention-mask input, a
+(N, T, D) token tap is averaged over the tokens the mask keeps (its last T columns, as the mask
+also spans a cache's past), ``Σ m·x / Σ m`` — the plain mean when the mask is all ones.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ import onnx
 from onnx import helper
 
 from redaudit.core.graph import GraphIndex
+from redaudit.core.lm_inputs import padding_mask
 from redaudit.core.spec import REDUCTIONS  # noqa: F401 - defined once, re-exported
 from redaudit.core.tap import TapPoint
 from redaudit.errors import ConfigError
@@ -178,6 +183,28 @@ class _Builder:
             node = helper.make_node(op, [source], [out], axes=list(axes), name=f"{out}_node", **attrs)
         self.graph.node.append(node)
 
+    def masked_token_mean(self, source: str, tap: str, mask: str, out: str) -> None:
+        """``Σ_t m·x / max(Σ_t m, 1)`` over axis 1 of a float64 (N, T, D) ``source``, with m the
+        last T columns of the (N, P + T) ``mask`` (T read from the tapped tensor at run time)."""
+        names = {key: self.fresh(f"{out}_{key}") for key in ("len", "neg", "end", "axis", "cut", "m", "w", "mx",
+                                                             "num", "den", "one", "safe", "two")}
+        consts = {"end": [2**62], "axis": [1], "one": [1.0], "two": [2]}
+        for key, values in consts.items():
+            dtype = onnx.TensorProto.DOUBLE if key == "one" else onnx.TensorProto.INT64
+            self.graph.initializer.append(helper.make_tensor(names[key], dtype, [1], values))
+        add = self.graph.node.append
+        add(helper.make_node("Shape", [tap], [names["len"]], start=1, end=2, name=f"{names['len']}_node"))
+        add(helper.make_node("Neg", [names["len"]], [names["neg"]], name=f"{names['neg']}_node"))
+        add(helper.make_node("Slice", [mask, names["neg"], names["end"], names["axis"]], [names["cut"]],
+                             name=f"{names['cut']}_node"))
+        add(helper.make_node("Cast", [names["cut"]], [names["m"]], to=onnx.TensorProto.DOUBLE, name=f"{names['m']}_node"))
+        add(helper.make_node("Unsqueeze", [names["m"], names["two"]], [names["w"]], name=f"{names['w']}_node"))
+        add(helper.make_node("Mul", [source, names["w"]], [names["mx"]], name=f"{names['mx']}_node"))
+        self.axes_node("ReduceSum", names["mx"], names["num"], (1,), 13, keepdims=0)
+        self.axes_node("ReduceSum", names["w"], names["den"], (1,), 13, keepdims=0)
+        add(helper.make_node("Max", [names["den"], names["one"]], [names["safe"]], name=f"{names['safe']}_node"))
+        add(helper.make_node("Div", [names["num"], names["safe"]], [out], name=f"{out}_node"))
+
     def output(self, name: str, elem_type: int) -> None:
         self.graph.output.append(helper.make_tensor_value_info(name, elem_type, None))
 
@@ -205,6 +232,7 @@ def augment(model: onnx.ModelProto, index: GraphIndex, taps: list[TapPoint], red
             output.type.tensor_type.ClearField("shape")
     existing_outputs = {output.name for output in graph.output}
     build = _Builder(augmented, set(index.producer) | index.initializers | set(index.graph_inputs))
+    mask = padding_mask(model) if build.opset >= 15 else None  # Shape(start, end) needs opset 15
     fetch_names, shape_names, reductions, unresolved = [], [], [], []
     for position, tap in enumerate(taps):
         tensor_type = index.types.get(tap.tensor)
@@ -228,7 +256,10 @@ def augment(model: onnx.ModelProto, index: GraphIndex, taps: list[TapPoint], red
             graph.node.append(helper.make_node("Cast", [source], [wide], to=onnx.TensorProto.DOUBLE,
                                                name=f"{wide}_node"))
             out_name = build.fresh(f"redaudit_pool_{position}")
-            build.axes_node("ReduceMean", wide, out_name, tuple(sorted(axes)), 18, keepdims=0)
+            if mask is not None and reduction.layout == "tokens" and axes == (1,) and rank == 3:
+                build.masked_token_mean(wide, tap.tensor, mask, out_name)
+            else:
+                build.axes_node("ReduceMean", wide, out_name, tuple(sorted(axes)), 18, keepdims=0)
             source, elem_type = out_name, onnx.TensorProto.DOUBLE
         if source not in existing_outputs:
             build.output(source, elem_type)

@@ -23,7 +23,10 @@ from redaudit.core.graph import SHAPE_ONLY_OPS, GraphIndex
 
 WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum", "ConvInteger", "MatMulInteger",
                           "QLinearConv", "QLinearMatMul", "FusedConv", "FusedMatMul", "LSTM", "GRU", "RNN"})
-ATTENTION_OPS = frozenset({"Softmax", "Attention", "MultiHeadAttention"})
+#: Softmax of a plain export; onnxruntime's fused attention (com.microsoft) in optimised/genai graphs.
+ATTENTION_OPS = frozenset({"Softmax", "Attention", "MultiHeadAttention", "GroupQueryAttention", "PackedAttention",
+                           "PackedMultiHeadAttention", "SparseAttention", "PagedAttention",
+                           "DecoderMaskedMultiHeadAttention", "DecoderMaskedSelfAttention"})
 ELEMENTWISE_OPS = frozenset({
     "Relu", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "Gelu", "FastGelu", "Elu", "Selu", "Celu",
     "Clip", "HardSigmoid", "HardSwish", "Softplus", "Softsign", "Mish", "Erf", "ThresholdedRelu",
@@ -124,7 +127,7 @@ def _bits(mask: int) -> list[int]:
     return bits
 
 
-def _compatible_shapes(index: GraphIndex, first: str, second: str) -> bool:
+def compatible_shapes(index: GraphIndex, first: str, second: str) -> bool:
     """Equal rank and equal static dims; unknown types are accepted (checked at run time)."""
     a, b = index.types.get(first), index.types.get(second)
     if not (a and b and a.shape is not None and b.shape is not None):
@@ -166,7 +169,7 @@ def _is_skip_connection(index: GraphIndex, entry: str, output: str, operands: li
     if not any(weighted):
         return False
     if entry in operands:
-        return _compatible_shapes(index, entry, output)
+        return compatible_shapes(index, entry, output)
     for side, has_weight in zip(sides, weighted):
         if not has_weight and any(index.nodes[p].op_type in _BROADCAST_OPS for p in side):
             return False
@@ -189,7 +192,7 @@ def find_residual_merges(index: GraphIndex) -> list[ResidualMerge]:
         if node.op_type not in ("Add", "Sum") or len(operands) != 2 or not node.output or position in inside:
             continue
         left, right = operands
-        if left not in masks or right not in masks or not _compatible_shapes(index, left, right):
+        if left not in masks or right not in masks or not compatible_shapes(index, left, right):
             continue
         common = masks[left] & masks[right]
         if not common:
@@ -210,19 +213,3 @@ def find_residual_merges(index: GraphIndex) -> list[ResidualMerge]:
             end = node.output[0]
         merges.append(ResidualMerge(position, entry, node.output[0], end, entry in operands, branch))
     return merges
-
-
-def encoder_layer_merges(index: GraphIndex, merges: list[ResidualMerge]) -> list[list[ResidualMerge]]:
-    """Group consecutive merges into transformer encoder layers: an attention merge followed by
-    the feed-forward merge(s) that start from its IR is one layer. Attention-free networks
-    (ResNets) get one group per merge."""
-    groups: list[list[ResidualMerge]] = []
-    for merge in merges:
-        attention = merge.has_attention(index)
-        previous = groups[-1] if groups else None
-        if (previous is not None and not attention and previous[0].has_attention(index)
-                and merge.entry == previous[-1].exit):
-            previous.append(merge)
-        else:
-            groups.append([merge])
-    return groups

@@ -145,17 +145,25 @@ def _batch_hsic(features: Sequence[Any], estimator: str, xp: Any) -> BatchHsic:
 
 
 def cka_from_hsic(hsic: Any, xp: Any = np, constant: Any = None) -> Any:
-    """Normalise an HSIC matrix to CKA. A layer flagged ``constant`` or whose self-HSIC is not
-    positive (possible for the unbiased estimator on few samples) gets NaN in its row/column."""
+    """Normalise an HSIC matrix to CKA. A layer flagged ``constant``, or whose self-HSIC is not a
+    positive *normal* float64 (zero, negative — possible for the unbiased estimator on few
+    samples — or subnormal: activations that shrank by 0.05× per layer for 80 layers), gets NaN
+    in its row/column: its HSIC has lost its precision, and dividing by it gave CKA = inf.
+    The norm is the product of square roots (never the root of a product, which underflows to 0
+    for two self-HSICs near 1e-200) and the result is clipped to [-1, 1], the range of CKA that
+    rounding of the unbiased estimator can leave by a hair; NaN stays NaN."""
     diag = xp.diagonal(hsic).copy()
-    bad = ~(diag > 0.0)
+    bad = ~(diag >= _SMALLEST_NORMAL)  # also true for NaN
     if constant is not None:
         bad = bad | xp.asarray(constant)
-    safe = xp.where(bad, 1.0, diag)
-    norm = xp.sqrt(xp.outer(safe, safe))
-    cka = hsic / norm
-    cka = xp.where(bad[:, None] | bad[None, :], xp.nan, cka)
-    return cka
+    root = xp.sqrt(xp.where(bad, 1.0, diag))
+    cka = hsic / (root[:, None] * root[None, :])
+    cka = xp.where(bad[:, None] | bad[None, :] | ~xp.isfinite(cka), xp.nan, cka)
+    return xp.clip(cka, -1.0, 1.0)
+
+
+#: Below this a float64 is subnormal: a self-HSIC there has lost most of its digits.
+_SMALLEST_NORMAL = float(np.finfo(np.float64).tiny)
 
 
 def cka_all_pairs(features: Sequence[Any], estimator: str = "unbiased", xp: Any = np) -> Any:

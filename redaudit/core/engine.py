@@ -25,6 +25,7 @@ from redaudit.core.run import CUDA, BatchRunner
 from redaudit.core.shapes import PROBE_SAMPLES, RuntimeShapes, probe_ranks
 from redaudit.core.similarity import SimilarityAccumulator
 from redaudit.core.spec import ScanSpec, min_batch
+from redaudit.core.text import probe_source
 from redaudit.core.tap import TapPoint
 from redaudit.errors import ConfigError, ScanCancelled
 
@@ -61,7 +62,7 @@ def _check_cancel(cancel: CancelCheck | None) -> None:
 def _layer_info(point: TapPoint, reduction: Reduction, shapes: RuntimeShapes, position: int) -> LayerInfo:
     return LayerInfo(name=point.tensor, op=point.op, shape=tuple(point.shape), node=point.node,
                      runtime_shape=shapes.shape(position), reduced_axes=tuple(reduction.axes or ()),
-                     layout=reduction.layout, layout_source=reduction.source)
+                     layout=reduction.layout, layout_source=reduction.source, unit=point.unit)
 
 
 def check_batching(spec: ScanSpec, samples: int) -> int:
@@ -104,7 +105,7 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
     lap("taps")
     _check_cancel(cancel)
     _notify(progress, "probe")
-    probe = make_probe(prepared.input_specs, inputs if inputs is not None else spec.inputs, spec.samples,
+    probe = make_probe(prepared.input_specs, probe_source(spec, prepared.input_specs, inputs), spec.samples,
                        spec.seed, spec.dims_dict, spec.int_range)
     lap("probe")
     _notify(progress, "augment")
@@ -213,7 +214,8 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
         timings={**stage_times, "prepare_s": tapped_at - started, "streaming_s": finished - tapped_at,
                  "run_s": run_seconds, "similarity_s": (finished - tapped_at) - run_seconds,
                  "total_s": finished - started},
-        layer_issues=layer_issues, warnings=warnings, micro_batch=min(runner.chunk or run_size, run_size))
+        layer_issues=layer_issues, warnings=warnings, unit=selection.unit,
+        micro_batch=min(runner.chunk or run_size, run_size))
     reason = result.msrs_unavailable_reason()
     if reason:
         result.warnings.insert(0, reason)

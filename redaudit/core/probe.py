@@ -3,6 +3,9 @@
 Synthetic inputs are generated batch by batch from one seeded generator, so memory does not
 grow with the number of samples and the same seed gives the same inputs. The report always
 says which kind was used: the paper uses real test data, and synthetic probes are a fallback.
+A language model's inputs (token ids, mask, positions, past keys/values) are recognised and
+generated consistently, and completed when real data holds only token ids
+(:mod:`redaudit.core.lm_inputs`).
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from redaudit.core import lm_inputs as lm
 from redaudit.core.npz import read_npz
 from redaudit.errors import ProbeInputError
 
@@ -26,9 +30,14 @@ DEFAULT_INT_RANGE = (0, 256)
 
 @dataclass(frozen=True)
 class InputSpec:
+    """A graph input. ``role`` is what it is to a language model (token ids, mask, positions,
+    token types, past; "" otherwise) and ``vocab`` the embedding rows token ids index."""
+
     name: str
     dtype: np.dtype
     shape: tuple[int | str | None, ...]  # shape[0] is the batch axis
+    role: str = ""
+    vocab: int | None = None
 
     @property
     def fixed_batch(self) -> int | None:
@@ -37,6 +46,7 @@ class InputSpec:
 
 
 def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
+    lm.check_drivable(model)  # a fused-attention layout is refused before its scalar inputs are
     initializers = {init.name for init in model.graph.initializer}
     specs = []
     for value in model.graph.input:
@@ -57,7 +67,9 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
             raise ProbeInputError(f"input {value.name!r} has element type {tensor_type.elem_type}, which is not an "
                                   "ONNX tensor type redaudit can feed; re-export the model") from None
         specs.append(InputSpec(value.name, dtype, tuple(dims)))
-    return specs
+    roles = lm.input_roles(model, [spec.name for spec in specs])
+    return [InputSpec(spec.name, spec.dtype, spec.shape, roles[spec.name].role, roles[spec.name].vocab)
+            if spec.name in roles else spec for spec in specs]
 
 
 def _sample_digests(array: np.ndarray) -> list[bytes]:
@@ -122,6 +134,7 @@ class Probe:
     dims: dict[str, int] = field(default_factory=dict)
     int_range: tuple[int, int] = DEFAULT_INT_RANGE
     warnings: list[str] = field(default_factory=list)
+    token_range: tuple[int, int] | None = None  # token ids' range (the vocabulary) for a language model
     _hash: InputHasher = field(default_factory=InputHasher, repr=False)
 
     @property
@@ -131,6 +144,10 @@ class Probe:
 
     def _synthetic(self, spec: InputSpec, count: int, rng: np.random.Generator) -> np.ndarray:
         shape = [count] + [self._dim(spec, axis, dim) for axis, dim in enumerate(spec.shape[1:], start=1)]
+        if spec.role:
+            array = lm.synthesize(spec, shape, rng, self.token_range or self.int_range)
+            if array is not None:
+                return array
         if spec.dtype.kind == "f":
             return rng.standard_normal(shape).astype(spec.dtype)
         if spec.dtype.kind in "iu":
@@ -140,7 +157,8 @@ class Probe:
             return rng.integers(0, 2, size=shape).astype(bool)
         raise ProbeInputError(f"cannot synthesise input {spec.name!r} of dtype {spec.dtype}; pass real data with --inputs")
 
-    def _dim(self, spec: InputSpec, axis: int, dim: int | str | None) -> int:
+    def _dim(self, spec: InputSpec, axis: int, dim: int | str | None = None) -> int:
+        dim = spec.shape[axis] if dim is None else dim
         if isinstance(dim, int) and dim > 0:
             return dim
         key = dim if isinstance(dim, str) else f"{spec.name}:{axis}"
@@ -160,6 +178,7 @@ class Probe:
                 batch = {name: array[start:stop] for name, array in self.arrays.items()}
             else:
                 batch = {spec.name: self._synthetic(spec, stop - start, rng) for spec in self.specs}
+                lm.fill_positions(self.specs, batch)
             for spec in self.specs:
                 array = np.ascontiguousarray(batch[spec.name])
                 batch[spec.name] = array
@@ -253,16 +272,19 @@ def make_probe(specs: list[InputSpec], inputs: str | os.PathLike[str] | Mapping[
     check_dim_names(specs, dims)
     if inputs is None:
         probe = Probe(specs, real=False, samples=samples, seed=seed, dims=dict(dims or {}),
-                      int_range=int_range or DEFAULT_INT_RANGE)
+                      int_range=int_range or DEFAULT_INT_RANGE, token_range=lm.token_range(specs, int_range))
+        lm.resolve_dims(specs, probe.dims, probe._dim)  # an empty past, a mask over past + current tokens
         for spec in specs:  # resolve symbolic dimensions now, so warnings come before the run
             for axis, dim in enumerate(spec.shape[1:], start=1):
                 probe._dim(spec, axis, dim)
-        if any(spec.dtype.kind in "iu" for spec in specs) and int_range is None:
+        if int_range is None and any(spec.dtype.kind in "iu" and (not spec.role or spec.role == lm.TOKEN_IDS
+                                                                  and spec.vocab is None) for spec in specs):
             probe.warnings.append(f"integer inputs filled with uniform integers in [{DEFAULT_INT_RANGE[0]}, "
                                   f"{DEFAULT_INT_RANGE[1]}); set --int-range LOW HIGH for this model")
         return probe
     from_file = isinstance(inputs, (str, os.PathLike))
     arrays = _read_npz(inputs, specs, samples) if from_file else dict(inputs)
+    arrays = lm.complete_arrays(specs, arrays)  # token ids alone: mask, positions, empty past added
     checked = _validate_arrays(specs, arrays)  # looks only at the model inputs' arrays
     available = next(iter(checked.values())).shape[0]
     if available == 0:

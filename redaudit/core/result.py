@@ -46,6 +46,7 @@ class LayerInfo:
     reduced_axes: tuple[int, ...] = ()
     layout: str | None = None
     layout_source: str = ""
+    unit: str = ""  # what this IR is: "embedding", "decoder layer 3", "decoder layer 3 mlp" ("" unknown)
 
     @property
     def display_shape(self) -> tuple[int | str, ...]:
@@ -124,6 +125,7 @@ class ScanResult:
     timings: dict[str, float] = field(default_factory=dict)
     layer_issues: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    unit: str = ""  # what one IR is: "decoder layer", "residual block", "weighted layer" ... (docs/taps.md)
     #: Samples per onnxruntime run (the memory budget's choice, see core/memory.py); 0: not recorded.
     micro_batch: int = 0
     _rows: tuple[LayerRow, ...] | None = field(default=None, init=False, repr=False, compare=False)

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from redaudit.errors import ConfigError
 
-LEVELS = ("block", "layer", "op")
+LEVELS = ("block", "sublayer", "layer", "op")
 #: ``tap`` is the level a result records when explicit taps chose the IRs.
 RESULT_LEVELS = (*LEVELS, "tap")
 REDUCTIONS = ("pool", "flatten")
@@ -33,7 +33,11 @@ DEFAULT_SAMPLES = 2560
 DEFAULT_CKA_BATCH = 256
 DEFAULT_EPSILON = 0.8
 DEFAULT_BETA = 100.0
-DEFAULT_MAX_MODEL_BYTES = 2 * 1024**3
+#: ``--max-model-size`` default (``auto``): no fixed bound; only a model whose weights cannot
+#: fit in the memory available is refused (core/model.py). A number is the user's own bound.
+DEFAULT_MAX_MODEL_BYTES: int | None = None
+#: The service's default bound on one upload (model, bundle or inputs): untrusted input.
+DEFAULT_MAX_UPLOAD_BYTES = 2 * 1024**3
 #: ``--max-memory`` left open (None) means this share of the memory available when the scan runs:
 #: a machine-dependent default is resolved on the machine that scans (a queued job may run elsewhere).
 DEFAULT_MEMORY_SHARE = 0.5
@@ -116,9 +120,11 @@ class ScanSpec:
     beta: float = DEFAULT_BETA
     device: str = "auto"
     backend: str = "auto"
-    max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES
+    max_model_bytes: int | None = DEFAULT_MAX_MODEL_BYTES  # None: what fits in the memory available
     layouts: tuple[tuple[str, str], ...] = ()  # per-tensor override of the 3-D layout
     threads: int | None = None  # onnxruntime intra-op threads (None: its default, every core)
+    text: str | None = None  # a text file to probe a language model with (tokenized with ``tokenizer``)
+    tokenizer: str | None = None  # folder of a tokenizer.json (or the file)
     #: Memory budget in bytes that sizes onnxruntime's micro-batch (None: DEFAULT_MEMORY_SHARE of
     #: what is available at run time). It never changes a number: the CKA batch stays ``cka_batch``.
     max_memory_bytes: int | None = None
@@ -148,8 +154,9 @@ class ScanSpec:
         if beta <= 0:
             raise ConfigError(f"--beta must be positive, got {beta:g}")
         set_(self, "beta", beta)
-        set_(self, "max_model_bytes", _int("max_model_bytes", self.max_model_bytes, 1, MAX_MODEL_BYTES_LIMIT,
-                                           "--max-model-size (bytes)"))
+        if self.max_model_bytes is not None:
+            set_(self, "max_model_bytes", _int("max_model_bytes", self.max_model_bytes, 1, MAX_MODEL_BYTES_LIMIT,
+                                               "--max-model-size (bytes)"))
         if self.max_memory_bytes is not None:
             set_(self, "max_memory_bytes", _int("max_memory_bytes", self.max_memory_bytes, 1,
                                                 MAX_MEMORY_BYTES_LIMIT, "--max-memory (bytes)"))
@@ -164,6 +171,13 @@ class ScanSpec:
         if self.inputs is not None:
             if not isinstance(self.inputs, str) or not self.inputs:
                 raise ConfigError("--inputs must be the path of an .npz file")
+        for option, value in (("--text", self.text), ("--tokenizer", self.tokenizer)):
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ConfigError(f"{option} must be a path")
+        if (self.text is None) != (self.tokenizer is None):
+            raise ConfigError("--text and --tokenizer go together: the text file and the folder of its tokenizer.json")
+        if self.text is not None and self.inputs is not None:
+            raise ConfigError("--text and --inputs both give the probe data; pass one of them")
 
     @staticmethod
     def _taps(taps: Any) -> tuple[str, ...]:
@@ -177,7 +191,9 @@ class ScanSpec:
 
     @staticmethod
     def _dims(dims: Any) -> tuple[tuple[str, int], ...]:
-        return _named_values(dims, "--dim", "NAME=VALUE", lambda name, value: _int("dim", value, 1, MAX_INT32,
+        # 0 is for a dimension that may be empty (a key/value cache's past length); the probe
+        # refuses it anywhere else, where it knows which dimensions those are
+        return _named_values(dims, "--dim", "NAME=VALUE", lambda name, value: _int("dim", value, 0, MAX_INT32,
                                                                                    f"--dim {name}"))
 
     @staticmethod

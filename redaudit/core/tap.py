@@ -1,8 +1,9 @@
 """Choose the intermediate representations (IRs) to compare.
 
 ``block`` (the paper's choice for residual networks): the stem output and every residual
-merge point, taken after the block's trailing normalisation/activation; for transformers the
-attention merge is folded into the encoder layer so there is one IR per layer.
+merge point, taken after the block's trailing normalisation/activation; for transformers one IR
+per layer, the hidden state after it (:mod:`redaudit.core.units`). ``sublayer``: a transformer's
+attention and MLP residual halves, one IR each (FinerCut's unit).
 ``layer``: each weighted operator with its trailing elementwise chain (the chain's end keeps
 Conv+activation fusion intact). ``op``: every eligible node output.
 At ``block`` and ``layer`` level a recurrent layer (an ONNX LSTM/GRU/RNN node or an unrolled
@@ -15,12 +16,15 @@ from dataclasses import dataclass
 
 import onnx
 
-from redaudit.errors import TapError
-from redaudit.core.blocks import chain_end, encoder_layer_merges, find_residual_merges, is_weighted
+from redaudit.core.blocks import chain_end, find_residual_merges, is_weighted  # noqa: F401 - re-exported
 from redaudit.core.graph import GraphIndex
 from redaudit.core.recurrence import Recurrence, find_recurrences, recurrent_region
+from redaudit.core.spec import LEVELS
+from redaudit.core.units import UnitLayout, find_units
+from redaudit.errors import TapError
 
-LEVELS = ("block", "layer", "op")  # re-exported; the spec validates the level
+#: What one IR is, by the level actually used (block and sublayer name the model's unit).
+UNIT_OF_LEVEL = {"layer": "weighted layer", "op": "operator output", "tap": "tapped tensor"}
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,7 @@ class TapPoint:
     rank: int | None = None
     batch_axis: int = 0
     time_axis: int | None = None
+    unit: str = ""  # what this IR is: "embedding", "decoder layer 3", "decoder layer 3 attention", ...
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,7 @@ class TapSelection:
     points: list[TapPoint]
     level: str  # the level actually used ("layer" after a block fallback, "tap" for explicit taps)
     warnings: list[str]
+    unit: str = ""  # what one IR is at that level: "decoder layer", "residual block", "weighted layer", ...
 
 
 def _point(index: GraphIndex, tensor: str, anchor: onnx.NodeProto) -> TapPoint:
@@ -104,21 +110,56 @@ def op_points(index: GraphIndex) -> list[TapPoint]:
     return list(points.values())
 
 
+def _unit_point(index: GraphIndex, tensor: str, anchor: int, unit: str) -> tuple[int, TapPoint]:
+    point = _point(index, tensor, index.nodes[anchor])
+    return anchor, TapPoint(point.tensor, point.op, point.node, point.shape, unit=unit)
+
+
+def _stem_point(index: GraphIndex, layout: UnitLayout) -> list[tuple[int, TapPoint]]:
+    stem = layout.stem
+    stem_node = index.node_of(stem) if stem else None
+    if stem is None or stem_node is None or not index.is_tappable(stem):
+        return []
+    point = _point(index, stem, stem_node)
+    unit = "embedding" if layout.transformer else "stem"
+    return [(-1, TapPoint(point.tensor, point.op, point.node, point.shape, unit=unit))]
+
+
 def block_points(index: GraphIndex) -> list[TapPoint]:
-    """The stem (the first block's input), one IR per block and one per recurrent layer; a
-    transformer encoder layer's attention and feed-forward merges are one layer, tapped at its end."""
-    merges = find_residual_merges(index)
-    points: list[tuple[int, TapPoint]] = []
-    if merges:
-        stem = merges[0].entry
-        stem_node = index.node_of(stem)
-        if index.is_tappable(stem) and stem_node is not None:
-            points.append((-1, _point(index, stem, stem_node)))
-    for group in encoder_layer_merges(index, merges):
-        last = group[-1]
-        if index.is_tappable(last.exit):
-            points.append((last.add_position, _point(index, last.exit, index.nodes[last.add_position])))
+    """The stem (the first block's input), one IR per unit — a transformer layer (the hidden
+    state after it) or a residual block — and one per recurrent layer."""
+    layout = find_units(index)
+    points = _stem_point(index, layout)
+    for number, unit in enumerate(layout.units):
+        if index.is_tappable(unit.exit):
+            points.append(_unit_point(index, unit.exit, unit.anchor, f"{layout.kind} {number}"))
     return _with_recurrences(index, points)
+
+
+def sublayer_points(index: GraphIndex) -> list[TapPoint]:
+    """The stem and one IR per residual half of each transformer layer (attention, MLP); a
+    parallel layer (attention and MLP on one residual) is one IR, and so is a residual block."""
+    layout = find_units(index)
+    points = _stem_point(index, layout)
+    for number, unit in enumerate(layout.units):
+        for sublayer in unit.sublayers:
+            role = "" if sublayer.role == "residual" else f" {sublayer.role}"
+            if index.is_tappable(sublayer.exit):
+                points.append(_unit_point(index, sublayer.exit, sublayer.merge.add_position,
+                                          f"{layout.kind} {number}{role}"))
+    return _with_recurrences(index, points)
+
+
+def unit_name(index: GraphIndex, level: str) -> str:
+    """What one IR is at ``level`` (the level actually used), for reports."""
+    if level not in ("block", "sublayer"):
+        return UNIT_OF_LEVEL.get(level, level)
+    layout = find_units(index)
+    if not layout.units:
+        return "recurrent layer" if find_recurrences(index) else "residual block"
+    if level == "sublayer" and layout.transformer:
+        return f"{layout.kind} (attention+MLP in parallel)" if layout.parallel else "attention/MLP sublayer"
+    return layout.kind
 
 
 def explicit_points(index: GraphIndex, names: list[str]) -> list[TapPoint]:
@@ -148,12 +189,14 @@ def select_taps(index: GraphIndex, level: str = "block", taps: list[str] | tuple
         warnings.append(f"{len(index.subgraph_tensors)} tensors inside If/Loop/Scan subgraphs cannot be "
                         "tapped and were skipped")
     if taps:
-        return TapSelection(explicit_points(index, list(taps)), "tap", warnings)
+        return TapSelection(explicit_points(index, list(taps)), "tap", warnings, UNIT_OF_LEVEL["tap"])
     if level not in LEVELS:
         raise TapError(f"unknown level {level!r}; choose one of {', '.join(LEVELS)}")
     used = level
-    if level == "block":
-        points = block_points(index)
+    if level == "sublayer" and find_units(index).units and not find_units(index).transformer:
+        warnings.append("no transformer layers found; --level sublayer taps the residual blocks, as block does")
+    if level in ("block", "sublayer"):
+        points = block_points(index) if level == "block" else sublayer_points(index)
         if len(points) < 2:
             warnings.append("no residual blocks found; using --level layer instead")
             used, points = "layer", layer_points(index)
@@ -167,4 +210,4 @@ def select_taps(index: GraphIndex, level: str = "block", taps: list[str] | tuple
     if len(points) < 2:
         raise TapError(f"found {len(points)} tappable float activation(s) with a batch axis; "
                        "at least 2 are needed to compare layers")
-    return TapSelection(points, used, warnings)
+    return TapSelection(points, used, warnings, unit_name(index, used))

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
@@ -76,8 +77,15 @@ def make_engine(db: str | None = None) -> Engine:
         folder = Path(url.database).parent if url.database and url.database != ":memory:" else None
         if folder is not None and not folder.is_dir():
             raise DatabaseUnavailableError(f"cannot create {url.database}: folder {folder} does not exist")
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
-        _install_sqlite_pragmas(engine)
+        read_only = _read_only_file(url.database)
+        options: dict = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}}
+        if read_only:  # opened as it is: no -wal/-shm beside it, no journal-mode switch
+            import sqlite3
+
+            uri = f"file:{quote(str(Path(url.database).resolve()))}?mode=ro&immutable=1"
+            options = {"creator": lambda: sqlite3.connect(uri, uri=True, check_same_thread=False)}
+        engine = create_engine(url, **options)
+        _install_sqlite_pragmas(engine, wal=not read_only)
         return engine
     connect_args = {"connect_timeout": PG_CONNECT_TIMEOUT_S} if url.get_backend_name() == "postgresql" else {}
     try:
@@ -117,7 +125,24 @@ def _switch_to_wal(cursor) -> None:
         delay = min(delay * 2, 0.1)
 
 
-def _install_sqlite_pragmas(engine: Engine) -> None:
+def _read_only_file(database: str | None) -> bool:
+    """An existing SQLite file this process may not change (a read-only file, folder or mount).
+    Reading it in WAL mode would create ``-wal``/``-shm`` files beside it (or fail): it is
+    opened read-only and immutable instead, which suits a file nobody writes while we read."""
+    if not database or database == ":memory:" or not os.path.isfile(database):
+        return False
+    return not os.access(database, os.W_OK) or not os.access(os.path.dirname(os.path.abspath(database)), os.W_OK)
+
+
+def _ours_or_new(cursor) -> bool:
+    """Whether the file is empty or carries a schema version table (redaudit's, or Optuna's in a
+    NAS study database): a foreign SQLite file is refused later by the revision check, and
+    must not have its journal mode switched to WAL on the way (that changes the file)."""
+    tables = {row[0] for row in cursor.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    return not tables or bool(tables & {"redaudit_alembic_version", "alembic_version", "version_info"})
+
+
+def _install_sqlite_pragmas(engine: Engine, wal: bool = True) -> None:
     """WAL (readers never block the writer), busy timeout, foreign keys, explicit BEGIN.
 
     pysqlite's own transaction handling is switched off so that ``BEGIN IMMEDIATE`` can be sent
@@ -130,7 +155,8 @@ def _install_sqlite_pragmas(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        _switch_to_wal(cursor)
+        if wal and _ours_or_new(cursor):
+            _switch_to_wal(cursor)
         cursor.execute("PRAGMA synchronous = NORMAL")  # durable at checkpoints; safe with WAL
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()

@@ -36,6 +36,9 @@ T = TypeVar("T")
 
 def validate_name(name: str | None, what: str = "model name") -> str:
     """A model name or label: 1-200 characters, no leading/trailing space, one line."""
+    if name is not None and any(not character.isprintable() for character in name):
+        raise InvalidNameError(f"{what} {name.encode('unicode_escape').decode('ascii')!r} contains control "
+                               "characters (terminal escape codes, tabs); use printable characters only")
     if name is None or not _NAME.match(name) or "\n" in name or "\r" in name:
         raise InvalidNameError(f"{what} {name!r} must be 1-200 characters on one line, without "
                                f"leading or trailing spaces (e.g. --record resnet-prod)")

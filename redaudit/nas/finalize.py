@@ -68,11 +68,14 @@ def export_trial(study: Any, number: int, output: str | Path, *, artifact_dir: s
     artifact_id = trial.user_attrs.get("artifact_id")
     store_dir = resolve_artifact_dir(artifact_dir)
     if artifact_id and (store_dir / artifact_id).exists():
-        if target.exists():
-            target.unlink()  # download_artifact refuses to overwrite
-        download_artifact(artifact_store=FileSystemArtifactStore(str(store_dir)), artifact_id=artifact_id,
-                          file_path=str(target))
-        digest = hashlib.sha256(target.read_bytes()).hexdigest()
+        from redaudit.atomic import temporary_folder, write_bytes
+
+        with temporary_folder(target.resolve().parent) as folder:  # the target is replaced whole or not at all
+            download_artifact(artifact_store=FileSystemArtifactStore(str(store_dir)), artifact_id=artifact_id,
+                              file_path=str(folder / "model.onnx"))
+            model_bytes = (folder / "model.onnx").read_bytes()
+        write_bytes(target, model_bytes)
+        digest = hashlib.sha256(model_bytes).hexdigest()
         return ExportOutcome(target, "artifact", digest, digest == recorded)
     config = study_config(study)
     data = load_dataset(data_path, seed=config.split_seed)
@@ -81,7 +84,9 @@ def export_trial(study: Any, number: int, output: str | Path, *, artifact_dir: s
                                 epochs=int(trial.user_attrs["epochs"]), seed=int(trial.user_attrs["seed"]),
                                 train_settings=config.space.train, scan_settings=config.scan,
                                 progress=progress)
-    target.write_bytes(record.model_bytes)
+    from redaudit.atomic import write_bytes
+
+    write_bytes(target, record.model_bytes)
     return ExportOutcome(target, "retrained", record.onnx_sha256, record.onnx_sha256 == recorded)
 
 
@@ -97,6 +102,8 @@ def retrain_trial(study: Any, number: int, epochs: int, *, data_path: str | Path
                                 train_settings=config.space.train, scan_settings=config.scan,
                                 progress=progress)
     if output is not None:
-        Path(output).write_bytes(record.model_bytes)
+        from redaudit.atomic import write_bytes
+
+        write_bytes(output, record.model_bytes)
     return record
 

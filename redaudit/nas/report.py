@@ -64,6 +64,10 @@ def plot_accuracy_vs_msrs(report: StudyReport, path: str | Path) -> Path:
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8, loc="lower right")
     figure.tight_layout()
-    target = Path(path)
-    figure.savefig(target)
-    return target
+    import io
+
+    from redaudit.atomic import write_bytes
+
+    buffer = io.BytesIO()  # rendered whole first: a failed write leaves no 0-byte PNG behind
+    figure.savefig(buffer, format="png")
+    return write_bytes(path, buffer.getvalue())

@@ -22,7 +22,7 @@ from typing import Any
 
 from redaudit.nas.data import Dataset, load_dataset
 from redaudit.nas.objective import ScanSettings, evaluate_candidate
-from redaudit.nas.space import SearchSpace
+from redaudit.nas.space import MAX_EPOCHS, SearchSpace
 from redaudit.nas.storage import NasStudyError, open_storage, require_optuna, resolve_artifact_dir
 
 OBJECTIVES = ("redundancy-aware", "accuracy")
@@ -50,8 +50,8 @@ class SearchConfig:
             raise ConfigError(f"objective must be one of {list(OBJECTIVES)}, got {self.objective!r}")
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"sampler must be one of {list(SAMPLERS)}, got {self.sampler!r}")
-        if self.budget < 1:
-            raise ConfigError(f"--budget must be at least 1 epoch, got {self.budget}")
+        if not 1 <= self.budget <= MAX_EPOCHS:
+            raise ConfigError(f"--budget must be 1..{MAX_EPOCHS} epochs, got {self.budget}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"objective": self.objective, "budget": self.budget, "seed": self.seed,

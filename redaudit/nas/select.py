@@ -55,8 +55,8 @@ def select(candidates: list[Candidate], rule: str, tolerance: float = 0.01) -> C
         raise ConfigError(f"selection rule must be one of {list(RULES)}, got {rule!r}")
     if not candidates:
         raise ConfigError("the study has no completed trials to choose from")
-    if tolerance < 0:
-        raise ConfigError(f"tolerance must be >= 0, got {tolerance}")
+    if not 0 <= tolerance <= 1:  # also false for nan, which would turn this rule into the accuracy rule
+        raise ConfigError(f"tolerance must be a fraction in [0, 1], got {tolerance}")
     best = max(c.val_accuracy for c in candidates)
     if rule == "accuracy":
         return min(candidates, key=lambda c: (-c.val_accuracy, c.number))

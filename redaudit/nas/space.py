@@ -15,6 +15,9 @@ from typing import Any, Protocol
 from redaudit.errors import ConfigError
 
 FAMILIES = ("cnn", "mlp")
+#: Most training epochs a trial (--budget) or a retraining (--retrain) may ask for: beyond it a
+#: typo, not a plan, and a study whose trial would stay RUNNING for days.
+MAX_EPOCHS = 1000
 
 
 class ParamSuggester(Protocol):
@@ -79,24 +82,7 @@ class SearchSpace:
     train: TrainSettings = field(default_factory=TrainSettings)
 
     def __post_init__(self) -> None:
-        unknown = [f for f in self.families if f not in FAMILIES]
-        if not self.families or unknown:
-            raise ConfigError(f"search space: families must be a non-empty subset of {list(FAMILIES)}, "
-                              f"got {list(self.families)}")
-        if not 1 <= self.stages <= 3:
-            raise ConfigError(f"search space: stages must be 1..3 (8x8 inputs halve per stage), got {self.stages}")
-        low, high = self.depth
-        if not 1 <= low <= high <= 16:
-            raise ConfigError(f"search space: depth must be [low, high] with 1 <= low <= high <= 16, got {list(self.depth)}")
-        if not self.widths or any(w < 1 for w in self.widths):
-            raise ConfigError(f"search space: widths must be positive integers, got {list(self.widths)}")
-        if not self.kernels or any(k < 1 or k % 2 == 0 for k in self.kernels):
-            raise ConfigError(f"search space: kernels must be odd positive integers, got {list(self.kernels)}")
-        if not self.residual or any(not isinstance(r, bool) for r in self.residual):
-            raise ConfigError("search space: residual must be a non-empty list of true/false")
-        settings = self.train
-        if settings.learning_rate <= 0 or settings.batch_size < 1 or settings.weight_decay < 0:
-            raise ConfigError("search space: [train] needs learning_rate > 0, batch_size >= 1, weight_decay >= 0")
+        _check_space(self)
 
     def suggest(self, trial: ParamSuggester) -> Architecture:
         """Draw one architecture through the sampler; parameter names are stable study keys."""
@@ -125,29 +111,27 @@ class SearchSpace:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SearchSpace":
+        """The space a TOML table declares, every key checked against :data:`SCHEMA` (type and
+        range) before anything is built: one line naming the key and what it must be."""
+        if not isinstance(data, dict):
+            raise ConfigError("search space: expected a table of keys (families, stages, depth, ...)")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"search space: unknown keys {unknown}; allowed: {sorted(known)}")
-        train_data = dict(data.get("train", {}))
+        train_data = data.get("train", {})
+        if not isinstance(train_data, dict):
+            raise ConfigError(f"search space: train must be a [train] table (learning_rate, batch_size, "
+                              f"weight_decay), got {train_data!r}")
         train_known = {f.name for f in fields(TrainSettings)}
         if set(train_data) - train_known:
             raise ConfigError(f"search space: unknown [train] keys {sorted(set(train_data) - train_known)}; "
                               f"allowed: {sorted(train_known)}")
-        try:
-            kwargs: dict[str, Any] = {}
-            for key in ("families", "widths", "kernels", "residual"):
-                if key in data:
-                    kwargs[key] = tuple(data[key])
-            if "depth" in data:
-                low, high = data["depth"]
-                kwargs["depth"] = (int(low), int(high))
-            if "stages" in data:
-                kwargs["stages"] = int(data["stages"])
-            kwargs["train"] = TrainSettings(**{k: type(getattr(TrainSettings(), k))(v)
-                                               for k, v in train_data.items()})
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"search space: bad value ({exc})") from exc
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            if key != "train":
+                kwargs[key] = _checked(key, value)
+        kwargs["train"] = TrainSettings(**{key: _checked(f"train.{key}", value) for key, value in train_data.items()})
         return cls(**kwargs)
 
 
@@ -163,3 +147,102 @@ def load_space(path: str | Path | None) -> SearchSpace:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"search space file {file} is not valid TOML: {exc}") from None
     return SearchSpace.from_dict(data.get("space", data))
+
+
+#: What each key of a space file must be: (kind, low, high); lists are non-empty. Checked before
+#: anything is built, so a wrong type is one line, not a TypeError deep in training.
+SCHEMA: dict[str, tuple[str, float, float]] = {
+    "families": ("list[family]", 0, 0),
+    "stages": ("int", 1, 3),                      # 8x8 inputs halve per stage
+    "depth": ("pair[int]", 1, 16),
+    "widths": ("list[int]", 1, 1024),
+    "kernels": ("list[odd int]", 1, 7),           # larger than the 8x8 input is meaningless
+    "residual": ("list[bool]", 0, 0),
+    "train.learning_rate": ("float", 1e-8, 10.0),
+    "train.batch_size": ("int", 1, 65536),
+    "train.weight_decay": ("float", 0.0, 1.0),
+}
+
+#: Largest candidate the search may build: parameters (float32 weights, gradients and two Adam
+#: moments are 16 bytes each). A space whose largest member is beyond this is refused up front
+#: instead of failing to allocate terabytes in the middle of a study.
+MAX_CANDIDATE_PARAMETERS = 50_000_000
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _checked(key: str, value: Any) -> Any:
+    """``value`` if it is what :data:`SCHEMA` says ``key`` must be (converted to the field's
+    type); ConfigError naming the key otherwise."""
+    import math
+
+    kind, low, high = SCHEMA[key]
+
+    def fail(what: str) -> ConfigError:
+        return ConfigError(f"search space: {key} must be {what}, got {value!r}")
+
+    def in_range(number: Any) -> bool:
+        return _is_int(number) and low <= number <= high
+
+    if kind == "int":
+        if not in_range(value):
+            raise fail(f"an integer in [{low:g}, {high:g}]")
+        return value
+    if kind == "float":
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                and low <= value <= high):
+            raise fail(f"a finite number in [{low:g}, {high:g}]")
+        return float(value)
+    if kind == "pair[int]":
+        if not (isinstance(value, list) and len(value) == 2 and all(in_range(v) for v in value)
+                and value[0] <= value[1]):
+            raise fail(f"[low, high], integers with {low:g} <= low <= high <= {high:g}")
+        return (value[0], value[1])
+    if not isinstance(value, list) or not value:
+        raise fail("a non-empty list")
+    if kind == "list[family]" and not all(item in FAMILIES for item in value):
+        raise fail(f"a list of {list(FAMILIES)}")
+    if kind == "list[int]" and not all(in_range(item) for item in value):
+        raise fail(f"a list of integers in [{low:g}, {high:g}]")
+    if kind == "list[odd int]" and not all(in_range(item) and item % 2 == 1 for item in value):
+        raise fail(f"a list of odd integers in [{low:g}, {high:g}]")
+    if kind == "list[bool]" and not all(isinstance(item, bool) for item in value):
+        raise fail("a list of true/false")
+    return tuple(value)
+
+
+def _check_space(space: SearchSpace) -> None:
+    """The schema applied to a space built in code, then the size of its largest candidate."""
+    _checked("families", list(space.families))
+    _checked("stages", space.stages)
+    _checked("depth", list(space.depth))
+    for key in ("widths", "kernels", "residual"):
+        _checked(key, list(getattr(space, key)))
+    for key in ("learning_rate", "batch_size", "weight_decay"):
+        _checked(f"train.{key}", getattr(space.train, key))
+    largest = largest_candidate_parameters(space)
+    if largest > MAX_CANDIDATE_PARAMETERS:
+        raise ConfigError(f"search space: its largest candidate has about {largest:,} parameters, above the "
+                          f"{MAX_CANDIDATE_PARAMETERS:,} a search may train; lower widths, depth or stages")
+    from redaudit.core.memory import available_bytes, format_bytes
+
+    available = available_bytes()
+    if available is not None and 16 * largest > available:
+        raise ConfigError(f"search space: training its largest candidate needs about {format_bytes(16 * largest)} "
+                          f"(weights, gradients, optimizer state), more than the {format_bytes(available)} "
+                          "available; lower widths, depth or stages")
+
+
+def largest_candidate_parameters(space: SearchSpace) -> int:
+    """An upper estimate of the parameters of the space's largest member: every stage at the
+    deepest depth, the widest width and the largest kernel (two convolutions per block, as
+    :class:`redaudit.nas.models.ConvBlock`), or dense layers for the MLP family."""
+    width, depth, kernel = max(space.widths), space.depth[1], max(space.kernels)
+    total = 0
+    for stage in range(space.stages):
+        channels = width * 2 ** stage
+        per_layer = channels * channels * (kernel * kernel if "cnn" in space.families else 1)
+        total += depth * 2 * per_layer + channels * (channels // 2 if stage else 64)
+    return total

@@ -103,15 +103,18 @@ def _fetcher(model: onnx.ModelProto, names: Sequence[str], threads: int | None, 
     fetched = [name for name in dict.fromkeys(names) if name not in graph_inputs]
     cut = outputs_only(model, fetched) if fetched else None
     session = SessionFactory("auto", threads).create(cut)[0] if cut is not None else None
+    # A model healed so far lacks its removed layers' KV-cache inputs: feed only what it takes.
+    taken = {item.name for item in session.get_inputs()} if session else set()
     micro_batches: dict[tuple, int] = {}
 
     def run(feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        feed = {name: array for name, array in feed.items() if name in taken}
         count = len(next(iter(feed.values())))
         key = tuple((name, np.shape(array)[1:]) for name, array in sorted(feed.items()))
         if key not in micro_batches:
             micro_batches[key] = micro_batch_for(cut, feed, max_memory_bytes, count, held_samples=count,
                                                  what="healing calibration")
-        return BatchRunner(session, fetched, chunk=micro_batches[key]).run(dict(feed))
+        return BatchRunner(session, fetched, chunk=micro_batches[key]).run(feed)
 
     def fetch(feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         values = dict(zip(fetched, run(feed))) if session else {}

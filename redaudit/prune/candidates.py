@@ -8,8 +8,10 @@ block are recognised, each checked with the same closure test (:func:`block_regi
 * ``residual`` — ``y = x + f(x)``: a residual merge with an identity skip, as the one block
   detector (:mod:`redaudit.core.blocks`) finds it — a weighted branch, named by its IR exactly as
   scan names it — so removing it leaves ``y = x``;
-* ``transformer-layer`` — an encoder layer: its attention merge plus the feed-forward merge(s)
-  after it, grouped as scan groups them (:func:`redaudit.core.blocks.encoder_layer_merges`);
+* ``transformer-layer`` — a decoder or encoder layer: the span of its attention and MLP residual
+  halves (one merge in parallel layouts), as scan's units (:func:`redaudit.core.units.find_units`).
+  With ``granularity="sublayer"`` the halves are offered instead (kinds ``attention``, ``mlp``;
+  ``attention+mlp`` for a parallel layer, which has no separable halves);
 * ``chain`` — outside residual blocks, a run of weighted layers (Conv/MatMul/Gemm with their bias,
   activation and normalisation) whose first input and last output have the same shape and dtype.
 
@@ -25,8 +27,13 @@ from typing import TypeVar
 import onnx
 
 from redaudit.core.blocks import WEIGHTED_OPS as _ALL_WEIGHTED_OPS
-from redaudit.core.blocks import chain_end, encoder_layer_merges, find_residual_merges
+from redaudit.core.blocks import chain_end, compatible_shapes
 from redaudit.core.graph import FLOAT_TYPES, GraphIndex
+from redaudit.core.units import find_units
+from redaudit.prune.kv_cache import is_cache_output
+
+#: Candidate granularities: whole units (transformer layers, residual blocks) or residual halves.
+GRANULARITIES = ("block", "sublayer")
 
 #: Ops a ``chain`` link may start with (layers whose removal keeps a plain feed-forward stream).
 WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"}) & _ALL_WEIGHTED_OPS
@@ -47,6 +54,7 @@ class Block:
     kind: str
     nodes: tuple[int, ...]
     node_names: tuple[str, ...]
+    layer: int | None = None  # the transformer layer (0-based) this block is or belongs to
 
 
 def block_region(index: GraphIndex, entry: str, exit_name: str) -> set[int] | None:
@@ -54,7 +62,8 @@ def block_region(index: GraphIndex, entry: str, exit_name: str) -> set[int] | No
 
     The region is every node on a data path entry → exit, plus the helper nodes (shape
     arithmetic, constants) that only feed the region. It is unsafe when a tensor computed
-    inside, other than the exit, is read outside or is a graph output.
+    inside, other than the exit, is read outside or is a graph output — other than a decoder
+    layer's ``present.N.*`` cache output, which is removed with its layer.
     """
     if entry == exit_name or exit_name not in index.producer:
         return None
@@ -72,7 +81,9 @@ def block_region(index: GraphIndex, entry: str, exit_name: str) -> set[int] | No
     for name in index.outputs_of(region):
         if name == exit_name:
             continue
-        if name in index.graph_outputs or not set(index.consumers.get(name, ())) <= region:
+        if name in index.graph_outputs and not is_cache_output(name):
+            return None  # a layer's KV-cache output goes with the layer (redaudit.prune.kv_cache)
+        if not set(index.consumers.get(name, ())) <= region:
             return None
     return region
 
@@ -82,29 +93,43 @@ def _same_type(index: GraphIndex, first: str, second: str) -> bool:
     return a is not None and b is not None and a.elem_type in FLOAT_TYPES and a.same_as(b)
 
 
-def _make_block(index: GraphIndex, entry: str, exit_name: str, kind: str) -> Block | None:
-    if not _same_type(index, entry, exit_name):
+def _residual_type(index: GraphIndex, entry: str, exit_name: str) -> bool:
+    """Entry and exit of a span of identity-skip merges ``y = x + f(x)``: y has x's shape by
+    construction, so equal dtype, rank and static dims suffice — shape inference often loses
+    the symbolic names inside attention (GPT-2's exit reads ``unk__25`` where its entry reads
+    ``sequence_length``)."""
+    a, b = index.types.get(entry), index.types.get(exit_name)
+    return a is not None and b is not None and a.elem_type in FLOAT_TYPES and a.elem_type == b.elem_type \
+        and compatible_shapes(index, entry, exit_name)
+
+
+def _make_block(index: GraphIndex, entry: str, exit_name: str, kind: str, layer: int | None = None,
+                residual: bool = False) -> Block | None:
+    if not (_residual_type(index, entry, exit_name) if residual else _same_type(index, entry, exit_name)):
         return None
     region = block_region(index, entry, exit_name)
     if not region:
         return None
     nodes = tuple(sorted(region))
     return Block(exit_name, entry, exit_name, kind, nodes,
-                 tuple(index.nodes[p].name for p in nodes))
+                 tuple(index.nodes[p].name for p in nodes), layer)
 
 
-def _residual_blocks(index: GraphIndex) -> list[Block]:
-    """Identity-skip residual blocks and encoder layers, named as scan names their IRs."""
+def _residual_blocks(index: GraphIndex, granularity: str) -> list[Block]:
+    """Whole transformer layers (``block``) or their halves (``sublayer``), and identity-skip
+    residual blocks, named as scan names their IRs at that level."""
     blocks: list[Block] = []
-    for group in encoder_layer_merges(index, find_residual_merges(index)):
-        if len(group) > 1:
-            layer = _make_block(index, group[0].entry, group[-1].exit, "transformer-layer")
-            if layer is not None:
-                blocks.append(layer)
+    for number, unit in enumerate(find_units(index).units):
+        layer = number if unit.is_transformer_layer else None
+        if granularity == "block" and unit.is_transformer_layer:
+            whole = _make_block(index, unit.entry, unit.exit, "transformer-layer", layer, residual=unit.removable)
+            if whole is not None:
+                blocks.append(whole)
                 continue
-        for merge in group:
-            if merge.identity_skip:
-                block = _make_block(index, merge.entry, merge.exit, "residual")
+        for sublayer in unit.sublayers:
+            if sublayer.removable:
+                kind = sublayer.role if unit.is_transformer_layer and granularity == "sublayer" else "residual"
+                block = _make_block(index, sublayer.entry, sublayer.exit, kind, layer, residual=True)
                 if block is not None:
                     blocks.append(block)
     return blocks
@@ -188,10 +213,20 @@ def _chain_blocks(index: GraphIndex, links: list[Block]) -> list[Block]:
     return blocks
 
 
-def find_candidates(model: onnx.ModelProto, index: GraphIndex | None = None) -> list[Block]:
-    """All removable blocks of ``model``, non-overlapping, in graph order."""
+def granularity_of(level: str) -> str:
+    """The candidate granularity a scan level asks for: halves at ``sublayer``, units otherwise."""
+    return "sublayer" if level == "sublayer" else "block"
+
+
+def find_candidates(model: onnx.ModelProto, index: GraphIndex | None = None,
+                    granularity: str = "block") -> list[Block]:
+    """All removable blocks of ``model``, non-overlapping, in graph order. ``granularity``
+    ``sublayer`` offers a transformer layer's attention and MLP halves instead of the layer
+    (scan's ``--level sublayer``); other blocks are the same at both."""
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
     index = index or GraphIndex.build(model)
-    residuals = _residual_blocks(index)
+    residuals = _residual_blocks(index, granularity)
     blocks = [b for b in residuals if not any(set(b.nodes) < set(other.nodes) for other in residuals)]
     covered = {p for block in blocks for p in block.nodes}
     blocks += _chain_blocks(index, _layer_links(index, covered))

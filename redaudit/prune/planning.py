@@ -14,7 +14,7 @@ import onnx
 from redaudit.core.graph import parameter_count
 from redaudit.core.prepared import PreparedModel
 from redaudit.prune import select
-from redaudit.prune.candidates import Block, find_candidates
+from redaudit.prune.candidates import Block, find_candidates, granularity_of
 from redaudit.prune.cost import block_costs
 from redaudit.prune.policies import PolicyContext, PrunePolicy
 from redaudit.prune.surgery import PruneError, remove_blocks
@@ -122,6 +122,7 @@ def iterate(context: PolicyContext, policy: PrunePolicy, *, remove: int | None, 
             healed.append({**span.to_dict(), "fitted_after": list(removed)})
         removed.append(block.name)
         prepared = PreparedModel.load(candidate, device=current.prepared.sessions.device)
-        blocks = [b for b in find_candidates(candidate, prepared.index) if not heal_nodes_only(b)]
+        blocks = [b for b in find_candidates(candidate, prepared.index, granularity_of(current.spec.level))
+                  if not heal_nodes_only(b)]
         current = PolicyContext(prepared, blocks, current.spec, current.arrays)
     return current.prepared.proto, removed, steps, healed

@@ -108,7 +108,8 @@ def _layers_to_json(result: ScanResult) -> list[dict[str, Any]]:
         "most_similar": row.most_similar,
         "most_similar_cka": row.most_similar_cka,
         "issue": row.issue,
-    } for row in result.layer_rows()]
+        "unit": layer.unit,
+    } for row, layer in zip(result.layer_rows(), result.layers)]
 
 
 def scan_to_dict(result: ScanResult) -> dict[str, Any]:
@@ -116,9 +117,10 @@ def scan_to_dict(result: ScanResult) -> dict[str, Any]:
 
     ``msrs_ci`` (the bootstrap interval over batches) and ``reading`` (the scale and the sentence
     of :mod:`redaudit.report.reading`) were added within schema version 1: derived fields that
-    readers may ignore and :func:`scan_from_dict` recomputes. ``micro_batch`` (samples per
-    onnxruntime run, chosen from the memory budget; 0 when unknown) was added within version 1
-    too: older reports read back as 0."""
+    readers may ignore and :func:`scan_from_dict` recomputes. ``unit`` (what one IR is, and per
+    layer what that IR is: docs/taps.md) was added within version 1 too; older reports read as "".
+    ``micro_batch`` (samples per onnxruntime run, chosen from the memory budget; 0 when unknown)
+    likewise: older reports read back as 0."""
     names = result.layer_names
     reading = reading_of_result(result)
     return {
@@ -131,6 +133,7 @@ def scan_to_dict(result: ScanResult) -> dict[str, Any]:
         "msrs_ci": reading.interval.to_dict(),
         "reading": {key: _float_or_none(value) if isinstance(value, float) else value
                     for key, value in reading.to_dict().items()},
+        "unit": result.unit,
         "layers": _layers_to_json(result),
         "similarity": _matrix_to_json(result.similarity),
         "consecutive_similarity": [
@@ -171,7 +174,8 @@ def scan_from_dict(data: dict[str, Any]) -> ScanResult:
             LayerInfo(name=item["name"], op=item["op"], shape=tuple(item["shape"]), node=item.get("node", ""),
                       runtime_shape=tuple(item.get("runtime_shape", ())),
                       reduced_axes=tuple(int(axis) for axis in item.get("reduced_axes", ())),
-                      layout=item.get("layout"), layout_source=item.get("layout_source", ""))
+                      layout=item.get("layout"), layout_source=item.get("layout_source", ""),
+                      unit=item.get("unit", ""))
             for item in data["layers"]
         ]
         size = len(layers)
@@ -198,6 +202,7 @@ def scan_from_dict(data: dict[str, Any]) -> ScanResult:
             timings={key: _float_from(value) for key, value in data.get("timings", {}).items()},
             layer_issues={item["name"]: item["issue"] for item in data["layers"] if item.get("issue")},
             warnings=list(data.get("warnings", [])),
+            unit=data.get("unit", ""),
             micro_batch=int(data.get("micro_batch", 0)),
         )
     except (KeyError, TypeError, ValueError) as error:
@@ -221,8 +226,20 @@ def _format(value: Any, indent: str, level: int) -> str:
 
 
 def dumps(result: ScanResult) -> str:
-    """Strict JSON text of the report (raises ValueError rather than emit NaN)."""
-    return _format(scan_to_dict(result), "  ", 0)
+    """Strict JSON text of the report: every non-finite float, wherever a field carries one
+    (``_float_or_none`` covers the known ones; :func:`finite_only` the rest), is ``null``."""
+    return _format(finite_only(scan_to_dict(result)), "  ", 0)
+
+
+def finite_only(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, ±inf, numpy's included) replaced by None."""
+    if isinstance(value, dict):
+        return {key: finite_only(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_only(item) for item in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
 
 
 def write_json(result: ScanResult, path: str | Path) -> Path:
