@@ -111,8 +111,9 @@ def parse_dims(values: tuple[str, ...]) -> dict[str, int]:
     return dims
 
 
-def parse_size(value: str) -> int:
-    """'500M', '2G', '1048576' → bytes (an int passes: the option type converted it already)."""
+def parse_size(value: str, option: str = "--max-model-size") -> int:
+    """'500M', '2G', '1048576' → bytes (an int passes: the option type converted it already;
+    ``option`` names the option in the error)."""
     if isinstance(value, int):
         return value
     text = value.strip().upper().removesuffix("B")
@@ -124,7 +125,7 @@ def parse_size(value: str) -> int:
             raise ValueError(number)
         return int(size)
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not a size like 500M or 4G", param_hint="--max-model-size") from None
+        raise click.BadParameter(f"{value!r} is not a size like 500M or 4G", param_hint=option) from None
 
 
 #: ``--max-model-size``'s default: no fixed bound (see core.spec.DEFAULT_MAX_MODEL_BYTES).

@@ -94,7 +94,8 @@ def render_scan(result: ScanResult, console: Console, top: int = 10) -> None:
     console.print(f"level {config.level} · reduce {config.reduce} · estimator {config.estimator} · "
                   f"CKA batch {config.cka_batch or 'all'} · aggregate {config.aggregate} · ε {config.epsilon} · "
                   f"β {config.beta} · {result.samples} samples in {result.batches} batches "
-                  f"({'real' if result.inputs_real else 'synthetic'} inputs) · {result.provider} · {result.backend}")
+                  f"({'real' if result.inputs_real else 'synthetic'} inputs) · {result.provider} · {result.backend}"
+                  + (f" · onnxruntime micro-batch {result.micro_batch}" if result.micro_batch else ""))
     if result.unit:
         console.print(f"unit: {result.unit} (one IR each; docs/taps.md)")
     console.print(layer_table(result, console.width))

@@ -7,10 +7,10 @@ from typing import Any
 import click
 
 from redaudit.cli.common import (MAX_MODEL_SIZE_AUTO, MAX_MODEL_SIZE_HELP, parse_cka_batch, parse_dims,
-                                 parse_model_size, parse_pairs)
+                                 parse_model_size, parse_pairs, parse_size)
 from redaudit.cli.params import CountOrAll, InputPath, Number, count, number
-from redaudit.core.spec import (AGGREGATES, BACKENDS, DEVICES, ESTIMATORS, LEVELS, MAX_INT32, MAX_INT64,
-                                 MAX_SEED, REDUCTIONS, ScanSpec)
+from redaudit.core.spec import (AGGREGATES, BACKENDS, DEFAULT_MEMORY_SHARE, DEVICES, ESTIMATORS, LEVELS, MAX_INT32,
+                                 MAX_INT64, MAX_SEED, REDUCTIONS, ScanSpec)
 
 _DEFAULT = ScanSpec()
 
@@ -54,6 +54,9 @@ _OPTIONS = [
                  help="onnxruntime threads per session (default: all cores; lower it when several scans share a machine)."),
     click.option("--max-model-size", default=MAX_MODEL_SIZE_AUTO, show_default=True, metavar="SIZE|auto",
                  help=MAX_MODEL_SIZE_HELP),
+    click.option("--max-memory", default=None, metavar="SIZE",
+                 help=f"Memory the scan may use; sizes onnxruntime's micro-batch, never the CKA batch "
+                      f"(default: {DEFAULT_MEMORY_SHARE:.0%} of the available memory)."),
 ]
 
 
@@ -76,7 +79,12 @@ def scan_spec(options: dict[str, Any]) -> ScanSpec:
         aggregate=options.pop("aggregate"), epsilon=options.pop("epsilon"), beta=options.pop("beta"),
         device=options.pop("device"), backend=options.pop("backend"), threads=options.pop("threads"),
         max_model_bytes=parse_model_size(options.pop("max_model_size")),
+        max_memory_bytes=_optional_size(options.pop("max_memory"), "--max-memory"),
     )
+
+
+def _optional_size(value: str | None, option: str) -> int | None:
+    return None if value is None else parse_size(value, option)
 
 
 def _cka_batch(value: Any) -> int | None:

@@ -76,14 +76,31 @@ def test_parts_follow_the_options(save_model):
     assert everything.run_batch == 256 and everything.cka_batch == 512
 
 
-def test_check_memory_warns_then_refuses():
-    estimate = MemoryEstimate(host_bytes=6 * 1024**3, device_bytes=0,
+def test_check_memory_warns_then_refuses_only_what_one_sample_cannot_fit():
+    """A scan that fits its budget at some micro-batch runs (large ones with a warning); one whose
+    single sample does not fit is refused with needed vs available."""
+    estimate = MemoryEstimate(host_bytes=6 * 1024**3 + 1, device_bytes=0, run_batch=3, budget=8 * 1024**3,
                               parts={"process": 1, "features": 5 * 1024**3, "gram": 1})
-    warnings = check_memory(estimate, available=10 * 1024**3, reduce="flatten")
+    warnings = check_memory(estimate, reduce="flatten")
     assert len(warnings) == 1 and "6.0 GB" in warnings[0] and "--reduce pool" in warnings[0]
-    assert check_memory(MemoryEstimate(1024**3, 0, {"features": 1}), available=10 * 1024**3) == []
-    with pytest.raises(MemoryLimitError, match=r"needs about 6.0 GB of memory but 4.0 GB is available"):
-        check_memory(estimate, available=4 * 1024**3, reduce="flatten")
+    assert "runs 3 samples at a time" in warnings[0]
+    assert check_memory(MemoryEstimate(1024**3, 0, {"features": 1}, run_batch=256, budget=10 * 1024**3)) == []
+    refused = MemoryEstimate(host_bytes=6 * 1024**3 + 1, device_bytes=0, run_batch=0, budget=4 * 1024**3,
+                             parts={"process": 1, "activations": 5 * 1024**3, "gram": 1})
+    with pytest.raises(MemoryLimitError, match=r"needs about 6.0 GB of memory with one sample per onnxruntime "
+                                               r"run but 4.0 GB is available \(activations 5.0 GB\); lower --dim"):
+        check_memory(refused)
+
+
+def test_large_activations_scan_in_micro_batches_instead_of_being_refused(save_model):
+    """What used to be refused ("use a smaller --cka-batch") now scans: 256 samples' activations
+    exceed the budget, a micro-batch of them fits."""
+    prepared = redaudit.prepare(save_model(models.residual_cnn(blocks=2, channels=16, size=32)), device="cpu")
+    spec = ScanSpec(samples=256, device="cpu", backend="numpy")
+    free = estimate_scan_memory(prepared, spec, available=64 * 1024**3)
+    budget = free.scan_bytes - free.parts["activations"] // 2
+    bounded = estimate_scan_memory(prepared, spec.with_options(max_memory_bytes=budget), available=64 * 1024**3)
+    assert check_memory(bounded) == [] and 1 <= bounded.run_batch < 256 and bounded.scan_bytes <= budget
 
 
 def test_large_scan_warning_reaches_the_result(save_model, monkeypatch):
@@ -95,10 +112,11 @@ def test_large_scan_warning_reaches_the_result(save_model, monkeypatch):
 
 
 def test_gpu_memory_is_checked_when_the_scan_uses_it():
-    estimate = MemoryEstimate(host_bytes=1024**3, device_bytes=3 * 1024**3, parts={"activations": 2 * 1024**3})
+    estimate = MemoryEstimate(host_bytes=1024**3, device_bytes=3 * 1024**3, parts={"activations": 2 * 1024**3},
+                              run_batch=8)
     with pytest.raises(MemoryLimitError, match=r"3.0 GB of GPU memory but 1.0 GB is free.*--device cpu"):
-        check_memory(estimate, available=64 * 1024**3, device_available=lambda: 1024**3)
-    assert check_memory(estimate, available=64 * 1024**3, device_available=lambda: 8 * 1024**3) == []
+        check_memory(estimate, device_available=lambda: 1024**3)
+    assert check_memory(estimate, device_available=lambda: 8 * 1024**3) == []
 
 
 def test_live_peak_follows_onnxruntime_buffer_reuse():

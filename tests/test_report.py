@@ -24,6 +24,7 @@ REQUIRED_KEYS = {
     "msrs", "msrs_std", "log2_msrs", "msrs_batches", "layers", "similarity", "samples", "batches",
     "dropped_samples", "nan_batches", "inputs", "model", "config", "consecutive_similarity",
     "top_pairs", "provider", "backend", "timings", "warnings", "redaudit_version", "schema_version",
+    "micro_batch",
 }
 
 
@@ -57,7 +58,7 @@ def make_result(*, config: ScanConfig | None = None, msrs: float | None = None,
         input_hash="cafe" * 16, provider="CPUExecutionProvider", backend="numpy",
         redaudit_version="0.1.0", timings={"load_s": 0.01, "run_s": 1.5, "total_s": 1.75},
         layer_issues={"dead": "constant output in every batch"},
-        warnings=["synthetic probe inputs: MSRS of <untrusted> data"],
+        warnings=["synthetic probe inputs: MSRS of <untrusted> data"], micro_batch=64,
     )
 
 
@@ -137,7 +138,7 @@ def test_round_trip_through_file(tmp_path):
     assert back.msrs == result.msrs and back.msrs_std == result.msrs_std
     for name in ("samples", "batches", "dropped_samples", "nan_batches", "inputs_real",
                  "input_hash", "provider", "backend", "redaudit_version", "timings",
-                 "layer_issues", "warnings"):
+                 "layer_issues", "warnings", "micro_batch"):
         assert getattr(back, name) == getattr(result, name), name
     np.testing.assert_allclose(back.layer_redundancy(), result.layer_redundancy())
     assert json_report.scan_to_dict(back) == json_report.scan_to_dict(result)

@@ -116,7 +116,7 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
         augmented = prepared.augmented(selection, spec.reduce, spec.layouts, tuple(sorted(ranks.items())))
     estimate = estimate_scan_memory(prepared, spec, device_backend=array_backend.name == "cupy",
                                     device_runtime=prepared.sessions.providers()[0] == CUDA, augmented=augmented)
-    memory_warnings = check_memory(estimate, reduce=spec.reduce)  # refuses what cannot fit
+    memory_warnings = check_memory(estimate, reduce=spec.reduce)  # refuses only what one sample cannot fit
     lap("augment")
     _notify(progress, "session")
     session, provider = prepared.session(augmented)
@@ -124,7 +124,9 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
     _check_cancel(cancel)
     batch_size = check_batching(spec, probe.samples)
     on_gpu = provider == "CUDAExecutionProvider" and array_backend.name == "cupy"
-    runner = BatchRunner(session, [*augmented.fetch_names, *augmented.shape_names],
+    # each probe batch runs as micro-batches of the estimate's size (a fixed batch axis caps it
+    # further) whose pooled IRs the runner concatenates: the CKA batch stays the one the spec says
+    runner = BatchRunner(session, [*augmented.fetch_names, *augmented.shape_names], chunk=estimate.run_batch,
                          device_arrays=array_backend.xp if on_gpu else None)
     tapped_at = time.perf_counter()
 
@@ -212,7 +214,8 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
         timings={**stage_times, "prepare_s": tapped_at - started, "streaming_s": finished - tapped_at,
                  "run_s": run_seconds, "similarity_s": (finished - tapped_at) - run_seconds,
                  "total_s": finished - started},
-        layer_issues=layer_issues, warnings=warnings, unit=selection.unit)
+        layer_issues=layer_issues, warnings=warnings, unit=selection.unit,
+        micro_batch=min(runner.chunk or run_size, run_size))
     reason = result.msrs_unavailable_reason()
     if reason:
         result.warnings.insert(0, reason)

@@ -126,6 +126,8 @@ class ScanResult:
     layer_issues: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     unit: str = ""  # what one IR is: "decoder layer", "residual block", "weighted layer" ... (docs/taps.md)
+    #: Samples per onnxruntime run (the memory budget's choice, see core/memory.py); 0: not recorded.
+    micro_batch: int = 0
     _rows: tuple[LayerRow, ...] | None = field(default=None, init=False, repr=False, compare=False)
     _interval: MeanInterval | None = field(default=None, init=False, repr=False, compare=False)
 

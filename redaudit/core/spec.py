@@ -38,6 +38,9 @@ DEFAULT_BETA = 100.0
 DEFAULT_MAX_MODEL_BYTES: int | None = None
 #: The service's default bound on one upload (model, bundle or inputs): untrusted input.
 DEFAULT_MAX_UPLOAD_BYTES = 2 * 1024**3
+#: ``--max-memory`` left open (None) means this share of the memory available when the scan runs:
+#: a machine-dependent default is resolved on the machine that scans (a queued job may run elsewhere).
+DEFAULT_MEMORY_SHARE = 0.5
 
 #: Largest count stored in an INTEGER column on PostgreSQL (samples, dims).
 MAX_INT32 = 2**31 - 1
@@ -46,6 +49,8 @@ MAX_SEED = 2**63 - 1
 MAX_INT64 = 2**63 - 1
 #: A model above 1 TiB is not something this tool can load; refusing it early keeps sizes finite.
 MAX_MODEL_BYTES_LIMIT = 2**40
+#: The largest --max-memory accepted (1 PiB): anything above is a typo, not a machine.
+MAX_MEMORY_BYTES_LIMIT = 2**50
 
 
 def min_batch(estimator: str) -> int:
@@ -120,6 +125,9 @@ class ScanSpec:
     threads: int | None = None  # onnxruntime intra-op threads (None: its default, every core)
     text: str | None = None  # a text file to probe a language model with (tokenized with ``tokenizer``)
     tokenizer: str | None = None  # folder of a tokenizer.json (or the file)
+    #: Memory budget in bytes that sizes onnxruntime's micro-batch (None: DEFAULT_MEMORY_SHARE of
+    #: what is available at run time). It never changes a number: the CKA batch stays ``cka_batch``.
+    max_memory_bytes: int | None = None
 
     #: Keys that change MSRS or similarity values; scans are comparable only if they match.
     RESULT_KEYS: ClassVar[tuple[str, ...]] = ("level", "reduce", "cka_batch", "estimator", "aggregate",
@@ -149,6 +157,9 @@ class ScanSpec:
         if self.max_model_bytes is not None:
             set_(self, "max_model_bytes", _int("max_model_bytes", self.max_model_bytes, 1, MAX_MODEL_BYTES_LIMIT,
                                                "--max-model-size (bytes)"))
+        if self.max_memory_bytes is not None:
+            set_(self, "max_memory_bytes", _int("max_memory_bytes", self.max_memory_bytes, 1,
+                                                MAX_MEMORY_BYTES_LIMIT, "--max-memory (bytes)"))
         if self.threads is not None:
             set_(self, "threads", _int("threads", self.threads, 1, 1024, "--threads"))
         set_(self, "taps", self._taps(self.taps))

@@ -20,6 +20,7 @@ from onnx import helper
 from redaudit.core.prepared import PreparedModel
 from redaudit.core.run import BatchRunner
 from redaudit.prune.lm_metrics import ATTENTION_MASK, token_mask
+from redaudit.core.session_memory import micro_batch_for
 
 _CHUNK = 128
 
@@ -68,11 +69,14 @@ def _exposing(prepared: PreparedModel, tensors: Sequence[str]) -> tuple[onnx.Mod
 
 
 def pair_cosines(prepared: PreparedModel, pairs: Sequence[tuple[str, str]],
-                 arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+                 arrays: Mapping[str, np.ndarray], max_memory_bytes: int | None = None) -> np.ndarray:
     """Mean cosine (over samples and tokens) for each (a, b) pair of tensors; NaN when the two
-    tensors' shapes differ."""
+    tensors' shapes differ. Chunks are at most ``_CHUNK`` samples and as many as the memory
+    budget allows (:func:`~redaudit.core.session_memory.micro_batch_for`; None: the default)."""
     tensors = list(dict.fromkeys(name for pair in pairs for name in pair))
     exposed, fetch = _exposing(prepared, tensors)
+    chunk = micro_batch_for(exposed, arrays, max_memory_bytes, _CHUNK, fetch_names=fetch,
+                            what="scoring blocks by their input/output cosine")
     session, _ = prepared.sessions.create(exposed, "the model with block inputs/outputs exposed")
     runner = BatchRunner(session, fetch)
     position = {tensor: i for i, tensor in enumerate(tensors)}
@@ -80,8 +84,8 @@ def pair_cosines(prepared: PreparedModel, pairs: Sequence[tuple[str, str]],
     counts = np.zeros(len(pairs))
     shape_mismatch = np.zeros(len(pairs), dtype=bool)
     total = next(iter(arrays.values())).shape[0]
-    for start in range(0, total, _CHUNK):
-        feed = {name: array[start:start + _CHUNK] for name, array in arrays.items()}
+    for start in range(0, total, chunk):
+        feed = {name: array[start:start + chunk] for name, array in arrays.items()}
         outputs = runner.run(feed)
         mask = feed.get(ATTENTION_MASK)
         for k, (first, second) in enumerate(pairs):

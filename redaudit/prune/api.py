@@ -94,7 +94,8 @@ def _healed(prepared: PreparedModel, spec: ScanSpec, chosen: list[Block], heal: 
     from redaudit.prune.heal import heal_blocks
 
     calibration = _calibration(prepared, spec, calibrate, arrays, result)
-    pruned, spans = heal_blocks(prepared.proto, chosen, calibration, heal=heal)
+    pruned, spans = heal_blocks(prepared.proto, chosen, calibration, heal=heal,
+                                max_memory_bytes=spec.max_memory_bytes)
     result.healed = [span.to_dict() for span in spans]
     return pruned
 
@@ -217,7 +218,8 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
                          policy=chosen_policy.name, policy_description=chosen_policy.description)
     if list_only:
         return result
-    evaluator = Evaluator(prepared, arrays, spec.cka_batch or 256, real_ids=real)
+    evaluator = Evaluator(prepared, arrays, spec.cka_batch or 256, real_ids=real,
+                          max_memory_bytes=spec.max_memory_bytes)
     if evaluator.lm_output is not None and not real:
         result.warnings.append("token ids are synthetic: next-token agreement and KL compare the two models on "
                                "noise, and perplexity is not reported; pass real text for meaningful numbers")

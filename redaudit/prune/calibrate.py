@@ -31,7 +31,8 @@ from redaudit.prune.heal_graph import LAYOUTS, default_layout
 from redaudit.prune.heal_mix import mix_features
 from redaudit.prune.padding import sequence_axis_is_free, sorted_by_length, trim_is_exact, trimmed
 from redaudit.prune.surgery import PruneError, _live_nodes
-from redaudit.core.run import SessionFactory
+from redaudit.core.run import BatchRunner, SessionFactory
+from redaudit.core.session_memory import micro_batch_for
 
 AUTO_MASK_INPUTS = ("attention_mask",)
 
@@ -93,18 +94,30 @@ def _mask_name(model: onnx.ModelProto, mask_input: str | None) -> str | None:
     return mask_input
 
 
-def _fetcher(model: onnx.ModelProto, names: Sequence[str], threads: int | None):
+def _fetcher(model: onnx.ModelProto, names: Sequence[str], threads: int | None, max_memory_bytes: int | None):
     """feed → {name: array} for ``names``: graph inputs straight from the feed, the rest from one
-    session of ``model`` cut after the last of them."""
+    session of ``model`` cut after the last of them, run in micro-batches sized to the memory
+    budget (:func:`~redaudit.core.session_memory.micro_batch_for`, once per feed shape: trimmed
+    token batches differ in length) and joined, so each feed's values are those of one run."""
     graph_inputs = {inp.name for inp in model.graph.input}
     fetched = [name for name in dict.fromkeys(names) if name not in graph_inputs]
-    session = SessionFactory("auto", threads).create(outputs_only(model, fetched))[0] if fetched else None
+    cut = outputs_only(model, fetched) if fetched else None
+    session = SessionFactory("auto", threads).create(cut)[0] if cut is not None else None
     # A model healed so far lacks its removed layers' KV-cache inputs: feed only what it takes.
     taken = {item.name for item in session.get_inputs()} if session else set()
+    micro_batches: dict[tuple, int] = {}
+
+    def run(feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        feed = {name: array for name, array in feed.items() if name in taken}
+        count = len(next(iter(feed.values())))
+        key = tuple((name, np.shape(array)[1:]) for name, array in sorted(feed.items()))
+        if key not in micro_batches:
+            micro_batches[key] = micro_batch_for(cut, feed, max_memory_bytes, count, held_samples=count,
+                                                 what="healing calibration")
+        return BatchRunner(session, fetched, chunk=micro_batches[key]).run(feed)
 
     def fetch(feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        values = dict(zip(fetched, session.run(fetched, {k: v for k, v in feed.items() if k in taken}))) \
-            if session else {}
+        values = dict(zip(fetched, run(feed))) if session else {}
         values.update({name: np.asarray(feed[name]) for name in names if name in graph_inputs})
         return values
     return fetch
@@ -114,7 +127,7 @@ def calibrate_spans(model: onnx.ModelProto, spans: Sequence[tuple[str, str] | tu
                     calibration: Iterable[Mapping[str, np.ndarray]], *, layout: str | None = None,
                     mask_input: str | None = "auto", folds: int = DEFAULT_FOLDS,
                     threads: int | None = None, entry_model: onnx.ModelProto | None = None,
-                    trim_padding: bool = True) -> list[RidgeAccumulator]:
+                    trim_padding: bool = True, max_memory_bytes: int | None = None) -> list[RidgeAccumulator]:
     """One accumulator per (entry, exit) span, fed with the original model's activations.
 
     ``calibration`` yields input feeds (one batch each). ``layout`` is "last" (features on the
@@ -126,6 +139,7 @@ def calibrate_spans(model: onnx.ModelProto, spans: Sequence[tuple[str, str] | tu
     ``trim_padding``: cut trailing padding from each batch where proven exact (module docstring).
     A span (entry, exit, attention) with an attention tensor is fitted on the features
     ``[x, P̄x]`` (:mod:`redaudit.prune.heal_mix`); the attention is read where the entries are.
+    ``max_memory_bytes``: the budget that sizes onnxruntime's micro-batches (None: the default).
     """
     if layout is not None and layout not in LAYOUTS:
         raise PruneError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
@@ -133,10 +147,11 @@ def calibrate_spans(model: onnx.ModelProto, spans: Sequence[tuple[str, str] | tu
     entries = [span[0] for span in spans] + [mixer for mixer in mixers if mixer]
     exits = [span[1] for span in spans]
     if entry_model is None:
-        fetchers = [_fetcher(model, entries + exits, threads)]
+        fetchers = [_fetcher(model, entries + exits, threads, max_memory_bytes)]
     else:
         # exits first, entries second: where a name is both, the entry model's value wins
-        fetchers = [_fetcher(model, exits, threads), _fetcher(entry_model, entries, threads)]
+        fetchers = [_fetcher(model, exits, threads, max_memory_bytes),
+                    _fetcher(entry_model, entries, threads, max_memory_bytes)]
     mask_name = _mask_name(model, mask_input)
     accumulators: list[RidgeAccumulator | None] = [None] * len(spans)
     layouts: list[str] = [layout or ""] * len(spans)

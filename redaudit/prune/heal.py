@@ -121,7 +121,8 @@ class HealOptions:
     with the earlier ones healed (``sequential``), onnxruntime threads (None: default), and
     whether token batches are sorted by length and run without their trailing padding where
     that is proven to change nothing (``trim_padding``, :mod:`redaudit.prune.padding`);
-    ``attention_mix``: maps also read the upstream attention pattern (``--heal attention``)."""
+    ``attention_mix``: maps also read the upstream attention pattern (``--heal attention``);
+    ``max_memory_bytes``: bounds each calibration run's micro-batch (None: the default budget)."""
 
     batch_size: int = 64
     layout: str | None = None
@@ -134,6 +135,7 @@ class HealOptions:
     threads: int | None = None
     trim_padding: bool = True
     attention_mix: bool = False
+    max_memory_bytes: int | None = None
 
 
 #: A span as calibration sees it: (entry, exit) or (entry, exit, attention tensor).
@@ -193,7 +195,7 @@ class LinearHealer:
         return calibrate_spans(self.model, spans, _feeds(self.model, self.calibration, options),
                                layout=options.layout, mask_input=options.mask_input, folds=options.folds,
                                threads=options.threads, entry_model=entry_model,
-                               trim_padding=options.trim_padding)
+                               trim_padding=options.trim_padding, max_memory_bytes=options.max_memory_bytes)
 
     def fit(self, spans: Sequence[Span]) -> None:
         """Fit, on the original model in one pass, the maps of ``spans`` not fitted yet."""
@@ -269,7 +271,7 @@ def heal_step(original: onnx.ModelProto, current: onnx.ModelProto, block: SpanLi
                                      _feeds(original, calibration, options), layout=options.layout,
                                      mask_input=options.mask_input, folds=options.folds, threads=options.threads,
                                      entry_model=current if in_original else None,
-                                     trim_padding=options.trim_padding)
+                                     trim_padding=options.trim_padding, max_memory_bytes=options.max_memory_bytes)
     linear, mixer = _solve(accumulator, key, options), (key[2] if len(key) > 2 else None)
     healed, how = heal_span(current, block.entry, block.exit, linear.weight, linear.bias, options.layout,
                             options.fold, mixer)

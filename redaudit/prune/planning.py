@@ -81,7 +81,7 @@ def iterate(context: PolicyContext, policy: PrunePolicy, *, remove: int | None, 
     ``attention_mix``: the maps also mix tokens through the upstream attention (``--heal attention``)."""
     from redaudit.prune.heal import HealOptions, heal_nodes_only, heal_step
 
-    heal_options = HealOptions(attention_mix=attention_mix)
+    heal_options = HealOptions(attention_mix=attention_mix, max_memory_bytes=context.spec.max_memory_bytes)
 
     if remove is not None:
         select.check_not_everything(remove, len(context.blocks))

@@ -110,7 +110,8 @@ class BlockInfluencePolicy(RankingPolicy):
         from redaudit.prune.activations import pair_cosines
 
         return context.cached("bi", lambda: pair_cosines(
-            context.prepared, [(block.entry, block.exit) for block in context.blocks], context.arrays))
+            context.prepared, [(block.entry, block.exit) for block in context.blocks], context.arrays,
+            context.spec.max_memory_bytes))
 
 
 def consecutive_runs(blocks: Sequence[Block]) -> list[list[int]]:
@@ -138,7 +139,8 @@ class AngularPolicy:
 
         key = f"angular:{spans}"
         pairs = [(context.blocks[first].entry, context.blocks[last].exit) for first, last in spans]
-        cosines = context.cached(key, lambda: pair_cosines(context.prepared, pairs, context.arrays))
+        cosines = context.cached(key, lambda: pair_cosines(context.prepared, pairs, context.arrays,
+                                                           context.spec.max_memory_bytes))
         return np.arccos(np.clip(cosines, -1.0, 1.0)) / np.pi
 
     def choose(self, context: PolicyContext, count: int) -> list[int]:
@@ -171,7 +173,8 @@ class GreedyPolicy:
 
         arrays = {name: array[:self.max_samples] for name, array in context.arrays.items()}
         return context.cached("greedy-evaluator",
-                              lambda: Evaluator(context.prepared, arrays, context.spec.cka_batch or 256))
+                              lambda: Evaluator(context.prepared, arrays, context.spec.cka_batch or 256,
+                                                max_memory_bytes=context.spec.max_memory_bytes))
 
     def _step(self, context: PolicyContext, removed: list[int]) -> np.ndarray:
         """Output agreement (1 − drift; −KL for a causal LM) after removing ``removed`` plus each

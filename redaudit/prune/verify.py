@@ -21,6 +21,7 @@ import onnxruntime as ort
 
 from redaudit.core.prepared import PreparedModel
 from redaudit.core.run import BatchRunner
+from redaudit.core.session_memory import micro_batch_for
 from redaudit.errors import InferenceError
 from redaudit.prune.kv_cache import is_cache_output
 from redaudit.prune.lm_metrics import NextTokenAgreement, NextTokenStats, lm_inputs, lm_output_index
@@ -54,14 +55,22 @@ class Latency:
 class Evaluator:
     """Runs models against the original's outputs on the probe arrays, on the prepared model's
     device (sessions come from its :class:`~redaudit.core.run.SessionFactory`). ``real_ids``: the
-    probe's token ids are real text, so perplexities mean something (a causal LM only)."""
+    probe's token ids are real text, so perplexities mean something (a causal LM only).
+
+    Each chunk of ``chunk`` samples runs as micro-batches sized to ``max_memory_bytes`` (the
+    scan's rule, :func:`~redaudit.core.session_memory.micro_batch_for`, on the original graph,
+    holding the reference outputs and one run's outputs of every sample); a pruned model is
+    smaller and runs with the same micro-batch."""
 
     def __init__(self, original: PreparedModel, arrays: Mapping[str, np.ndarray], chunk: int,
-                 real_ids: bool = False) -> None:
+                 real_ids: bool = False, max_memory_bytes: int | None = None) -> None:
         self.arrays, self.chunk, self.sessions, self.real_ids = arrays, chunk, original.sessions, real_ids
         # A decoder's KV-cache outputs are its memory, not its answer, and a pruned model has fewer
         # of them, renumbered (redaudit.prune.kv_cache): the answer is compared, the cache is not.
         self.names = [output.name for output in original.proto.graph.output if not is_cache_output(output.name)]
+        count = next(iter(arrays.values())).shape[0]
+        self.micro_batch = micro_batch_for(original.proto, arrays, max_memory_bytes, chunk, fetch_names=self.names,
+                                           held_samples=2 * count, what="verifying the pruned model")
         self.session = self._session(original.proto, "the original model")
         self.reference = self.run(self.session)
         self.ids_name, self.mask_name = lm_inputs(original.proto)
@@ -75,7 +84,7 @@ class Evaluator:
 
     def run(self, session: ort.InferenceSession) -> list[np.ndarray]:
         try:
-            return BatchRunner(session, self.names).run_all(self.arrays, self.chunk)
+            return BatchRunner(session, self.names, chunk=self.micro_batch).run_all(self.arrays, self.chunk)
         except InferenceError as error:
             raise PruneError(f"model does not run on the probe inputs: {error}") from None
 

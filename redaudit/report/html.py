@@ -39,6 +39,7 @@ def _details(result: ScanResult) -> dict[str, list[tuple[str, str]]]:
                   ("opset / producer", f"{model.opset} / {model.producer or '—'}"), ("inputs", inputs or "—")]
     config_rows = [(key, _config_value(value)) for key, value in config_to_json(result.config).items()]
     run_rows = [("provider / backend", f"{result.provider} / {result.backend}"),
+                ("onnxruntime micro-batch", str(result.micro_batch or "—")),
                 ("samples dropped", str(result.dropped_samples)), ("NaN batches", str(result.nan_batches)),
                 ("input hash", result.input_hash),
                 ("MSRS interval", result.msrs_interval.reason or

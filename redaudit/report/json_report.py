@@ -118,7 +118,9 @@ def scan_to_dict(result: ScanResult) -> dict[str, Any]:
     ``msrs_ci`` (the bootstrap interval over batches) and ``reading`` (the scale and the sentence
     of :mod:`redaudit.report.reading`) were added within schema version 1: derived fields that
     readers may ignore and :func:`scan_from_dict` recomputes. ``unit`` (what one IR is, and per
-    layer what that IR is: docs/taps.md) was added within version 1 too; older reports read as ""."""
+    layer what that IR is: docs/taps.md) was added within version 1 too; older reports read as "".
+    ``micro_batch`` (samples per onnxruntime run, chosen from the memory budget; 0 when unknown)
+    likewise: older reports read back as 0."""
     names = result.layer_names
     reading = reading_of_result(result)
     return {
@@ -150,6 +152,7 @@ def scan_to_dict(result: ScanResult) -> dict[str, Any]:
         "config": config_to_json(result.config),
         "provider": result.provider,
         "backend": result.backend,
+        "micro_batch": int(result.micro_batch),
         "timings": {key: _float_or_none(value) for key, value in result.timings.items()},
         "warnings": list(result.warnings),
     }
@@ -200,6 +203,7 @@ def scan_from_dict(data: dict[str, Any]) -> ScanResult:
             layer_issues={item["name"]: item["issue"] for item in data["layers"] if item.get("issue")},
             warnings=list(data.get("warnings", [])),
             unit=data.get("unit", ""),
+            micro_batch=int(data.get("micro_batch", 0)),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise ReportFormatError(f"scan report is incomplete or malformed: {error!r}") from error
