@@ -40,7 +40,7 @@ _COMMANDS = {
 
 from redaudit.cli import signals
 from redaudit.cli.guard import guard_command
-from redaudit.cli.signals import INTERRUPTED_EXIT, Interrupted  # noqa: F401  (re-exported)
+from redaudit.cli.signals import INTERRUPTED_EXIT, Interrupted
 
 
 class LazyGroup(click.Group):
