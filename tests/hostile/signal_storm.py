@@ -42,7 +42,9 @@ def one_run(root: Path, folder: Path, delay: float, signum: int) -> str:
     lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith("warning:")]
     if "Traceback" in stderr or "terminate called" in stderr:
         frames = re.findall(r'File "([^"]+)"', stderr)
-        ours = [frame for frame in frames if "redaudit" in frame]
+        ours = [frame for frame in frames if "/redaudit/" in frame]
+        if ours and os.environ.get("STORM_SHOW"):
+            print(stderr[-2500:], file=sys.stderr)
         return "traceback " + ("in redaudit code" if ours else "before redaudit's first line (interpreter start-up)")
     if process.returncode in (0,) or stdout.startswith("MSRS"):
         return "finished"
