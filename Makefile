@@ -58,11 +58,18 @@ fuzz: $(STAMP)
 	$(BIN)/python fuzz/seeds.py fuzz/corpus
 	$(BIN)/python fuzz/run.py --seconds $(FUZZ_SECONDS)
 
-# GPU extras: onnxruntime-gpu (CUDA 13, with its CUDA/cuDNN libraries from pip) replaces onnxruntime
-# (same import name), and CuPy for CUDA 13. `redaudit doctor` checks the result.
+# GPU: CuPy and the CUDA 13 libraries (the `[gpu]` extra), then onnxruntime-gpu *replaces* onnxruntime.
+# Both ship the `onnxruntime` package, so both are removed first (after a second `make gpu` or a
+# later `make install` both may be present, and removing one deletes files the other needs) and the
+# GPU build is installed alone; --no-warn-conflicts because redaudit and magika declare the CPU
+# build, which onnxruntime-gpu provides under the same import name (pyproject.toml, [gpu]).
+# `redaudit doctor` names the active distribution and what else is missing.
+ORT_GPU ?= onnxruntime-gpu>=1.31
 gpu: $(STAMP)
-	$(BIN)/pip uninstall -y onnxruntime
-	$(BIN)/pip install -e ".[gpu]"
+	$(BIN)/pip install -q -e ".[gpu]"
+	$(BIN)/pip uninstall -y onnxruntime onnxruntime-gpu
+	$(BIN)/pip install -q --no-warn-conflicts "$(ORT_GPU)"
+	$(BIN)/redaudit doctor
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache

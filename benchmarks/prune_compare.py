@@ -1,13 +1,15 @@
 """Layer-pruning policies × healing, side by side, on real models.
 
-Run: python benchmarks/prune_compare.py [--subjects minilm,digits] [--draws 10] [--pairs]
-                                         [--calib-source readme|docstrings]
+Run: python benchmarks/prune_compare.py [--subjects minilm,digits,lm] [--draws 10] [--pairs]
+                                         [--calib-source readme|docstrings] [--no-latency]
 
 Subjects: MiniLM-L6 (k = 1, 2, 3 of 6 encoder layers; mean embedding cosine to the original and
 nearest-neighbour agreement@10 on evaluation sentences from other packages' READMEs than the
 calibration sentences — READMEs of the alternate packages by default, docstrings of 7 packages
 with ``--calib-source docstrings``) and a residual CNN trained here on scikit-learn's digits
-(k up to half its blocks; test accuracy retained). For each policy × heal {none, linear,
+(k up to half its blocks; test accuracy retained), and ``lm``: the tiny decoder LM trained by
+examples/train_tiny_lm.py (k = 1, 2, 3 of 8 decoder layers; next-token top-1 agreement, KL and
+perplexity ratio on held-out packages' text, benchmarks/prune_lm.py). For each policy × heal {none, linear,
 attention} × k (``--heals``): quality, parameter ratio, latency ratio. ``--pairs`` also prints every subset for k ≤ 2, healed
 sequentially (the default) and with independently fitted maps.
 
@@ -231,6 +233,11 @@ def main() -> None:
                         help="MiniLM calibration text: READMEs of other packages, or docstrings (a domain shift)")
     parser.add_argument("--pairs", action="store_true", help="also every subset of k ≤ 2 blocks")
     parser.add_argument("--no-policies", action="store_true", help="skip the policy table (with --pairs)")
+    parser.add_argument("--no-latency", action="store_true", help="leave the latency column empty")
+    parser.add_argument("--lm-windows", type=int, default=None,
+                        help="tiny LM: only the first N token windows of calibration and evaluation (default all 64)")
+    parser.add_argument("--lm-dir", type=Path, default=None,
+                        help="folder of a trained tiny LM (default: .bench-cache/tiny-lm, trained if missing)")
     parser.add_argument("--heals", default="none,linear,attention",
                         help="healing methods compared (attention: tokens mixed through the upstream attention)")
     args = parser.parse_args()
@@ -239,13 +246,24 @@ def main() -> None:
         folder = Path(temporary)
         for name in args.subjects.split(","):
             started = time.perf_counter()
-            subject = (minilm_subject(folder, args.calibration, args.evaluation, args.calib_source)
-                       if name == "minilm"
-                       else digits_subject(folder))
-            subject.blocks = find_candidates(subject.model)
+            if name == "lm":
+                from benchmarks.prune_lm import lm_subject
+
+                subject = lm_subject(Subject, args.lm_dir, args.lm_windows)
+            else:
+                subject = (minilm_subject(folder, args.calibration, args.evaluation, args.calib_source)
+                           if name == "minilm"
+                           else digits_subject(folder))
+                subject.blocks = find_candidates(subject.model)
             subject.reference = run_outputs(subject.model, subject.evaluation)
+            if name == "lm":
+                from benchmarks.prune_lm import original_perplexity
+
+                print(f"\noriginal tiny LM: perplexity {original_perplexity(args.lm_dir, subject.reference):.2f} "
+                      "on the evaluation windows", flush=True)
             fit_seconds = fit_all_spans(subject)
-            print(f"\n## {subject.name}: {len(subject.blocks)} blocks; calibration "
+            print(f"\n## {subject.name}: {len(subject.blocks)} blocks; load average "
+                  f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}; calibration "
                   f"{sum(len(next(iter(f.values()))) for f in subject.calibration)} samples, evaluation "
                   f"{len(subject.reference)}; all span maps fitted in {fit_seconds:.1f} s", flush=True)
             header = False
@@ -257,7 +275,7 @@ def main() -> None:
                     print("| --- " * (5 + len(metrics)) + "|")
                     header = True
                 latency = (f"{latency_ratio(subject, tuple(row['removed']), row['heal']):.2f}"
-                           if row["removed"] is not None else "")
+                           if row["removed"] is not None and not args.no_latency else "")
                 removed = ",".join(map(str, row["removed"])) if row["removed"] is not None else f"mean of {row['draws']}"
                 print(f"| {row['policy']} | {row['k']} | {row['heal']} | {removed} | "
                       + " | ".join(f"{row[m]:.4f}" for m in metrics) + f" | {latency} |", flush=True)

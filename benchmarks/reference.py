@@ -55,35 +55,59 @@ def reduce_as_documented(array: np.ndarray, samples: int, layout: str | None, re
     return values.reshape(samples, -1)
 
 
+def _hsic(k: np.ndarray, l: np.ndarray) -> float:
+    """Unbiased HSIC (Song et al. 2012) of two Gram matrices, written out term by term."""
+    n = k.shape[0]
+    k, l = k.copy(), l.copy()
+    np.fill_diagonal(k, 0.0)
+    np.fill_diagonal(l, 0.0)
+    ones = np.ones(n)
+    term = np.trace(k @ l) + (ones @ k @ ones) * (ones @ l @ ones) / ((n - 1) * (n - 2)) \
+        - 2.0 / (n - 2) * (ones @ k @ l @ ones)
+    return term / (n * (n - 3))
+
+
+def _gram(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64) - np.asarray(x, np.float64).mean(axis=0)
+    return x @ x.T
+
+
+def unbiased_hsic(x: np.ndarray, y: np.ndarray) -> float:
+    """Unbiased HSIC of two (n, d) feature matrices, float64, features centred first."""
+    return float(_hsic(_gram(x), _gram(y)))
+
+
 def unbiased_cka(x: np.ndarray, y: np.ndarray) -> float:
     """Unbiased linear CKA of two (n, d) feature matrices (Song et al. 2012 HSIC estimator),
     float64, features centred first; NaN for a constant layer."""
-    def hsic(k: np.ndarray, l: np.ndarray) -> float:
-        n = k.shape[0]
-        k, l = k.copy(), l.copy()
-        np.fill_diagonal(k, 0.0)
-        np.fill_diagonal(l, 0.0)
-        ones = np.ones(n)
-        term = np.trace(k @ l) + (ones @ k @ ones) * (ones @ l @ ones) / ((n - 1) * (n - 2)) \
-            - 2.0 / (n - 2) * (ones @ k @ l @ ones)
-        return term / (n * (n - 3))
-
-    x = np.asarray(x, np.float64) - np.asarray(x, np.float64).mean(axis=0)
-    y = np.asarray(y, np.float64) - np.asarray(y, np.float64).mean(axis=0)
-    k, l = x @ x.T, y @ y.T
-    xy, xx, yy = hsic(k, l), hsic(k, k), hsic(l, l)
+    k, l = _gram(x), _gram(y)
+    xy, xx, yy = _hsic(k, l), _hsic(k, k), _hsic(l, l)
     if xx <= 0 or yy <= 0:
         return float("nan")
     return float(xy / np.sqrt(xx * yy))
 
 
-def reference_matrix(features: Sequence[np.ndarray], batch: int | None = None) -> np.ndarray:
-    """Mean over CKA batches of the per-pair CKA matrix (the paper's aggregate)."""
+def reference_matrix(features: Sequence[np.ndarray], batch: int | None = None, aggregate: str = "cka") -> np.ndarray:
+    """Over CKA batches of ``batch`` samples: the mean of the per-pair CKA matrices (the paper's
+    aggregate, ``cka``), or CKA of the mean per-pair HSIC (``hsic``: torch-cka's and
+    pytorch-cka's aggregation, redaudit's ``--aggregate hsic``)."""
     count = features[0].shape[0]
     size = batch or count
     matrices = []
     for start in range(0, count - size + 1, size):
-        part = [f[start:start + size] for f in features]
-        matrix = np.array([[unbiased_cka(a, b) for b in part] for a in part])
-        matrices.append(matrix)
-    return np.nanmean(np.stack(matrices), axis=0)
+        grams = [_gram(f[start:start + size]) for f in features]  # one per layer; HSIC pair by pair
+        hsic = np.array([[_hsic(k, l) for l in grams] for k in grams])
+        if aggregate == "cka":
+            diagonal = np.diagonal(hsic)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                cka = hsic / np.sqrt(np.outer(diagonal, diagonal))
+            bad = ~(diagonal > 0)
+            cka[bad, :] = cka[:, bad] = np.nan
+            matrices.append(cka)
+        else:
+            matrices.append(hsic)
+    if aggregate == "cka":
+        return np.nanmean(np.stack(matrices), axis=0)
+    hsic = np.mean(np.stack(matrices), axis=0)
+    diagonal = np.sqrt(np.diagonal(hsic))
+    return hsic / np.outer(diagonal, diagonal)

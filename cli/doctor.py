@@ -9,7 +9,7 @@ from redaudit.cli.common import user_errors
 @click.command("doctor")
 @user_errors
 def doctor_command() -> None:
-    """Check onnxruntime, its CUDA provider's libraries and CuPy; name what is missing and how
+    """Check which onnxruntime distribution is installed (exactly one should be), its CUDA provider's libraries and CuPy; name what is missing and how
     to install it. Exit 0 always: the scan falls back to the CPU and NumPy where it can."""
     from redaudit.core.doctor import diagnose
 

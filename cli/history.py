@@ -17,60 +17,25 @@ from rich.table import Table
 
 import redaudit
 from redaudit.cli.common import progress_bar, user_errors
-from redaudit.cli.params import DatabaseUrl, InputPath, OutputPath, count, number
+from redaudit.cli.params import InputPath, OutputPath, count, number
 from redaudit.cli.render import print_warnings
 from redaudit.cli.history_views import history_to_dict, scan_lines, versions_table
 from redaudit.cli.mlflow_options import logged_line, mlflow_options, mlflow_target
+from redaudit.cli.record_options import (check_record_options, db_option, db_option_used_with,  # noqa: F401 (re-exported)
+                                         record_options)
 from redaudit.cli.scan_options import scan_options, scan_spec
 from redaudit.errors import ConfigError
 from redaudit.history import db as history_db
 from redaudit.history import schema as history_schema
 from redaudit.history.check import check_result, validate_limits
 from redaudit.history.store import HistoryStore
-from redaudit.history.writes import Recorded, validate_name
+from redaudit.history.writes import Recorded
 from redaudit.report.json_report import finite_only
 from redaudit.report.numbers import fmt as _fmt, percent, signed
-
-_DB_HELP = "Database URL or SQLite path (default: $REDAUDIT_DB, else the user data directory's history.db)."
-db_option = click.option("--db", "db", metavar="URL", type=DatabaseUrl(), default=None, help=_DB_HELP)
-
-
-def db_option_used_with(parameter: str | None, must_exist: bool = False):
-    """``--db`` for a command that opens the database only when ``parameter`` is given (always
-    when None); ``must_exist``: the command only reads it."""
-    return click.option("--db", "db", metavar="URL", type=DatabaseUrl(used_with=parameter, must_exist=must_exist),
-                        default=None, help=_DB_HELP)
-
 
 report_url_option = click.option(
     "--report-url", metavar="URL", default=None,
     help="With --format md: link the HTML report here (e.g. the CI artifact's URL; default: the --html path).")
-
-
-def record_options(command):
-    """The options ``scan`` adds for recording: ``--record NAME``, ``--label L``, ``--db URL``.
-
-    They arrive as ``record``, ``label`` and ``db`` keyword arguments; pass them on to
-    :func:`record_from_cli` when ``record`` is set.
-    """
-    command = db_option_used_with("record")(command)
-    command = click.option("--label", metavar="LABEL", default=None,
-                           help="With --record: a name for this version (e.g. a git tag).")(command)
-    return click.option("--record", metavar="NAME", default=None,
-                        help="Store the scan in the history under model NAME.")(command)
-
-
-def check_record_options(record: str | None, label: str | None, db: str | None) -> None:
-    """Refuse a bad ``--record NAME``/``--label``/``--db`` before the scan runs, not after.
-
-    ``--record ''`` is a mistake (an unset shell variable, typically), not "do not record".
-    """
-    if record is None:
-        return
-    validate_name(record, "--record NAME")
-    if label is not None:
-        validate_name(label, "--label")
-    history_db.parse_url(db)
 
 
 def record_message(recorded: Recorded, where: str) -> str:
@@ -268,7 +233,9 @@ def diff_command(name: str, before: str, after: str, db: str | None, force: bool
               help="Fail on --max-increase only when the whole 95% bootstrap interval of the increase "
                    "is above PCT (an increase beyond batch noise).")
 @db_option_used_with("against", must_exist=True)
-@click.option("--force", is_flag=True, help="Compare with the latest scan even if its settings differ.")
+@click.option("--force", is_flag=True, help="Compare with the latest scan even if its settings or probe differ.")
+@click.option("--any-probe", is_flag=True,
+              help="Compare with the latest comparable scan even if it used other probe inputs or samples.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--format", "output_format", type=click.Choice(["text", "md"]), default="text", show_default=True,
               help="md: the verdict as a compact GitHub Markdown summary for a pull-request comment.")
@@ -278,7 +245,7 @@ def diff_command(name: str, before: str, after: str, db: str | None, force: bool
 @mlflow_options
 @user_errors
 def check_command(model: str, max_msrs: float | None, against: str | None, max_increase: float | None,
-                  significant: bool, db: str | None, force: bool, quiet: bool, output_format: str,
+                  significant: bool, db: str | None, force: bool, any_probe: bool, quiet: bool, output_format: str,
                   html_path: str | None, report_url: str | None, **options: Any) -> None:
     """Scan MODEL; exit 0 if its MSRS is within bounds, 1 with a one-line reason if not."""
     validate_limits(max_msrs, against, max_increase, significant)
@@ -295,7 +262,8 @@ def check_command(model: str, max_msrs: float | None, against: str | None, max_i
     changes: tuple = ()
     with HistoryStore(db) if against is not None else nullcontext() as store:
         outcome = check_result(result, max_msrs=max_msrs, against=against,
-                               max_increase=max_increase, db=store, force=force, significant=significant)
+                               max_increase=max_increase, db=store, force=force, significant=significant,
+                               any_probe=any_probe)
         if output_format == "md" and outcome.baseline is not None:
             from redaudit.history.diff import changed_layers
 

@@ -20,27 +20,79 @@ import click
 
 from redaudit import __version__
 
-#: Command name → (module, attribute); imported on first use.
+#: Command name → (module, attribute, short help); the module is imported on first use. The
+#: short help is what ``redaudit --help`` lists, so that listing the commands imports none of them
+#: (their dependencies — numpy, onnxruntime, SQLAlchemy — cost about a second); a test keeps it
+#: equal to each command's own.
 _COMMANDS = {
-    "scan": ("redaudit.cli.scan", "scan_command"),
-    "taps": ("redaudit.cli.scan", "taps_command"),
-    "prune": ("redaudit.cli.prune", "prune_command"),
-    "history": ("redaudit.cli.history", "history_command"),
-    "diff": ("redaudit.cli.history", "diff_command"),
-    "check": ("redaudit.cli.history", "check_command"),
-    "db": ("redaudit.cli.history", "db_group"),
-    "nas": ("redaudit.cli.nas", "nas"),
-    "doctor": ("redaudit.cli.doctor", "doctor_command"),
-    "serve": ("redaudit.cli.serve", "serve_command"),
-    "worker": ("redaudit.cli.serve", "worker_command"),
-    "token": ("redaudit.cli.token", "token_group"),
-    "push": ("redaudit.cli.push", "push_command"),
-    "export": ("redaudit.cli.export", "export_group"),
+    "scan": ("redaudit.cli.scan", "scan_command", "Measure layer similarity (CKA) and MSRS of an ONNX MODEL."),
+    "taps": ("redaudit.cli.scan", "taps_command",
+             "List the IR tensors a scan of MODEL would tap at --level (name, op, shape)."),
+    "prune": ("redaudit.cli.prune", "prune_command",
+              ("Remove the blocks of MODEL whose output repeats their input (RedTest similarity-guided pruning), "
+               "verify the result against the original and save it with -o.")),
+    "history": ("redaudit.cli.history", "history_command",
+                "Versions and scans of model NAME over time, with MSRS and its trend."),
+    "diff": ("redaudit.cli.history", "diff_command",
+             "Compare two scans of NAME (each a version label or alias, sha256 prefix or scan id)."),
+    "check": ("redaudit.cli.history", "check_command",
+              "Scan MODEL; exit 0 if its MSRS is within bounds, 1 with a one-line reason if not."),
+    "db": ("redaudit.cli.history", "db_group", "Manage the history database schema (Alembic migrations)."),
+    "nas": ("redaudit.cli.nas", "nas",
+            "Redundancy-aware neural architecture search (needs: pip install 'redaudit[nas]')."),
+    "doctor": ("redaudit.cli.doctor", "doctor_command",
+               ("Check which onnxruntime distribution is installed (exactly one should be), its CUDA provider's "
+                "libraries and CuPy; name what is missing and how to install it.")),
+    "serve": ("redaudit.cli.serve", "serve_command",
+              "Run the auditing service: HTTP API under /api/v1 (OpenAPI at /api/v1/openapi.json)."),
+    "worker": ("redaudit.cli.serve", "worker_command", "Run a Celery worker that executes queued scan/check/prune jobs."),
+    "token": ("redaudit.cli.token", "token_group", "Create, list and revoke API tokens (scopes: read < write < admin)."),
+    "push": ("redaudit.cli.push", "push_command",
+             ("Upload MODEL (.onnx, or a .zip/.tar bundle with external data) to a redaudit service and scan it "
+              "there; with --max-increase/--max-msrs, gate it like `redaudit check`.")),
+    "export": ("redaudit.cli.export", "export_group", "Write a scan's numbers in other tools' formats."),
 }
 
 from redaudit.cli import signals
 from redaudit.cli.guard import guard_command
 from redaudit.cli.signals import INTERRUPTED_EXIT, Interrupted
+
+#: Commands that need an optional extra: command → (extra, the modules it must find). Checked before
+#: the command runs (``importlib.util.find_spec``: nothing is imported), so a plain ``pip install .``
+#: gets one line naming the extra instead of a ModuleNotFoundError traceback. (``nas`` says the same
+#: from inside the library, where it needs PyTorch.)
+_EXTRAS = {
+    "serve": ("service", ("fastapi", "fastapi_offline", "uvicorn", "multipart", "jinja2", "threadpoolctl")),
+    "worker": ("service", ("celery", "httpx", "threadpoolctl")),
+    "push": ("service", ("httpx",)),
+}
+MISSING_EXTRA_EXIT = 2
+
+
+def missing_module(modules: tuple[str, ...]) -> str | None:
+    """The first of ``modules`` that cannot be imported here (None: all can)."""
+    import importlib.util
+
+    for name in modules:
+        try:
+            if importlib.util.find_spec(name) is None:
+                return name
+        except (ImportError, ValueError):
+            return name
+    return None
+
+
+def _needs_extra(name: str, extra: str, module: str) -> click.Command:
+    """A stand-in for ``name`` when ``module`` is missing: any arguments, one line, exit 2."""
+    message = (f"redaudit {name} needs the {extra} extra ({module} is not installed): "
+               f"pip install 'redaudit[{extra}]'")
+
+    def refuse(args: tuple[str, ...]) -> None:
+        click.echo(f"error: {message}", err=True)
+        sys.exit(MISSING_EXTRA_EXIT)
+    return click.Command(name, callback=refuse, help=message, add_help_option=False,
+                         params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)],
+                         context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 
 
 class LazyGroup(click.Group):
@@ -69,8 +121,13 @@ class LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in _EXTRAS:
+            extra, modules = _EXTRAS[cmd_name]
+            missing = missing_module(modules)
+            if missing is not None:
+                return _needs_extra(cmd_name, extra, missing)
         if command is None and cmd_name in _COMMANDS:
-            module, attribute = _COMMANDS[cmd_name]
+            module, attribute, _ = _COMMANDS[cmd_name]
             with signals.signals_deferred():
                 command = getattr(importlib.import_module(module), attribute)
             self.add_command(command, cmd_name)
@@ -84,6 +141,23 @@ class LazyGroup(click.Group):
         if not ctx.resilient_parsing and not asks_help and name in signals.NATIVE_IMPORTS:
             signals.import_native(signals.NATIVE_IMPORTS[name])
         return name, command, rest
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """click's command list, but a command not loaded yet is listed from its short help in
+        :data:`_COMMANDS` instead of being imported (click's own calls :meth:`get_command` on each)."""
+        listed = []
+        for name in self.list_commands(ctx):
+            command = super().get_command(ctx, name)
+            if command is None and name in _EXTRAS and missing_module(_EXTRAS[name][1]) is not None:
+                command = self.get_command(ctx, name)  # its stand-in, which names the extra (nothing imported)
+            elif command is None and name in _COMMANDS:
+                command = click.Command(name, help=_COMMANDS[name][2])
+            if command is not None and not command.hidden:
+                listed.append((name, command))
+        if listed:
+            limit = formatter.width - 6 - max(len(name) for name, _ in listed)
+            with formatter.section("Commands"):
+                formatter.write_dl([(name, command.get_short_help_str(limit)) for name, command in listed])
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

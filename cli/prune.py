@@ -71,6 +71,8 @@ def render_result(result) -> None:
         agreement.add_row(item.name, f"{item.max_abs_error:.3g}", f"{item.relative_error:.3g}",
                           _num(item.cosine_mean, 5), _num(item.cosine_min, 5), top1)
     console.print(agreement)
+    if result.next_token is not None:
+        render_next_token(result.next_token)
     for span in result.healed:
         after = len(span.get("fitted_after") or ())
         console.print(f"Healed span {span['span']['entry']} → {span['span']['exit']}: {span['how']}"
@@ -84,6 +86,15 @@ def render_result(result) -> None:
     console.print(f"Removed {len(result.removed)} of {len(result.candidates)} block(s); pruned model {where}.")
     if result.recorded_scan_id is not None:
         console.print(f"Recorded in the history as scan {result.recorded_scan_id}.")
+
+
+def render_next_token(lm) -> None:
+    table = Table(title=f"Next-token agreement ({lm.output}, {lm.positions:,} positions)", title_justify="left")
+    for column in ("top-1 agree", "KL(orig || pruned)", "perplexity original", "perplexity pruned", "ratio"):
+        table.add_column(column, justify="right")
+    table.add_row(f"{100 * lm.top1_agreement:.1f}%", f"{lm.kl_mean:.4f}", _num(lm.perplexity_original, 2),
+                  _num(lm.perplexity_pruned, 2), _num(lm.perplexity_ratio, 3))
+    console.print(table)
 
 
 @click.command("prune")
@@ -108,8 +119,14 @@ def render_result(result) -> None:
               help=".npz to fit --heal on (default: the probe inputs, which also verify the result).")
 @click.option("--min-cosine", type=number(-1.0, 1.0), default=0.9, show_default=True,
               help="Refuse to write a pruned model whose mean output cosine to the original is lower.")
-@click.option("--min-top1", type=number(0.0, 1.0), default=None, help="Also refuse below this top-1 agreement (classifiers).")
-@click.option("--force", is_flag=True, help="Write the pruned model even below --min-cosine/--min-top1.")
+@click.option("--min-top1", type=number(0.0, 1.0), default=None,
+              help="Also refuse below this top-1 agreement (a classifier's per sample, a causal LM's per next token).")
+@click.option("--max-kl", type=number(0.0, 1e6), default=None, metavar="NATS",
+              help="Causal LMs: refuse above this mean KL(original || pruned) of next-token distributions.")
+@click.option("--max-ppl-increase", type=number(0.0, 1e6), default=None, metavar="PCT",
+              help="Causal LMs: refuse when perplexity on the probe text grows by more than PCT % "
+                   "(15: pruned <= 1.15x original; needs real token ids).")
+@click.option("--force", is_flag=True, help="Write the pruned model even when it misses a bound above.")
 @click.option("--iterative", is_flag=True, help="Re-scan after each removal and pick the next block on the new model.")
 @click.option("-o", "--output", type=OutputPath(companions=data_file_of), help="Write the pruned model here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -122,7 +139,8 @@ def render_result(result) -> None:
 @user_errors
 def prune_command(model: str, list_only: bool, remove: int | None, target_params: float | None,
                   max_drift: float | None, blocks: str | None, policy: str, heal: str, calibrate: str | None,
-                  min_cosine: float, min_top1: float | None, force: bool, iterative: bool, output: str | None,
+                  min_cosine: float, min_top1: float | None, max_kl: float | None,
+                  max_ppl_increase: float | None, force: bool, iterative: bool, output: str | None,
                   as_json: bool, no_latency: bool, record: str | None, label: str | None, db: str | None,
                   **options: Any) -> None:
     """Remove the blocks of MODEL whose output repeats their input (RedTest similarity-guided
@@ -144,7 +162,8 @@ def prune_command(model: str, list_only: bool, remove: int | None, target_params
         result = prune_model(model, remove=remove, target_params=target_params, max_drift=max_drift,
                              blocks=names, iterative=iterative, list_only=list_only, output=output,
                              latency=not no_latency, record=record, label=label, db=db, policy=policy,
-                             heal=heal, calibrate=calibrate, min_cosine=min_cosine, min_top1=min_top1, force=force,
+                             heal=heal, calibrate=calibrate, min_cosine=min_cosine, min_top1=min_top1,
+                             max_kl=max_kl, max_ppl_increase=max_ppl_increase, force=force,
                              spec=spec, progress=update)
     if tracking is not None:
         from redaudit.integrations.mlflow import log_prune

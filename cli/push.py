@@ -8,6 +8,7 @@ never from the command line (where it would land in shell history and CI logs).
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 import time
@@ -22,6 +23,7 @@ from redaudit.core.spec import ScanSpec
 from redaudit.errors import ConfigError, RedauditError
 
 TOKEN_ENV = "REDAUDIT_TOKEN"
+PARENT = re.compile(r"[^@]+@[^@]+")
 BUNDLE_TYPES = {".zip": "application/zip", ".tar": "application/x-tar", ".tgz": "application/gzip",
                 ".gz": "application/gzip"}
 
@@ -92,23 +94,31 @@ def _spec_fields(spec: ScanSpec) -> dict:
 @click.option("--server", required=True, metavar="URL", help="The service, e.g. http://127.0.0.1:8000")
 @click.option("--name", required=True, metavar="NAME", help="Model name in the history.")
 @click.option("--label", default=None, metavar="LABEL", help="Version label, e.g. a git tag.")
+@click.option("--parent", metavar="NAME@LABEL", default=None,
+              help="The recorded version this model was derived from (e.g. the model it was pruned from).")
 @click.option("--wait/--no-wait", default=True, show_default=True, help="Wait for the result.")
 @click.option("--max-increase", type=number(0, 1e9), default=None, metavar="PCT",
               help="Fail if MSRS rose more than PCT % over the latest comparable recorded scan.")
 @click.option("--max-msrs", type=number(0, 1e12), default=None, metavar="X", help="Fail if MSRS exceeds X.")
 @click.option("--significant", is_flag=True,
               help="With --max-increase: fail only when the increase is beyond batch noise (as `redaudit check`).")
+@click.option("--any-probe", is_flag=True,
+              help="With --max-increase: compare even with a baseline scanned on other probe inputs or samples.")
 @click.option("--no-record", is_flag=True, help="Do not record the scan in the history.")
 @click.option("--timeout", type=number(1, 1e7), default=3600, show_default=True, help="Seconds to wait.")
 @scan_options
 @user_errors
-def push_command(model, server, name, label, wait, max_increase, max_msrs, significant, no_record, timeout,
-                 **options) -> None:
+def push_command(model, server, name, label, parent, wait, max_increase, max_msrs, significant, any_probe, no_record,
+                 timeout, **options) -> None:
     """Upload MODEL (.onnx, or a .zip/.tar bundle with external data) to a redaudit service and
     scan it there; with --max-increase/--max-msrs, gate it like `redaudit check`. An .onnx whose
     weights are in external data files beside it is sent as a .tar of it and those files."""
     if significant and max_increase is None:
         raise ConfigError("--significant qualifies an increase: use it with --max-increase PCT")
+    if any_probe and max_increase is None:
+        raise ConfigError("--any-probe qualifies the baseline of an increase: use it with --max-increase PCT")
+    if parent is not None and not PARENT.fullmatch(parent):
+        raise ConfigError(f"--parent takes NAME@LABEL (a recorded model and one of its labels), not {parent!r}")
     token = os.environ.get(TOKEN_ENV)
     if not token:
         raise PushError(f"set ${TOKEN_ENV} to an API token with the write scope (`redaudit token create`)")
@@ -120,6 +130,8 @@ def push_command(model, server, name, label, wait, max_increase, max_msrs, signi
         upload = _bundle_if_external(model, Path(folder), scan.max_model_bytes)
         blob = api.upload(upload, "model")
     body = {"model": name, "label": label, "blob": blob, "spec": spec, "record": not no_record}
+    if parent is not None:  # only when given: a server from before the option still takes the rest
+        body["parent"] = parent
     if inputs:
         body["inputs"] = api.upload(Path(inputs), "inputs")
     gated = max_increase is not None or max_msrs is not None
@@ -127,6 +139,8 @@ def push_command(model, server, name, label, wait, max_increase, max_msrs, signi
         body.update(max_increase=max_increase, max_msrs=max_msrs)
         if significant:  # only when asked: a server from before the option still takes the rest
             body["significant"] = True
+        if any_probe:
+            body["any_probe"] = True
     job = api.call("POST", "/checks" if gated else "/scans", json=body)
     if not wait:
         click.echo(f"queued job {job['id']} ({server.rstrip('/')}/api/v1/jobs/{job['id']})")
@@ -137,8 +151,9 @@ def push_command(model, server, name, label, wait, max_increase, max_msrs, signi
             raise PushError(f"job {job['id']} still {job['state']} after {timeout:g} s; it keeps running on the server")
         time.sleep(0.5)
         job = api.call("GET", f"/jobs/{job['id']}")
-    if job["state"] != "succeeded":
-        raise PushError(f"job {job['id']} {job['state']}: {job['error']}")
+    if job["state"] != "succeeded":  # the server words errors for API clients: here, the flags
+        error = str(job["error"]).replace("any_probe=true", "--any-probe").replace("significant=true", "--significant")
+        raise PushError(f"job {job['id']} {job['state']}: {error}")
     report = api.call("GET", f"/jobs/{job['id']}/result")
     msrs = report.get("msrs")
     where = f"scan {job['scan_id']}" if job["scan_id"] else f"job {job['id']}"

@@ -4,16 +4,14 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from rich.table import Table
 
 import redaudit
-from redaudit.cli.history import check_record_options, record_from_cli, record_options
 from redaudit.cli.common import (MAX_MODEL_SIZE_AUTO, MAX_MODEL_SIZE_HELP, OutputError, console, err_console,
                                  prepare_output_paths, progress_bar, user_errors)
 from redaudit.cli.params import InputPath, OutputPath, count
 from redaudit.cli.guard import model_data_files
 from redaudit.cli.mlflow_options import logged_line, mlflow_options, mlflow_target
-from redaudit.cli.render import msrs_line, print_warnings, render_scan
+from redaudit.cli.record_options import check_record_options, record_options
 from redaudit.cli.scan_options import scan_options, scan_spec
 from redaudit.core.spec import LEVELS
 
@@ -34,6 +32,10 @@ def scan_command(model: str, json_path: str | None, heatmap_path: str | None, ht
                  top: int, quiet: bool, record: str | None, label: str | None, db: str | None,
                  **options: Any) -> None:
     """Measure layer similarity (CKA) and MSRS of an ONNX MODEL."""
+    # Imported here, not at the top: `scan --help` must not load numpy (render) or SQLAlchemy (history).
+    from redaudit.cli.history import record_from_cli
+    from redaudit.cli.render import msrs_line, print_warnings, render_scan
+
     tracking = mlflow_target(options)
     spec = scan_spec(options)
     check_record_options(record, label, db)  # a bad --record/--db fails before the scan
@@ -108,6 +110,7 @@ def taps_command(model: str, level: str, max_model_size: str) -> None:
     from redaudit.core.graph import GraphIndex
     from redaudit.core.model import load_model
     from redaudit.core.tap import select_taps
+    from rich.table import Table
 
     loaded = load_model(model, max_bytes=parse_model_size(max_model_size))
     selection = select_taps(GraphIndex.build(loaded.proto, folder=loaded.folder), level)

@@ -2,15 +2,17 @@
 English text tokenized to probe it with — all offline. Shared by `make demo`
 (examples/minilm_demo.py), benchmarks/prune_minilm.py and the tests.
 
-Padding: the scan reduces a transformer's (N, T, D) outputs by the mean over all T tokens, padding
-included, so zero-padded short sentences would make the IRs partly "padding vectors" that look
-alike in every layer. :func:`passage_inputs` avoids that by construction: each sample is a passage
-of real prose long enough to fill all ``max_length`` tokens, so no sample has padding (the
-attention mask is all ones, and that is checked).
+Padding: the scan now averages a transformer's (N, T, D) outputs over the tokens the attention
+mask keeps (docs/taps.md), so padded sentences are measured on their real tokens. Before that,
+the mean over all T tokens made zero-padded short sentences' IRs partly "padding vectors" that
+look alike in every layer; :func:`passage_inputs` still avoids padding by construction (each
+sample is a passage of real prose long enough to fill all ``max_length`` tokens, and the
+attention mask is checked to be all ones), which keeps earlier figures comparable.
 """
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +54,9 @@ def export_minilm(path: str | os.PathLike[str], attention_mask: bool = True) -> 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     from transformers import AutoModel
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # a 0.1 s "Loading weights" bar on the demo's first screen
 
     encoder = AutoModel.from_pretrained(str(model_dir())).eval()
 
@@ -77,7 +82,11 @@ def export_minilm(path: str | os.PathLike[str], attention_mask: bool = True) -> 
     names = ["input_ids", "attention_mask"] if attention_mask else ["input_ids"]
     axes = {name: {0: "batch", 1: "seq"} for name in names}
     target = Path(path)
-    with torch.no_grad():
+    # The tracer warns that transformers' mask code turns shapes into Python values; the warning is
+    # about other shapes than the traced one, and the export is checked at other batch and sequence
+    # sizes against torch (tests/test_demo.py), so it is kept off the demo's first screen.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(MeanPooled() if attention_mask else TokenMean(),
                           tuple(torch.from_numpy(example[name]) for name in names),
                           str(target), dynamo=False, opset_version=17,

@@ -143,8 +143,8 @@ def test_increase_interval_separates_noise_from_a_shift():
 
 
 def test_increase_from_zero_is_infinite_and_undefined_with_one_batch():
-    assert bootstrap_increase([0.0, 0.0, 0.0], [1.0, 2.0]).low == math.inf
-    assert bootstrap_increase([0.0, 0.0], [0.0, 0.0]).high == 0.0
+    assert bootstrap_increase([0.0] * 10, [1.0, 2.0] * 5).low == math.inf
+    assert bootstrap_increase([0.0] * 10, [0.0] * 10).high == 0.0
     single = bootstrap_increase([5.0], [6.0, 6.5])
     assert not single.defined and "baseline" in single.reason and single.increase_pct == pytest.approx(25.0)
 
@@ -156,3 +156,22 @@ def test_percentiles_equal_numpys_linear_quantiles():
         values = np.random.default_rng(size).normal(size=size)
         levels = (0.0, 0.025, 0.5, 0.975, 1.0)
         assert percentiles(values, levels) == pytest.approx(list(np.quantile(values, levels)), rel=1e-12, abs=1e-15)
+
+
+def test_an_increase_interval_needs_min_interval_batches_on_both_sides():
+    """Coverage of a nominal 95 % percentile interval of a mean, measured here as MIN_INTERVAL_BATCHES'
+    comment says: below the minimum it falls clearly short, at it it is within 5 points."""
+    from redaudit.core.bootstrap import MIN_INTERVAL_BATCHES, percentiles, resampled_means
+
+    rng = np.random.default_rng(11)
+
+    def coverage(count: int, trials: int = 400) -> float:
+        hits = 0
+        for _ in range(trials):
+            low, high = percentiles(resampled_means(rng.normal(0.0, 1.0, count), 500, rng), (0.025, 0.975))
+            hits += low <= 0.0 <= high
+        return hits / trials
+    assert coverage(2) < 0.6 and coverage(MIN_INTERVAL_BATCHES) > 0.86
+    few = bootstrap_increase([8.0, 8.5] * 5, [8.0, 9.0, 9.5])
+    assert not few.defined and few.reason.startswith("the new scan: too few batches to tell (3;")
+    assert bootstrap_increase([8.0, 8.5] * 5, [9.0, 9.5] * 5).defined

@@ -74,6 +74,13 @@ def test_a_given_past_length_widens_the_mask_and_shifts_positions(exports):
     np.testing.assert_array_equal(batch["position_ids"], np.tile(np.arange(3, 7), (8, 1)))
 
 
+def test_int_range_may_narrow_the_vocabulary_but_not_leave_it(exports):
+    path = exports("llama", True).path
+    assert _first_batch(path, int_range=(5, 9))["input_ids"].min() >= 5
+    with pytest.raises(ProbeInputError, match="leaves the vocabulary.*97 rows"):
+        _first_batch(path, int_range=(0, 256))
+
+
 def test_zero_is_a_dimension_only_for_the_past(exports):
     path = exports("llama", True).path
     assert redaudit.ScanSpec(dims={"past_sequence_length": 0}).dims_dict == {"past_sequence_length": 0}
@@ -214,6 +221,10 @@ def test_text_is_tokenized_into_windows_of_the_sequence_length(exports, tmp_path
         redaudit.ScanSpec(text=str(text))
     missing = _cli(["scan", str(path), "--text", str(text), "--tokenizer", str(tmp_path)])
     assert missing.exit_code == 2 and "no tokenizer.json" in missing.output
+    short = tmp_path / "short.txt"
+    short.write_text("the layer")
+    with pytest.raises(ProbeInputError, match="fewer than one sequence of 8"):
+        text_arrays(short, str(tmp_path / "tok"), specs, 6, {"sequence_length": 8})
 
 
 def test_token_ids_under_any_name_are_found_by_the_embedding_they_index():

@@ -205,3 +205,14 @@ def test_a_cached_layer_owns_its_past_and_present(exports, arch):
         (f"past_key_values.{n}.key", f"past_key_values.{n}.value") for n in (1, 2)]
     plain = find_units(GraphIndex.build(onnx.load(str(exports(arch).path)))).units
     assert all(unit.cache_inputs == unit.cache_outputs == () for unit in plain)
+
+
+def test_sublayer_level_on_a_network_without_attention_taps_its_blocks():
+    import models
+
+    index = GraphIndex.build(models.residual_cnn(blocks=3))
+    block, sublayer = select_taps(index, "block"), select_taps(index, "sublayer")
+    assert [point.tensor for point in sublayer.points] == [point.tensor for point in block.points]
+    assert sublayer.unit == block.unit == "residual block"
+    assert [point.unit for point in block.points] == ["stem", "residual block 0", "residual block 1", "residual block 2"]
+    assert any("no transformer layers" in warning for warning in sublayer.warnings)

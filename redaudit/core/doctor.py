@@ -22,7 +22,12 @@ _LIBRARY_HINTS = {
     "libnvrtc": "pip install 'onnxruntime-gpu[cuda]' (nvidia-cuda-nvrtc)",
     "libcuda.so": "install the NVIDIA driver (libcuda comes with it, not from pip)",
 }
-GPU_INSTALL = "pip uninstall -y onnxruntime && pip install 'redaudit[gpu]'"
+#: The GPU install: the extra brings CuPy and the CUDA libraries, then the GPU build of onnxruntime
+#: replaces the CPU one (an extra cannot remove a base dependency; pyproject.toml, [gpu]).
+GPU_INSTALL = ("make gpu, or: pip install 'redaudit[gpu]' && pip uninstall -y onnxruntime onnxruntime-gpu "
+               "&& pip install onnxruntime-gpu")
+#: The distributions that ship the ``onnxruntime`` import package, and what each build is.
+RUNTIME_DISTRIBUTIONS = {"onnxruntime": "the CPU build", "onnxruntime-gpu": "the CUDA build"}
 
 
 @dataclass(frozen=True)
@@ -39,7 +44,8 @@ class DoctorReport:
 
     @property
     def cuda_ready(self) -> bool:
-        return all(check.ok for check in self.checks if check.name.startswith("cuda"))
+        checks = [check for check in self.checks if check.name.startswith("cuda")]
+        return any(check.name == "cuda provider" for check in checks) and all(check.ok for check in checks)
 
 
 def hint_for(library: str) -> str:
@@ -65,11 +71,49 @@ def _cuda_provider_library() -> Path | None:
     return found[0] if found else None
 
 
-def diagnose() -> DoctorReport:
-    """Check onnxruntime, its CUDA provider and its libraries, and CuPy; never raises."""
-    import onnxruntime as ort
+def installed_runtimes() -> dict[str, str]:
+    """The installed distributions of :data:`RUNTIME_DISTRIBUTIONS`, name → version
+    (``importlib.metadata``: what pip installed, whatever the import currently loads)."""
+    from importlib import metadata
 
+    found = {}
+    for name in RUNTIME_DISTRIBUTIONS:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def runtime_check(installed: dict[str, str], imported_version: str | None) -> Check:
+    """Exactly one onnxruntime distribution, named with its build; two share one import package
+    (the files of the wheel unpacked last win, so the build in use is a matter of order)."""
+    if not installed:
+        return Check("onnxruntime distribution", False, "neither onnxruntime nor onnxruntime-gpu is installed",
+                     "pip install onnxruntime (CPU), or for a GPU: " + GPU_INSTALL)
+    listed = " and ".join(f"{name} {version}" for name, version in installed.items())
+    if len(installed) == 1:
+        name = next(iter(installed))
+        return Check("onnxruntime distribution", True, f"{listed} ({RUNTIME_DISTRIBUTIONS[name]}) is active")
+    return Check("onnxruntime distribution", False,
+                 f"{listed} are both installed and share the `onnxruntime` package: the files of the one "
+                 f"installed last win (the import reports {imported_version or 'nothing'})",
+                 "pip uninstall -y onnxruntime onnxruntime-gpu, then install one: pip install onnxruntime "
+                 "(CPU) or pip install onnxruntime-gpu (GPU)")
+
+
+def diagnose() -> DoctorReport:
+    """Check the onnxruntime distribution, its CUDA provider and its libraries, and CuPy; never raises."""
     report = DoctorReport()
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        ort = None
+    report.checks.append(runtime_check(installed_runtimes(), getattr(ort, "__version__", None)))
+    if ort is None:
+        report.checks.append(Check("onnxruntime", False, "not importable", "pip install onnxruntime"))
+        report.checks.append(_cupy_check())
+        return report
     providers = ort.get_available_providers()
     report.checks.append(Check("onnxruntime", True, f"{ort.__version__}, providers: {', '.join(providers)}"))
     if "CUDAExecutionProvider" not in providers:

@@ -50,7 +50,7 @@ class SessionFactory:
         if self.device == "cuda" and CUDA not in available:
             raise BackendUnavailableError(
                 "--device cuda requested but onnxruntime has no CUDAExecutionProvider here; "
-                "pip uninstall -y onnxruntime && pip install 'redaudit[gpu]' on a machine with a CUDA GPU "
+                "install the GPU build on a machine with a CUDA GPU (`make gpu`; README, Install) "
                 "(check with `redaudit doctor`), or use --device cpu")
         if self.device in ("cuda", "auto") and CUDA in available:
             return [CUDA, CPU]
@@ -165,6 +165,9 @@ class BatchRunner:
         return self._call(batch)
 
     def _call(self, batch: Mapping[str, np.ndarray]) -> list[Any]:
+        # A pruned decoder takes fewer cache inputs than the original's probe holds: feed what it takes.
+        taken = {item.name for item in self.session.get_inputs()}
+        batch = {name: array for name, array in batch.items() if name in taken}
         try:
             if self.device_arrays is not None:
                 return self._call_bound(batch)

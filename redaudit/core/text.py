@@ -35,9 +35,14 @@ def _tokenizer(folder: str) -> Any:
         raise ConfigError(f"--tokenizer {folder}: no tokenizer.json there; pass the folder of a Hugging Face "
                           "tokenizer (or the tokenizer.json itself)")
     try:
-        return Tokenizer.from_file(str(path))
+        tokenizer = Tokenizer.from_file(str(path))
     except Exception as error:  # noqa: BLE001 - tokenizers raises a bare Exception for a bad file
         raise ConfigError(f"--tokenizer {path}: not a tokenizer file tokenizers can read ({error})") from None
+    # A model's tokenizer.json often truncates (sentence-transformers': 128 tokens) or pads; the
+    # whole text is wanted here, cut into windows afterwards.
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return tokenizer
 
 
 def text_arrays(text: str | os.PathLike[str], tokenizer: str, specs: list, samples: int,

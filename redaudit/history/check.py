@@ -10,8 +10,15 @@ a gate at +5 % then fails at random. With it, the gate fails only when the incre
 independently, :func:`redaudit.core.bootstrap.bootstrap_increase`) lies entirely above PCT: the
 batches are incompatible with an increase of PCT or less (a one-sided test at 2.5 %). This is a
 test of the one quantity the limit is about, unlike "the two intervals do not overlap", which
-ignores PCT's scaling and is far stricter than its nominal level. When either scan has a single
-batch the noise is unknown and the gate falls back to the point estimate (stricter, and said).
+ignores PCT's scaling and is far stricter than its nominal level. An interval needs
+:data:`~redaudit.core.bootstrap.MIN_INTERVAL_BATCHES` batches per scan to mean anything; with fewer
+the verdict says "too few batches to tell" and the point estimate decides.
+
+The baseline is measured on the same probe as the scan (same input hash, same sample count)
+unless the caller asks otherwise (``any_probe``): MSRS moves with the probe (the same file scanned
+with 512 and with 2,560 samples differed by half), so a comparison across probes would call the
+probe's effect the model's. On the same probe the probe's noise is shared by both scans, and the
+point estimate is the model's change. The verdict names the baseline and the probe compared.
 """
 from __future__ import annotations
 
@@ -23,7 +30,7 @@ import numpy as np
 from redaudit.core.bootstrap import IncreaseInterval, bootstrap_increase
 from redaudit.errors import ConfigError
 from redaudit.history.diff import config_differences, config_of_result, refuse_if_incompatible
-from redaudit.history.errors import UnknownReferenceError
+from redaudit.history.errors import IncompatibleScansError, UnknownReferenceError
 from redaudit.history.records import ModelHistory, ScanSummary, VersionSummary
 from redaudit.core.result import ScanResult
 
@@ -38,6 +45,23 @@ class Baseline:
         return f"{self.model_name} {self.scan.label or self.version.short} (scan {self.scan.scan_id})"
 
 
+def probe_text(input_hash: str, samples: int) -> str:
+    """A probe as a verdict names it: the first 12 hex digits of its input hash and its samples."""
+    return f"inputs {input_hash[:12]}, {samples:,} samples"
+
+
+def same_probe(scan: ScanSummary, result: ScanResult) -> bool:
+    return scan.input_hash == result.input_hash and scan.samples == result.samples
+
+
+def probe_note(baseline: Baseline, result: ScanResult) -> str:
+    """Which probe the comparison used: one probe, or the two when ``any_probe`` allowed them to differ."""
+    if same_probe(baseline.scan, result):
+        return f"the same probe ({probe_text(result.input_hash, result.samples)})"
+    return (f"another probe (baseline {probe_text(baseline.scan.input_hash, baseline.scan.samples)}; "
+            f"this scan {probe_text(result.input_hash, result.samples)})")
+
+
 @dataclass(frozen=True)
 class CheckOutcome:
     passed: bool
@@ -48,31 +72,41 @@ class CheckOutcome:
     increase_interval: IncreaseInterval | None = None  # with significant=True
 
 
-def latest_comparable(db, name: str, result: ScanResult, *, force: bool = False) -> Baseline:
+def latest_comparable(db, name: str, result: ScanResult, *, force: bool = False,
+                      any_probe: bool = False) -> Baseline:
     """:meth:`HistoryStore.latest_comparable` for one call (``db`` as in ``record_scan``)."""
     from redaudit.history.store import open_store
 
     with open_store(db) as store:
-        return store.latest_comparable(name, result, force=force)
+        return store.latest_comparable(name, result, force=force, any_probe=any_probe)
 
 
-def latest_comparable_in(history: ModelHistory, result: ScanResult, *, force: bool = False) -> Baseline:
-    """The most recent scan in ``history`` measured with settings comparable to ``result``'s.
+def latest_comparable_in(history: ModelHistory, result: ScanResult, *, force: bool = False,
+                         any_probe: bool = False) -> Baseline:
+    """The most recent scan in ``history`` measured with settings comparable to ``result``'s and
+    on the same probe (input hash and samples; module docstring) — any probe with ``any_probe``.
 
-    With ``force``, the most recent scan whatever its settings.
+    With ``force``, the most recent scan whatever its settings and probe.
     """
     name = history.name
     scans = sorted(history.scans(), key=lambda pair: (pair[1].created_at, pair[1].scan_id))
     if not scans:
         raise UnknownReferenceError(f"{name!r} has no recorded scans")
     key = config_of_result(result)
-    for version, scan in reversed(scans):
-        if force or not config_differences(scan.config, key):
+    comparable = [(version, scan) for version, scan in scans if force or not config_differences(scan.config, key)]
+    if not comparable:
+        version, scan = scans[-1]
+        refuse_if_incompatible(config_differences(scan.config, key),
+                               f"this scan and every recorded scan of {name!r} (latest: scan {scan.scan_id})")
+        raise AssertionError("unreachable: differences were found above")
+    for version, scan in reversed(comparable):
+        if force or any_probe or same_probe(scan, result):
             return Baseline(name, version, scan)
-    version, scan = scans[-1]
-    refuse_if_incompatible(config_differences(scan.config, key),
-                           f"this scan and every recorded scan of {name!r} (latest: scan {scan.scan_id})")
-    raise AssertionError("unreachable: differences were found above")
+    version, scan = comparable[-1]
+    raise IncompatibleScansError(
+        f"no recorded scan of {name!r} was measured on this probe ({probe_text(result.input_hash, result.samples)}); "
+        f"the latest comparable one, scan {scan.scan_id}, used {probe_text(scan.input_hash, scan.samples)}: "
+        f"scan with the same inputs, --samples and --seed, or pass --any-probe to compare across probes")
 
 
 def increase_pct(before: float, after: float) -> float:
@@ -109,7 +143,7 @@ def measurable_layers(result: ScanResult) -> int:
 
 def check_result(result: ScanResult, *, max_msrs: float | None = None, against: str | None = None,
                  max_increase: float | None = None, db=None, force: bool = False,
-                 significant: bool = False) -> CheckOutcome:
+                 significant: bool = False, any_probe: bool = False) -> CheckOutcome:
     """Gate ``result`` on ``max_msrs`` and/or at most ``max_increase`` percent over ``against``
     (with ``significant``: an increase beyond the limit *and* beyond batch noise, module docstring).
 
@@ -133,14 +167,14 @@ def check_result(result: ScanResult, *, max_msrs: float | None = None, against: 
         (failures if msrs > max_msrs else passes).append(text)
     baseline, change, interval = None, None, None
     if against is not None:
-        baseline = latest_comparable(db, against, result, force=force)
+        baseline = latest_comparable(db, against, result, force=force, any_probe=any_probe)
         base = baseline.scan.msrs
         if base is None:
             raise UnknownReferenceError(f"{baseline} has no MSRS (all batches degenerate); "
                                         f"record a valid baseline")
         change = increase_pct(base, msrs)
-        text = (f"MSRS {msrs:.4g} is {change:+.1f}% vs {baseline} (MSRS {base:.4g}); "
-                f"limit +{max_increase:g}%")
+        text = (f"MSRS {msrs:.4g} is {change:+.1f}% vs {baseline} (MSRS {base:.4g}) on "
+                f"{probe_note(baseline, result)}; limit +{max_increase:g}%")
         failed = change > max_increase
         if significant:
             interval = bootstrap_increase([math.nan if v is None else v for v in baseline.scan.msrs_batches],
@@ -155,9 +189,9 @@ def check_result(result: ScanResult, *, max_msrs: float | None = None, against: 
 
 def significant_increase(change: float, interval: IncreaseInterval, max_increase: float) -> tuple[bool, str]:
     """(fails, why) for ``--significant``: the increase exceeds ``max_increase`` and so does the
-    whole bootstrap interval of it; without an interval (a single batch) the point decides."""
+    whole bootstrap interval of it; without an interval (too few batches) the point decides."""
     if not interval.defined:
-        return change > max_increase, f"batch noise unknown ({interval.reason}), so the point estimate decides"
+        return change > max_increase, f"{interval.reason}, so the point estimate decides"
     shown = f"{interval.level:.0%} CI {interval.low:+.1f}% to {interval.high:+.1f}%"
     if change <= max_increase:
         return False, shown

@@ -190,6 +190,30 @@ class SimilarityMatrix(Base):
     scan: Mapped[Scan] = relationship(back_populates="matrix")
 
 
+class PruneVerification(Base):
+    """How a pruned version compares with its parent, as ``prune --record`` verified it: one row per
+    recorded prune, beside the pruned model's scan (``scan_id``). Columns, not JSON, so that a
+    query can rank prunes by what a reader asks of them (top-1 agreement, KL, perplexity growth).
+    ``top1_agreement`` is a classifier's per sample or a causal LM's per next token; the KL and
+    perplexity columns are a causal LM's (NULL otherwise, and perplexity NULL on synthetic ids).
+    """
+
+    __tablename__ = "prune_verifications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scan_id: Mapped[int] = mapped_column(ForeignKey("scans.id", ondelete="CASCADE"), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    policy: Mapped[str] = mapped_column(String(40))
+    heal: Mapped[str] = mapped_column(String(20))
+    removed: Mapped[list] = mapped_column(JSON)
+    probe_real: Mapped[bool] = mapped_column(Boolean)
+    drift: Mapped[float | None] = mapped_column(Float)
+    top1_agreement: Mapped[float | None] = mapped_column(Float)
+    kl_mean: Mapped[float | None] = mapped_column(Float)
+    perplexity_original: Mapped[float | None] = mapped_column(Float)
+    perplexity_pruned: Mapped[float | None] = mapped_column(Float)
+
+
 # The service's tables (jobs, tokens, blobs) share this metadata so that one set of Alembic
 # revisions, and the test that compares them with the ORM, covers the whole database.
 from redaudit.service import models as _service_models  # noqa: E402,F401

@@ -177,4 +177,5 @@ def load_scan(session: Session, scan_id: int) -> StoredScan:
                                parent_sha256=parent.sha256 if parent else None, aliases=aliases),
         summary=_summary(row), settings=settings, layers=layers,
         layer_order=tuple(matrix.layer_order) if matrix else (),
-        similarity=npy_to_matrix(matrix.npy) if matrix else np.zeros((0, 0), np.float32))
+        similarity=npy_to_matrix(matrix.npy) if matrix else np.zeros((0, 0), np.float32),
+        warnings=tuple(scan.warnings or ()))

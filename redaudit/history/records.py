@@ -138,6 +138,7 @@ class StoredScan:
     layers: tuple[LayerRecord, ...] = ()
     layer_order: tuple[str, ...] = ()
     similarity: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+    warnings: tuple[str, ...] = ()  # what the scan warned about, as it printed them (level fallback, ...)
 
     @property
     def scan_id(self) -> int:
@@ -160,7 +161,7 @@ def change_beyond_noise(before: ScanSummary, after: ScanSummary) -> bool:
     The same test as ``check --significant`` without a limit: the 95 % bootstrap interval of the
     relative change (:func:`~redaudit.core.bootstrap.bootstrap_increase`, each scan's batches
     resampled) excludes 0. Twice the combined per-batch std, the earlier rule, measured the spread
-    of single batches — √n times the uncertainty of their mean. With a single batch on either side
+    of single batches — √n times the uncertainty of their mean. With too few batches on either side
     there is no interval and the point estimate decides. Either way a change under
     :data:`FLAT_SHARE` of the earlier MSRS is not counted.
     """

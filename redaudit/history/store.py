@@ -13,11 +13,13 @@ the default file), an open ``Engine`` or a ``HistoryStore``; a store they open i
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -26,6 +28,7 @@ from redaudit.history import reads, writes
 from redaudit.history.db import display_url, make_engine, translated_errors, writer
 from redaudit.history.schema import downgrade, ensure_schema, revision_status, upgrade
 from redaudit.history.errors import SameScanError
+from redaudit.history.models import PruneVerification
 from redaudit.history.records import ModelHistory, StoredScan
 from redaudit.history.writes import Recorded
 
@@ -94,13 +97,15 @@ class HistoryStore:
             return writes.record_in_session(session, result, rows, name, label, parent_sha256)
 
     def record_pruned(self, before: ScanResult, after: ScanResult, name: str,
-                      label: str | None = None, parent_sha256: str | None = None) -> Recorded:
+                      label: str | None = None, parent_sha256: str | None = None,
+                      verification: Mapping[str, Any] | None = None) -> Recorded:
         """Record a pruned model's scan ``after`` as a child of the original, in ONE transaction.
 
         The original (``parent_sha256``, default ``before.model.sha256``) is recorded first, from
         its scan ``before`` under ``name``, when the history does not know those bytes under any
         model; ``Recorded.original_scan_id`` is then its scan id. Either both rows are committed
-        or neither.
+        or neither. ``verification`` (the columns of ``PruneVerification`` but the ids and time)
+        is stored beside the pruned scan in the same transaction.
         """
         writes.validate_name(name)
         if label is not None:
@@ -112,11 +117,22 @@ class HistoryStore:
             if not writes.known_sha256(session, parent):
                 original = writes.record_in_session(session, before, before_rows, name, None, None)
             recorded = writes.record_in_session(session, after, after_rows, name, label, parent)
+            if verification is not None:
+                session.add(PruneVerification(scan_id=recorded.scan_id, created_at=datetime.now(timezone.utc),
+                                              **verification))
         if original is None:
             return recorded
         return replace(recorded, original_scan_id=original.scan_id)
 
     # ------------------------------------------------------------------ reading
+
+    def prune_verification(self, scan_id: int) -> dict[str, Any] | None:
+        """What ``prune --record`` verified for the pruned model's scan ``scan_id`` (None if nothing)."""
+        with self.transaction() as session:
+            row = session.scalar(select(PruneVerification).where(PruneVerification.scan_id == scan_id))
+            if row is None:
+                return None
+            return {column.name: getattr(row, column.name) for column in PruneVerification.__table__.columns}
 
     def model_history(self, name: str) -> ModelHistory:
         with self.transaction() as session:
@@ -146,10 +162,11 @@ class HistoryStore:
             stored = reads.load_scan(session, first.scan_id), reads.load_scan(session, second.scan_id)
         return diff_scans(*stored, force=force)
 
-    def latest_comparable(self, name: str, result: ScanResult, *, force: bool = False) -> Baseline:
+    def latest_comparable(self, name: str, result: ScanResult, *, force: bool = False,
+                          any_probe: bool = False) -> Baseline:
         from redaudit.history.check import latest_comparable_in
 
-        return latest_comparable_in(self.model_history(name), result, force=force)
+        return latest_comparable_in(self.model_history(name), result, force=force, any_probe=any_probe)
 
     # ------------------------------------------------------------------ schema
 
@@ -209,10 +226,11 @@ def record_scan(db: DbRef, result: ScanResult, name: str, label: str | None = No
 
 
 def record_pruned(db: DbRef, before: ScanResult, after: ScanResult, name: str,
-                  label: str | None = None, parent_sha256: str | None = None) -> Recorded:
+                  label: str | None = None, parent_sha256: str | None = None,
+                  verification: Mapping[str, Any] | None = None) -> Recorded:
     """:meth:`HistoryStore.record_pruned` for one call."""
     with open_store(db) as store:
-        return store.record_pruned(before, after, name, label, parent_sha256)
+        return store.record_pruned(before, after, name, label, parent_sha256, verification)
 
 
 def model_history(db: DbRef, name: str) -> ModelHistory:

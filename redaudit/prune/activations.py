@@ -4,7 +4,9 @@ The Block Influence (ShortGPT) and angular-distance (Gromov et al.) policies com
 input with its output token by token (or sample by sample for feature maps): for each pair
 (a, b) of same-shaped tensors, the mean over samples and tokens of cos(a_t, b_t). Tensors are
 fetched raw (unpooled) through the prepared model's tap machinery, one chunk at a time, so
-memory holds one chunk of activations, never the whole probe.
+memory holds one chunk of activations, never the whole probe. Token rows follow the attention
+mask when the probe has one: padding tokens are not counted (their hidden states are whatever the
+model computes for a masked position, and would pull every block's cosine towards them).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from onnx import helper
 
 from redaudit.core.prepared import PreparedModel
 from redaudit.core.run import BatchRunner
+from redaudit.prune.lm_metrics import ATTENTION_MASK, token_mask
 
 _CHUNK = 128
 
@@ -29,11 +32,16 @@ def _vectors(array: np.ndarray) -> np.ndarray:
     return data.reshape(data.shape[0], -1)
 
 
-def _mean_cosine(first: np.ndarray, second: np.ndarray) -> tuple[float, int]:
+def _mean_cosine(first: np.ndarray, second: np.ndarray, mask: np.ndarray | None = None) -> tuple[float, int]:
+    """(sum of row cosines, rows counted); tokens of a (N, T, D) pair whose mask entry is 0 are left out."""
     a, b = _vectors(first), _vectors(second)
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     dots = np.einsum("ij,ij->i", a, b)
     cosine = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), 1.0)
+    if mask is not None and np.ndim(first) == 3 and np.ndim(mask) == 2 and len(mask) == len(first) \
+            and np.shape(mask)[1] >= np.shape(first)[1]:
+        keep = token_mask(mask, np.shape(first)[:2]).reshape(-1)
+        cosine = cosine[keep]
     return float(cosine.sum()), int(cosine.size)
 
 
@@ -73,13 +81,15 @@ def pair_cosines(prepared: PreparedModel, pairs: Sequence[tuple[str, str]],
     shape_mismatch = np.zeros(len(pairs), dtype=bool)
     total = next(iter(arrays.values())).shape[0]
     for start in range(0, total, _CHUNK):
-        outputs = runner.run({name: array[start:start + _CHUNK] for name, array in arrays.items()})
+        feed = {name: array[start:start + _CHUNK] for name, array in arrays.items()}
+        outputs = runner.run(feed)
+        mask = feed.get(ATTENTION_MASK)
         for k, (first, second) in enumerate(pairs):
             a, b = outputs[position[first]], outputs[position[second]]
             if a.shape != b.shape:
                 shape_mismatch[k] = True
                 continue
-            value, count = _mean_cosine(a, b)
+            value, count = _mean_cosine(a, b, mask)
             sums[k] += value
             counts[k] += count
     with np.errstate(invalid="ignore", divide="ignore"):

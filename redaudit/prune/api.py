@@ -32,6 +32,8 @@ from redaudit.errors import RedauditError
 from redaudit.prune import planning
 from redaudit.prune.candidates import Block, find_candidates, granularity_of
 from redaudit.prune.cost import block_costs
+from redaudit.prune.gates import Gates, check_agreement
+from redaudit.prune.lm_metrics import looks_like_causal_lm
 from redaudit.prune.output import refuse_overwriting_input, save_model
 from redaudit.prune.policies import PolicyContext, PrunePolicy, make_policy
 from redaudit.prune.result import Candidate, PruneResult
@@ -97,25 +99,6 @@ def _healed(prepared: PreparedModel, spec: ScanSpec, chosen: list[Block], heal: 
     return pruned
 
 
-def _check_agreement(result: PruneResult, min_cosine: float | None, min_top1: float | None, force: bool,
-                     writes: bool) -> None:
-    """The safety bound: a pruned model that no longer computes what the original did is not
-    written (or recorded) unless ``force``; without an output it is a warning."""
-    misses = []
-    worst = min(item.cosine_mean for item in result.agreement)
-    if min_cosine is not None and worst < min_cosine:
-        misses.append(f"output cosine {worst:.3f} is below --min-cosine {min_cosine:g} by {min_cosine - worst:.3f}")
-    tops = [item.top1_agreement for item in result.agreement if item.top1_agreement is not None]
-    if min_top1 is not None and tops and min(tops) < min_top1:
-        misses.append(f"top-1 agreement {min(tops):.3f} is below --min-top1 {min_top1:g} by {min_top1 - min(tops):.3f}")
-    if not misses:
-        return
-    text = "; ".join(misses)
-    if writes and not force:
-        raise PruneError(f"{text}; nothing written — remove fewer blocks, try --heal linear, or pass --force")
-    result.warnings.append(text + ("" if writes else " (nothing is written without -o)"))
-
-
 def _scan_msrs(prepared: PreparedModel, spec: ScanSpec, arrays: Mapping[str, np.ndarray],
                warnings: list[str], which: str, progress: ProgressCallback | None = None):
     stage = f"msrs {which}"
@@ -129,7 +112,20 @@ def _scan_msrs(prepared: PreparedModel, spec: ScanSpec, arrays: Mapping[str, np.
         return None
 
 
-def _record(db: Any, name: str, label: str | None, before, after, parent_sha256: str) -> int:
+def _verification(result: PruneResult, heal: str) -> dict[str, Any]:
+    """The ``PruneVerification`` columns of a result (history rows beside the pruned scan)."""
+    finite = lambda value: value if value is not None and np.isfinite(value) else None  # noqa: E731
+    lm = result.next_token
+    tops = [item.top1_agreement for item in result.agreement if item.top1_agreement is not None]
+    top1 = lm.top1_agreement if lm is not None else (min(tops) if tops else None)
+    return {"policy": result.policy, "heal": heal, "removed": list(result.removed), "probe_real": result.probe_real,
+            "drift": finite(result.drift), "top1_agreement": top1, "kl_mean": None if lm is None else lm.kl_mean,
+            "perplexity_original": None if lm is None else lm.perplexity_original,
+            "perplexity_pruned": None if lm is None else lm.perplexity_pruned}
+
+
+def _record(db: Any, name: str, label: str | None, before, after, parent_sha256: str,
+            verification: dict[str, Any] | None = None) -> int:
     """Store the pruned model's scan as a version whose parent is the original (the original
     recorded too if the history does not know its bytes), in one transaction."""
     try:
@@ -138,7 +134,8 @@ def _record(db: Any, name: str, label: str | None, before, after, parent_sha256:
         raise PruneError(f"--record needs the history module, which is not available here ({error})") from None
     if before is None or after is None:
         raise PruneError("--record needs MSRS scans of both models, which could not be made (see warnings)")
-    return record_pruned(db, before, after, name, label=label, parent_sha256=parent_sha256).scan_id
+    return record_pruned(db, before, after, name, label=label, parent_sha256=parent_sha256,
+                         verification=verification).scan_id
 
 def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel, *, remove: int | None = None,
                 target_params: float | None = None, max_drift: float | None = None,
@@ -147,7 +144,8 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
                 latency_repeats: int = 20, measure_msrs: bool = True, record: str | None = None,
                 label: str | None = None, db: Any = None, policy: str | PrunePolicy = "bi",
                 heal: str = "none", calibrate: Any = None, min_cosine: float | None = 0.9,
-                min_top1: float | None = None, force: bool = False,
+                min_top1: float | None = None, max_kl: float | None = None,
+                max_ppl_increase: float | None = None, force: bool = False,
                 spec: ScanSpec | None = None, inputs: Any = None, progress: ProgressCallback | None = None,
                 **spec_options: Any) -> PruneResult:
     """Find removable blocks, remove the most redundant ones, verify, optionally save and record.
@@ -159,6 +157,8 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
     fields) shapes the probe and the similarity exactly as it shapes a scan. ``progress``
     receives a ScanProgress per stage (load, candidates, probe arrays, similarity scan, surgery,
     verification, latency, msrs before/after with the scans' own stages after a "/", save).
+    Gates (:class:`Gates`): ``min_cosine``, ``min_top1``, and for a causal LM ``max_kl`` and
+    ``max_ppl_increase`` (percent) on its next-token predictions.
     """
     if iterative and blocks:
         raise PruneError("--iterative chooses blocks by similarity; it does not combine with --blocks")
@@ -178,6 +178,8 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
         raise PruneError("--calibrate is the set --heal fits on; add --heal linear|attention or drop --calibrate")
     if record is not None and not record.strip():
         raise PruneError("--record needs a model name")
+    gates = Gates(min_cosine, min_top1, max_kl, max_ppl_increase)
+    gates.check_request()
     spec, arrays_in = redaudit.spec_from_options(spec, inputs, **spec_options)
     chosen_policy = make_policy(policy, spec.seed) if isinstance(policy, str) else policy
     _notify(progress, "load")
@@ -202,6 +204,7 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
     if measure_msrs or record:  # the scans before/after: options they cannot run with fail now
         select_backend(spec.backend)
         check_batching(spec, samples)
+    gates.check_model(looks_like_causal_lm(prepared.proto), real)  # before any model run
     if not real:
         warnings.append("probe inputs are synthetic (random); pass real data with --inputs for meaningful numbers")
     context = PolicyContext(prepared, candidates, spec, arrays)
@@ -214,7 +217,10 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
                          policy=chosen_policy.name, policy_description=chosen_policy.description)
     if list_only:
         return result
-    evaluator = Evaluator(prepared, arrays, spec.cka_batch or 256)
+    evaluator = Evaluator(prepared, arrays, spec.cka_batch or 256, real_ids=real)
+    if evaluator.lm_output is not None and not real:
+        result.warnings.append("token ids are synthetic: next-token agreement and KL compare the two models on "
+                               "noise, and perplexity is not reported; pass real text for meaningful numbers")
     _notify(progress, "surgery")
     if iterative:
         calibration = None if heal == "none" else _calibration(prepared, spec, calibrate, arrays, result)
@@ -233,9 +239,9 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
             _healed(prepared, spec, chosen, heal, calibrate, arrays, result)
         result.removed = [candidates[i].name for i in plan]
     _notify(progress, "verification")
-    result.agreement, pruned_session = evaluator.agreement(pruned)  # raises if it does not run
+    result.agreement, result.next_token, pruned_session = evaluator.verify(pruned)  # raises if it does not run
     result.drift = drift(result.agreement)
-    _check_agreement(result, min_cosine, min_top1, force, writes=output is not None or bool(record))
+    check_agreement(result, gates, force, writes=output is not None or bool(record))
     result.model = pruned
     result.params_before, result.params_after = parameter_count(prepared.proto), parameter_count(pruned)
     result.size_before = prepared.size_bytes
@@ -258,5 +264,6 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
     else:
         result.size_after = pruned.ByteSize()
     if record:
-        result.recorded_scan_id = _record(db, record, label, before, after, prepared.sha256)
+        result.recorded_scan_id = _record(db, record, label, before, after, prepared.sha256,
+                                          _verification(result, heal))
     return result

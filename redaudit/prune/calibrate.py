@@ -99,9 +99,12 @@ def _fetcher(model: onnx.ModelProto, names: Sequence[str], threads: int | None):
     graph_inputs = {inp.name for inp in model.graph.input}
     fetched = [name for name in dict.fromkeys(names) if name not in graph_inputs]
     session = SessionFactory("auto", threads).create(outputs_only(model, fetched))[0] if fetched else None
+    # A model healed so far lacks its removed layers' KV-cache inputs: feed only what it takes.
+    taken = {item.name for item in session.get_inputs()} if session else set()
 
     def fetch(feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        values = dict(zip(fetched, session.run(fetched, dict(feed)))) if session else {}
+        values = dict(zip(fetched, session.run(fetched, {k: v for k, v in feed.items() if k in taken}))) \
+            if session else {}
         values.update({name: np.asarray(feed[name]) for name in names if name in graph_inputs})
         return values
     return fetch

@@ -30,6 +30,7 @@ from redaudit.core.blocks import WEIGHTED_OPS as _ALL_WEIGHTED_OPS
 from redaudit.core.blocks import chain_end, compatible_shapes
 from redaudit.core.graph import FLOAT_TYPES, GraphIndex
 from redaudit.core.units import find_units
+from redaudit.prune.kv_cache import is_cache_output
 
 #: Candidate granularities: whole units (transformer layers, residual blocks) or residual halves.
 GRANULARITIES = ("block", "sublayer")
@@ -61,7 +62,8 @@ def block_region(index: GraphIndex, entry: str, exit_name: str) -> set[int] | No
 
     The region is every node on a data path entry → exit, plus the helper nodes (shape
     arithmetic, constants) that only feed the region. It is unsafe when a tensor computed
-    inside, other than the exit, is read outside or is a graph output.
+    inside, other than the exit, is read outside or is a graph output — other than a decoder
+    layer's ``present.N.*`` cache output, which is removed with its layer.
     """
     if entry == exit_name or exit_name not in index.producer:
         return None
@@ -79,7 +81,9 @@ def block_region(index: GraphIndex, entry: str, exit_name: str) -> set[int] | No
     for name in index.outputs_of(region):
         if name == exit_name:
             continue
-        if name in index.graph_outputs or not set(index.consumers.get(name, ())) <= region:
+        if name in index.graph_outputs and not is_cache_output(name):
+            return None  # a layer's KV-cache output goes with the layer (redaudit.prune.kv_cache)
+        if not set(index.consumers.get(name, ())) <= region:
             return None
     return region
 

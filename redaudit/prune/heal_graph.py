@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from redaudit.prune import kv_cache
 from redaudit.prune.heal_mix import mix_nodes
 from redaudit.prune.surgery import (
     PruneError,
@@ -265,6 +266,7 @@ def heal_span(model: onnx.ModelProto, entry: str, exit: str, weight: np.ndarray,
         if position is not None and position not in seen:
             seen.add(position)
             stack.extend(graph.node[position].input)
+    feeding = kv_cache.feeding_cache_outputs(graph)
     position = producers[exit]
     old = graph.node[position]
     old.output[list(old.output).index(exit)] = _unique(graph, f"{exit}/healed_dead")
@@ -287,6 +289,10 @@ def heal_span(model: onnx.ModelProto, entry: str, exit: str, weight: np.ndarray,
         nodes, how = _insert(graph, entry, exit, weight, bias, dtype, layout, rank)
         for offset, node in enumerate(nodes):
             graph.node.insert(position + offset, node)
+    removed_layers = kv_cache.layers_of(kv_cache.drop_orphaned_outputs(graph, feeding))
     _drop_dead(graph, dead_before)
+    if removed_layers:  # a decoder layer's KV cache goes with it, as in plain removal
+        kv_cache.tidy_inputs(graph, removed_layers)
+        _drop_dead(graph, dead_before)
     check_model(healed)
     return healed, how

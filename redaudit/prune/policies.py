@@ -156,13 +156,15 @@ class AngularPolicy:
 @dataclass
 class GreedyPolicy:
     """SLEB (arXiv 2402.09025): remove, one at a time, the block whose removal changes the
-    model's output least, measured again after each removal (output cosine on up to 512 probe
-    samples). Nested: the choice of k + 1 extends the choice of k. Its state lives in the
+    model's output least, measured again after each removal on up to 512 probe samples: for a
+    causal LM by the mean next-token KL(original ‖ pruned) (SLEB's own measure is perplexity; KL
+    needs no real text), otherwise by the output cosine. Nested: the choice of k + 1 extends the choice of k. Its state lives in the
     context, so one policy object serves several models (``--iterative``)."""
 
     max_samples: int = 512
     name = "greedy"
-    description = "the block whose removal changes the output least, re-measured after each removal (SLEB)"
+    description = ("the block whose removal changes the output least (a causal LM's next-token KL), "
+                   "re-measured after each removal (SLEB)")
 
     def _evaluator(self, context: PolicyContext):
         from redaudit.prune.verify import Evaluator
@@ -172,7 +174,8 @@ class GreedyPolicy:
                               lambda: Evaluator(context.prepared, arrays, context.spec.cka_batch or 256))
 
     def _step(self, context: PolicyContext, removed: list[int]) -> np.ndarray:
-        """Output agreement (1 − drift) after removing ``removed`` plus each other block."""
+        """Output agreement (1 − drift; −KL for a causal LM) after removing ``removed`` plus each
+        other block."""
         from redaudit.prune.surgery import PruneError, remove_blocks
         from redaudit.prune.verify import drift
 
@@ -185,7 +188,8 @@ class GreedyPolicy:
                 pruned = remove_blocks(context.prepared.proto, [context.blocks[j] for j in removed] + [block])
             except PruneError:
                 continue
-            scores[i] = 1.0 - drift(evaluator.agreement(pruned)[0])
+            agreement, next_token, _ = evaluator.verify(pruned)
+            scores[i] = -next_token.kl_mean if next_token is not None else 1.0 - drift(agreement)
         return scores
 
     def scores(self, context: PolicyContext) -> np.ndarray:

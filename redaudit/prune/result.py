@@ -7,6 +7,7 @@ from typing import Any
 
 import onnx
 
+from redaudit.prune.lm_metrics import NextTokenAgreement
 from redaudit.prune.verify import Latency, OutputAgreement
 
 
@@ -58,6 +59,7 @@ class PruneResult:
     policy: str = "bi"
     policy_description: str = ""
     healed: list[dict[str, Any]] = field(default_factory=list)  # one entry per healed span
+    next_token: NextTokenAgreement | None = None  # a causal LM's next-token verification
 
     @property
     def params_ratio(self) -> float:
@@ -85,6 +87,7 @@ class PruneResult:
             "removed": list(self.removed), "output_path": self.output_path,
             "iterative": self.iterative, "steps": self.steps,
             "agreement": [asdict(item) for item in self.agreement], "drift": self.drift,
+            "next_token": None if self.next_token is None else self.next_token.to_dict(),
             "params": {"before": self.params_before, "after": self.params_after, "ratio": self.params_ratio},
             "file_size": {"before": self.size_before, "after": self.size_after, "ratio": self.size_ratio},
             "latency": None if self.latency is None else {**asdict(self.latency), "ratio": self.latency.ratio},

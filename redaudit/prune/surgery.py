@@ -4,7 +4,9 @@ Edits are small and explicit (in the spirit of onnx-graphsurgeon): consumers of 
 read its entry instead; a graph output that was the exit is kept under its name by an Identity;
 then exactly the nodes that were live before and are dead now are deleted, with the initializers
 and value_info entries nobody refers to any more. Every other node, tensor and initializer keeps
-its name; inputs, outputs, opset imports and metadata are untouched. The result must pass
+its name; opset imports and metadata are untouched, and so are inputs and outputs — except a
+decoder's KV cache: a removed layer's ``present.N.*`` outputs and ``past_key_values.N.*`` inputs
+go with it and the kept layers' are renumbered (:mod:`redaudit.prune.kv_cache`). The result must pass
 ``onnx.checker`` with ``full_check`` (which includes strict shape inference).
 """
 from __future__ import annotations
@@ -16,6 +18,7 @@ import onnx
 from onnx import helper
 
 from redaudit.errors import RedauditError
+from redaudit.prune import kv_cache
 from redaudit.prune.candidates import Block, block_region
 from redaudit.core.graph import GraphIndex, node_inputs
 
@@ -115,6 +118,7 @@ def remove_blocks(model: onnx.ModelProto, blocks: Sequence[Block]) -> onnx.Model
     live = _live_nodes(graph)
     dead_before = {_node_key(node) for p, node in enumerate(graph.node) if p not in live}
     renamed: dict[str, str] = {}  # exit of a removed block -> the tensor that replaced it
+    removed_layers: set[int] = set()  # KV-cache layer numbers whose present outputs went
     for block in blocks:
         entry = block.entry
         while entry in renamed:
@@ -123,9 +127,13 @@ def remove_blocks(model: onnx.ModelProto, blocks: Sequence[Block]) -> onnx.Model
         if block.exit not in index.producer or block_region(index, entry, block.exit) is None:
             raise PruneError(f"block {block.name!r} cannot be removed together with the others "
                              "(it overlaps one of them)")
+        feeding = kv_cache.feeding_cache_outputs(graph)
         _bypass(graph, Block(block.name, entry, block.exit, block.kind, (), ()))
         if block.exit not in index.graph_outputs:
             renamed[block.exit] = entry
+        removed_layers |= kv_cache.layers_of(kv_cache.drop_orphaned_outputs(graph, feeding))
         _drop_dead(graph, dead_before)
+    kv_cache.tidy_inputs(graph, removed_layers)
+    _drop_dead(graph, dead_before)
     check_model(pruned)
     return pruned

@@ -3,8 +3,11 @@
 Agreement is measured per graph output over every probe sample: max absolute error, relative
 error ‖pruned − original‖ / ‖original‖ (Frobenius, over all samples), mean cosine similarity of
 the per-sample output vectors, and for 2-D (samples × classes) outputs top-1 agreement (the
-share of samples whose argmax is unchanged; meaningful for classifiers). Latency is measured
-for both models in the same process, alternating runs so that machine noise hits both alike.
+share of samples whose argmax is unchanged; meaningful for classifiers). A causal language
+model (an output ``logits`` of shape (N, T, V) fed token ids) is also verified token by token:
+next-token top-1 agreement, KL(original ‖ pruned) and perplexities (:mod:`redaudit.prune.lm_metrics`).
+Latency is measured for both models in the same process, alternating runs so that machine noise
+hits both alike.
 """
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ import onnxruntime as ort
 from redaudit.core.prepared import PreparedModel
 from redaudit.core.run import BatchRunner
 from redaudit.errors import InferenceError
+from redaudit.prune.kv_cache import is_cache_output
+from redaudit.prune.lm_metrics import NextTokenAgreement, NextTokenStats, lm_inputs, lm_output_index
 from redaudit.prune.surgery import PruneError
 
 
@@ -48,13 +53,19 @@ class Latency:
 
 class Evaluator:
     """Runs models against the original's outputs on the probe arrays, on the prepared model's
-    device (sessions come from its :class:`~redaudit.core.run.SessionFactory`)."""
+    device (sessions come from its :class:`~redaudit.core.run.SessionFactory`). ``real_ids``: the
+    probe's token ids are real text, so perplexities mean something (a causal LM only)."""
 
-    def __init__(self, original: PreparedModel, arrays: Mapping[str, np.ndarray], chunk: int) -> None:
-        self.arrays, self.chunk, self.sessions = arrays, chunk, original.sessions
-        self.names = [output.name for output in original.proto.graph.output]
+    def __init__(self, original: PreparedModel, arrays: Mapping[str, np.ndarray], chunk: int,
+                 real_ids: bool = False) -> None:
+        self.arrays, self.chunk, self.sessions, self.real_ids = arrays, chunk, original.sessions, real_ids
+        # A decoder's KV-cache outputs are its memory, not its answer, and a pruned model has fewer
+        # of them, renumbered (redaudit.prune.kv_cache): the answer is compared, the cache is not.
+        self.names = [output.name for output in original.proto.graph.output if not is_cache_output(output.name)]
         self.session = self._session(original.proto, "the original model")
         self.reference = self.run(self.session)
+        self.ids_name, self.mask_name = lm_inputs(original.proto)
+        self.lm_output = lm_output_index(self.names, arrays.get(self.ids_name or ""), self.reference)
 
     def _session(self, model: onnx.ModelProto, what: str) -> ort.InferenceSession:
         try:
@@ -64,13 +75,28 @@ class Evaluator:
 
     def run(self, session: ort.InferenceSession) -> list[np.ndarray]:
         try:
-            return BatchRunner(session).run_all(self.arrays, self.chunk)
+            return BatchRunner(session, self.names).run_all(self.arrays, self.chunk)
         except InferenceError as error:
             raise PruneError(f"model does not run on the probe inputs: {error}") from None
 
     def agreement(self, pruned: onnx.ModelProto) -> tuple[list[OutputAgreement], ort.InferenceSession]:
+        agreement, _, session = self.verify(pruned)
+        return agreement, session
+
+    def verify(self, pruned: onnx.ModelProto) -> tuple[list[OutputAgreement], NextTokenAgreement | None,
+                                                        ort.InferenceSession]:
+        """Per-output agreement, plus next-token agreement when the original is a causal LM."""
         session = self._session(pruned, "the pruned model")
-        return compare_outputs(self.names, self.reference, self.run(session)), session
+        outputs = self.run(session)
+        return compare_outputs(self.names, self.reference, outputs), self.next_token(outputs), session
+
+    def next_token(self, outputs: list[np.ndarray]) -> NextTokenAgreement | None:
+        if self.lm_output is None:
+            return None
+        stats = NextTokenStats()
+        stats.update(self.reference[self.lm_output], outputs[self.lm_output], self.arrays[self.ids_name],
+                     self.arrays.get(self.mask_name or ""))
+        return stats.result(self.names[self.lm_output], self.real_ids)
 
 
 def compare_outputs(names: list[str], original: list[np.ndarray], pruned: list[np.ndarray]) -> list[OutputAgreement]:

@@ -26,13 +26,19 @@ def msrs_text(msrs: float | None, std: float | None = None, spread: bool = True)
 
 
 def signed(value: float | None, spec: str = "+.3f") -> str:
-    """A change, always with its sign (``+0.120``, ``-0.031``)."""
-    return fmt(value, spec)
+    """A change, with its sign (``+0.120``, ``-0.031``); one that rounds to zero is written
+    without a sign (``0.000``, never ``-0.000``: a sign with no digit behind it claims a direction
+    the digits do not show)."""
+    return _unsigned_zero(fmt(value, spec))
 
 
 def percent(value: float | None) -> str:
-    """A relative change already in percent, signed, one decimal: ``+2.5%``."""
-    return "n/a" if _missing(value) else f"{value:+.1f}%"
+    """A relative change already in percent, signed, one decimal: ``+2.5%`` (``0.0%`` as above)."""
+    return "n/a" if _missing(value) else _unsigned_zero(f"{value:+.1f}") + "%"
+
+
+def _unsigned_zero(text: str) -> str:
+    return text.lstrip("+-") if text[:1] in "+-" and not text.strip("+-0.") else text
 
 
 def share(fraction: float | None) -> str:

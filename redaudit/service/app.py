@@ -21,6 +21,7 @@ from redaudit.history.errors import (DatabaseUnavailableError, IncompatibleScans
 from redaudit.service.api import admin, history, jobs, uploads
 from redaudit.service.state import ServiceState
 from redaudit.service.storage import UploadError
+from redaudit.service.wording import for_api
 from redaudit.service.workers import EmbeddedPool, Reaper
 
 API_PREFIX = "/api/v1"
@@ -106,11 +107,28 @@ def create_app(state: ServiceState, *, start_workers: bool = True) -> FastAPI:
                 pool.stop()
             state.checks.shutdown()
 
-    app = FastAPI(title="redaudit", version=__version__, lifespan=lifespan,
-                  description="Structural-redundancy audits (RedTest / MSRS) of ONNX models, as a service.",
-                  openapi_url=f"{API_PREFIX}/openapi.json", docs_url=f"{API_PREFIX}/docs", redoc_url=None,
-                  responses=ERRORS)
+    # The API docs (Swagger UI at /docs, ReDoc at /redoc) come from the package, not from a CDN:
+    # fastapi-offline ships Swagger UI's and ReDoc's bundles and serves them from this server,
+    # so the docs work on a machine without the internet (FastAPI's own pages load jsDelivr).
+    from fastapi_offline import FastAPIOffline
+
+    app = FastAPIOffline(title="redaudit", version=__version__, lifespan=lifespan,
+                         description="Structural-redundancy audits (RedTest / MSRS) of ONNX models, as a service.",
+                         openapi_url=f"{API_PREFIX}/openapi.json", docs_url=f"{API_PREFIX}/docs",
+                         redoc_url=f"{API_PREFIX}/redoc", static_url=f"{API_PREFIX}/docs-static",
+                         responses=ERRORS)
     app.state.service = state
+
+    @app.middleware("http")
+    async def _docs_stay_here(request: Request, call_next):
+        """ReDoc's page shows a "by Redocly" logo from their CDN: the docs pages may load
+        nothing but this server's files (and their inline scripts and styles)."""
+        response = await call_next(request)
+        if request.url.path in (f"{API_PREFIX}/docs", f"{API_PREFIX}/redoc"):
+            response.headers["Content-Security-Policy"] = (
+                "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+                "img-src 'self' data:; worker-src 'self' blob:; font-src 'self' data:")
+        return response
     app.add_middleware(ServerTiming)
     for router in (uploads.router, jobs.router, history.router, admin.router):
         app.include_router(router, prefix=API_PREFIX)
@@ -121,7 +139,7 @@ def create_app(state: ServiceState, *, start_workers: bool = True) -> FastAPI:
     @app.exception_handler(RedauditError)
     async def _redaudit_error(_request: Request, error: RedauditError) -> JSONResponse:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        return JSONResponse({"detail": message}, status_code=_status(error))
+        return JSONResponse({"detail": for_api(message)}, status_code=_status(error))
 
     @app.get(f"{API_PREFIX}/health", tags=["service"], summary="Liveness, and the job counts by state")
     def health() -> dict:

@@ -20,32 +20,60 @@ from redaudit.service.archives import ArchiveLimits, check_npz_archive, extract_
 from redaudit.service.storage import UploadError
 
 
+def without_server_paths(message: str, paths: dict[Path, str]) -> str:
+    """``message`` with each server path in ``paths`` replaced by the name the client knows
+    (longest first, so a file inside a folder keeps its relative name)."""
+    for path, name in sorted(paths.items(), key=lambda item: -len(str(item[0]))):
+        message = message.replace(f"{path}/", f"{name}/" if name else "").replace(str(path), name or "the upload")
+    return message
+
+
 def check_model(staged: Path, kind: str, filename: str, limits: ArchiveLimits) -> str:
     """Validate a staged model or bundle as the CLI validates a file; returns the history
     identity of the model (the sha256 of the .onnx file then its external-data files, which for
-    a bundle is not the archive's). The weights are never loaded: the check holds the graph."""
-    from redaudit.core.model import load_model
+    a bundle is not the archive's); the weights are never loaded.
+    A refusal names the file as the client sent it, never a path on this server."""
+    from redaudit.errors import RedauditError
 
     with tempfile.TemporaryDirectory(prefix="redaudit-upload-") as folder:
         root = Path(folder)
-        if kind == "bundle":
-            files = extract_bundle(staged, root, limits)
-            models = [file for file in files if file.suffix == ".onnx"]
-            if len(models) != 1:
-                raise UploadError(f"a bundle must hold exactly one .onnx file (found {len(models)}); "
-                                  "pack one model with its external data")
-            return load_model(models[0], max_bytes=limits.max_bytes, will_run=False).sha256
-        single = root / (Path(filename).name or "model.onnx")
-        shutil.copyfile(staged, single)  # alone in a folder: external data must come as a bundle
-        return load_model(single, max_bytes=limits.max_bytes, will_run=False).sha256
+        name = Path(filename).name or "model.onnx"
+        try:
+            return _check_model(staged, kind, name, limits, root)
+        except UploadError as error:
+            error.args = (without_server_paths(str(error), {root: "", staged: name}),)
+            raise
+        except RedauditError as error:
+            raise UploadError(without_server_paths(str(error).splitlines()[0], {root: "", staged: name}), 400) from None
+
+
+def _check_model(staged: Path, kind: str, name: str, limits: ArchiveLimits, root: Path) -> str:
+    from redaudit.core.model import load_model
+
+    if kind == "bundle":
+        files = extract_bundle(staged, root, limits)
+        models = [file for file in files if file.suffix == ".onnx"]
+        if len(models) != 1:
+            raise UploadError(f"a bundle must hold exactly one .onnx file (found {len(models)}); "
+                              "pack one model with its external data")
+        return load_model(models[0], max_bytes=limits.max_bytes, will_run=False).sha256
+    single = root / name
+    shutil.copyfile(staged, single)  # alone in a folder: external data must come as a bundle
+    return load_model(single, max_bytes=limits.max_bytes, will_run=False).sha256
 
 
 def check_inputs(staged: Path, limits: ArchiveLimits) -> None:
-    """Validate staged probe inputs: archive sizes and ratios, every header, no pickle."""
+    """Validate staged probe inputs: archive sizes and ratios, every header, no pickle. A
+    refusal says "the inputs archive", never the staging path."""
     from redaudit.core.npz import read_npz
+    from redaudit.errors import RedauditError
 
-    check_npz_archive(staged, limits)
-    arrays = read_npz(staged, rows=1).arrays  # every header checked, one row decompressed
+    try:
+        check_npz_archive(staged, limits)
+        arrays = read_npz(staged, rows=1).arrays  # every header checked, one row decompressed
+    except RedauditError as error:
+        text = without_server_paths(str(error).splitlines()[0], {staged: "the inputs archive"})
+        raise UploadError(text, getattr(error, "status", 400)) from None
     if not arrays:
         raise UploadError("the inputs archive holds no arrays; save one array per model input with numpy.savez")
 

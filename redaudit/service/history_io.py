@@ -63,7 +63,7 @@ def version_known(session: Session, sha256: str) -> bool:
 
 
 def check(engine: Engine, result: ScanResult, *, name: str, max_msrs: float | None,
-          max_increase: float | None, significant: bool = False) -> CheckOutcome:
+          max_increase: float | None, significant: bool = False, any_probe: bool = False) -> CheckOutcome:
     """Gate ``result`` against the latest comparable recorded scan of ``name`` (if it has one)."""
     against = name if max_increase is not None else None
     if against is not None and not has_scans(engine, name):
@@ -72,7 +72,7 @@ def check(engine: Engine, result: ScanResult, *, name: str, max_msrs: float | No
                                       "becomes the baseline", float(result.msrs))
         against, max_increase, significant = None, None, False
     return check_result(result, max_msrs=max_msrs, against=against, max_increase=max_increase, db=engine,
-                        significant=significant)
+                        significant=significant, any_probe=any_probe)
 
 
 def has_scans(engine: Engine, name: str) -> bool:
@@ -101,6 +101,13 @@ def diff(engine: Engine, name: str, before: str, after: str, force: bool = False
 
 def resolve(engine: Engine, name: str, reference: str) -> int:
     return store.resolve_scan(engine, name, reference)
+
+
+def parent_sha256(engine: Engine, parent: str) -> str:
+    """The version ``NAME@LABEL`` names (a label, a hash prefix or scan:ID, as ``diff`` takes):
+    the parent a pushed model is recorded under (lineage)."""
+    name, _, reference = parent.rpartition("@")
+    return load_scan(engine, resolve(engine, name, reference)).version.sha256
 
 
 class _HistoryBefore(HistoryStore):
@@ -149,7 +156,8 @@ def result_of_stored(stored: StoredScan) -> ScanResult:
 
 
 def check_stored(engine: Engine, scan_id: int, *, max_msrs: float | None, against: str | None,
-                 max_increase: float | None, force: bool = False, significant: bool = False) -> CheckOutcome:
+                 max_increase: float | None, force: bool = False, significant: bool = False,
+                 any_probe: bool = False) -> CheckOutcome:
     """``redaudit check``'s gate on a scan already in the history, without scanning again:
     ``--max-msrs`` and/or ``--against NAME --max-increase PCT``, the baseline being NAME's latest
     comparable scan recorded before this one (see :class:`_HistoryBefore`)."""
@@ -162,7 +170,7 @@ def check_stored(engine: Engine, scan_id: int, *, max_msrs: float | None, agains
             raise UnknownReferenceError(f"{against!r} has no scan recorded before scan {scan_id} to compare "
                                         "with; record a baseline first")
         return check_result(result, max_msrs=max_msrs, against=against, max_increase=max_increase,
-                            db=store, force=force, significant=significant)
+                            db=store, force=force, significant=significant, any_probe=any_probe)
 
 
 def finite(value: float | None) -> float | None:

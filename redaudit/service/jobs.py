@@ -189,6 +189,8 @@ class JobStore:
 
         The guarded UPDATE runs first: if this worker's lease is gone, nothing is recorded and
         False is returned — so a job is never recorded twice, even when two workers ran it.
+        A succeeded job's progress reads complete (done = total), and an outcome with a
+        ``recorded_scan_id`` key gets the id of the scan recorded with it.
         """
         for attempt in range(5):
             try:
@@ -206,13 +208,17 @@ class JobStore:
             changed = session.execute(
                 update(Job).where(Job.id == claim.job_id, Job.state == RUNNING, Job.lease_token == claim.token)
                 .values(state=SUCCEEDED, finished_at=now(), result=result, outcome=outcome,
-                        output_sha256=output_sha256, lease_until=None, progress_stage="done")
+                        output_sha256=output_sha256, lease_until=None, progress_stage="done",
+                        progress_done=func.coalesce(Job.progress_total, Job.progress_done))
                 .execution_options(synchronize_session=False)).rowcount
             if changed != 1:
                 return False
             scan_id = record(session) if record is not None else None
             if scan_id is not None:
-                session.execute(update(Job).where(Job.id == claim.job_id).values(scan_id=scan_id)
+                values = {"scan_id": scan_id}
+                if outcome is not None and "recorded_scan_id" in outcome:
+                    values["outcome"] = {**outcome, "recorded_scan_id": scan_id}
+                session.execute(update(Job).where(Job.id == claim.job_id).values(**values)
                                 .execution_options(synchronize_session=False))
             return True
 

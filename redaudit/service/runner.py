@@ -21,6 +21,7 @@ from redaudit.service import history_io
 from redaudit.service.archives import ArchiveLimits, extract_bundle
 from redaudit.service.jobs import Claim, JobStore, LeaseLost
 from redaudit.service.models import CANCELLED, FAILED
+from redaudit.service.wording import for_api
 
 log = logging.getLogger("redaudit.service")
 
@@ -88,7 +89,7 @@ def run_claimed(jobs: JobStore, blobs: BlobAccess, claim: Claim, limits: Archive
         jobs.end(claim, CANCELLED, "cancelled while running")
         return CANCELLED
     except RedauditError as error:
-        jobs.end(claim, FAILED, str(error).splitlines()[0] if str(error) else type(error).__name__)
+        jobs.end(claim, FAILED, for_api(str(error).splitlines()[0]) if str(error) else type(error).__name__)
         return FAILED
     except LeaseLost:
         return "lost"
@@ -131,8 +132,9 @@ def _run(jobs, blobs, claim, job, beat, workdir, spec, model_path) -> bool:
         return beat.cancel or beat.lost
 
     if job["kind"] == "prune":
-        return _prune(jobs, blobs, claim, job, spec, model_path, workdir, progress, cancelled)
-    result = history_io.scan_with_spec(str(model_path), spec, progress, cancelled)
+        return _prune(jobs, blobs, claim, job, spec, model_path, workdir, progress, cancelled,
+                      lambda: jobs.heartbeat(claim, beat.stage, beat.done, beat.total))
+    result = _as_uploaded(history_io.scan_with_spec(str(model_path), spec, progress, cancelled), jobs, job)
     from redaudit.report.json_report import dumps
 
     outcome = None
@@ -140,7 +142,8 @@ def _run(jobs, blobs, claim, job, beat, workdir, spec, model_path) -> bool:
         options = job["options"]
         verdict = history_io.check(jobs.engine, result, name=job["model_name"], max_msrs=options.get("max_msrs"),
                                    max_increase=options.get("max_increase"),
-                                   significant=bool(options.get("significant", False)))
+                                   significant=bool(options.get("significant", False)),
+                                   any_probe=bool(options.get("any_probe", False)))
         interval = verdict.increase_interval
         outcome = {"passed": verdict.passed, "reason": verdict.reason, "msrs": _finite(verdict.msrs),
                    "increase_pct": _finite(verdict.increase_pct),
@@ -150,32 +153,51 @@ def _run(jobs, blobs, claim, job, beat, workdir, spec, model_path) -> bool:
     record = None
     if job["record"]:
         def record(session):
-            return history_io.record_in_session(session, result, job["model_name"], job["label"])
+            return history_io.record_in_session(session, result, job["model_name"], job["label"],
+                                                parent_sha256=job["options"].get("parent_sha256"))
     beat.stage = "recording"
     jobs.heartbeat(claim, beat.stage, beat.done, beat.total)  # the final progress, and the lease is ours
     return jobs.finish(claim, result=dumps(result), outcome=outcome, record=record)
 
 
-def _prune(jobs, blobs, claim, job, spec, model_path, workdir, progress, cancelled) -> bool:
+#: What ``prune_model`` reports, in order, without counts (list_only stops after the first four).
+PRUNE_STEPS = ("load", "candidates", "probe arrays", "similarity scan", "surgery", "verification", "save")
+
+
+def _prune(jobs, blobs, claim, job, spec, model_path, workdir, progress, cancelled, publish=lambda: None) -> bool:
+    """``publish()`` writes the latest progress before the job finishes (a short job ends before
+    the first heartbeat)."""
     from redaudit.prune.api import prune_model
 
     options = dict(job["options"])
     list_only = bool(options.pop("list_only", False))
-    progress(history_io.ScanProgress("prune", 0, None))
     output = workdir / "pruned.onnx"
+    steps = PRUNE_STEPS[:4] if list_only else PRUNE_STEPS
+
+    def pruning(update: history_io.ScanProgress) -> None:
+        """The library's stages as steps of the job (it reports them without counts)."""
+        if update.total is None and update.stage in steps:
+            update = history_io.ScanProgress(f"prune: {update.stage}", steps.index(update.stage), len(steps))
+        progress(update)
     pruned = prune_model(str(model_path), list_only=list_only, output=None if list_only else output,
-                         measure_msrs=False, latency=False, spec=spec, **options)
+                         measure_msrs=False, latency=False, spec=spec, progress=pruning, **options)
     if cancelled():
         raise history_io.ScanCancelled("cancelled while pruning")
     outcome = json.loads(json.dumps(pruned.to_dict(), default=str))
     for private in ("source", "output_path"):  # worker-local paths mean nothing to the client
         outcome.pop(private, None)
     if list_only:
+        publish()
         return jobs.finish(claim, result=None, outcome=outcome)
     output_sha = blobs.put_model(output, f"{job['model_name']}-pruned.onnx")
-    before = history_io.scan_with_spec(str(model_path), spec, progress, cancelled)
-    after = history_io.scan_with_spec(str(output), spec, progress, cancelled)
-    outcome.update(msrs_before=_finite(before.msrs), msrs_after=_finite(after.msrs))
+    # MSRS before and after come from the two full scans the history records (the library's own
+    # measure_msrs would scan the same twice more); the recorded scan's id is filled in by finish.
+    before, after = (history_io.scan_with_spec(
+        str(path), spec, lambda update, which=which: progress(
+            history_io.ScanProgress(f"msrs {which}/{update.stage}", update.done, update.total)), cancelled)
+        for which, path in (("before", model_path), ("after", output)))
+    before, after = _as_uploaded(before, jobs, job), _as_uploaded(after, jobs, job, "-pruned")
+    outcome["msrs"] = {"before": _finite(before.msrs), "after": _finite(after.msrs)}
     from redaudit.report.json_report import dumps
 
     record = None
@@ -185,7 +207,22 @@ def _prune(jobs, blobs, claim, job, spec, model_path, workdir, progress, cancell
                 history_io.record_in_session(session, before, job["model_name"], None)
             return history_io.record_in_session(session, after, job["model_name"], job["label"],
                                                 parent_sha256=before.model.sha256)
+    publish()
     return jobs.finish(claim, result=dumps(after), outcome=outcome, output_sha256=output_sha, record=record)
+
+
+def _as_uploaded(result, jobs: JobStore, job: dict[str, Any], suffix: str = ""):
+    """``result`` with the model named as the client uploaded it, not by the worker's temporary
+    path: the JSON report and the history are read by clients, and a server path is none of
+    theirs."""
+    from dataclasses import replace
+
+    blob = jobs.blob(job["blob_sha256"])
+    name = Path(blob.filename).name if blob is not None and blob.filename else f"{job['blob_sha256'][:12]}.onnx"
+    if suffix:
+        stem, dot, extension = name.rpartition(".")
+        name = f"{stem}{suffix}.{extension}" if dot else f"{name}{suffix}"
+    return replace(result, model=replace(result.model, path=name))
 
 
 def _finite(value: float | None) -> float | None:

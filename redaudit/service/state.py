@@ -10,6 +10,7 @@ from redaudit.history.db import make_engine
 from redaudit.history.schema import ensure_schema
 from redaudit.service.archives import ArchiveLimits
 from redaudit.service.checks import CheckPool
+from redaudit.service.heatmaps import HeatmapCache
 from redaudit.service.jobs import JobStore
 from redaudit.service.settings import ServiceSettings
 from redaudit.service.storage import BlobStore
@@ -25,6 +26,8 @@ class ServiceState:
     checks: CheckPool = field(default_factory=CheckPool)
     #: Wakes whatever runs jobs: the embedded pool, or a Celery task sent to the job's queue.
     dispatch: Callable[[str, str], None] = field(default=lambda job_id, queue: None)
+    #: Recorded scans' heatmaps, drawn once each (the scan page and GET /scans/{id}/heatmap.png).
+    heatmaps: HeatmapCache = field(default_factory=HeatmapCache)
 
     @property
     def limits(self) -> ArchiveLimits:

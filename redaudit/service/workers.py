@@ -219,13 +219,24 @@ def _child_main(settings: ServiceSettings, index: int, queues: tuple[str, ...] |
     engine.dispose()
 
 
+#: Extra wake-ups the reaper sends for one job that stays queued (its first message may have been
+#: lost): a job queued behind a busy worker is not lost, and each extra message becomes a
+#: "skipped" task once the job has run (11-12 per recovery before this bound).
+MAX_REDISPATCHES = 2
+
+
 class Reaper:
-    """Every ``every`` seconds, requeue or fail jobs whose lease expired; wake workers for them."""
+    """Every ``every`` seconds, requeue or fail jobs whose lease expired; wake workers for them.
+
+    A job queued for longer than ``redispatch_after_s`` gets another wake-up, at most
+    :data:`MAX_REDISPATCHES` times and at most once per ``redispatch_after_s``: bounded, not one
+    per sweep for as long as it waits."""
 
     def __init__(self, jobs: JobStore, every: float, dispatch: Callable[[str, str], None],
                  redispatch_after_s: float) -> None:
         self.jobs, self.every, self.dispatch = jobs, every, dispatch
         self.redispatch_after_s = redispatch_after_s
+        self.redispatched: dict[str, tuple[int, float]] = {}  # job id -> (wake-ups sent, monotonic time of the last)
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="redaudit-reaper", daemon=True)
 
@@ -235,17 +246,32 @@ class Reaper:
     def _loop(self) -> None:
         while not self.stopping.wait(self.every):
             try:
-                requeued = self.jobs.reap()
-                for job_id in requeued:
-                    log.info("job %s lost its worker; queued again", job_id)
-                for job_id, queue in self.jobs.stale_queued(self.redispatch_after_s):
-                    self.dispatch(job_id, queue)
-                if requeued:
-                    for job_id, queue in self.jobs.stale_queued(0):
-                        if job_id in requeued:
-                            self.dispatch(job_id, queue)
+                self.sweep()
             except Exception:
                 log.warning("lease reaper failed; retrying", exc_info=True)
+
+    def sweep(self) -> None:
+        """One round: requeue expired leases (and wake a worker for each), re-wake stale queued jobs."""
+        import time
+
+        requeued = self.jobs.reap()
+        for job_id in requeued:
+            log.info("job %s lost its worker; queued again", job_id)
+        stale = self.jobs.stale_queued(self.redispatch_after_s)
+        at = time.monotonic()
+        for job_id, queue in stale:
+            sent, last = self.redispatched.get(job_id, (0, -float("inf")))
+            if job_id in requeued or sent >= MAX_REDISPATCHES or at - last < self.redispatch_after_s:
+                continue
+            self.redispatched[job_id] = (sent + 1, at)
+            self.dispatch(job_id, queue)
+        waiting = {job_id for job_id, _ in stale}
+        for job_id in [job_id for job_id in self.redispatched if job_id not in waiting]:
+            del self.redispatched[job_id]  # ran (or left the queue): forget it
+        if requeued:
+            for job_id, queue in self.jobs.stale_queued(0):
+                if job_id in requeued:
+                    self.dispatch(job_id, queue)
 
     def stop(self) -> None:
         self.stopping.set()

@@ -16,7 +16,7 @@ from redaudit.history.store import open_store
 from redaudit.report.numbers import interval_bounds
 from tests.history.conftest import make_result
 
-BASE_BATCHES = [8.0, 8.6, 7.4, 8.2, 7.8, 8.3, 7.7, 8.0]
+BASE_BATCHES = [8.0, 8.6, 7.4, 8.2, 7.8, 8.3, 7.7, 8.0, 8.1, 7.9, 8.4, 7.6]  # >= MIN_INTERVAL_BATCHES
 
 
 def with_batches(result, batches):
@@ -51,7 +51,7 @@ def test_nan_batches_survive_the_round_trip(db_url):
 
 def test_noisy_increase_fails_plain_gate_and_passes_significant(baseline):
     db_url, _ = baseline
-    noisy = with_batches(make_result(file_tag="v2"), [9.5, 7.0, 9.9, 7.6, 8.9, 10.1, 7.5, 9.8])
+    noisy = with_batches(make_result(file_tag="v2"), [9.5, 7.0, 9.9, 7.6, 8.9, 10.1, 7.5, 9.8, 8.6, 9.0, 7.2, 9.7])
     plain = check_result(noisy, against="net", max_increase=5, db=db_url)
     assert not plain.passed and plain.increase_pct > 5
     outcome = check_result(noisy, against="net", max_increase=5, db=db_url, significant=True)
@@ -80,7 +80,23 @@ def test_single_batch_falls_back_to_the_point_estimate(baseline):
     db_url, _ = baseline
     single = with_batches(make_result(file_tag="v2"), [9.0])
     outcome = check_result(single, against="net", max_increase=5, db=db_url, significant=True)
-    assert not outcome.passed and "noise unknown" in outcome.reason and "single batch" in outcome.reason
+    assert not outcome.passed and "too few batches to tell (1;" in outcome.reason
+    assert "the point estimate decides" in outcome.reason
+
+
+def test_too_few_batches_give_no_interval_and_say_so(baseline):
+    """Two batches make a bootstrap interval of a mean that covers the truth about half the
+    time: the gate must not read one as evidence of a regression (issue 24: "+11.0% to +170.6%"
+    from 2 batches). Below MIN_INTERVAL_BATCHES the interval is undefined and the verdict says why."""
+    from redaudit.core.bootstrap import MIN_INTERVAL_BATCHES
+
+    db_url, _ = baseline
+    few = with_batches(make_result(file_tag="v2"), [8.0, 8.1, 9.9][:MIN_INTERVAL_BATCHES - 1])
+    outcome = check_result(few, against="net", max_increase=50, db=db_url, significant=True)
+    assert outcome.increase_interval is not None and not outcome.increase_interval.defined
+    assert f"too few batches to tell (3; an interval needs at least {MIN_INTERVAL_BATCHES}" in outcome.reason
+    assert outcome.passed  # +6 % within 50 %: the point estimate decides
+    assert bootstrap_increase(BASE_BATCHES, BASE_BATCHES).defined
 
 
 def test_history_lists_the_interval_per_scan(baseline):
@@ -91,4 +107,4 @@ def test_history_lists_the_interval_per_scan(baseline):
     assert "95% CI" in every.output and interval_bounds(base.msrs_interval) in every.output
     data = json.loads(runner.invoke(history_command, ["net", "--db", db_url, "--json"]).output)
     ci = data["versions"][0]["scans"][0]["msrs_ci"]
-    assert (ci["low"], ci["high"], ci["batches"]) == (base.msrs_interval.low, base.msrs_interval.high, 8)
+    assert (ci["low"], ci["high"], ci["batches"]) == (base.msrs_interval.low, base.msrs_interval.high, 12)

@@ -14,8 +14,8 @@ def _upload(service, model_file) -> str:
     return response.json()["sha256"]
 
 
-@pytest.mark.parametrize("spec, words", [({"samples": 0}, "--samples"), ({"level": "planet"}, "unknown --level"),
-                                         ({"colour": 1}, "unknown scan option"), ({"epsilon": 3}, "--epsilon"),
+@pytest.mark.parametrize("spec, words", [({"samples": 0}, "samples"), ({"level": "planet"}, "unknown level"),
+                                         ({"colour": 1}, "unknown scan option"), ({"epsilon": 3}, "epsilon"),
                                          ({"inputs": "/etc/passwd"}, "inputs"),
                                          ({"text": "/etc/passwd", "tokenizer": "/"}, "upload the token ids")])
 def test_invalid_spec_is_400_and_leaves_no_job(make_service, sqlite_url, model_file, spec, words):
@@ -24,6 +24,7 @@ def test_invalid_spec_is_400_and_leaves_no_job(make_service, sqlite_url, model_f
     response = service.client.post("/api/v1/scans", headers=service.headers(),
                                    json={"model": "net", "blob": blob, "spec": spec})
     assert response.status_code == 400 and words in response.json()["detail"], response.text
+    assert "--" not in response.json()["detail"]  # the API names fields, not command-line flags
     assert service.state.jobs.list() == []
 
 
@@ -88,7 +89,7 @@ def test_check_significant_is_stored_forwarded_and_judged(make_service, db_url, 
     from tests.models import residual_cnn
 
     service = make_service(db_url)
-    spec = {"samples": 128, "cka_batch": 32}  # 4 batches: an interval exists
+    spec = {"samples": 320, "cka_batch": 32}  # 10 batches: an interval exists (MIN_INTERVAL_BATCHES)
     plain = service.wait(service.client.post("/api/v1/checks", headers=service.headers(),
                                              json={"model": "net", "label": "v1", "blob": _upload(service, model_file),
                                                    "spec": spec, "max_increase": 5}).json()["id"])

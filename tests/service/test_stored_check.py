@@ -13,6 +13,9 @@ from redaudit.history.store import record_scan
 from tests.models import residual_cnn
 from tests.service.conftest import FAST_SPEC
 
+#: Ten batches: an interval of the increase needs MIN_INTERVAL_BATCHES per scan to be computed.
+GATE_SPEC = {"samples": 320, "cka_batch": 32}
+
 
 @pytest.fixture
 def recorded(make_service, db_url, tmp_path, model_file):
@@ -20,8 +23,8 @@ def recorded(make_service, db_url, tmp_path, model_file):
     service = make_service(db_url, workers=0)
     duplicated = tmp_path / "deeper.onnx"
     onnx.save(residual_cnn(blocks=5, seed=1), str(duplicated))
-    first = redaudit.scan(model_file, **FAST_SPEC)
-    second = redaudit.scan(duplicated, **FAST_SPEC)
+    first = redaudit.scan(model_file, **GATE_SPEC)
+    second = redaudit.scan(duplicated, **GATE_SPEC)
     ids = (record_scan(service.state.engine, first, "net", "v1"), record_scan(service.state.engine, second, "net", "v2"))
     return service, (first, second), ids
 
@@ -52,7 +55,7 @@ def test_max_increase_compares_with_the_scan_recorded_before(recorded, model_fil
         assert verdict["increase_pct"] == pytest.approx(change, rel=1e-6)
         assert verdict["passed"] is passes and ("limit +" in verdict["reason"])
     # A newer scan of the model does not change a recorded scan's verdict: still vs v1.
-    record_scan(service.state.engine, redaudit.scan(model_file, **FAST_SPEC), "net", "v3")
+    record_scan(service.state.engine, redaudit.scan(model_file, **GATE_SPEC), "net", "v3")
     assert _check(service, id2, against="net", max_increase=change + 1).json()["baseline_scan_id"] == id1
     # The first scan has nothing before it to compare with.
     nothing = _check(service, id1, against="net", max_increase=5)
@@ -62,7 +65,7 @@ def test_max_increase_compares_with_the_scan_recorded_before(recorded, model_fil
 def test_refusals_are_one_line_4xx(recorded):
     service, _results, (_id1, id2) = recorded
     no_limit = _check(service, id2)
-    assert no_limit.status_code == 400 and "--max-msrs" in no_limit.json()["detail"]
+    assert no_limit.status_code == 400 and "max_msrs" in no_limit.json()["detail"] and "--" not in no_limit.json()["detail"]
     half = _check(service, id2, against="net")
     assert half.status_code == 400 and "go together" in half.json()["detail"]
     assert _check(service, 999_999, max_msrs=1).status_code == 404
@@ -118,4 +121,18 @@ def test_significant_uses_the_stored_batches_as_the_library_does_on_fresh_result
     assert verdict["increase_ci"] == pytest.approx([expected.increase_interval.low, expected.increase_interval.high])
     assert "CI" in verdict["reason"]
     refused = _check(service, id2, max_msrs=1, significant=True)
-    assert refused.status_code == 400 and "--max-increase" in refused.json()["detail"]
+    assert refused.status_code == 400 and "max_increase" in refused.json()["detail"] and "--" not in refused.json()["detail"]
+
+
+def test_the_same_file_on_a_smaller_probe_is_not_called_a_regression(recorded, model_file):
+    """Issue 24: the same file pushed with fewer samples "failed" against a baseline scanned with
+    more, and --significant "confirmed" it with an interval from 2 batches. Now the gate refuses
+    to compare across probes unless asked, and with any_probe it says the batches are too few."""
+    service, (first, _second), (id1, _id2) = recorded
+    small = record_scan(service.state.engine, redaudit.scan(model_file, **FAST_SPEC), "net", "v1-small")
+    refused = _check(service, small, against="net", max_increase=5)
+    assert refused.status_code == 409, refused.text
+    assert "was measured on this probe" in refused.json()["detail"] and "64 samples" in refused.json()["detail"]
+    verdict = _check(service, small, against="net", max_increase=5, any_probe=True, significant=True).json()
+    assert "on another probe (baseline inputs" in verdict["reason"] and "320 samples" in verdict["reason"]
+    assert "the new scan: too few batches to tell (2;" in verdict["reason"] and verdict["increase_ci"] is None

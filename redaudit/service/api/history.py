@@ -35,6 +35,12 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _version(version) -> dict[str, Any]:
+    """A version as clients see it: no ``path`` (where the file lay when it was recorded: a path
+    on a worker or a CI machine, which is nobody's business; the sha256 names the file)."""
+    return {key: value for key, value in asdict(version).items() if key != "path"}
+
+
 @router.get("/models", summary="Every model in the history with its latest MSRS")
 def list_models(state: ServiceState = Depends(get_state), _token=Depends(require_read)) -> list[dict[str, Any]]:
     rows = []
@@ -54,7 +60,7 @@ def model_history(name: str, state: ServiceState = Depends(get_state),
                   _token=Depends(require_read)) -> dict[str, Any]:
     history = history_io.history(state.engine, name)
     return {"name": history.name,
-            "versions": [_clean({**asdict(version), "scans": [asdict(scan) | {"msrs_ci": scan.msrs_interval.to_dict()}
+            "versions": [_clean({**_version(version), "scans": [asdict(scan) | {"msrs_ci": scan.msrs_interval.to_dict()}
                                                               for scan in version.scans]})
                          for version in history.versions]}
 
@@ -63,7 +69,7 @@ def model_history(name: str, state: ServiceState = Depends(get_state),
 def model_versions(name: str, state: ServiceState = Depends(get_state),
                    _token=Depends(require_read)) -> list[dict[str, Any]]:
     history = history_io.history(state.engine, name)
-    return [_clean({key: value for key, value in asdict(version).items() if key != "scans"}
+    return [_clean({key: value for key, value in _version(version).items() if key != "scans"}
                    | {"scan_count": len(version.scans)}) for version in history.versions]
 
 
@@ -80,7 +86,7 @@ def stored_scan(scan_id: int, state: ServiceState = Depends(get_state),
     scan = history_io.stored_scan(state.engine, scan_id)
     report = state.jobs.result_of_scan(scan_id)
     reading = history_io.stored_reading(scan, scan_from_dict(json.loads(report)) if report is not None else None)
-    return _clean({"scan_id": scan.scan_id, "model_name": scan.model_name, "version": asdict(scan.version),
+    return _clean({"scan_id": scan.scan_id, "model_name": scan.model_name, "version": _version(scan.version),
                    "summary": asdict(scan.summary), "msrs_ci": reading.interval.to_dict(),
                    "reading": reading.to_dict(), "settings": scan.settings,
                    "layers": [asdict(layer) for layer in scan.layers], "layer_order": scan.layer_order,
@@ -91,11 +97,7 @@ def stored_scan(scan_id: int, state: ServiceState = Depends(get_state),
             responses={200: {"content": {"image/png": {}}}})
 def stored_heatmap(scan_id: int, state: ServiceState = Depends(get_state),
                    _token=Depends(require_read)) -> Response:
-    from redaudit.report.heatmap import heatmap_png_bytes
-
-    scan = history_io.stored_scan(state.engine, scan_id)
-    png = heatmap_png_bytes(scan.similarity, list(scan.layer_order), f"{scan.model_name} scan {scan.scan_id}")
-    return Response(png, media_type="image/png")
+    return Response(state.heatmaps.png(history_io.stored_scan(state.engine, scan_id)), media_type="image/png")
 
 
 #: Scan ids are 32-bit integers in every database the history runs on.
@@ -113,7 +115,7 @@ class CheckOut(BaseModel):
     baseline_scan_id: int | None = Field(None, description="the scan compared with (with max_increase)")
     increase_ci: list[float | None] | None = Field(
         None, description="95% bootstrap interval of the % change over batches (with significant); "
-                          "null bounds when a scan has a single batch")
+                          "null bounds when a scan has too few batches to tell (fewer than 10)")
 
 
 @router.get("/scans/{scan_id}/check", response_model=CheckOut,
@@ -127,13 +129,16 @@ def check_stored_scan(scan_id: int = SCAN_ID,
                       force: bool = Query(False, description="compare even if the baseline's settings differ"),
                       significant: bool = Query(False, description="with max_increase: fail only when the "
                                                 "increase is beyond batch noise (as `check --significant`)"),
+                      any_probe: bool = Query(False, description="the baseline may have used other probe inputs "
+                                              "or samples (default: only a scan on the same probe)"),
                       state: ServiceState = Depends(get_state), _token=Depends(require_read)) -> CheckOut:
     """Reads only: the verdict is computed, not stored (a check *job* scans and records)."""
     outcome = history_io.check_stored(state.engine, scan_id, max_msrs=max_msrs, against=against,
-                                      max_increase=max_increase, force=force, significant=significant)
+                                      max_increase=max_increase, force=force, significant=significant,
+                                      any_probe=any_probe)
     interval = outcome.increase_interval
     return CheckOut(scan_id=scan_id, passed=outcome.passed, reason=outcome.reason,
                     msrs=history_io.finite(outcome.msrs), increase_pct=history_io.finite(outcome.increase_pct),
                     baseline_scan_id=outcome.baseline.scan.scan_id if outcome.baseline else None,
-                    increase_ci=None if interval is None else [history_io.finite(interval.low),
-                                                               history_io.finite(interval.high)])
+                    increase_ci=None if interval is None or not interval.defined
+                    else [history_io.finite(interval.low), history_io.finite(interval.high)])

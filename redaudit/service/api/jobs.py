@@ -20,6 +20,7 @@ from redaudit.prune.heal import HEAL_METHODS
 from redaudit.prune.policies import POLICIES
 from redaudit.service.api.deps import Caller, caller, get_state, require_read, require_write
 from redaudit.service.models import SUCCEEDED
+from redaudit.service import history_io
 from redaudit.service.state import ServiceState
 
 router = APIRouter(tags=["jobs"])
@@ -34,6 +35,9 @@ class JobRequest(BaseModel):
     spec: dict[str, Any] = Field(default_factory=dict, description="ScanSpec options (level, samples, ...)")
     record: bool = Field(True, description="record the scan in the history")
     queue: Literal["cpu", "gpu"] | None = Field(None, description="default: gpu when spec.device is cuda")
+    parent: str | None = Field(None, min_length=3, max_length=401, pattern=r"^[^@]+@[^@]+$",
+                               description="NAME@LABEL of the recorded version this model was derived from "
+                                           "(pruned, distilled, fine-tuned): recorded as its parent (lineage)")
 
 
 class CheckRequest(JobRequest):
@@ -41,6 +45,8 @@ class CheckRequest(JobRequest):
     max_increase: float | None = Field(None, ge=0, description="fail above this % over the latest comparable scan")
     significant: bool = Field(False, description="with max_increase: fail only when the 95% bootstrap interval "
                                                  "of the increase lies above it (beyond batch noise)")
+    any_probe: bool = Field(False, description="with max_increase: the baseline may have used other probe inputs "
+                                               "or samples (default: only a scan on the same probe)")
 
 
 class PruneRequest(JobRequest):
@@ -50,6 +56,9 @@ class PruneRequest(JobRequest):
     max_drift: float | None = Field(None, ge=0, le=2)
     blocks: list[str] | None = None
     iterative: bool = False
+    min_cosine: float | None = Field(None, ge=-1, le=1, description="the output cosine a pruned model must keep "
+                                     "against the original (default: prune's, 0.9)")
+    force: bool = Field(False, description="write and record the pruned model even below min_cosine")
     policy: Literal[tuple(POLICIES)] | None = Field(  # type: ignore[valid-type]
         None, description="how blocks are chosen (default: prune's, bi — never worse than cka in docs/prune.md)")
     heal: Literal[tuple(HEAL_METHODS)] | None = Field(  # type: ignore[valid-type]
@@ -107,6 +116,10 @@ def _submit(state: ServiceState, request: JobRequest, kind: str, options: dict, 
         raise ConfigError("text and tokenizer are paths on the client; tokenize the text and upload the token "
                           "ids as an .npz to /uploads/inputs")
     spec = ScanSpec.from_dict(request.spec)
+    if request.parent is not None:
+        if kind == "prune":
+            raise ConfigError("a prune records its own lineage (the pruned model under this one); leave parent out")
+        options = {**options, "parent_sha256": history_io.parent_sha256(state.engine, request.parent)}
     queue = request.queue or ("gpu" if spec.device == "cuda" else "cpu")
     job_id = state.jobs.submit(kind=kind, queue=queue, model_name=request.model, label=request.label,
                                blob_sha256=request.blob, inputs_sha256=request.inputs,
@@ -131,8 +144,12 @@ def submit_check(request: CheckRequest, state: ServiceState = Depends(get_state)
     if request.significant and request.max_increase is None:
         raise ConfigError("significant qualifies an increase: give max_increase with it")
     options = {"max_msrs": request.max_msrs, "max_increase": request.max_increase}
+    if request.any_probe and request.max_increase is None:
+        raise ConfigError("any_probe qualifies the baseline of an increase: give max_increase with it")
     if request.significant:  # absent otherwise: jobs queued before the option read the same
         options["significant"] = True
+    if request.any_probe:
+        options["any_probe"] = True
     return _submit(state, request, "check", options, token)
 
 
@@ -144,7 +161,9 @@ def submit_prune(request: PruneRequest, state: ServiceState = Depends(get_state)
             and request.max_drift is None and not request.blocks:
         raise ConfigError("a prune needs list_only, or remove, target_params, max_drift or blocks")
     options = request.model_dump(include={"list_only", "remove", "target_params", "max_drift", "blocks",
-                                          "iterative", "policy", "heal"}, exclude_none=True)
+                                          "iterative", "policy", "heal", "min_cosine"}, exclude_none=True)
+    if request.force:  # absent otherwise: jobs queued before the field read the same
+        options["force"] = True
     return _submit(state, request, "prune", options, token)
 
 

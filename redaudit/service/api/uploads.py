@@ -95,7 +95,7 @@ async def upload_inputs(request: Request, filename: str = Query("inputs.npz", ma
     if content_type not in INPUT_TYPES:
         raise UploadError(f"content type {content_type or 'missing'!r} is not an .npz; send it as "
                           "application/octet-stream", 415)
-    staged = await _receive(request, state, "the inputs")
+    staged = await _receive(request, state, "the inputs archive")
 
     def store():
         state.blobs.commit(staged)

@@ -23,6 +23,7 @@ from redaudit import __version__
 from redaudit.errors import RedauditError
 from redaudit.history.errors import IncompatibleScansError, UnknownReferenceError
 from redaudit.report import numbers
+from redaudit.service.dashboard.svg import short_label
 from redaudit.service import history_io
 from redaudit.service.api.deps import TOKEN_COOKIE, get_state
 from redaudit.service.auth import TokenInfo, verify_token
@@ -40,7 +41,7 @@ HEADERS = {"Content-Security-Policy": "default-src 'none'; style-src 'self'; scr
 templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                                undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 templates.globals.update(prefix=PREFIX, version=__version__, fmt=numbers.fmt, share=numbers.share,
-                         interval_text=numbers.interval_text, quote=lambda text: quote(str(text), safe=""))
+                         interval_text=numbers.interval_text, short_label=short_label, quote=lambda text: quote(str(text), safe=""))
 
 
 class LoginRequired(Exception):

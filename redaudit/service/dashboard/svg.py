@@ -44,6 +44,7 @@ class ChartPoint:
     high: float  # y of msrs + std
     label: str
     value: str  # the MSRS as the tables write it
+    anchor: str = "middle"  # the label's text-anchor: "start"/"end" at the edges, so none is clipped
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,30 @@ class Chart:
     bottom: int
 
 
+#: Width of one character of the 11 px chart labels, generously (a sans-serif digit is ~6.1 px).
+LABEL_CHAR_PX = 6.6
+#: Longer labels are shortened with "…" (the full one is in the point's tooltip).
+LABEL_CHARS = 28
+
+
+def nice_ticks(low: float, high: float, count: int = 4) -> tuple[list[float], int]:
+    """Ticks at a round step (1, 2, 2.5 or 5 × 10^k) covering [low, high], and the decimals that
+    write every one of them alike (so ``6.6`` never stands beside ``7.52``)."""
+    raw = (high - low) / count
+    power = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1.0, 2.0, 2.5, 5.0, 10.0) if m * power >= raw * (1 - 1e-9))
+    first = math.floor(low / step + 1e-9) * step
+    ticks = [first + k * step for k in range(int(math.ceil((high - first) / step - 1e-9)) + 1)]
+    decimals = max(0, -int(math.floor(math.log10(step) + 1e-9)))
+    if any(abs(round(t, decimals) - t) > 1e-9 * max(1.0, abs(t)) for t in ticks):
+        decimals += 1  # a 2.5 step: one more decimal for the halves
+    return ticks, decimals
+
+
+def short_label(label: str) -> str:
+    return label if len(label) <= LABEL_CHARS else label[:LABEL_CHARS - 1] + "…"
+
+
 def msrs_chart(items: Sequence[tuple[str, float | None, float | None, str]], width: int = 640,
                height: int = 220) -> Chart:
     """MSRS (± std) per version: ``items`` are (label, msrs, std, text), oldest first."""
@@ -68,11 +93,17 @@ def msrs_chart(items: Sequence[tuple[str, float | None, float | None, str]], wid
     low = min(max(m - s, 0.0) for _, _, m, s, _ in finite)
     high = max(m + s for _, _, m, s, _ in finite)
     if high - low < 1e-9:
-        low, high = low - 0.5, high + 0.5
+        low, high = max(low - 0.5, 0.0), high + 0.5
+    values, decimals = nice_ticks(low, high)
+    low, high = values[0], values[-1]  # the axis spans whole ticks
     y = _scale(low, high, top, bottom)
     step = (width - left - right) / max(len(items) - 1, 1)
     x = (lambda i: left + (width - left - right) / 2) if len(items) == 1 else (lambda i: left + i * step)
-    points = tuple(ChartPoint(x(i), y(m), y(max(m - s, low)), y(m + s), label, text)
+
+    def anchor(at: float, label: str) -> str:
+        half = LABEL_CHAR_PX * len(short_label(label)) / 2
+        return "end" if at + half > width else "start" if at - half < 0 else "middle"
+    points = tuple(ChartPoint(x(i), y(m), y(max(m - s, low)), y(m + s), label, text, anchor(x(i), label))
                    for i, label, m, s, text in finite)
-    ticks = tuple((y(low + k * (high - low) / 4), f"{low + k * (high - low) / 4:.3g}") for k in range(5))
+    ticks = tuple((y(value), f"{value:.{decimals}f}") for value in values)
     return Chart(width, height, points, " ".join(f"{p.x:.1f},{p.y:.1f}" for p in points), ticks, left, bottom)

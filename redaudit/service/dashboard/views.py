@@ -163,15 +163,13 @@ def _prune_view(job: dict[str, Any]) -> dict[str, Any]:
     candidates = [{**c, "similarity_text": fmt(c.get("similarity"), ".4f"),
                    "param_share_text": share(c.get("param_share")), "flop_share_text": share(c.get("flop_share"))}
                   for c in outcome.get("candidates", [])]
-    params = outcome.get("params") or {}
+    params, msrs = outcome.get("params") or {}, outcome.get("msrs") or {}
     return {"job": job, "candidates": candidates, "removed": outcome.get("removed", []),
             "params_before": params.get("before"), "params_after": params.get("after"),
-            "msrs_before": fmt(outcome.get("msrs_before"), ".2f"), "msrs_after": fmt(outcome.get("msrs_after"), ".2f")}
+            "msrs_before": fmt(msrs.get("before"), ".2f"), "msrs_after": fmt(msrs.get("after"), ".2f")}
 
 
 def scan_page(state: ServiceState, scan_id: int) -> ScanPage:
-    from redaudit.report.heatmap import heatmap_png_bytes
-
     scan = history_io.stored_scan(state.engine, scan_id)
     report = state.jobs.result_of_scan(scan_id)
     names = list(scan.layer_order)
@@ -185,8 +183,7 @@ def scan_page(state: ServiceState, scan_id: int) -> ScanPage:
     reading = history_io.stored_reading(scan, result)
     pairs = [(names[i], names[j], fmt(cka, ".3f")) for i, j, cka in top if math.isfinite(cka)]
     # The same picture as GET /scans/{id}/heatmap.png, inline: an <img> cannot send the API token.
-    png = heatmap_png_bytes(scan.similarity, list(scan.layer_order), f"{scan.model_name} scan {scan.scan_id}") \
-        if names else b""
+    png = state.heatmaps.png(scan) if names else b""
     prunes, produced_by = [], None
     for job in state.jobs.list(kind="prune", model_name=scan.model_name, state="succeeded", limit=200):
         if job["scan_id"] == scan_id:
