@@ -122,12 +122,10 @@ def test_history_escapes_a_stored_name_with_escape_codes(workdir, monkeypatch):
     model = save(tiny_mlp(), workdir)
     unchecked = lambda name, what="model name": name
     monkeypatch.setattr(writes, "validate_name", unchecked)
-    monkeypatch.setattr("redaudit.cli.history.validate_name", unchecked)
     name = "evil\x1b[2J\x1b[31m"
     db = workdir / "h.db"
     assert invoke("scan", model, *FAST, "--quiet", "--record", name, "--label", "v\x1b[1m", "--db", db).exit_code == 0
     monkeypatch.setattr(writes, "validate_name", checked)
-    monkeypatch.setattr("redaudit.cli.history.validate_name", checked)
     for extra in ([], ["--scans"]):
         outcome = invoke("history", name, "--db", db, *extra)
         assert outcome.exit_code == 0, outcome.stderr
