@@ -55,7 +55,7 @@ _COMMANDS = {
 
 from redaudit.cli import signals
 from redaudit.cli.guard import guard_command
-from redaudit.cli.signals import INTERRUPTED_EXIT, Interrupted  # noqa: F401  (re-exported)
+from redaudit.cli.signals import INTERRUPTED_EXIT, Interrupted
 
 #: Commands that need an optional extra: command → (extra, the modules it must find). Checked before
 #: the command runs (``importlib.util.find_spec``: nothing is imported), so a plain ``pip install .``

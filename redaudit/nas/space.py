@@ -48,7 +48,7 @@ class Architecture:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Architecture":
+    def from_dict(cls, data: dict[str, Any]) -> Architecture:
         return cls(family=str(data["family"]), depths=tuple(int(d) for d in data["depths"]),
                    width=int(data["width"]), kernel=int(data["kernel"]),
                    residual=bool(data["residual"]))
@@ -110,7 +110,7 @@ class SearchSpace:
                 "residual": list(self.residual), "train": asdict(self.train)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SearchSpace":
+    def from_dict(cls, data: dict[str, Any]) -> SearchSpace:
         """The space a TOML table declares, every key checked against :data:`SCHEMA` (type and
         range) before anything is built: one line naming the key and what it must be."""
         if not isinstance(data, dict):

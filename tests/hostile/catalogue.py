@@ -29,9 +29,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
-from builders import save, tiny_mlp  # noqa: E402
-from prune_models import residual_mlp  # noqa: E402
-from test_underflow import shrinking_chain  # noqa: E402
+from builders import save, tiny_mlp
+from prune_models import residual_mlp
+from test_underflow import shrinking_chain
 
 Q = ["--samples", "64", "--cka-batch", "32", "--quiet"]
 P = ["--samples", "64", "--cka-batch", "32", "--no-latency"]
@@ -171,7 +171,7 @@ def run_case(case: Case, root: Path, shared: Path) -> tuple[str, str]:
             return _classify(case, folder, root)
         finally:
             if case.setup == "nas+ro":
-                subprocess.run(["umount", "-l", str(folder / "ro")], capture_output=True)
+                subprocess.run(["umount", "-l", str(folder / "ro")], check=False, capture_output=True)
 
 
 def _classify(case: Case, folder: Path, root: Path) -> tuple[str, str]:
@@ -185,7 +185,7 @@ def _classify(case: Case, folder: Path, root: Path) -> tuple[str, str]:
         if case.pause:
             result = _paused(command, folder, env, *case.pause)
         else:
-            result = subprocess.run(command, cwd=folder, env=env, capture_output=True, timeout=600)
+            result = subprocess.run(command, check=False, cwd=folder, env=env, capture_output=True, timeout=600)
     except subprocess.TimeoutExpired:
         return "mishandled", "hung (killed after 600 s)"
     stderr = result.stderr.decode("utf-8", "replace")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from builders import save, tiny_mlp  # noqa: E402
+from builders import save, tiny_mlp
 
 
 def one_run(root: Path, folder: Path, delay: float, signum: int) -> str:
@@ -40,7 +41,11 @@ def one_run(root: Path, folder: Path, delay: float, signum: int) -> str:
         return "hang"
     lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith("warning:")]
     if "Traceback" in stderr or "terminate called" in stderr:
-        return "traceback"
+        frames = re.findall(r'File "([^"]+)"', stderr)
+        ours = [frame for frame in frames if "/redaudit/" in frame]
+        if ours and os.environ.get("STORM_SHOW"):
+            print(stderr[-2500:], file=sys.stderr)
+        return "traceback " + ("in redaudit code" if ours else "before redaudit's first line (interpreter start-up)")
     if process.returncode in (0,) or stdout.startswith("MSRS"):
         return "finished"
     if process.returncode < 0:

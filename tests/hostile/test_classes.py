@@ -15,11 +15,11 @@ from pathlib import Path
 import click
 import onnx
 import pytest
-
 from builders import save, tiny_mlp
 from conftest import FAST, assert_refused, invoke, run_process, snapshot
-from redaudit.cli.params import DatabaseUrl, InputPath, Number, OutputPath
 from tree import DUMMY_INPUT, command_line, is_numeric, is_text, leaves, option_name
+
+from redaudit.cli.params import DatabaseUrl, InputPath, Number, OutputPath
 
 LEAVES = list(leaves())
 

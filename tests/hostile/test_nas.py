@@ -6,7 +6,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import assert_refused, invoke, snapshot
 
 pytest.importorskip("torch")
@@ -61,7 +60,7 @@ def study(tmp_path_factory) -> Path:
 
 def _mount(folder: Path, options: str) -> None:
     folder.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True).returncode:
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], check=False, capture_output=True).returncode:
         pytest.skip("cannot mount a tmpfs here")
 
 
@@ -81,7 +80,7 @@ def test_report_plot_that_cannot_be_written(study, tmp_path, where):
         after = snapshot(folder) if folder else {}
     finally:
         if folder:
-            subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+            subprocess.run(["umount", "-l", str(folder)], check=False, capture_output=True)
     assert_refused(outcome, str(target))
     assert "plot:" not in outcome.stdout
     assert after == before  # no 0-byte PNG, no temporary file
@@ -105,7 +104,6 @@ def test_signal_during_a_trial_leaves_no_trial_running(tmp_path, signum):
     """The signal lands in the first trial's training (pause point ``work``); the trial is
     recorded FAILED, the command says the study is consistent and exits 130 / 143."""
     import optuna
-
     from test_signals import _signal_at
 
     (tmp_path / "space.toml").write_text('families = ["cnn"]\ndepth = [1, 1]\nwidths = [4]\nkernels = [3]\n')

@@ -19,10 +19,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
-
 from builders import save, tiny_mlp
 from conftest import ROOT, snapshot
+from sqlalchemy import create_engine, text
 
 SCAN = ["--samples", "2000", "--cka-batch", "250"]
 
@@ -111,7 +110,7 @@ def test_numpy_runtime_warnings_do_not_reach_stderr(tmp_path):
     script = ("import warnings, numpy as np\nfrom redaudit.cli import main as entry\n"
               "@entry.cli.command('warn-probe')\ndef probe():\n    np.log(np.zeros(2)); np.float64(1) / 0\n"
               "import sys\nsys.argv = ['redaudit', 'warn-probe']\nentry.main()\n")
-    done = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(ROOT)},
+    done = subprocess.run([sys.executable, "-c", script], check=False, env={**os.environ, "PYTHONPATH": str(ROOT)},
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "RuntimeWarning" not in done.stderr, done.stderr
@@ -126,7 +125,7 @@ def test_signal_before_the_handler_is_installed_is_held_until_it_is(tmp_path, si
               "import redaudit\n"
               f"os.kill(os.getpid(), {int(signum)})  # held: the start-up block is on\n"
               "from redaudit.cli.main import main\nmain()\n")
-    done = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(ROOT)},
+    done = subprocess.run([sys.executable, "-c", script], check=False, env={**os.environ, "PYTHONPATH": str(ROOT)},
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     _assert_stopped(done, signum)
     assert not (tmp_path / "h.db").exists()
@@ -134,6 +133,6 @@ def test_signal_before_the_handler_is_installed_is_held_until_it_is(tmp_path, si
 
 def test_importing_redaudit_as_a_library_leaves_signals_alone(tmp_path):
     script = "import signal\nimport redaudit\nprint(sorted(signal.pthread_sigmask(signal.SIG_BLOCK, [])))\n"
-    done = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(ROOT)},
+    done = subprocess.run([sys.executable, "-c", script], check=False, env={**os.environ, "PYTHONPATH": str(ROOT)},
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 0 and done.stdout.strip() == "[]", (done.stdout, done.stderr)

@@ -11,9 +11,9 @@ import re
 import numpy as np
 import onnx
 import pytest
+from conftest import FAST, invoke, run_process
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import FAST, invoke, run_process
 from redaudit.core.cka import cka_from_hsic
 
 
