@@ -145,6 +145,8 @@ def compare(blocks: int, repeats: int, torch_cka_runs: int) -> dict:
             begin = time.perf_counter()
             value = run()
             times[name].append(time.perf_counter() - begin)
+            print(f"L = {blocks} round {round_ + 1}: {name} {times[name][-1]:.2f} s (load {_load()})", file=sys.stderr,
+                  flush=True)
             if isinstance(value, np.ndarray):
                 matrices[name] = value
         loads.append(_load())
