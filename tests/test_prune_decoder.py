@@ -106,7 +106,8 @@ def test_linear_healing_of_a_decoder_layer_beats_plain_removal(tmp_path_factory,
     kv_inputs = tmp_path / "kv.npz"
     np.savez(kv_inputs, **kv_probe)
     healed_kv = prune_model(kv_model, heal="linear", blocks=_layer(kv_model, 2), inputs=str(kv_inputs),
-                            calibrate=str(kv_inputs), latency=False, measure_msrs=False, min_cosine=None)
+                            calibrate=str(kv_inputs), latency_repeats=2, measure_msrs=False, min_cosine=None)
+    assert healed_kv.latency is not None  # both sessions ran, each fed the inputs it takes
     assert "present.3.key" not in [o.name for o in healed_kv.model.graph.output]
     assert [item.name for item in healed_kv.agreement] == ["logits"]  # the cache is memory, not the answer
     assert healed_kv.next_token.kl_mean == pytest.approx(healed.next_token.kl_mean, rel=1e-3)
@@ -174,3 +175,22 @@ def test_record_stores_the_next_token_verification(decoders, tmp_path):
     assert row["kl_mean"] == pytest.approx(result.next_token.kl_mean) and row["kl_mean"] > 0
     assert row["perplexity_pruned"] == pytest.approx(result.next_token.perplexity_pruned)
     assert row["removed"] == result.removed and row["probe_real"] is True
+
+
+def test_calibration_file_combines_with_a_text_probe(decoders, tmp_path):
+    """--text/--tokenizer give the probe and --calibrate the healing data: the calibration file
+    replaces the text for calibration (it used to collide: '--text and --inputs both give …')."""
+    tokenizers = pytest.importorskip("tokenizers")
+    plain, _ = decoders
+    model = onnx.load(str(plain))
+    tokenizer = tokenizers.Tokenizer(tokenizers.models.WordLevel({f"w{i}": i for i in range(VOCAB)}, unk_token="w0"))
+    tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    rng = np.random.default_rng(0)
+    (tmp_path / "probe.txt").write_text(" ".join(f"w{i}" for i in rng.integers(1, VOCAB, 400)))
+    calibration = _npz(tmp_path, token_probe(count=8, length=12))
+    result = prune_model(model, blocks=_layer(model, 2), heal="linear", calibrate=calibration,
+                         text=str(tmp_path / "probe.txt"), tokenizer=str(tmp_path), samples=8,
+                         dims={"sequence_length": 12}, latency=False, measure_msrs=False, min_cosine=None)
+    assert result.probe_real and result.next_token.perplexity_original is not None
+    assert result.healed

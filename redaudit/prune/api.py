@@ -72,7 +72,8 @@ def _calibration(prepared: PreparedModel, spec: ScanSpec, calibrate: Any, arrays
                                "pass --calibrate data.npz to keep calibration and evaluation apart")
         return arrays
     if isinstance(calibrate, (str, os.PathLike)):  # every sample of the file, read safely
-        calibrate = probe_arrays(prepared, spec.with_options(inputs=os.fspath(calibrate), samples=MAX_INT32))[0]
+        calibrate = probe_arrays(prepared, spec.with_options(inputs=os.fspath(calibrate), text=None, tokenizer=None,
+                                                             samples=MAX_INT32))[0]
     samples = min((len(array) for array in calibrate.values()), default=0)
     if samples < FEW_CALIBRATION_SAMPLES:
         result.warnings.append(f"healing is fitted on only {samples} calibration sample(s): a map fitted on fewer "

@@ -139,13 +139,16 @@ def measure_latency(original: ort.InferenceSession, pruned: ort.InferenceSession
     count = next(iter(probe.values())).shape[0]
     batch = max(1, min(batch, count))
     feed = {name: np.ascontiguousarray(array[:batch]) for name, array in probe.items()}
+    # A pruned decoder takes fewer KV-cache inputs than the original: each session gets its own.
+    feeds = [{name: feed[name] for name in (item.name for item in session.get_inputs()) if name in feed}
+             for session in (original, pruned)]
     times: dict[int, list[float]] = {0: [], 1: []}
-    for session in (original, pruned):  # warm-up: first runs allocate and plan
-        session.run(None, feed)
+    for session, own in zip((original, pruned), feeds):  # warm-up: first runs allocate and plan
+        session.run(None, own)
     for _ in range(repeats):
         for key, session in ((0, original), (1, pruned)):
             begin = time.perf_counter()
-            session.run(None, feed)
+            session.run(None, feeds[key])
             times[key].append(time.perf_counter() - begin)
     return Latency(original_ms=1e3 * float(np.median(times[0])), pruned_ms=1e3 * float(np.median(times[1])),
                    batch=batch, repeats=repeats)
