@@ -50,6 +50,12 @@ class PreparedModel:
         loaded = load_model(model, max_bytes=max_model_bytes)
         return cls(loaded.proto, loaded.path, loaded.sha256, loaded.size_bytes, sessions)
 
+    def derived(self, proto: onnx.ModelProto) -> "PreparedModel":
+        """A model made from this one by a graph edit (pruned, healed — checked by the surgery —
+        or given extra outputs): its external tensors are still this model's files, so its
+        sessions are made as this model's are (device, threads, weights folder)."""
+        return PreparedModel(proto, "<in-memory>", model_sha256_of_proto(proto), proto.ByteSize(), self.sessions)
+
     def on_device(self, device: str, threads: int | None = None) -> "PreparedModel":
         """This model with sessions made for ``device`` and ``threads`` (graph caches shared)."""
         factory = SessionFactory(device, threads if threads is not None else self.sessions.threads)

@@ -29,12 +29,19 @@ def first_line(error: BaseException) -> str:
 
 @dataclass(frozen=True)
 class SessionFactory:
-    """How sessions are made: device (``auto``/``cpu``/``cuda``) and threads. ``auto`` uses
+    """How sessions are made: device (``auto``/``cpu``/``cuda``), threads, and ``folder``, where
+    the tensors a graph references as external data live (the model's folder). ``auto`` uses
     CUDA when onnxruntime has it and falls back to CPU; an explicit ``cuda`` that cannot run
-    is an error, never a silent CPU run."""
+    is an error, never a silent CPU run.
+
+    A session is made from the serialised graph — weightless when the weights are external: a
+    few hundred KB for a 2.5 GB decoder — and onnxruntime reads the external tensors itself from
+    ``folder`` (its ``session.model_external_initializers_file_folder_path`` entry), so every
+    augmented or pruned copy of a graph shares the one copy of the weights on disk."""
 
     device: str = "auto"
     threads: int | None = None
+    folder: str | None = None
 
     def providers(self) -> list[str]:
         if self.device not in DEVICES:
@@ -50,7 +57,8 @@ class SessionFactory:
         return [CPU]
 
     def create(self, model: onnx.ModelProto | bytes, what: str = "the model") -> tuple[ort.InferenceSession, str]:
-        """A session for ``model`` (a proto or its serialised bytes) and the provider it uses."""
+        """A session for ``model`` (a proto or its serialised bytes; external tensors resolve in
+        ``folder``) and the provider it uses."""
         providers = self.providers()
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -59,6 +67,8 @@ class SessionFactory:
         if self.threads:
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1
+        if self.folder is not None:
+            options.add_session_config_entry("session.model_external_initializers_file_folder_path", self.folder)
         data = model if isinstance(model, bytes) else model.SerializeToString()
         try:
             session = ort.InferenceSession(data, options, providers=providers)

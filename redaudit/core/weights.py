@@ -116,6 +116,20 @@ def _read_whole(tensor: onnx.TensorProto, source: Path, offset: int, length: int
                              f"shape ({error}); re-export the model") from None
 
 
+def stored_bytes(model: onnx.ModelProto) -> int:
+    """The model's size as written: its protobuf plus the bytes of its external tensors."""
+    total = model.ByteSize()
+    for tensor in external_tensors(model):
+        length = _external_ref(tensor).length
+        total += length if length is not None else _declared_bytes(tensor)
+    return total
+
+
+def _declared_bytes(tensor: onnx.TensorProto) -> int:
+    count = int(np.prod([int(d) for d in tensor.dims], dtype=np.int64))
+    return count * np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+
+
 def needs_data_file(model: onnx.ModelProto) -> bool:
     """Whether :func:`write_model` writes ``.onnx`` + ``.data``: the model has external tensors,
     or (inline tensors, new healing maps included) it is too big for one protobuf."""
@@ -125,13 +139,14 @@ def needs_data_file(model: onnx.ModelProto) -> bool:
 def without_external_data(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy in which each external initializer is a graph input of its type and shape: what the
     ONNX checker and shape inference can check with no data file at hand (they resolve external
-    locations against the working folder otherwise). Small: the graph, and inline tensors only."""
+    locations against the working folder otherwise). Small: the graph, and inline tensors only.
+    A model without external initializers is returned as it is (not copied)."""
+    if not any(is_external(tensor) for tensor in model.graph.initializer):
+        return model
     checkable = onnx.ModelProto()
     checkable.CopyFrom(model)
     graph = checkable.graph
     external = [tensor for tensor in graph.initializer if is_external(tensor)]
-    if not external:
-        return checkable
     declared = {value.name for value in graph.input}
     kept = [tensor for tensor in graph.initializer if not is_external(tensor)]
     for tensor in external:

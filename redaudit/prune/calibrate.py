@@ -93,12 +93,12 @@ def _mask_name(model: onnx.ModelProto, mask_input: str | None) -> str | None:
     return mask_input
 
 
-def _fetcher(model: onnx.ModelProto, names: Sequence[str], threads: int | None):
+def _fetcher(model: onnx.ModelProto, names: Sequence[str], threads: int | None, folder: str | None):
     """feed → {name: array} for ``names``: graph inputs straight from the feed, the rest from one
-    session of ``model`` cut after the last of them."""
+    session of ``model`` cut after the last of them (external tensors read from ``folder``)."""
     graph_inputs = {inp.name for inp in model.graph.input}
     fetched = [name for name in dict.fromkeys(names) if name not in graph_inputs]
-    session = SessionFactory("auto", threads).create(outputs_only(model, fetched))[0] if fetched else None
+    session = SessionFactory("auto", threads, folder).create(outputs_only(model, fetched))[0] if fetched else None
 
     def fetch(feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         values = dict(zip(fetched, session.run(fetched, dict(feed)))) if session else {}
@@ -111,7 +111,7 @@ def calibrate_spans(model: onnx.ModelProto, spans: Sequence[tuple[str, str] | tu
                     calibration: Iterable[Mapping[str, np.ndarray]], *, layout: str | None = None,
                     mask_input: str | None = "auto", folds: int = DEFAULT_FOLDS,
                     threads: int | None = None, entry_model: onnx.ModelProto | None = None,
-                    trim_padding: bool = True) -> list[RidgeAccumulator]:
+                    trim_padding: bool = True, folder: str | None = None) -> list[RidgeAccumulator]:
     """One accumulator per (entry, exit) span, fed with the original model's activations.
 
     ``calibration`` yields input feeds (one batch each). ``layout`` is "last" (features on the
@@ -123,6 +123,7 @@ def calibrate_spans(model: onnx.ModelProto, spans: Sequence[tuple[str, str] | tu
     ``trim_padding``: cut trailing padding from each batch where proven exact (module docstring).
     A span (entry, exit, attention) with an attention tensor is fitted on the features
     ``[x, P̄x]`` (:mod:`redaudit.prune.heal_mix`); the attention is read where the entries are.
+    ``folder``: where both models' external tensors live (the source model's folder).
     """
     if layout is not None and layout not in LAYOUTS:
         raise PruneError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
@@ -130,10 +131,10 @@ def calibrate_spans(model: onnx.ModelProto, spans: Sequence[tuple[str, str] | tu
     entries = [span[0] for span in spans] + [mixer for mixer in mixers if mixer]
     exits = [span[1] for span in spans]
     if entry_model is None:
-        fetchers = [_fetcher(model, entries + exits, threads)]
+        fetchers = [_fetcher(model, entries + exits, threads, folder)]
     else:
         # exits first, entries second: where a name is both, the entry model's value wins
-        fetchers = [_fetcher(model, exits, threads), _fetcher(entry_model, entries, threads)]
+        fetchers = [_fetcher(model, exits, threads, folder), _fetcher(entry_model, entries, threads, folder)]
     mask_name = _mask_name(model, mask_input)
     accumulators: list[RidgeAccumulator | None] = [None] * len(spans)
     layouts: list[str] = [layout or ""] * len(spans)
