@@ -116,6 +116,17 @@ def parse_size(value: str) -> int:
         raise click.BadParameter(f"{value!r} is not a size like 500M or 4G", param_hint="--max-model-size") from None
 
 
+#: ``--max-model-size``'s default: no fixed bound (see core.spec.DEFAULT_MAX_MODEL_BYTES).
+MAX_MODEL_SIZE_AUTO = "auto"
+MAX_MODEL_SIZE_HELP = ("Refuse models (with their external data) larger than this; auto: only a model whose "
+                       "weights cannot fit in the memory available.")
+
+
+def parse_model_size(value: str) -> int | None:
+    """``--max-model-size``: a size, or ``auto`` (None: what fits in the memory available)."""
+    return None if value.strip().lower() == MAX_MODEL_SIZE_AUTO else parse_size(value)
+
+
 def parse_cka_batch(value: str) -> int | None:
     if value.lower() == "all":
         return None

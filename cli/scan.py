@@ -8,7 +8,8 @@ from rich.table import Table
 
 import redaudit
 from redaudit.cli.history import check_record_options, record_from_cli, record_options
-from redaudit.cli.common import OutputError, console, err_console, prepare_output_paths, progress_bar, user_errors
+from redaudit.cli.common import (MAX_MODEL_SIZE_AUTO, MAX_MODEL_SIZE_HELP, OutputError, console, err_console,
+                                 prepare_output_paths, progress_bar, user_errors)
 from redaudit.cli.render import msrs_line, print_warnings, render_scan
 from redaudit.cli.scan_options import scan_options, scan_spec
 
@@ -86,17 +87,18 @@ def _write_each(result: redaudit.ScanResult, json_path: str | None, heatmap_path
 @click.command("taps")
 @click.argument("model", type=click.Path(dir_okay=True))
 @click.option("--level", type=click.Choice(["block", "layer", "op"]), default="block", show_default=True)
-@click.option("--max-model-size", default="2G", show_default=True, metavar="SIZE")
+@click.option("--max-model-size", default=MAX_MODEL_SIZE_AUTO, show_default=True, metavar="SIZE|auto",
+              help=MAX_MODEL_SIZE_HELP)
 @user_errors
 def taps_command(model: str, level: str, max_model_size: str) -> None:
     """List the IR tensors a scan of MODEL would tap at --level (name, op, shape)."""
-    from redaudit.cli.common import parse_size
+    from redaudit.cli.common import parse_model_size
     from redaudit.core.graph import GraphIndex
     from redaudit.core.model import load_model
     from redaudit.core.tap import select_taps
 
-    loaded = load_model(model, max_bytes=parse_size(max_model_size))
-    selection = select_taps(GraphIndex.build(loaded.proto), level)
+    loaded = load_model(model, max_bytes=parse_model_size(max_model_size))
+    selection = select_taps(GraphIndex.build(loaded.proto, folder=loaded.folder), level)
     table = Table(title=f"{len(selection.points)} taps at level {selection.level}")
     for column in ("#", "tensor", "op", "shape"):
         table.add_column(column, overflow="fold")

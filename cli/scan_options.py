@@ -6,7 +6,8 @@ from typing import Any
 
 import click
 
-from redaudit.cli.common import parse_cka_batch, parse_dims, parse_pairs, parse_size
+from redaudit.cli.common import (MAX_MODEL_SIZE_AUTO, MAX_MODEL_SIZE_HELP, parse_cka_batch, parse_dims,
+                                 parse_model_size, parse_pairs)
 from redaudit.core.spec import (AGGREGATES, BACKENDS, DEVICES, ESTIMATORS, LEVELS, REDUCTIONS, ScanSpec)
 
 _DEFAULT = ScanSpec()
@@ -43,8 +44,8 @@ _OPTIONS = [
                  help="Array backend for the CKA math."),
     click.option("--threads", type=int, default=None, metavar="N",
                  help="onnxruntime threads per session (default: all cores; lower it when several scans share a machine)."),
-    click.option("--max-model-size", default="2G", show_default=True, metavar="SIZE",
-                 help="Refuse models (with external data) larger than this."),
+    click.option("--max-model-size", default=MAX_MODEL_SIZE_AUTO, show_default=True, metavar="SIZE|auto",
+                 help=MAX_MODEL_SIZE_HELP),
 ]
 
 
@@ -65,5 +66,5 @@ def scan_spec(options: dict[str, Any]) -> ScanSpec:
         cka_batch=parse_cka_batch(options.pop("cka_batch")), estimator=options.pop("estimator"),
         aggregate=options.pop("aggregate"), epsilon=options.pop("epsilon"), beta=options.pop("beta"),
         device=options.pop("device"), backend=options.pop("backend"), threads=options.pop("threads"),
-        max_model_bytes=parse_size(options.pop("max_model_size")),
+        max_model_bytes=parse_model_size(options.pop("max_model_size")),
     )

@@ -57,9 +57,8 @@ def prepare(model: "str | os.PathLike[str] | onnx.ModelProto", *, max_model_byte
             device: str = "auto") -> "PreparedModel":
     """Load, check and index a model once, to scan it several times."""
     from redaudit.core.prepared import PreparedModel
-    from redaudit.core.spec import DEFAULT_MAX_MODEL_BYTES
 
-    return PreparedModel.load(model, max_model_bytes=max_model_bytes or DEFAULT_MAX_MODEL_BYTES, device=device)
+    return PreparedModel.load(model, max_model_bytes=max_model_bytes, device=device)
 
 
 def scan(model: "str | os.PathLike[str] | onnx.ModelProto | PreparedModel", spec: ScanSpec | None = None, *,

@@ -146,12 +146,14 @@ class GraphIndex:
     activations: set[str] = field(default_factory=set)
     subgraph_tensors: set[str] = field(default_factory=set)
     batch_dims: set[int | str] = field(default_factory=set)
+    folder: str | None = None  # where the model's external tensors live (read only to compare weights)
 
     @classmethod
-    def build(cls, model: onnx.ModelProto, types: dict[str, TensorType] | None = None) -> "GraphIndex":
+    def build(cls, model: onnx.ModelProto, types: dict[str, TensorType] | None = None,
+              folder: str | None = None) -> "GraphIndex":
         """Index ``model``; pass ``types`` (possibly empty) to skip shape inference."""
         graph = model.graph
-        index = cls(model=model, types=types if types is not None else infer_types(model))
+        index = cls(model=model, types=types if types is not None else infer_types(model), folder=folder)
         index.initializers = {init.name for init in graph.initializer}
         index.graph_inputs = [i.name for i in graph.input if i.name not in index.initializers]
         index.graph_outputs = [o.name for o in graph.output]

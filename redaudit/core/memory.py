@@ -8,8 +8,9 @@ inference re-run with the probe's resolved dimensions and a batch of 1, so sizes
 
 * ``process``: what this process already holds (VmRSS: interpreter, libraries, the loaded
   model). Measured, not estimated.
-* ``weights``: onnxruntime's copy of the initializers plus the serialised augmented model it
-  is built from (about 2 × the model's tensor bytes).
+* ``weights``: onnxruntime's copy of the initializers plus the proto's (and the serialised
+  augmented model's) copy of those held in the proto: about 2 × the tensor bytes of a
+  self-contained model, 1 × for weights kept in external data (the proto only references them).
 * ``probe``: two run batches of inputs in flight (onnxruntime runs batch k+1 while CKA works on
   batch k), generated through float64/int64 (numpy's generators), so 8 bytes per element
   plus the input dtype; real ``--inputs`` add the whole array set.
@@ -42,6 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from redaudit.core.augment import AugmentedModel
+from redaudit.core.hostmemory import available_bytes, format_bytes  # noqa: F401 - re-exported
 from redaudit.core.liveness import live_peak, planned_tensors, tensor_sizes
 from redaudit.core.prepared import PreparedModel
 from redaudit.core.probe import check_dim_names
@@ -78,16 +80,6 @@ class MemoryEstimate:
         return max(scan_parts, key=scan_parts.get) if scan_parts else "process"
 
 
-def format_bytes(count: float) -> str:
-    """1536 → '1.5 KB' (binary multiples, short units as users read them)."""
-    value = float(count)
-    for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
-        if abs(value) < 1024 or unit == "PB":
-            return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} PB"
-
-
 def _rss_bytes() -> int:
     try:
         with open("/proc/self/status", encoding="ascii") as status:
@@ -97,35 +89,6 @@ def _rss_bytes() -> int:
     except OSError:
         pass
     return 0
-
-
-def available_bytes() -> int | None:
-    """Memory this process may still take: MemAvailable, lowered by a cgroup (container) limit.
-    None when the platform says nothing (then nothing is refused)."""
-    available: int | None = None
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    available = int(line.split()[1]) * 1024
-    except OSError:
-        try:
-            import psutil  # optional: other platforms
-
-            available = int(psutil.virtual_memory().available)
-        except Exception:  # noqa: BLE001 - no source of truth: do not refuse
-            return None
-    try:
-        with open("/sys/fs/cgroup/memory.max", encoding="ascii") as limit_file:
-            limit = limit_file.read().strip()
-        with open("/sys/fs/cgroup/memory.current", encoding="ascii") as current_file:
-            current = int(current_file.read().strip())
-        if limit != "max":
-            room = int(limit) - current
-            available = room if available is None else min(available, room)
-    except (OSError, ValueError):
-        pass
-    return available
 
 
 def device_available_bytes() -> int | None:
@@ -170,7 +133,8 @@ def estimate_scan_memory(prepared: PreparedModel, spec: ScanSpec, *, device_back
     uses_pattern = runs > 1 and getattr(prepared.sessions, "mem_pattern", True)  # onnxruntime's default
     pattern = run_batch * live_peak(augmented.proto.graph, planned_tensors(prepared, sizes)) if uses_pattern else 0
     activations = first_run + pattern
-    weights = 2 * sum(init.ByteSize() for init in prepared.proto.graph.initializer)
+    # onnxruntime's copy of every tensor, plus the proto's own copy of those not kept in external data
+    weights = prepared.weight_bytes + sum(init.ByteSize() for init in prepared.proto.graph.initializer)
     parts = {"process": _rss_bytes(), "weights": weights, "probe": probe, "features": features,
              "gram": gram, "activations": activations}
     device = (weights + activations if device_runtime else 0) + (

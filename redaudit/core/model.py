@@ -4,6 +4,12 @@ Why our own checks: ``onnx.load`` follows external-data paths wherever they poin
 files of any size. We read the file once, bound its size, parse it as a protobuf (never
 pickle), validate every external-data reference against the model's own folder before any
 byte of it is read, then run the ONNX checker.
+
+Weights are not the graph: external tensors stay references (:mod:`redaudit.core.external`),
+so a 2.5 GB decoder loads as a proto of a few hundred KB; onnxruntime reads the weights itself
+from :attr:`LoadedModel.folder`. Nothing here serialises the weights: a model with external
+data is checked by path (the checker reads the small .onnx and stats the data files), and its
+identity is the hash of its files, streamed.
 """
 from __future__ import annotations
 
@@ -15,127 +21,69 @@ from pathlib import Path
 import onnx
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
-from onnx.external_data_helper import _get_all_tensors
 
+from redaudit.core.external import (check_external, checker_copy, external_tensors, hash_files,
+                                    inline_small)
+from redaudit.core.hostmemory import available_bytes, format_bytes
 from redaudit.errors import ModelLoadError, UnsafeModelError
 
-DEFAULT_MAX_MODEL_BYTES = 2 * 1024**3
+
+class ModelTooLargeError(ModelLoadError):
+    """The model's weights cannot fit in the memory available on this machine."""
 
 
 @dataclass(frozen=True)
 class LoadedModel:
     """A validated model with the identity of the file it came from."""
 
-    proto: onnx.ModelProto
+    proto: onnx.ModelProto  #: the graph; tensors above external.INLINE_BYTES stay external references
     path: str
-    sha256: str
-    size_bytes: int
+    sha256: str  #: of the model file then each external-data file, in sorted order (see hash_files)
+    size_bytes: int  #: the model file and its external data
+    folder: str | None = None  #: where external references resolve (the model's folder)
 
 
 def _mib(size: int) -> str:
     return f"{size / 1024**2:.1f} MiB"
 
 
-def _external_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
-    return [t for t in _get_all_tensors(model) if t.data_location == onnx.TensorProto.EXTERNAL]
+def _check_size(label: str, size: int, max_bytes: int | None) -> None:
+    """Refuse a model above an explicit ``max_bytes`` (``--max-model-size``), and, whatever the
+    limit, one whose weights cannot fit in the memory available: onnxruntime holds them once."""
+    if max_bytes is not None and size > max_bytes:
+        raise UnsafeModelError(f"{label} is {_mib(size)}, above the {_mib(max_bytes)} limit; "
+                               "raise it with --max-model-size if you trust this file")
+    available = available_bytes()
+    if available is not None and size > available:
+        raise ModelTooLargeError(f"{label} needs {format_bytes(size)} of memory for its weights but "
+                                 f"{format_bytes(available)} is available; scan it on a machine with more memory")
 
 
-#: The keys onnx reads from a tensor's ``external_data``; any other key is dropped (onnx
-#: ignores it too, but with a Python warning that would be a second stderr line).
-_EXTERNAL_KEYS = ("location", "offset", "length", "checksum", "basepath")
-_MAX_OFFSET = 2**62
+def _read_model(path: str | os.PathLike[str],
+                max_bytes: int | None) -> tuple[Path, os.stat_result, bytes, onnx.ModelProto]:
+    """(path, its stat before the read, its bytes, the parsed proto)."""
+    model_path = Path(path)
+    if not model_path.exists():
+        raise ModelLoadError(f"model file not found: {model_path}")
+    if not model_path.is_file():
+        raise ModelLoadError(f"not a file: {model_path} (pass the path of a .onnx file)")
+    before = model_path.stat()
+    _check_size(str(model_path), before.st_size, max_bytes)
+    data = model_path.read_bytes()
+    return model_path, before, data, parse_model_bytes(data, str(model_path))
 
 
-@dataclass(frozen=True)
-class ExternalRef:
-    """One tensor's validated external-data reference."""
-
-    tensor: str
-    location: str
-    offset: int
-    length: int | None
-
-
-def _external_ref(tensor: onnx.TensorProto) -> ExternalRef:
-    """Parse ``external_data`` ourselves: onnx's parser raises bare ValueErrors (``int('abc')``,
-    negative offsets) and warns on unknown keys. Offsets and lengths must be decimal integers
-    in [0, 2**62]."""
-    fields: dict[str, str] = {}
-    for entry in list(tensor.external_data):
-        if entry.key in _EXTERNAL_KEYS:
-            fields[entry.key] = entry.value
-    unknown = [entry for entry in tensor.external_data if entry.key not in _EXTERNAL_KEYS]
-    for entry in unknown:
-        tensor.external_data.remove(entry)
-    numbers: dict[str, int | None] = {}
-    for key in ("offset", "length"):
-        text = fields.get(key)
-        if text is None or text == "":
-            numbers[key] = None
-            continue
-        if not text.isascii() or not text.isdigit() or int(text) > _MAX_OFFSET:
-            raise ModelLoadError(
-                f"tensor {tensor.name!r} has external-data {key} {text[:40]!r}, which is not a "
-                f"non-negative integer below 2**62; the model file is corrupt, re-export it")
-        numbers[key] = int(text)
-    return ExternalRef(tensor.name, fields.get("location", ""), numbers["offset"] or 0, numbers["length"])
+def _external_total(proto: onnx.ModelProto, model_path: Path, size: int,
+                    max_bytes: int | None) -> tuple[list[str], int]:
+    """Validate the external references; refuse the model if it is too large with them.
+    Returns (data files, sorted; total bytes of the model with its external data)."""
+    spans = check_external(proto, model_path.parent)
+    total = size + sum(spans.values())
+    _check_size(f"model with its external data ({model_path})", total, max_bytes)
+    return sorted(spans), total
 
 
-def _check_external_data(model: onnx.ModelProto, folder: Path, max_bytes: int, main_size: int) -> int:
-    """Validate external-data references; returns their total byte count.
-
-    A location must be relative, must not climb out with ``..`` and, after resolving symlinks,
-    must still lie inside the model's folder; the referenced range must exist in the file.
-    """
-    root = folder.resolve()
-    total = main_size
-    for tensor in _external_tensors(model):
-        ref = _external_ref(tensor)
-        try:
-            total += _check_location(ref, folder, root)
-        except (OSError, ValueError) as error:  # a NUL byte, a name too long, a loop of links
-            raise ModelLoadError(f"external data {ref.location[:80]!r} of tensor {ref.tensor!r} cannot be "
-                                 f"opened ({getattr(error, 'strerror', None) or error}); re-export the model") from None
-    if total > max_bytes:
-        raise UnsafeModelError(
-            f"model with its external data is {_mib(total)}, above the {_mib(max_bytes)} limit; "
-            "raise it with --max-model-size if you trust this file")
-    return total
-
-
-def _check_location(ref: ExternalRef, folder: Path, root: Path) -> int:
-    """The byte count of one reference, after the location and range checks."""
-    location = ref.location
-    if not location:
-        raise ModelLoadError(f"tensor {ref.tensor!r} is marked as external data but names no file; "
-                             "the model file is corrupt, re-export it")
-    if os.path.isabs(location) or Path(location).is_absolute():
-        raise UnsafeModelError(
-            f"tensor {ref.tensor!r} points to external data at an absolute path ({location!r}); "
-            "only files inside the model's folder are read")
-    if ".." in Path(location).parts:
-        raise UnsafeModelError(
-            f"tensor {ref.tensor!r} points to external data outside the model's folder "
-            f"({location!r}); move the data file next to the model")
-    resolved = (folder / location).resolve()
-    if root != resolved and root not in resolved.parents:
-        raise UnsafeModelError(
-            f"external data {location!r} of tensor {ref.tensor!r} resolves outside the model's "
-            "folder (symlink?); copy the data file next to the model")
-    if not resolved.is_file():
-        raise ModelLoadError(
-            f"external data file {location!r} for tensor {ref.tensor!r} is missing; "
-            f"place it in {folder} next to the model")
-    file_size = resolved.stat().st_size
-    length = ref.length if ref.length is not None else file_size - ref.offset
-    if length < 0 or ref.offset + length > file_size:
-        raise ModelLoadError(
-            f"external data {location!r} is shorter than tensor {ref.tensor!r} needs "
-            "(truncated file?); re-export or re-copy the model")
-    return length
-
-
-def external_data_files(path: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_MODEL_BYTES) -> list[str]:
+def external_data_files(path: str | os.PathLike[str], max_bytes: int | None = None) -> list[str]:
     """The external-data files the model at ``path`` references, as relative POSIX paths inside
     its folder, each once; empty for a self-contained model.
 
@@ -143,48 +91,45 @@ def external_data_files(path: str | os.PathLike[str], max_bytes: int = DEFAULT_M
     resolving links, present, long enough, within ``max_bytes`` in all), without reading the
     data: what ``redaudit push`` packs beside the model into a bundle — only these files.
     """
-    model_path = Path(path)
-    if not model_path.is_file():
-        raise ModelLoadError(f"model file not found: {model_path}")
-    size = model_path.stat().st_size
-    if size > max_bytes:
-        raise UnsafeModelError(f"{model_path} is {_mib(size)}, above the {_mib(max_bytes)} limit; "
-                               "raise it with --max-model-size if you trust this file")
-    proto = parse_model_bytes(model_path.read_bytes(), str(model_path))
-    tensors = _external_tensors(proto)
-    if not tensors:
+    model_path, _, data, proto = _read_model(path, max_bytes)
+    if not external_tensors(proto):
         return []
-    _check_external_data(proto, model_path.parent, max_bytes, size)
-    return sorted({Path(_external_ref(tensor).location).as_posix() for tensor in tensors})
+    return _external_total(proto, model_path, len(data), max_bytes)[0]
 
 
-def load_model(path: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_MODEL_BYTES,
-               check: bool = True) -> LoadedModel:
-    """Read, validate and return the model at ``path``; raises a ModelLoadError subclass."""
-    model_path = Path(path)
-    if not model_path.exists():
-        raise ModelLoadError(f"model file not found: {model_path}")
-    if not model_path.is_file():
-        raise ModelLoadError(f"not a file: {model_path} (pass the path of a .onnx file)")
-    size = model_path.stat().st_size
-    if size > max_bytes:
-        raise UnsafeModelError(
-            f"{model_path} is {_mib(size)}, above the {_mib(max_bytes)} limit; "
-            "raise it with --max-model-size if you trust this file")
-    data = model_path.read_bytes()
-    sha256 = hashlib.sha256(data).hexdigest()
-    proto = parse_model_bytes(data, str(model_path))
+def load_model(path: str | os.PathLike[str], max_bytes: int | None = None, check: bool = True) -> LoadedModel:
+    """Read, validate and return the model at ``path``; raises a ModelLoadError subclass.
+
+    External tensors stay references (see :mod:`redaudit.core.external`); ``max_bytes`` None
+    (the default) refuses only a model whose weights cannot fit in the available memory.
+    """
+    model_path, before, data, proto = _read_model(path, max_bytes)
+    files: list[str] = []
+    total = len(data)
+    if external_tensors(proto):
+        files, total = _external_total(proto, model_path, len(data), max_bytes)
+        inline_small(proto, model_path.parent)
+    sha256 = hash_files(data, model_path.parent, files)
     del data
-    if _external_tensors(proto):
-        _check_external_data(proto, model_path.parent, max_bytes, size)
-        try:
-            onnx.load_external_data_for_model(proto, str(model_path.parent))
-        except (OSError, ValueError, TypeError, UnicodeError) as error:
-            raise ModelLoadError(f"cannot read external data of {model_path}: "
-                                 f"{str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
     if check:
-        check_model(proto, str(model_path))
-    return LoadedModel(proto=proto, path=str(model_path), sha256=sha256, size_bytes=size)
+        if files:  # the checker reads the file itself: a proto with external tensors would need its folder
+            _check_by_path(model_path, before)
+        else:
+            check_model(proto, str(model_path))
+    return LoadedModel(proto=proto, path=str(model_path), sha256=sha256, size_bytes=total,
+                       folder=str(model_path.parent.resolve()))
+
+
+def _check_by_path(model_path: Path, before: os.stat_result) -> None:
+    """The ONNX checker on the file (it never serialises the weights); the file must be the one
+    we parsed, so a swap between our read and its read is refused."""
+    try:
+        onnx.checker.check_model(str(model_path))
+    except (onnx.checker.ValidationError, ValueError) as error:
+        raise ModelLoadError(f"{model_path} was rejected by the ONNX checker: {_first_line(error)}") from None
+    after = model_path.stat()
+    if (before.st_ino, before.st_size, before.st_mtime_ns) != (after.st_ino, after.st_size, after.st_mtime_ns):
+        raise ModelLoadError(f"{model_path} changed while being loaded; load it again")
 
 
 def parse_model_bytes(data: bytes, label: str) -> onnx.ModelProto:
@@ -236,15 +181,21 @@ def _is_repeated(field: FieldDescriptor) -> bool:
     return bool(flag) if flag is not None else field.label == FieldDescriptor.LABEL_REPEATED
 
 
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else "invalid model"
+
+
 def check_model(proto: onnx.ModelProto, label: str) -> None:
-    """Run the ONNX checker; a rejection becomes one line naming the first problem."""
+    """Run the ONNX checker on an in-memory model; a rejection becomes one line naming the
+    first problem. Tensors referencing external data are checked as stand-ins (see
+    :func:`redaudit.core.external.checker_copy`), so no weight is serialised."""
     try:
-        onnx.checker.check_model(proto)
+        onnx.checker.check_model(checker_copy(proto) if external_tensors(proto) else proto)
     except (onnx.checker.ValidationError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else "invalid model"
-        raise ModelLoadError(f"{label} was rejected by the ONNX checker: {first_line}") from None
+        raise ModelLoadError(f"{label} was rejected by the ONNX checker: {_first_line(error)}") from None
 
 
 def model_sha256_of_proto(proto: onnx.ModelProto) -> str:
-    """Hash of an in-memory model, as the hash of the bytes it would be saved as."""
+    """Hash of an in-memory model, as the hash of the bytes it would be saved as (its external
+    tensors as their references)."""
     return hashlib.sha256(proto.SerializeToString()).hexdigest()

@@ -4,24 +4,30 @@ Loading (the untrusted-input checks), shape inference and tap selection cost as 
 inference itself on small models, and prune/nas/the service scan the same model repeatedly
 (different taps, before/after). A PreparedModel keeps what does not change between those
 scans: the proto, its identity (path, sha256, size), its graph index, its input specs, the
-session factory (the device), and caches of tap selections, augmented graphs and sessions.
+session factory (the device, and the folder of the external weights), and caches of tap
+selections, augmented graphs and sessions.
+
+The proto is the graph, not the weights: tensors kept in external data stay references into
+files of :attr:`PreparedModel.folder`, which every session made by :attr:`sessions` reads from.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import onnx
 
 from redaudit.core.augment import AugmentedModel, augment
+from redaudit.core.external import check_external, external_bytes, external_tensors, weight_bytes
 from redaudit.core.graph import GraphIndex, parameter_count
 from redaudit.core.model import check_model, load_model, model_sha256_of_proto
 from redaudit.core.probe import InputSpec, input_specs
 from redaudit.core.result import ModelInfo
 from redaudit.core.run import SessionFactory
-from redaudit.core.spec import DEFAULT_MAX_MODEL_BYTES
 from redaudit.core.tap import TapSelection, select_taps
+from redaudit.errors import ModelLoadError
 
 
 @dataclass
@@ -38,17 +44,53 @@ class PreparedModel:
 
     @classmethod
     def load(cls, model: "str | os.PathLike[str] | onnx.ModelProto | PreparedModel", *,
-             max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES, device: str = "auto") -> "PreparedModel":
-        """From a path (untrusted: size bound, external-data policy, checker) or a proto."""
+             max_model_bytes: int | None = None, device: str = "auto",
+             folder: str | os.PathLike[str] | None = None) -> "PreparedModel":
+        """From a path (untrusted: size bound, external-data policy, checker) or a proto;
+        ``folder``: where an in-memory proto's external tensors live (a pruned copy of a loaded
+        model: the original's :attr:`folder`). ``max_model_bytes`` None: only a model whose
+        weights cannot fit in memory is refused."""
         if isinstance(model, PreparedModel):
             return model
-        sessions = SessionFactory(device)
-        sessions.providers()  # an unusable --device fails here, before any work
         if isinstance(model, onnx.ModelProto):
+            sessions = SessionFactory(device, folder=None if folder is None else os.fspath(folder))
+            sessions.providers()  # an unusable --device fails here, before any work
+            if external_tensors(model):
+                if folder is None:
+                    raise ModelLoadError(f"the in-memory model keeps tensor {external_tensors(model)[0].name!r} in "
+                                         "external data but no folder was given; pass folder= (where its data files are)")
+                check_external(model, Path(folder))  # the same rules as a model read from a path
             check_model(model, "in-memory model")
-            return cls(model, "<in-memory>", model_sha256_of_proto(model), model.ByteSize(), sessions)
+            return cls(model, "<in-memory>", model_sha256_of_proto(model), model.ByteSize() + external_bytes(model),
+                       sessions)
+        SessionFactory(device).providers()
         loaded = load_model(model, max_bytes=max_model_bytes)
-        return cls(loaded.proto, loaded.path, loaded.sha256, loaded.size_bytes, sessions)
+        return cls(loaded.proto, loaded.path, loaded.sha256, loaded.size_bytes, SessionFactory(device, folder=loaded.folder))
+
+    @property
+    def folder(self) -> str | None:
+        """Where the external tensors of :attr:`proto` live (None: all in the proto)."""
+        return self.sessions.folder
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes of the model's tensors, external ones included: what onnxruntime holds."""
+        return weight_bytes(self.proto)
+
+    def with_weights(self) -> "PreparedModel":
+        """This model with every external tensor read into its proto (sessions need no folder):
+        for code that still edits weights as protobuf messages (prune and healing, until they
+        copy external data themselves). A protobuf cannot hold 2 GB, so larger models are refused."""
+        if self.folder is None or not external_tensors(self.proto):
+            return self
+        if self.size_bytes >= 2**31 - 2**20:
+            raise ModelLoadError(f"{self.path} is {self.size_bytes / 1024**3:.1f} GiB with its external data; "
+                                 "this command edits weights in memory and handles models below 2 GiB only")
+        proto = onnx.ModelProto()
+        proto.CopyFrom(self.proto)
+        onnx.load_external_data_for_model(proto, self.folder)
+        return PreparedModel(proto, self.path, self.sha256, self.size_bytes,
+                             SessionFactory(self.sessions.device, self.sessions.threads))
 
     def derived(self, proto: onnx.ModelProto) -> "PreparedModel":
         """A model made from this one by a graph edit (pruned, healed — checked by the surgery —
@@ -58,7 +100,7 @@ class PreparedModel:
 
     def on_device(self, device: str, threads: int | None = None) -> "PreparedModel":
         """This model with sessions made for ``device`` and ``threads`` (graph caches shared)."""
-        factory = SessionFactory(device, threads if threads is not None else self.sessions.threads)
+        factory = SessionFactory(device, threads if threads is not None else self.sessions.threads, self.folder)
         if factory == self.sessions:
             return self
         factory.providers()
@@ -68,7 +110,7 @@ class PreparedModel:
     @property
     def index(self) -> GraphIndex:
         if self._index is None:
-            self._index = GraphIndex.build(self.proto)
+            self._index = GraphIndex.build(self.proto, folder=self.folder)
         return self._index
 
     @property

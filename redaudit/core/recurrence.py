@@ -27,12 +27,12 @@ from dataclasses import dataclass
 import onnx
 
 from redaudit.core.blocks import data_ancestry, is_weighted
+from redaudit.core.external import sample_bytes
 from redaudit.core.graph import GraphIndex
 
 RECURRENT_OPS = frozenset({"LSTM", "GRU", "RNN"})
 #: onnxruntime's quantized LSTM (com.microsoft): same outputs as LSTM.
 _CONTRIB_RECURRENT_OPS = frozenset({"DynamicQuantizeLSTM"})
-_DIGEST_SAMPLE = 1 << 16  # bytes of an initializer hashed, spread over all of it
 
 
 @dataclass(frozen=True)
@@ -101,9 +101,10 @@ class _Digests:
         init = self.initializers.get(name)
         if init is not None:
             digest.update(f"{init.data_type}:{list(init.dims)}".encode())
-            raw = init.raw_data
-            digest.update(raw[::max(1, len(raw) // _DIGEST_SAMPLE)] if raw else repr(
-                [list(init.float_data[:4096]), list(init.int64_data[:4096]), list(init.int32_data[:4096])]).encode())
+            raw = sample_bytes(init, self.index.folder)  # 64 KiB spread over it, in the proto or a data file
+            digest.update(raw if raw is not None else repr(
+                [list(init.float_data[:4096]), list(init.int64_data[:4096]), list(init.int32_data[:4096]),
+                 [(e.key, e.value) for e in init.external_data]]).encode())
             return digest.hexdigest()
         node = self.index.node_of(name)
         if node is None:

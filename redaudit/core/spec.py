@@ -33,7 +33,11 @@ DEFAULT_SAMPLES = 2560
 DEFAULT_CKA_BATCH = 256
 DEFAULT_EPSILON = 0.8
 DEFAULT_BETA = 100.0
-DEFAULT_MAX_MODEL_BYTES = 2 * 1024**3
+#: ``--max-model-size`` default (``auto``): no fixed bound; only a model whose weights cannot
+#: fit in the memory available is refused (core/model.py). A number is the user's own bound.
+DEFAULT_MAX_MODEL_BYTES: int | None = None
+#: The service's default bound on one upload (model, bundle or inputs): untrusted input.
+DEFAULT_MAX_UPLOAD_BYTES = 2 * 1024**3
 
 #: Largest count stored in an INTEGER column on PostgreSQL (samples, dims).
 MAX_INT32 = 2**31 - 1
@@ -111,7 +115,7 @@ class ScanSpec:
     beta: float = DEFAULT_BETA
     device: str = "auto"
     backend: str = "auto"
-    max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES
+    max_model_bytes: int | None = DEFAULT_MAX_MODEL_BYTES  # None: what fits in the memory available
     layouts: tuple[tuple[str, str], ...] = ()  # per-tensor override of the 3-D layout
     threads: int | None = None  # onnxruntime intra-op threads (None: its default, every core)
 
@@ -140,8 +144,9 @@ class ScanSpec:
         if beta <= 0:
             raise ConfigError(f"--beta must be positive, got {beta:g}")
         set_(self, "beta", beta)
-        set_(self, "max_model_bytes", _int("max_model_bytes", self.max_model_bytes, 1, MAX_MODEL_BYTES_LIMIT,
-                                           "--max-model-size (bytes)"))
+        if self.max_model_bytes is not None:
+            set_(self, "max_model_bytes", _int("max_model_bytes", self.max_model_bytes, 1, MAX_MODEL_BYTES_LIMIT,
+                                               "--max-model-size (bytes)"))
         if self.threads is not None:
             set_(self, "threads", _int("threads", self.threads, 1, 1024, "--threads"))
         set_(self, "taps", self._taps(self.taps))

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from redaudit.core.spec import DEFAULT_MAX_MODEL_BYTES
+from redaudit.core.spec import DEFAULT_MAX_UPLOAD_BYTES
 
 
 def default_data_dir() -> Path:
@@ -24,7 +24,7 @@ class ServiceSettings:
     db: str | None = None
     data_dir: Path = field(default_factory=default_data_dir)
     #: Bytes one upload may have (model, bundle or inputs); also the unpacked size of a bundle.
-    max_upload_bytes: int = DEFAULT_MAX_MODEL_BYTES
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     #: Files one bundle may hold: a model with thousands of external-data files is refused.
     max_archive_members: int = 1000
     #: Uncompressed / compressed above this (for members over 1 MiB) is an archive bomb.
