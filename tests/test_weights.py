@@ -12,7 +12,13 @@ import weights_models as wm
 from onnx import numpy_helper
 
 from redaudit.core import weights
-from redaudit.core.weights import ALIGNMENT, WeightsError, data_file_path, tensor_array, write_model
+from redaudit.core.weights import (
+    ALIGNMENT,
+    WeightsError,
+    data_file_path,
+    tensor_array,
+    write_model,
+)
 from redaudit.errors import UnsafeModelError
 
 
@@ -48,7 +54,7 @@ def test_tensor_array_maps_external_bytes_and_reads_inline(source):
 
 def test_tensor_array_keeps_the_external_data_rules(source, tmp_path):
     _, path = source
-    tensor = next(weights.external_tensors(onnx.load(str(path), load_external_data=False)))
+    tensor = weights.external_tensors(onnx.load(str(path), load_external_data=False))[0]
     outside = tmp_path / "outside.bin"
     outside.write_bytes(b"\0" * 65536)
     (path.parent / "link.bin").symlink_to(outside)
@@ -96,7 +102,7 @@ def test_a_self_contained_model_is_written_as_before(tmp_path):
 
 def test_new_inline_tensors_join_the_data_file(source, tmp_path):
     """A healing map added to a weightless model (inline, as surgery makes it) moves out."""
-    model, path = source
+    _model, path = source
     weightless = onnx.load(str(path), load_external_data=False)
     graph = weightless.graph
     mixing = np.random.default_rng(3).normal(0, 0.2, (48, 48)).astype(np.float32)  # 9 KiB: above INLINE_LIMIT

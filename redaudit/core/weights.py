@@ -17,7 +17,6 @@ never points at missing data; a failure leaves neither (:mod:`redaudit.atomic`).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -27,7 +26,7 @@ from onnx import helper, numpy_helper
 from onnx.external_data_helper import _get_all_tensors
 
 from redaudit import atomic
-from redaudit.core.model import _check_location, _external_ref
+from redaudit.core.external import external_bytes, external_tensors, parse_ref, resolve
 from redaudit.errors import ModelLoadError, RedauditError
 
 #: Above this a model without external data is still written with one (protobuf's 2 GiB limit).
@@ -56,25 +55,15 @@ def is_external(tensor: onnx.TensorProto) -> bool:
     return tensor.data_location == onnx.TensorProto.EXTERNAL
 
 
-def external_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
-    """Initializers and attribute tensors (subgraphs included) whose data lives in a file."""
-    return (tensor for tensor in _get_all_tensors(model) if is_external(tensor))
-
-
 def external_source(tensor: onnx.TensorProto, base_dir: str | os.PathLike[str] | None) -> tuple[Path, int, int]:
     """(file, offset, length) of an external tensor's bytes, validated as loading validates them
-    (:mod:`redaudit.core.model`: relative, inside ``base_dir`` after resolving links, long enough)."""
-    ref = _external_ref(tensor)
+    (:mod:`redaudit.core.external`: relative, inside ``base_dir`` after resolving links, long enough)."""
+    ref = parse_ref(tensor)
     if base_dir is None:
         raise WeightsError(f"tensor {tensor.name!r} lives in external data {ref.location!r} but the model's "
                            "folder is unknown; load the model from its path")
-    folder = Path(base_dir)
-    try:
-        length = _check_location(ref, folder, folder.resolve())
-    except (OSError, ValueError) as error:
-        raise ModelLoadError(f"external data {ref.location[:80]!r} of tensor {ref.tensor!r} cannot be opened "
-                             f"({getattr(error, 'strerror', None) or error}); re-export the model") from None
-    return (folder / ref.location).resolve(), ref.offset, length
+    path, length = resolve(ref, Path(base_dir))
+    return path, ref.offset, length
 
 
 def tensor_array(tensor: onnx.TensorProto, base_dir: str | os.PathLike[str] | None) -> np.ndarray:
@@ -118,22 +107,13 @@ def _read_whole(tensor: onnx.TensorProto, source: Path, offset: int, length: int
 
 def stored_bytes(model: onnx.ModelProto) -> int:
     """The model's size as written: its protobuf plus the bytes of its external tensors."""
-    total = model.ByteSize()
-    for tensor in external_tensors(model):
-        length = _external_ref(tensor).length
-        total += length if length is not None else _declared_bytes(tensor)
-    return total
-
-
-def _declared_bytes(tensor: onnx.TensorProto) -> int:
-    count = int(np.prod([int(d) for d in tensor.dims], dtype=np.int64))
-    return count * np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+    return model.ByteSize() + external_bytes(model)
 
 
 def needs_data_file(model: onnx.ModelProto) -> bool:
     """Whether :func:`write_model` writes ``.onnx`` + ``.data``: the model has external tensors,
     or (inline tensors, new healing maps included) it is too big for one protobuf."""
-    return any(True for _ in external_tensors(model)) or model.ByteSize() > EXTERNAL_DATA_THRESHOLD
+    return bool(external_tensors(model)) or model.ByteSize() > EXTERNAL_DATA_THRESHOLD
 
 
 def without_external_data(model: onnx.ModelProto) -> onnx.ModelProto:

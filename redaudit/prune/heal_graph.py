@@ -22,7 +22,6 @@ import onnx
 from onnx import helper, numpy_helper
 
 from redaudit.core.weights import tensor_array
-
 from redaudit.prune.heal_mix import mix_nodes
 from redaudit.prune.surgery import (
     PruneError,

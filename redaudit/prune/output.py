@@ -17,7 +17,12 @@ from pathlib import Path
 import onnx
 
 from redaudit.core.model import external_data_files
-from redaudit.core.weights import EXTERNAL_DATA_THRESHOLD, WeightsError, data_file_path, write_model
+from redaudit.core.weights import (
+    EXTERNAL_DATA_THRESHOLD,
+    WeightsError,
+    data_file_path,
+    write_model,
+)
 from redaudit.prune.surgery import PruneError
 
 __all__ = ["EXTERNAL_DATA_THRESHOLD", "data_file_path", "output_paths", "refuse_overwriting_input", "save_model"]
