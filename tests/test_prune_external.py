@@ -57,10 +57,10 @@ def test_pruned_external_model_equals_the_self_contained_pruning(models, tmp_pat
     np.testing.assert_allclose(logits(out_external), logits(out_inline), rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("heal", ["none", "linear"])
-def test_a_weightless_model_is_pruned_and_healed_from_its_files(models, tmp_path, heal):
+@pytest.mark.parametrize(("heal", "iterative"), [("none", False), ("linear", False), ("linear", True)])
+def test_a_weightless_model_is_pruned_and_healed_from_its_files(models, tmp_path, heal, iterative):
     external, inline = models
-    options = {"remove": 2, "heal": heal, "samples": 64, "cka_batch": 32, "latency": False, "measure_msrs": False, "force": True}
+    options = {"remove": 2, "heal": heal, "iterative": iterative, "samples": 64, "cka_batch": 32, "latency": False, "measure_msrs": False, "force": True}
     result = prune_model(str(external), output=tmp_path / "w" / "pruned.onnx", **options)
     reference = prune_model(str(inline), output=tmp_path / "r" / "pruned.onnx", **options)
     assert result.removed == reference.removed

@@ -157,3 +157,23 @@ def test_without_external_data_is_checkable_anywhere(source, tmp_path, monkeypat
     with pytest.raises(onnx.checker.ValidationError):
         onnx.checker.check_model(weightless, full_check=True)
     onnx.checker.check_model(weights.without_external_data(weightless), full_check=True)
+
+
+def test_a_range_two_tensors_share_is_copied_once(source, tmp_path):
+    """Tied weights (an exporter's one range for the embedding and the head) stay one range."""
+    _, path = source
+    weightless = onnx.load(str(path), load_external_data=False)
+    graph = weightless.graph
+    w1 = next(t for t in graph.initializer if t.name == "block0.W1")
+    twin = onnx.TensorProto()
+    twin.CopyFrom(w1)
+    twin.name = "block0.W1_tied"
+    graph.initializer.append(twin)
+    next(node for node in graph.node if node.name == "block1.fc1").input[1] = "block0.W1_tied"
+    out = tmp_path / "tied.onnx"
+    write_model(weightless, out, path.parent)
+    written = {t.name: refs(t) for t in onnx.load(str(out), load_external_data=False).graph.initializer}
+    assert written["block0.W1"] == written["block0.W1_tied"]
+    ranges = {(int(r["offset"]), int(r["length"])) for r in written.values() if r}
+    assert len(ranges) == sum(1 for r in written.values() if r) - 1
+    assert data_file_path(out).stat().st_size == max(offset + length for offset, length in ranges)

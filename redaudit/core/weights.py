@@ -172,14 +172,17 @@ def _write_tensors(model: onnx.ModelProto, base_dir, handle: BinaryIO, location:
     """Copy each external tensor's bytes and move each large inline tensor's bytes to ``handle``,
     then point the tensor at its new range of ``location``."""
     sources: dict[Path, int] = {}
+    copied: dict[tuple[Path, int, int], int] = {}  # a range two tensors share (tied weights) is copied once
     try:
         for tensor in _get_all_tensors(model):
             if is_external(tensor):
                 source, offset, length = external_source(tensor, base_dir)
                 if source not in sources:
                     sources[source] = os.open(source, os.O_RDONLY)
-                start = _align(handle)
-                _copy_range(sources[source], offset, handle, length)
+                start = copied.get((source, offset, length), -1)
+                if start < 0:
+                    start = copied[source, offset, length] = _align(handle)
+                    _copy_range(sources[source], offset, handle, length)
             elif tensor.HasField("raw_data") and len(tensor.raw_data) >= INLINE_LIMIT:
                 start = _align(handle)
                 length = handle.write(tensor.raw_data)
