@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from redaudit import atomic
 from redaudit.errors import ConfigError
 from redaudit.nas.data import Dataset, load_dataset
 from redaudit.nas.objective import CandidateRecord, evaluate_candidate
@@ -68,10 +69,10 @@ def export_trial(study: Any, number: int, output: str | Path, *, artifact_dir: s
     artifact_id = trial.user_attrs.get("artifact_id")
     store_dir = resolve_artifact_dir(artifact_dir)
     if artifact_id and (store_dir / artifact_id).exists():
-        if target.exists():
-            target.unlink()  # download_artifact refuses to overwrite
-        download_artifact(artifact_store=FileSystemArtifactStore(str(store_dir)), artifact_id=artifact_id,
-                          file_path=str(target))
+        with atomic.temporary_folder(target.parent) as folder:  # never a half file at -o, nor none on failure
+            download_artifact(artifact_store=FileSystemArtifactStore(str(store_dir)), artifact_id=artifact_id,
+                              file_path=str(folder / target.name))
+            atomic.write_bytes(target, (folder / target.name).read_bytes())
         digest = hashlib.sha256(target.read_bytes()).hexdigest()
         return ExportOutcome(target, "artifact", digest, digest == recorded)
     config = study_config(study)
@@ -81,7 +82,7 @@ def export_trial(study: Any, number: int, output: str | Path, *, artifact_dir: s
                                 epochs=int(trial.user_attrs["epochs"]), seed=int(trial.user_attrs["seed"]),
                                 train_settings=config.space.train, scan_settings=config.scan,
                                 progress=progress)
-    target.write_bytes(record.model_bytes)
+    atomic.write_bytes(target, record.model_bytes)
     return ExportOutcome(target, "retrained", record.onnx_sha256, record.onnx_sha256 == recorded)
 
 
@@ -97,6 +98,6 @@ def retrain_trial(study: Any, number: int, epochs: int, *, data_path: str | Path
                                 train_settings=config.space.train, scan_settings=config.scan,
                                 progress=progress)
     if output is not None:
-        Path(output).write_bytes(record.model_bytes)
+        atomic.write_bytes(output, record.model_bytes)
     return record
 
