@@ -10,7 +10,7 @@ import click
 
 from redaudit.cli.common import parse_size, user_errors
 from redaudit.cli.history import db_option
-from redaudit.core.spec import DEFAULT_MAX_MODEL_BYTES
+from redaudit.core.spec import DEFAULT_MAX_UPLOAD_BYTES
 
 TOKEN_ENV = "REDAUDIT_TOKEN"
 
@@ -30,7 +30,7 @@ TOKEN_ENV = "REDAUDIT_TOKEN"
 @click.option("--lease", "lease_s", default=60.0, show_default=True, type=click.FloatRange(1, 86400),
               help="Seconds without a heartbeat after which a running job's worker is presumed dead.")
 @click.option("--max-attempts", default=2, show_default=True, type=click.IntRange(1, 100))
-@click.option("--max-upload-size", default=str(DEFAULT_MAX_MODEL_BYTES), show_default=True,
+@click.option("--max-upload-size", default=str(DEFAULT_MAX_UPLOAD_BYTES), show_default=True,
               help="Largest upload (model, bundle, or inputs), e.g. 500M or 2G.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
@@ -65,7 +65,7 @@ def serve_command(host, port, db, data_dir, workers, broker, public_read, lease_
               help="Jobs at once; each gets (cores-1)/N onnxruntime threads (at least 1) unless its spec sets threads.")
 @click.option("--lease", "lease_s", default=60.0, show_default=True, type=click.FloatRange(1, 86400))
 @click.option("--max-attempts", default=2, show_default=True, type=click.IntRange(1, 100))
-@click.option("--max-upload-size", default=str(DEFAULT_MAX_MODEL_BYTES), show_default=True)
+@click.option("--max-upload-size", default=str(DEFAULT_MAX_UPLOAD_BYTES), show_default=True)
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @user_errors

@@ -22,7 +22,8 @@ from redaudit.service.storage import UploadError
 
 def check_model(staged: Path, kind: str, filename: str, limits: ArchiveLimits) -> str:
     """Validate a staged model or bundle as the CLI validates a file; returns the history
-    identity of the model (the .onnx file's sha256, which for a bundle is not the archive's)."""
+    identity of the model (the sha256 of the .onnx file then its external-data files, which for
+    a bundle is not the archive's). The weights are never loaded: the check holds the graph."""
     from redaudit.core.model import load_model
 
     with tempfile.TemporaryDirectory(prefix="redaudit-upload-") as folder:

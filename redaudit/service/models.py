@@ -26,8 +26,8 @@ class Blob(Base):
 
     ``kind`` is ``model`` (one .onnx), ``bundle`` (.zip/.tar of a model and its external data),
     ``inputs`` (.npz probe inputs) or ``pruned`` (a model written by a prune job).
-    ``model_sha256`` is the history identity of a model: the .onnx file's hash, which for a
-    bundle differs from the archive's.
+    ``model_sha256`` is the history identity of a model: the hash of the .onnx file then its
+    external-data files (core/model.py), which for a bundle differs from the archive's.
     """
 
     __tablename__ = "service_blobs"
