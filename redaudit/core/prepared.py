@@ -98,6 +98,12 @@ class PreparedModel:
         sessions are made as this model's are (device, threads, weights folder)."""
         return PreparedModel(proto, "<in-memory>", model_sha256_of_proto(proto), proto.ByteSize(), self.sessions)
 
+    def forget_sessions(self) -> None:
+        """Drop the cached onnxruntime sessions (graphs and taps stay cached): each holds a copy of
+        the weights, so a caller that moves on to another model of the same weights (prune's
+        verification, the pruned model's scan) frees them first."""
+        self._sessions.clear()
+
     def on_device(self, device: str, threads: int | None = None) -> "PreparedModel":
         """This model with sessions made for ``device`` and ``threads`` (graph caches shared)."""
         factory = SessionFactory(device, threads if threads is not None else self.sessions.threads, self.folder)

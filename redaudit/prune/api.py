@@ -191,6 +191,7 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
     context = PolicyContext(prepared, candidates, spec, arrays)
     _notify(progress, "similarity scan")
     scores = chosen_policy.scores(context)
+    prepared.forget_sessions()  # the scoring scan's session holds a copy of the weights
     shapes = {name: array.shape for name, array in arrays.items()}
     result = PruneResult(source=prepared.path, source_sha256=prepared.sha256, iterative=iterative,
                          candidates=describe_candidates(prepared, candidates, scores, shapes),
@@ -225,11 +226,14 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
     result.size_before = prepared.size_bytes
     if latency:
         _notify(progress, "latency")
-        result.latency = measure_latency(evaluator.session, pruned_session, arrays, latency_batch, latency_repeats)
+        result.latency = measure_latency(evaluator.original_session(), pruned_session, arrays, latency_batch,
+                                         latency_repeats)
+    del pruned_session  # one model's weights at a time from here: each session holds a copy
     before = after = None
     if measure_msrs or record:
         pruned_prepared = prepared.derived(pruned)
         before = _scan_msrs(prepared, spec, arrays, result.warnings, "before", progress)
+        prepared.forget_sessions()
         after = _scan_msrs(pruned_prepared, spec, arrays, result.warnings, "after", progress)
         result.msrs_before = before.msrs if before is not None else float("nan")
         result.msrs_after = after.msrs if after is not None else float("nan")

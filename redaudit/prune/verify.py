@@ -48,13 +48,20 @@ class Latency:
 
 class Evaluator:
     """Runs models against the original's outputs on the probe arrays, on the prepared model's
-    device (sessions come from its :class:`~redaudit.core.run.SessionFactory`)."""
+    device (sessions come from its :class:`~redaudit.core.run.SessionFactory`).
+
+    The original's session is not kept once its outputs are: a session holds a copy of the
+    weights (onnxruntime packs them), and a large model's prune must not hold one per stage.
+    :meth:`original_session` makes it again when latency is measured."""
 
     def __init__(self, original: PreparedModel, arrays: Mapping[str, np.ndarray], chunk: int) -> None:
         self.arrays, self.chunk, self.sessions = arrays, chunk, original.sessions
+        self.original = original.proto
         self.names = [output.name for output in original.proto.graph.output]
-        self.session = self._session(original.proto, "the original model")
-        self.reference = self.run(self.session)
+        self.reference = self.run(self.original_session())
+
+    def original_session(self) -> ort.InferenceSession:
+        return self._session(self.original, "the original model")
 
     def _session(self, model: onnx.ModelProto, what: str) -> ort.InferenceSession:
         try:
