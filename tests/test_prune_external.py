@@ -26,9 +26,10 @@ def logits(path: Path) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> tuple[Path, Path]:
-    """The same 12.6 MB model twice: weights in ``model.data`` beside it, and self-contained."""
+    """The same 3 MB model twice: weights in ``model.data`` beside it (256² matrices, above the
+    64 KB the loader reads inline, so they stay external), and self-contained."""
     folder = tmp_path_factory.mktemp("external")
-    model = wm.wide_residual_mlp(width=512, blocks=6)
+    model = wm.wide_residual_mlp(width=256, blocks=6)
     external = wm.save_external(model, folder / "src" / "model.onnx")
     inline = folder / "inline" / "model.onnx"
     inline.parent.mkdir()

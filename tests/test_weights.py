@@ -177,3 +177,15 @@ def test_a_range_two_tensors_share_is_copied_once(source, tmp_path):
     ranges = {(int(r["offset"]), int(r["length"])) for r in written.values() if r}
     assert len(ranges) == sum(1 for r in written.values() if r) - 1
     assert data_file_path(out).stat().st_size == max(offset + length for offset, length in ranges)
+
+
+def test_a_self_contained_model_past_the_limit_gets_a_data_file(tmp_path, monkeypatch):
+    """Healing maps can push a model with no external data past one protobuf: decided by size."""
+    model = wm.wide_residual_mlp(width=48, blocks=2)
+    monkeypatch.setattr(weights, "EXTERNAL_DATA_THRESHOLD", model.ByteSize() // 2)
+    out = tmp_path / "big.onnx"
+    write_model(model, out)
+    assert sorted(os.listdir(tmp_path)) == ["big.onnx", "big.onnx.data"]
+    x = np.random.default_rng(4).normal(size=(4, 8)).astype(np.float32)
+    expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(run(out, x), expected)
