@@ -19,6 +19,7 @@ import redaudit
 from redaudit.cli.common import progress_bar, user_errors
 from redaudit.cli.render import print_warnings
 from redaudit.cli.history_views import history_to_dict, scan_lines, versions_table
+from redaudit.cli.mlflow_options import logged_line, mlflow_options, mlflow_target
 from redaudit.cli.scan_options import scan_options, scan_spec
 from redaudit.errors import ConfigError
 from redaudit.history import db as history_db
@@ -31,6 +32,11 @@ from redaudit.report.numbers import fmt as _fmt, percent, signed
 db_option = click.option("--db", "db", metavar="URL", default=None,
                          help="Database URL or SQLite path (default: $REDAUDIT_DB, else the "
                               "user data directory's history.db).")
+
+
+report_url_option = click.option(
+    "--report-url", metavar="URL", default=None,
+    help="With --format md: link the HTML report here (e.g. the CI artifact's URL; default: the --html path).")
 
 
 def record_options(command):
@@ -181,11 +187,15 @@ def history_command(name: str, db: str | None, as_json: bool, every_scan: bool,
 @click.option("--force", is_flag=True, help="Compare even if settings that change MSRS differ.")
 @click.option("--html", "html_path", type=click.Path(path_type=Path),
               help="Write an HTML report with side-by-side heatmaps.")
-@click.option("--json", "as_json", is_flag=True, help="Print the diff as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the diff as JSON (same as --format json).")
+@click.option("--format", "output_format", type=click.Choice(["text", "json", "md"]), default="text",
+              show_default=True, help="md: a compact GitHub Markdown summary for a pull-request comment.")
+@report_url_option
 @click.option("--top", default=10, show_default=True, help="Layers to list by redundancy change.")
 @user_errors
 def diff_command(name: str, before: str, after: str, db: str | None, force: bool,
-                 html_path: Path | None, as_json: bool, top: int) -> None:
+                 html_path: Path | None, as_json: bool, output_format: str, report_url: str | None,
+                 top: int) -> None:
     """Compare two scans of NAME (each a version label or alias, sha256 prefix or scan id)."""
     if top < 0:
         raise ConfigError(f"--top must be 0 or more (layers to list), not {top}")
@@ -195,7 +205,12 @@ def diff_command(name: str, before: str, after: str, db: str | None, force: bool
         from redaudit.history.render import write_diff_html
 
         write_diff_html(diff, html_path, top=top)
-    if as_json:
+    if output_format == "md":
+        from redaudit.report.markdown import diff_markdown
+
+        click.echo(diff_markdown(diff, top=min(top, 10), report_url=_link_target(report_url, html_path)), nl=False)
+        return
+    if as_json or output_format == "json":
         click.echo(json.dumps(diff.to_dict(), indent=2, default=str))
         return
     console = Console()
@@ -239,22 +254,63 @@ def diff_command(name: str, before: str, after: str, db: str | None, force: bool
 @db_option
 @click.option("--force", is_flag=True, help="Compare with the latest scan even if its settings differ.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--format", "output_format", type=click.Choice(["text", "md"]), default="text", show_default=True,
+              help="md: the verdict as a compact GitHub Markdown summary for a pull-request comment.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Write the scan's HTML report.")
+@report_url_option
 @scan_options
+@mlflow_options
 @user_errors
 def check_command(model: str, max_msrs: float | None, against: str | None, max_increase: float | None,
-                  significant: bool, db: str | None, force: bool, quiet: bool, **options: Any) -> None:
+                  significant: bool, db: str | None, force: bool, quiet: bool, output_format: str,
+                  html_path: str | None, report_url: str | None, **options: Any) -> None:
     """Scan MODEL; exit 0 if its MSRS is within bounds, 1 with a one-line reason if not."""
     validate_limits(max_msrs, against, max_increase, significant)
+    tracking = mlflow_target(options)
     if against is not None:
         history_db.parse_url(db)
     spec = scan_spec(options)
+    if html_path is not None:
+        from redaudit.cli.common import prepare_output_paths
+
+        prepare_output_paths(html_path, inputs=(model, spec.inputs))
     with progress_bar("scanning", enabled=not quiet) as update:
         result = redaudit.scan(model, spec, progress=update)
+    changes: tuple = ()
     with HistoryStore(db) if against is not None else nullcontext() as store:
         outcome = check_result(result, max_msrs=max_msrs, against=against,
                                max_increase=max_increase, db=store, force=force, significant=significant)
+        if output_format == "md" and outcome.baseline is not None:
+            from redaudit.history.diff import changed_layers
+
+            baseline = store.load_scan(outcome.baseline.scan.scan_id)
+            changes = changed_layers({layer.name: layer.redundancy for layer in baseline.layers},
+                                     {row.name: row.redundancy for row in result.layer_rows()})
+    if html_path is not None:
+        from redaudit.cli.common import OutputError
+        from redaudit.report.html import write_html
+
+        try:
+            write_html(result, html_path)
+        except OSError as error:
+            raise OutputError(f"cannot write {html_path}: {error.strerror or error}") from None
     print_warnings(result.warnings)  # on stderr: synthetic probes make the gate's number weak
-    click.echo(("OK: " if outcome.passed else "FAIL: ") + outcome.reason)
+    if tracking is not None:
+        from redaudit.integrations.mlflow import log_check
+
+        logged_line(log_check(outcome, result, tracking))
+    if output_format == "md":
+        from redaudit.report.markdown import check_markdown
+
+        click.echo(check_markdown(outcome, result, changes=changes,
+                                  report_url=_link_target(report_url, html_path)), nl=False)
+    else:
+        click.echo(("OK: " if outcome.passed else "FAIL: ") + outcome.reason)
     if not outcome.passed:
         raise SystemExit(1)
+
+
+def _link_target(report_url: str | None, html_path: str | Path | None) -> str | None:
+    """Where the comment's report link points: --report-url, else the --html path as given."""
+    return report_url or (str(html_path) if html_path is not None else None)
 

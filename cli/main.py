@@ -34,6 +34,7 @@ _COMMANDS = {
     "worker": ("redaudit.cli.serve", "worker_command"),
     "token": ("redaudit.cli.token", "token_group"),
     "push": ("redaudit.cli.push", "push_command"),
+    "export": ("redaudit.cli.export", "export_group"),
 }
 
 INTERRUPTED_EXIT = 130

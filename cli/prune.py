@@ -9,6 +9,7 @@ import click
 from rich.table import Table
 
 from redaudit.cli.common import console, prepare_output_paths, progress_bar, user_errors
+from redaudit.cli.mlflow_options import mlflow_options
 from redaudit.cli.render import print_warnings
 from redaudit.cli.scan_options import scan_options, scan_spec
 from redaudit.prune.heal import HEAL_METHODS
@@ -115,6 +116,7 @@ def render_result(result) -> None:
 @click.option("--label", help="Label of the recorded pruned version.")
 @click.option("--db", metavar="URL", help="History database (default: the history's default).")
 @scan_options
+@mlflow_options
 @user_errors
 def prune_command(model: str, list_only: bool, remove: int | None, target_params: float | None,
                   max_drift: float | None, blocks: str | None, policy: str, heal: str, calibrate: str | None,
@@ -126,8 +128,10 @@ def prune_command(model: str, list_only: bool, remove: int | None, target_params
 
     The probe options are scan's; --level/--tap only shape the MSRS before/after."""
     from redaudit.cli.history import check_record_options
+    from redaudit.cli.mlflow_options import logged_line, mlflow_target
     from redaudit.prune import prune_model
 
+    tracking = mlflow_target(options)
     if record is not None:
         check_record_options(record, label, db)  # a bad --record/--db fails before any work
     names = [name for name in blocks.split(",") if name.strip()] if blocks else None
@@ -139,6 +143,10 @@ def prune_command(model: str, list_only: bool, remove: int | None, target_params
                              latency=not no_latency, record=record, label=label, db=db, policy=policy,
                              heal=heal, calibrate=calibrate, min_cosine=min_cosine, min_top1=min_top1, force=force,
                              spec=spec, progress=update)
+    if tracking is not None:
+        from redaudit.integrations.mlflow import log_prune
+
+        logged_line(log_prune(result, tracking, spec=spec))
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return

@@ -10,6 +10,7 @@ import redaudit
 from redaudit.cli.history import check_record_options, record_from_cli, record_options
 from redaudit.cli.common import (MAX_MODEL_SIZE_AUTO, MAX_MODEL_SIZE_HELP, OutputError, console, err_console,
                                  prepare_output_paths, progress_bar, user_errors)
+from redaudit.cli.mlflow_options import logged_line, mlflow_options, mlflow_target
 from redaudit.cli.render import msrs_line, print_warnings, render_scan
 from redaudit.cli.scan_options import scan_options, scan_spec
 
@@ -24,11 +25,13 @@ from redaudit.cli.scan_options import scan_options, scan_spec
 @click.option("--quiet", is_flag=True,
               help="Print only the MSRS line on stdout; stderr gets warnings, nothing else.")
 @record_options
+@mlflow_options
 @user_errors
 def scan_command(model: str, json_path: str | None, heatmap_path: str | None, html_path: str | None,
                  top: int, quiet: bool, record: str | None, label: str | None, db: str | None,
                  **options: Any) -> None:
     """Measure layer similarity (CKA) and MSRS of an ONNX MODEL."""
+    tracking = mlflow_target(options)
     spec = scan_spec(options)
     check_record_options(record, label, db)  # a bad --record/--db fails before the scan
     prepare_output_paths(json_path, heatmap_path, html_path,  # fail before a long scan, not after
@@ -48,6 +51,12 @@ def scan_command(model: str, json_path: str | None, heatmap_path: str | None, ht
             err_console.print(f"wrote {path}", highlight=False, soft_wrap=True)
     if label and not record:
         print_warnings(["--label has no effect without --record NAME"])
+    if tracking is not None:
+        from redaudit.integrations.mlflow import log_scan
+
+        run = log_scan(result, tracking)
+        if not quiet:
+            logged_line(run)
 
 
 def _write_reports(result: redaudit.ScanResult, json_path: str | None, heatmap_path: str | None,

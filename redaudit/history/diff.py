@@ -113,18 +113,25 @@ class ScanDiff:
                 "notes": list(self.notes)}
 
 
+def changed_layers(before: Mapping[str, float | None], after: Mapping[str, float | None]) -> tuple[LayerChange, ...]:
+    """Redundancy per layer name before and after → the layers in both, matched by tensor name,
+    largest |change| first (undefined changes last). The one matching rule of ``diff``,
+    ``check --format md`` and the Model Explorer diff overlay."""
+    changed = [LayerChange(name, before[name], value) for name, value in after.items() if name in before]
+    changed.sort(key=lambda change: -abs(change.delta) if not math.isnan(change.delta) else 0.0)
+    return tuple(changed)
+
+
 def diff_scans(before: StoredScan, after: StoredScan, *, force: bool = False) -> ScanDiff:
     """Diff two loaded scans; refuses incompatible settings unless ``force``."""
     differences = config_differences(before.summary.config, after.summary.config)
     if not force:
         refuse_if_incompatible(differences, f"{before.display} and {after.display}")
-    before_layers = {layer.name: layer for layer in before.layers}
-    after_layers = {layer.name: layer for layer in after.layers}
+    before_layers = {layer.name: layer.redundancy for layer in before.layers}
+    after_layers = {layer.name: layer.redundancy for layer in after.layers}
     added = tuple(name for name in after_layers if name not in before_layers)
     removed = tuple(name for name in before_layers if name not in after_layers)
-    changed = [LayerChange(name, before_layers[name].redundancy, after_layers[name].redundancy)
-               for name in after_layers if name in before_layers]
-    changed.sort(key=lambda change: -abs(change.delta) if not math.isnan(change.delta) else 0.0)
+    changed = changed_layers(before_layers, after_layers)
     notes = []
     if before.version.sha256 == after.version.sha256:
         notes.append(f"both scans measure the same file (sha256 {after.version.sha256[:12]}): "
@@ -134,7 +141,7 @@ def diff_scans(before: StoredScan, after: StoredScan, *, force: bool = False) ->
         if a != b:
             shown = (a[:12], b[:12]) if key == "input_hash" else (a, b)
             notes.append(f"{label} differ ({shown[0]} vs {shown[1]})")
-    return ScanDiff(before=before, after=after, added=added, removed=removed, changed=tuple(changed),
+    return ScanDiff(before=before, after=after, added=added, removed=removed, changed=changed,
                     forced_differences=tuple(differences), notes=tuple(notes))
 
 

@@ -154,6 +154,9 @@ def jobs(state: ServiceState = Depends(get_state), who: TokenInfo | None = Depen
 def mount(app: FastAPI) -> None:
     """Add the dashboard (pages, static files, login redirect, ``/`` → ``/ui/``) to ``app``."""
     app.include_router(router)
+    from redaudit.service.dashboard import explorer  # the scan page's Model Explorer downloads
+
+    app.include_router(explorer.install(viewer))
     app.mount(f"{PREFIX}/static", StaticFiles(directory=HERE / "static"), name="dashboard-static")
 
     @app.get("/", include_in_schema=False)
