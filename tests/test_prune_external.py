@@ -85,3 +85,20 @@ def test_an_output_whose_data_file_is_an_input_is_refused(models, tmp_path):
         assert "another name or folder" in result.stderr
     assert sorted(os.listdir(external.parent)) == source_data
     assert sorted(os.listdir(tmp_path)) == ["probe.onnx.data"]
+
+
+def test_a_pruned_model_derived_in_memory_keeps_the_weights_folder(models):
+    """Surgery's result is a graph over the source's files: its sessions, size and scan use them."""
+    from redaudit.core.prepared import PreparedModel
+    from redaudit.prune import find_candidates, remove_blocks
+
+    external, inline = models
+    prepared = PreparedModel.load(str(external))
+    pruned = prepared.derived(remove_blocks(prepared.proto, find_candidates(prepared.proto, prepared.index)[:1]))
+    reference = PreparedModel.load(str(inline))
+    expected = remove_blocks(reference.proto, find_candidates(reference.proto, reference.index)[:1])
+    assert pruned.folder == str(external.parent) and pruned.proto.ByteSize() < 64 * 1024
+    assert abs(pruned.size_bytes - expected.ByteSize()) < 64 * 1024  # the weights are counted, by reference
+    session, _ = pruned.sessions.create(pruned.proto)
+    want = ort.InferenceSession(expected.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": X})[0]
+    np.testing.assert_array_equal(session.run(None, {"x": X})[0], want)

@@ -96,7 +96,8 @@ class PreparedModel:
         """A model made from this one by a graph edit (pruned, healed — checked by the surgery —
         or given extra outputs): its external tensors are still this model's files, so its
         sessions are made as this model's are (device, threads, weights folder)."""
-        return PreparedModel(proto, "<in-memory>", model_sha256_of_proto(proto), proto.ByteSize(), self.sessions)
+        return PreparedModel(proto, "<in-memory>", model_sha256_of_proto(proto), proto.ByteSize() + external_bytes(proto),
+                             self.sessions)
 
     def forget_sessions(self) -> None:
         """Drop the cached onnxruntime sessions (graphs and taps stay cached): each holds a copy of
