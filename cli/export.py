@@ -5,7 +5,8 @@ import shlex
 
 import click
 
-from redaudit.cli.common import OutputError, err_console, parse_size, prepare_output_paths, user_errors
+from redaudit.cli.common import (MAX_MODEL_SIZE_AUTO, MAX_MODEL_SIZE_HELP, OutputError, err_console, parse_model_size,
+                                 prepare_output_paths, user_errors)
 from redaudit.errors import ConfigError
 
 
@@ -25,7 +26,8 @@ def export_group() -> None:
               help="The scanned ONNX file, when it has moved since the scan (its sha256 must match).")
 @click.option("--db", metavar="URL", default=None, help="History database for scan ids (default: as `history`).")
 @click.option("--force", is_flag=True, help="With --diff: compare even if settings that change MSRS differ.")
-@click.option("--max-model-size", default="2G", show_default=True, metavar="SIZE")
+@click.option("--max-model-size", default=MAX_MODEL_SIZE_AUTO, show_default=True, metavar="SIZE|auto",
+              help=MAX_MODEL_SIZE_HELP)
 @user_errors
 def model_explorer_command(source: str | None, output: str, diff: tuple[str, str] | None, model: str | None,
                            db: str | None, force: bool, max_model_size: str) -> None:
@@ -44,7 +46,7 @@ def model_explorer_command(source: str | None, output: str, diff: tuple[str, str
     # what the viewer shows, so the application keeps stderr to our own lines.
     logging.getLogger("model_explorer_onnx").setLevel(logging.ERROR)
     prepare_output_paths(output, inputs=(source, model, *(diff or ())))
-    max_bytes = parse_size(max_model_size)
+    max_bytes = parse_model_size(max_model_size)
     try:
         if diff is not None:
             exported = explorer_export.export_diff(*diff, output, db=db, model=model, force=force,

@@ -43,7 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from redaudit.core.augment import AugmentedModel
-from redaudit.core.hostmemory import available_bytes, format_bytes  # noqa: F401 - re-exported
+from redaudit.core.hostmemory import available_bytes, format_bytes  # re-exported: callers import them from here
 from redaudit.core.liveness import live_peak, planned_tensors, tensor_sizes
 from redaudit.core.prepared import PreparedModel
 from redaudit.core.probe import check_dim_names

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from redaudit.core.model import DEFAULT_MAX_MODEL_BYTES, load_model
+from redaudit.core.model import load_model
+from redaudit.core.spec import DEFAULT_MAX_MODEL_BYTES
 from redaudit.integrations.model_explorer import (METRICS, OverlayError, ScannedLayers, adapter_graph,
                                                   diff_node_data, scan_node_data, sibling_paths)
 
@@ -29,7 +30,7 @@ def load_scanned(source: str | Path, db: Any = None) -> ScannedLayers:
 
 
 def scanned_model(scanned: ScannedLayers, model: str | Path | None = None,
-                  max_bytes: int = DEFAULT_MAX_MODEL_BYTES) -> Any:
+                  max_bytes: int | None = DEFAULT_MAX_MODEL_BYTES) -> Any:
     """The scanned ONNX file, validated (size, external data, checker) and proven the same bytes."""
     path = Path(model) if model is not None else Path(scanned.model_path)
     loaded = load_model(path, max_bytes=max_bytes)
@@ -45,7 +46,7 @@ def _encode(data: dict[str, Any]) -> bytes:
 
 
 def scan_files(scanned: ScannedLayers, model: str | Path | None = None,
-               max_bytes: int = DEFAULT_MAX_MODEL_BYTES) -> dict[str, dict]:
+               max_bytes: int | None = DEFAULT_MAX_MODEL_BYTES) -> dict[str, dict]:
     """Metric key → node data for ``scanned`` on the graph of its model file."""
     from redaudit.prune.candidates import find_candidates
 
@@ -63,7 +64,7 @@ class Exported:
 
 
 def export_scan(source: str | Path, output: str | Path, *, db: Any = None, model: str | Path | None = None,
-                max_bytes: int = DEFAULT_MAX_MODEL_BYTES) -> Exported:
+                max_bytes: int | None = DEFAULT_MAX_MODEL_BYTES) -> Exported:
     """Write one node data file per metric: ``output`` (redundancy) and ``output``'s stem plus
     ``.most-similar-cka`` / ``.prune-cka`` beside it. All files or none (staged, then renamed)."""
     from redaudit.atomic import staged_files
@@ -81,7 +82,7 @@ def export_scan(source: str | Path, output: str | Path, *, db: Any = None, model
 
 def export_diff(before: str | Path, after: str | Path, output: str | Path, *, db: Any = None,
                 model: str | Path | None = None, force: bool = False,
-                max_bytes: int = DEFAULT_MAX_MODEL_BYTES) -> Exported:
+                max_bytes: int | None = DEFAULT_MAX_MODEL_BYTES) -> Exported:
     """Write the per-layer redundancy change ``before`` → ``after`` on ``after``'s graph. Scans
     measured with settings that change MSRS are refused unless ``force``, as ``redaudit diff``
     refuses them."""

@@ -1,0 +1,160 @@
+"""Large models, measured side by side with plain onnxruntime in one run (issue 21).
+
+Sections (``--sections``, comma-separated; each adds its own function to ``SECTIONS``):
+
+* ``decoder``: a Llama-layout decoder with random weights (12 layers, hidden 2048, 672 M
+  parameters: 2.5 GB of external data beside a small model.onnx), exported once with
+  ``torch.onnx.export(dynamo=False, opset 17, external_data=True)`` and cached. Then, each in a
+  fresh process and interleaved (so drift in the machine's load hits both alike): plain
+  onnxruntime, ``InferenceSession(path)`` and a run of the probe batches; and ``redaudit scan``
+  with its defaults on the same inputs. Printed: peak RSS (the child's own ``ru_maxrss``, from
+  ``os.wait4``) and wall time of each process, and the ratios. Targets: RSS ≤ 1.3× plain, time
+  ≤ 1.3× plain inference of the same samples.
+
+Usage: python benchmarks/large_models.py [--sections decoder] [--cache DIR] [--repeats 2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / ".bench-cache"
+
+#: The decoder of the issue: hidden 2048, 12 layers, MLP 4608, vocab 32000, untied head.
+DECODER = {"hidden_size": 2048, "intermediate_size": 4608, "num_hidden_layers": 12, "num_attention_heads": 16,
+           "num_key_value_heads": 16, "vocab_size": 32000, "tie_word_embeddings": False,
+           "max_position_embeddings": 512}
+
+_EXPORT = """
+import sys, torch
+from transformers import LlamaConfig, LlamaForCausalLM
+config = LlamaConfig(**{config}, use_cache=False, attn_implementation="eager")
+torch.manual_seed(0)
+model = LlamaForCausalLM(config).eval()
+
+
+class Logits(torch.nn.Module):  # (input_ids, attention_mask) -> logits: no logits_to_keep input
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, input_ids, attention_mask):
+        return self.inner(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+ids = torch.ones((2, 8), dtype=torch.int64)
+with torch.no_grad():
+    torch.onnx.export(Logits(model), (ids, torch.ones_like(ids)), {path!r}, dynamo=False, opset_version=17,
+                      input_names=["input_ids", "attention_mask"], output_names=["logits"],
+                      dynamic_axes={{"input_ids": {{0: "batch", 1: "sequence"}},
+                                    "attention_mask": {{0: "batch", 1: "sequence"}},
+                                    "logits": {{0: "batch", 1: "sequence"}}}}, external_data=True)
+"""
+
+_PLAIN = """
+import json, sys, time
+import numpy as np, onnxruntime as ort
+path, inputs, batch = sys.argv[1], np.load(sys.argv[2]), int(sys.argv[3])
+begin = time.perf_counter()
+session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+loaded = time.perf_counter()
+count = len(inputs["input_ids"])
+for start in range(0, count, batch):
+    session.run(None, {name: inputs[name][start:start + batch] for name in inputs.files})
+print(json.dumps({"session_s": loaded - begin, "run_s": time.perf_counter() - loaded}))
+"""
+
+
+def export_decoder(cache: Path) -> Path:
+    """The cached export (about 2 minutes and 4.2 GB RSS the first time, in a child process)."""
+    folder = cache / "llama_decoder_h2048_l12"
+    path = folder / "model.onnx"
+    if path.is_file():
+        return path
+    partial = cache / f"llama_decoder.partial.{os.getpid()}"
+    partial.mkdir(parents=True, exist_ok=True)
+    code = _EXPORT.format(config=repr(DECODER), path=str(partial / "model.onnx"))
+    print("exporting the decoder (once; cached under", folder, ")", flush=True)
+    subprocess.run([sys.executable, "-c", code], check=True)
+    os.replace(partial, folder)
+    return path
+
+
+def measured(command: list[str]) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS in GB, stdout) of one child process (its own ru_maxrss)."""
+    begin = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+    output = process.stdout.read() if process.stdout else ""
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise SystemExit(f"{command[:4]} failed with exit code {process.returncode}")
+    return time.perf_counter() - begin, usage.ru_maxrss * 1024 / 1e9, output
+
+
+def decoder(args: argparse.Namespace) -> None:
+    path = export_decoder(args.cache)
+    data = sum(f.stat().st_size for f in path.parent.iterdir())
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, DECODER["vocab_size"], (args.samples, args.tokens), dtype=np.int64)
+    with tempfile.TemporaryDirectory(prefix="redaudit-bench-") as folder:
+        inputs = Path(folder) / "inputs.npz"
+        np.savez(inputs, input_ids=ids, attention_mask=np.ones_like(ids))
+        report = Path(folder) / "scan.json"
+        plain_cmd = [sys.executable, "-c", _PLAIN, str(path), str(inputs), str(args.cka_batch)]
+        scan_cmd = [sys.executable, "-c", "from redaudit.cli.main import main; main()", "scan", str(path),
+                    "--inputs", str(inputs), "--samples", str(args.samples), "--cka-batch", str(args.cka_batch),
+                    "--device", "cpu", "--json", str(report), "--quiet"]
+        plain, scans, timings = [], [], {}
+        for _ in range(args.repeats):
+            plain.append(measured(plain_cmd))
+            scans.append(measured(scan_cmd))
+            timings = json.loads(report.read_text())["timings"]
+    load = os.getloadavg()
+    best_plain = min(plain, key=lambda m: m[0])
+    best_scan = min(scans, key=lambda m: m[0])
+    peak_plain, peak_scan = max(m[1] for m in plain), max(m[1] for m in scans)
+    print(f"decoder: Llama layout, 12 layers, hidden 2048, {data / 1e9:.2f} GB on disk; "
+          f"{args.samples} samples x {args.tokens} tokens, batches of {args.cka_batch}; "
+          f"load average {load[0]:.1f} on {os.cpu_count()} cores")
+    for name, runs in (("plain onnxruntime", plain), ("redaudit scan", scans)):
+        print(f"  {name:18}: " + ", ".join(f"{wall:6.1f} s {rss:5.2f} GB" for wall, rss, _ in runs))
+    print(f"  plain in-process  : {best_plain[2].strip()}")
+    print("  scan stages       : " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+    print(f"  peak RSS ratio    : {peak_scan / peak_plain:6.3f}  ({peak_scan:.2f} / {peak_plain:.2f} GB; target <= 1.3)")
+    print(f"  time ratio        : {best_scan[0] / best_plain[0]:6.3f}  (best of {args.repeats}; target <= 1.3)")
+    print(json.dumps({"decoder_rss_ratio": peak_scan / peak_plain, "decoder_time_ratio": best_scan[0] / best_plain[0]}))
+
+
+SECTIONS: dict[str, Callable[[argparse.Namespace], None]] = {"decoder": decoder}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated: {', '.join(SECTIONS)}")
+    parser.add_argument("--cache", type=Path, default=CACHE, help="where generated models are kept")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--samples", type=int, default=64)
+    parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--cka-batch", type=int, default=32)
+    args = parser.parse_args()
+    unknown = [name for name in args.sections.split(",") if name not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    for name in args.sections.split(","):
+        SECTIONS[name](args)
+
+
+if __name__ == "__main__":
+    main()
