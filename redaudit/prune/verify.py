@@ -80,23 +80,35 @@ class Evaluator:
         return compare_outputs(self.names, self.reference, self.run(session)), session
 
 
-def compare_outputs(names: list[str], original: list[np.ndarray], pruned: list[np.ndarray]) -> list[OutputAgreement]:
+def compare_outputs(names: list[str], original: list[np.ndarray], pruned: list[np.ndarray],
+                    chunk: int = 16) -> list[OutputAgreement]:
+    """Agreement per output, in float64 over ``chunk`` samples at a time: a language model's logits
+    (samples × tokens × vocabulary) are hundreds of MB in float32, and whole float64 copies of
+    both and of their difference would be the largest allocation of a prune."""
     out = []
     for name, ref, new in zip(names, original, pruned):
-        ref64 = np.asarray(ref, dtype=np.float64).reshape(len(ref), -1)
-        new64 = np.asarray(new, dtype=np.float64).reshape(len(new), -1)
-        diff = new64 - ref64
-        norm = np.linalg.norm(ref64)
-        dots = np.einsum("ij,ij->i", ref64, new64)
-        lengths = np.linalg.norm(ref64, axis=1) * np.linalg.norm(new64, axis=1)
-        cosine = np.where(lengths > 0, dots / np.where(lengths > 0, lengths, 1.0),
-                          np.where(np.abs(diff).max(axis=1) == 0, 1.0, 0.0))
+        count = len(ref)
+        cosine = np.empty(count)
+        max_abs, squared_diff, squared_ref = 0.0, 0.0, 0.0
+        for start in range(0, count, chunk):
+            ref64 = np.asarray(ref[start:start + chunk], dtype=np.float64).reshape(min(chunk, count - start), -1)
+            new64 = np.asarray(new[start:start + chunk], dtype=np.float64).reshape(ref64.shape[0], -1)
+            diff = new64 - ref64
+            if diff.size:
+                max_abs = max(max_abs, float(np.abs(diff).max()))
+            squared_diff += float(np.einsum("ij,ij->", diff, diff))
+            squared_ref += float(np.einsum("ij,ij->", ref64, ref64))
+            dots = np.einsum("ij,ij->i", ref64, new64)
+            lengths = np.linalg.norm(ref64, axis=1) * np.linalg.norm(new64, axis=1)
+            unchanged = np.abs(diff).max(axis=1) == 0 if diff.shape[1] else np.ones(len(diff), bool)
+            cosine[start:start + len(diff)] = np.where(lengths > 0, dots / np.where(lengths > 0, lengths, 1.0),
+                                                       np.where(unchanged, 1.0, 0.0))
         top1 = None
         if ref.ndim == 2 and ref.shape[1] >= 2:
             top1 = float(np.mean(ref.argmax(axis=1) == new.argmax(axis=1)))
+        norm, diff_norm = np.sqrt(squared_ref), np.sqrt(squared_diff)
         out.append(OutputAgreement(
-            name=name, max_abs_error=float(np.abs(diff).max()) if diff.size else 0.0,
-            relative_error=float(np.linalg.norm(diff) / norm) if norm > 0 else float(np.linalg.norm(diff)),
+            name=name, max_abs_error=max_abs, relative_error=float(diff_norm / norm) if norm > 0 else float(diff_norm),
             cosine_mean=float(cosine.mean()), cosine_min=float(cosine.min()), top1_agreement=top1))
     return out
 
