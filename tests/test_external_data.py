@@ -138,11 +138,3 @@ def test_weight_digests_compare_external_bytes(mlp):
     inline = numpy_helper.from_array(np.fromfile(mlp.data, np.float32, 256 * 256).reshape(256, 256), "inline")
     assert sample_bytes(twin, str(mlp.model.parent)) == sample_bytes(first, str(mlp.model.parent)) \
         == sample_bytes(inline, None)
-
-
-def test_with_weights_reads_external_tensors_in(mlp):
-    prepared = PreparedModel.load(mlp.model, device="cpu")
-    whole = prepared.with_weights()
-    assert whole.folder is None and whole.sha256 == prepared.sha256
-    assert all(init.data_location == TensorProto.DEFAULT for init in whole.proto.graph.initializer)
-    assert prepared.proto.graph.initializer[0].data_location == TensorProto.EXTERNAL  # the original is untouched
