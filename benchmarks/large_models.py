@@ -10,6 +10,10 @@ Sections (``--sections``, comma-separated; each adds its own function to ``SECTI
   with its defaults on the same inputs. Printed: peak RSS (the child's own ``ru_maxrss``, from
   ``os.wait4``) and wall time of each process, and the ratios. Targets: RSS ≤ 1.3× plain, time
   ≤ 1.3× plain inference of the same samples.
+* ``prune``: ``redaudit prune --remove 2 --heal linear --no-latency`` on the same decoder and
+  inputs beside plain onnxruntime: peak RSS ratio (target ≤ 1.3), the output's files, and the
+  agreement plain onnxruntime measures between the two files against the one prune measured on
+  its in-memory result.
 
 * ``resnet50``: a ResNet-50 layout (bottleneck blocks 3-4-6-3, random weights, plain torch) at
   224², paper defaults (2,560 samples, CKA batch 256). Before micro-batching this was refused:
@@ -18,7 +22,7 @@ Sections (``--sections``, comma-separated; each adds its own function to ``SECTI
   (block outputs exposed by hand, plain onnxruntime, pooled in float64; benchmarks/reference.py).
   Targets: the scan succeeds with peak RSS <= 4 GB; max |scan - reference| <= 1e-6.
 
-Usage: python benchmarks/large_models.py [--sections decoder,resnet50] [--cache DIR] [--repeats 2]
+Usage: python benchmarks/large_models.py [--sections decoder,prune,resnet50] [--cache DIR] [--repeats 2]
        [--resnet-samples 2560] [--image-size 224]
 """
 from __future__ import annotations
@@ -233,7 +237,57 @@ def resnet50(args: argparse.Namespace) -> None:
                       "load_after": load_after[0]}))
 
 
-SECTIONS: dict[str, Callable[[argparse.Namespace], None]] = {"decoder": decoder, "resnet50": resnet50}
+
+_AGREEMENT = """
+import json, sys
+import numpy as np, onnxruntime as ort
+original, pruned, inputs, batch = sys.argv[1], sys.argv[2], np.load(sys.argv[3]), int(sys.argv[4])
+def outputs(path):  # plain onnxruntime by path, one session at a time
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    count = len(inputs["input_ids"])
+    parts = [session.run(None, {n: inputs[n][s:s + batch] for n in inputs.files})[0] for s in range(0, count, batch)]
+    return np.concatenate(parts).astype(np.float64).reshape(count, -1)
+ref = outputs(original)
+new = outputs(pruned)
+cos = np.einsum("ij,ij->i", ref, new) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(new, axis=1))
+print(json.dumps({"cosine_mean": float(cos.mean()), "max_abs_error": float(np.abs(new - ref).max())}))
+"""
+
+
+def prune(args: argparse.Namespace) -> None:
+    """``redaudit prune --remove 2 --heal linear`` on the decoder beside plain onnxruntime on the same
+    inputs: peak RSS (target <= 1.3x plain), the output's layout, and plain onnxruntime's agreement
+    between the two files against the agreement prune measured on its in-memory pruned model.
+    ``--no-latency``: the latency stage holds both models' sessions by design (alternating runs)."""
+    path = export_decoder(args.cache)
+    ids = np.random.default_rng(0).integers(0, DECODER["vocab_size"], (args.samples, args.tokens), dtype=np.int64)
+    with tempfile.TemporaryDirectory(prefix="redaudit-bench-prune-") as folder:
+        inputs, out = Path(folder) / "inputs.npz", Path(folder) / "pruned" / "model.onnx"
+        np.savez(inputs, input_ids=ids, attention_mask=np.ones_like(ids))
+        plain = measured([sys.executable, "-c", _PLAIN, str(path), str(inputs), str(args.cka_batch)])
+        pruned = measured([sys.executable, "-c", "from redaudit.cli.main import main; main()", "prune", str(path),
+                           "--remove", "2", "--heal", "linear", "--inputs", str(inputs), "--samples", str(args.samples),
+                           "--cka-batch", str(args.cka_batch), "--device", "cpu", "--no-latency", "--json",
+                           "-o", str(out)])
+        report = json.loads(pruned[2])
+        layout = {file.name: file.stat().st_size for file in out.parent.iterdir()}
+        check = json.loads(measured([sys.executable, "-c", _AGREEMENT, str(path), str(out), str(inputs),
+                                     str(args.cka_batch)])[2])
+    load = os.getloadavg()
+    memory = report["agreement"][0]
+    print(f"prune: --remove 2 --heal linear on the decoder, {args.samples} samples x {args.tokens} tokens; "
+          f"load average {load[0]:.1f} on {os.cpu_count()} cores")
+    print(f"  plain onnxruntime : {plain[0]:6.1f} s {plain[1]:5.2f} GB")
+    print(f"  redaudit prune    : {pruned[0]:6.1f} s {pruned[1]:5.2f} GB  removed {', '.join(report['removed'])}")
+    print(f"  peak RSS ratio    : {pruned[1] / plain[1]:6.3f}  (target <= 1.3)")
+    print("  output            : " + ", ".join(f"{name} {size / 1e6:.1f} MB" for name, size in sorted(layout.items())))
+    print(f"  agreement         : in memory cosine {memory['cosine_mean']:.6f} max|d| {memory['max_abs_error']:.4g}; "
+          f"written file (plain onnxruntime) cosine {check['cosine_mean']:.6f} max|d| {check['max_abs_error']:.4g}")
+    print(json.dumps({"prune_rss_ratio": pruned[1] / plain[1],
+                      "prune_cosine_difference": abs(check["cosine_mean"] - memory["cosine_mean"])}))
+
+
+SECTIONS: dict[str, Callable[[argparse.Namespace], None]] = {"decoder": decoder, "prune": prune, "resnet50": resnet50}
 
 
 def main() -> None:

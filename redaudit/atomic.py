@@ -19,6 +19,7 @@ import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from typing import BinaryIO
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,14 +59,23 @@ class StagedFiles:
 
     def stage(self, path: str | os.PathLike[str], data: bytes) -> Path:
         """Write ``data`` for ``path`` now (to a temporary file beside it); returns the target."""
+        with self.open(path) as handle:
+            handle.write(data)
+        return Path(os.path.realpath(path))
+
+    @contextmanager
+    def open(self, path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+        """A binary handle on a temporary file for ``path``, for a file written in pieces (a
+        model's external data, copied tensor by tensor); flushed, fsynced and given the target's
+        permissions when the block ends, renamed into place by :meth:`commit` in staging order."""
         target = Path(os.path.realpath(path))
         if _is_special(target):
             try:
                 with open(target, "wb") as handle:
-                    handle.write(data)
+                    yield handle
             except OSError as error:
                 raise _named(error, target) from None
-            return target
+            return
         try:
             self._make_folders(target.parent)
             descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=_TEMP_SUFFIX,
@@ -75,13 +85,12 @@ class StagedFiles:
         self._staged.append((Path(temporary), target))
         try:
             with os.fdopen(descriptor, "wb") as handle:
-                handle.write(data)
+                yield handle
                 handle.flush()
                 os.fsync(handle.fileno())
                 os.fchmod(handle.fileno(), _mode_for(target))
         except OSError as error:
             raise _named(error, target) from None
-        return target
 
     def _make_folders(self, folder: Path) -> None:
         """Create missing folders, remembering them so that a discarded group removes them."""

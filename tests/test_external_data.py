@@ -141,14 +141,6 @@ def test_weight_digests_compare_external_bytes(mlp):
         == sample_bytes(inline, None)
 
 
-def test_with_weights_reads_external_tensors_in(mlp):
-    prepared = PreparedModel.load(mlp.model, device="cpu")
-    whole = prepared.with_weights()
-    assert whole.folder is None and whole.sha256 == prepared.sha256
-    assert all(init.data_location == TensorProto.DEFAULT for init in whole.proto.graph.initializer)
-    assert prepared.proto.graph.initializer[0].data_location == TensorProto.EXTERNAL  # the original is untouched
-
-
 def test_taps_lists_the_blocks_of_an_external_model(mlp, runner):
     listed = runner.invoke(cli, ["taps", str(mlp.model)])
     assert listed.exit_code == 0, listed.output

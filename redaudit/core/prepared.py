@@ -82,20 +82,18 @@ class PreparedModel:
         """Bytes of the model's tensors, external ones included: what onnxruntime holds."""
         return weight_bytes(self.proto)
 
-    def with_weights(self) -> "PreparedModel":
-        """This model with every external tensor read into its proto (sessions need no folder):
-        for code that still edits weights as protobuf messages (prune and healing, until they
-        copy external data themselves). A protobuf cannot hold 2 GB, so larger models are refused."""
-        if self.folder is None or not external_tensors(self.proto):
-            return self
-        if self.size_bytes >= 2**31 - 2**20:
-            raise ModelLoadError(f"{self.path} is {self.size_bytes / 1024**3:.1f} GiB with its external data; "
-                                 "this command edits weights in memory and handles models below 2 GiB only")
-        proto = onnx.ModelProto()
-        proto.CopyFrom(self.proto)
-        onnx.load_external_data_for_model(proto, self.folder)
-        return PreparedModel(proto, self.path, self.identity, self.size_bytes,
-                             SessionFactory(self.sessions.device, self.sessions.threads))
+    def derived(self, proto: onnx.ModelProto) -> "PreparedModel":
+        """A model made from this one by a graph edit (pruned, healed — checked by the surgery —
+        or given extra outputs): its external tensors are still this model's files, so its
+        sessions are made as this model's are (device, threads, weights folder)."""
+        return PreparedModel(proto, "<in-memory>", model_sha256_of_proto(proto), proto.ByteSize() + external_bytes(proto),
+                             self.sessions)
+
+    def forget_sessions(self) -> None:
+        """Drop the cached onnxruntime sessions (graphs and taps stay cached): each holds a copy of
+        the weights, so a caller that moves on to another model of the same weights (prune's
+        verification, the pruned model's scan) frees them first."""
+        self._sessions.clear()
 
     def on_device(self, device: str, threads: int | None = None) -> "PreparedModel":
         """This model with sessions made for ``device`` and ``threads`` (graph caches shared)."""

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from redaudit import atomic
 from redaudit.errors import RedauditError
 from redaudit.nas.train import TrainedModel, require_torch
 
@@ -34,9 +35,10 @@ class ExportedModel:
     taps: tuple[str, ...]
 
     def save(self, path: str | Path) -> Path:
-        target = Path(path)
-        target.write_bytes(self.model_bytes)
-        return target
+        """Write the model whole or not at all (:mod:`redaudit.atomic`), byte for byte as exported.
+        A candidate is exported into memory, so it is one self-contained file: protobuf's 2 GB
+        limit bounds it, and no external data file is ever written beside it."""
+        return atomic.write_bytes(path, self.model_bytes)
 
 
 def export_candidate(trained: TrainedModel) -> ExportedModel:

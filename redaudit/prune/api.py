@@ -28,6 +28,7 @@ from redaudit.core.prepared import PreparedModel
 from redaudit.core.probe import make_probe
 from redaudit.core.spec import MAX_INT32, ScanSpec
 from redaudit.core.text import probe_source
+from redaudit.core.weights import stored_bytes
 from redaudit.errors import RedauditError
 from redaudit.prune import planning
 from redaudit.prune.candidates import Block, find_candidates, granularity_of
@@ -96,7 +97,7 @@ def _healed(prepared: PreparedModel, spec: ScanSpec, chosen: list[Block], heal: 
 
     calibration = _calibration(prepared, spec, calibrate, arrays, result)
     pruned, spans = heal_blocks(prepared.proto, chosen, calibration, heal=heal,
-                                max_memory_bytes=spec.max_memory_bytes)
+                                max_memory_bytes=spec.max_memory_bytes, folder=prepared.sessions.folder)
     result.healed = [span.to_dict() for span in spans]
     return pruned
 
@@ -185,8 +186,8 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
     spec, arrays_in = redaudit.spec_from_options(spec, inputs, **spec_options)
     chosen_policy = make_policy(policy, spec.seed) if isinstance(policy, str) else policy
     _notify(progress, "load")
-    prepared = PreparedModel.load(model, max_model_bytes=spec.max_model_bytes, device=spec.device).with_weights()
-    refuse_overwriting_input(prepared.path, None if list_only else output)
+    prepared = PreparedModel.load(model, max_model_bytes=spec.max_model_bytes, device=spec.device)
+    refuse_overwriting_input(prepared.path, None if list_only else output, (spec.inputs, inputs, calibrate))
     if not prepared.input_specs:
         raise PruneError(f"{prepared.path} has no graph inputs, so there is nothing to probe and no block "
                          "can be measured; export the model with its inputs")
@@ -212,6 +213,7 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
     context = PolicyContext(prepared, candidates, spec, arrays)
     _notify(progress, "similarity scan")
     scores = chosen_policy.scores(context)
+    prepared.forget_sessions()  # the scoring scan's session holds a copy of the weights
     shapes = {name: array.shape for name, array in arrays.items()}
     result = PruneResult(source=prepared.path, source_sha256=prepared.sha256, iterative=iterative,
                          candidates=describe_candidates(prepared, candidates, scores, shapes),
@@ -250,22 +252,25 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
     result.size_before = prepared.size_bytes
     if latency:
         _notify(progress, "latency")
-        result.latency = measure_latency(evaluator.session, pruned_session, arrays, latency_batch, latency_repeats)
+        result.latency = measure_latency(evaluator.original_session(), pruned_session, arrays, latency_batch,
+                                         latency_repeats)
+    del pruned_session  # one model's weights at a time from here: each session holds a copy
     before = after = None
     if measure_msrs or record:
-        pruned_prepared = PreparedModel.load(pruned, device=spec.device)
+        pruned_prepared = prepared.derived(pruned)
         before = _scan_msrs(prepared, spec, arrays, result.warnings, "before", progress)
+        prepared.forget_sessions()
         after = _scan_msrs(pruned_prepared, spec, arrays, result.warnings, "after", progress)
         result.msrs_before = before.msrs if before is not None else float("nan")
         result.msrs_after = after.msrs if after is not None else float("nan")
     if output is not None:
         _notify(progress, "save")
-        result.size_after = save_model(pruned, output)
+        result.size_after = save_model(pruned, output, prepared.sessions.folder)
         result.output_path = str(output)
         if after is not None:
             after = dataclasses.replace(after, model=dataclasses.replace(after.model, path=str(output)))
     else:
-        result.size_after = pruned.ByteSize()
+        result.size_after = stored_bytes(pruned)
     if record:
         result.recorded_scan_id = _record(db, record, label, before, after, prepared.sha256,
                                           _verification(result, heal))

@@ -94,15 +94,17 @@ def _mask_name(model: onnx.ModelProto, mask_input: str | None) -> str | None:
     return mask_input
 
 
-def _fetcher(model: onnx.ModelProto, names: Sequence[str], threads: int | None, max_memory_bytes: int | None):
+def _fetcher(model: onnx.ModelProto, names: Sequence[str], threads: int | None, max_memory_bytes: int | None,
+             folder: str | None):
     """feed → {name: array} for ``names``: graph inputs straight from the feed, the rest from one
     session of ``model`` cut after the last of them, run in micro-batches sized to the memory
     budget (:func:`~redaudit.core.session_memory.micro_batch_for`, once per feed shape: trimmed
-    token batches differ in length) and joined, so each feed's values are those of one run."""
+    token batches differ in length) and joined, so each feed's values are those of one run.
+    External tensors are read from ``folder``."""
     graph_inputs = {inp.name for inp in model.graph.input}
     fetched = [name for name in dict.fromkeys(names) if name not in graph_inputs]
     cut = outputs_only(model, fetched) if fetched else None
-    session = SessionFactory("auto", threads).create(cut)[0] if cut is not None else None
+    session = SessionFactory("auto", threads, folder).create(cut)[0] if cut is not None else None
     # A model healed so far lacks its removed layers' KV-cache inputs: feed only what it takes.
     taken = {item.name for item in session.get_inputs()} if session else set()
     micro_batches: dict[tuple, int] = {}
@@ -127,7 +129,8 @@ def calibrate_spans(model: onnx.ModelProto, spans: Sequence[tuple[str, str] | tu
                     calibration: Iterable[Mapping[str, np.ndarray]], *, layout: str | None = None,
                     mask_input: str | None = "auto", folds: int = DEFAULT_FOLDS,
                     threads: int | None = None, entry_model: onnx.ModelProto | None = None,
-                    trim_padding: bool = True, max_memory_bytes: int | None = None) -> list[RidgeAccumulator]:
+                    trim_padding: bool = True, max_memory_bytes: int | None = None,
+                    folder: str | None = None) -> list[RidgeAccumulator]:
     """One accumulator per (entry, exit) span, fed with the original model's activations.
 
     ``calibration`` yields input feeds (one batch each). ``layout`` is "last" (features on the
@@ -140,6 +143,7 @@ def calibrate_spans(model: onnx.ModelProto, spans: Sequence[tuple[str, str] | tu
     A span (entry, exit, attention) with an attention tensor is fitted on the features
     ``[x, P̄x]`` (:mod:`redaudit.prune.heal_mix`); the attention is read where the entries are.
     ``max_memory_bytes``: the budget that sizes onnxruntime's micro-batches (None: the default).
+    ``folder``: where both models' external tensors live (the source model's folder).
     """
     if layout is not None and layout not in LAYOUTS:
         raise PruneError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
@@ -147,11 +151,11 @@ def calibrate_spans(model: onnx.ModelProto, spans: Sequence[tuple[str, str] | tu
     entries = [span[0] for span in spans] + [mixer for mixer in mixers if mixer]
     exits = [span[1] for span in spans]
     if entry_model is None:
-        fetchers = [_fetcher(model, entries + exits, threads, max_memory_bytes)]
+        fetchers = [_fetcher(model, entries + exits, threads, max_memory_bytes, folder)]
     else:
         # exits first, entries second: where a name is both, the entry model's value wins
-        fetchers = [_fetcher(model, exits, threads, max_memory_bytes),
-                    _fetcher(entry_model, entries, threads, max_memory_bytes)]
+        fetchers = [_fetcher(model, exits, threads, max_memory_bytes, folder),
+                    _fetcher(entry_model, entries, threads, max_memory_bytes, folder)]
     mask_name = _mask_name(model, mask_input)
     accumulators: list[RidgeAccumulator | None] = [None] * len(spans)
     layouts: list[str] = [layout or ""] * len(spans)

@@ -184,8 +184,9 @@ class LinearHealer:
 
     def __init__(self, model: onnx.ModelProto,
                  calibration: Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]],
-                 options: HealOptions = HealOptions()) -> None:
+                 options: HealOptions = HealOptions(), folder: str | None = None) -> None:
         self.model, self.calibration, self.options = model, calibration, options
+        self.folder = folder  #: where the model's external tensors live (healed copies keep them there)
         #: ((entry, exit) of the spans healed before it, span key) → map; () = on the original.
         #: A span key is (entry, exit), or (entry, exit, attention) with ``attention_mix``.
         self.maps: dict[tuple[tuple[tuple[str, str], ...], SpanKey], LinearMap] = {}
@@ -195,7 +196,8 @@ class LinearHealer:
         return calibrate_spans(self.model, spans, _feeds(self.model, self.calibration, options),
                                layout=options.layout, mask_input=options.mask_input, folds=options.folds,
                                threads=options.threads, entry_model=entry_model,
-                               trim_padding=options.trim_padding, max_memory_bytes=options.max_memory_bytes)
+                               trim_padding=options.trim_padding, max_memory_bytes=options.max_memory_bytes,
+                               folder=self.folder)
 
     def fit(self, spans: Sequence[Span]) -> None:
         """Fit, on the original model in one pass, the maps of ``spans`` not fitted yet."""
@@ -227,7 +229,7 @@ class LinearHealer:
                     self.maps[key] = _solve(accumulator, span_key, self.options)
             linear, mixer = self.maps[key], (span_key[2] if len(span_key) > 2 else None)
             healed, how = heal_span(healed, span.entry, span.exit, linear.weight, linear.bias,
-                                    self.options.layout, self.options.fold, mixer)
+                                    self.options.layout, self.options.fold, mixer, self.folder)
             report.append(HealedSpan(span, how, linear.relative_alpha, linear.heldout_error,
                                      linear.removal_error, linear.rows, linear.samples,
                                      tuple(exit_name for _, exit_name in key[0]), mixer))
@@ -237,10 +239,12 @@ class LinearHealer:
 
 def heal_blocks(model: onnx.ModelProto, blocks: Sequence[SpanLike],
                 calibration: Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]], *,
-                heal: str = "linear", **options: Any) -> tuple[onnx.ModelProto, list[HealedSpan]]:
+                heal: str = "linear", folder: str | None = None,
+                **options: Any) -> tuple[onnx.ModelProto, list[HealedSpan]]:
     """Remove ``blocks`` from ``model`` and (``heal="linear"``) put a fitted map in their place.
 
-    ``options`` are :class:`HealOptions` fields. Returns the checked model and one
+    ``options`` are :class:`HealOptions` fields; ``folder`` is where ``model``'s external tensors
+    live (the result references them there and holds its new maps inline). Returns the checked model and one
     :class:`HealedSpan` per merged span. ``heal="none"`` is plain removal of the same spans.
     """
     if heal not in HEAL_METHODS:
@@ -249,7 +253,7 @@ def heal_blocks(model: onnx.ModelProto, blocks: Sequence[SpanLike],
         raise PruneError("no block selected for removal")
     if heal in ("linear", "attention"):
         options.setdefault("attention_mix", heal == "attention")
-        return LinearHealer(model, calibration, HealOptions(**options)).apply(blocks)
+        return LinearHealer(model, calibration, HealOptions(**options), folder).apply(blocks)
     healed, report = model, []
     for span in merge_spans(blocks):
         healed, how = _identity_span(healed, span)
@@ -259,7 +263,7 @@ def heal_blocks(model: onnx.ModelProto, blocks: Sequence[SpanLike],
 
 def heal_step(original: onnx.ModelProto, current: onnx.ModelProto, block: SpanLike,
               calibration: Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]],
-              options: HealOptions = HealOptions()) -> tuple[onnx.ModelProto, HealedSpan]:
+              options: HealOptions = HealOptions(), folder: str | None = None) -> tuple[onnx.ModelProto, HealedSpan]:
     """Heal one more block of ``current`` — ``original`` with earlier blocks already removed or
     healed (``prune --iterative --heal linear``). As in sequential healing, the map reads the
     entries ``current`` produces and is fitted to ``original``'s exit (surgery keeps tensor
@@ -271,10 +275,11 @@ def heal_step(original: onnx.ModelProto, current: onnx.ModelProto, block: SpanLi
                                      _feeds(original, calibration, options), layout=options.layout,
                                      mask_input=options.mask_input, folds=options.folds, threads=options.threads,
                                      entry_model=current if in_original else None,
-                                     trim_padding=options.trim_padding, max_memory_bytes=options.max_memory_bytes)
+                                     trim_padding=options.trim_padding, max_memory_bytes=options.max_memory_bytes,
+                                     folder=folder)
     linear, mixer = _solve(accumulator, key, options), (key[2] if len(key) > 2 else None)
     healed, how = heal_span(current, block.entry, block.exit, linear.weight, linear.bias, options.layout,
-                            options.fold, mixer)
+                            options.fold, mixer, folder)
     span = Span(block.entry, block.exit, (block.name,))
     return healed, HealedSpan(span, how, linear.relative_alpha, linear.heldout_error, linear.removal_error,
                               linear.rows, linear.samples, attention=mixer)

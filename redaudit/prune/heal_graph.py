@@ -22,6 +22,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from redaudit.prune import kv_cache
+from redaudit.core.weights import tensor_array
 from redaudit.prune.heal_mix import mix_nodes
 from redaudit.prune.surgery import (
     PruneError,
@@ -52,10 +53,12 @@ def _tensor_info(model: onnx.ModelProto, name: str) -> tuple[int, int | None]:
     raise PruneError(f"cannot heal: the type of tensor {name!r} is unknown (shape inference gives none)")
 
 
-def _initializer(graph: onnx.GraphProto, name: str) -> np.ndarray | None:
+def _initializer(graph: onnx.GraphProto, name: str, folder: str | None) -> np.ndarray | None:
+    """An initializer's values; one kept in external data is mapped from ``folder``, not read
+    whole: a fold reads just the weight it changes."""
     for init in graph.initializer:
         if init.name == name:
-            return numpy_helper.to_array(init)
+            return tensor_array(init, folder)
     return None
 
 
@@ -99,8 +102,8 @@ def _sole_consumer(graph: onnx.GraphProto, tensor: str) -> onnx.NodeProto | None
     return readers[0]
 
 
-def _fold_matmul(graph, node, entry, weight, bias, dtype) -> str | None:
-    w = _initializer(graph, node.input[1]) if node.input[0] != node.input[1] else None
+def _fold_matmul(graph, node, entry, weight, bias, dtype, folder) -> str | None:
+    w = _initializer(graph, node.input[1], folder) if node.input[0] != node.input[1] else None
     if w is None or w.ndim != 2:
         return None
     extra = bias @ w.astype(np.float64)
@@ -110,7 +113,7 @@ def _fold_matmul(graph, node, entry, weight, bias, dtype) -> str | None:
         if add is None or add.op_type != "Add":
             return None
         slot = 1 - list(add.input).index(node.output[0])
-        c = _initializer(graph, add.input[slot])
+        c = _initializer(graph, add.input[slot], folder)
         if c is None or c.shape != extra.shape:
             return None
         bias_slot = (add, slot, c)
@@ -122,15 +125,15 @@ def _fold_matmul(graph, node, entry, weight, bias, dtype) -> str | None:
     return f"folded into MatMul {node.name or node.output[0]}"
 
 
-def _fold_gemm(graph, node, entry, weight, bias, dtype) -> str | None:
-    b = _initializer(graph, node.input[1])
+def _fold_gemm(graph, node, entry, weight, bias, dtype, folder) -> str | None:
+    b = _initializer(graph, node.input[1], folder)
     alpha, beta = _attr(node, "alpha", 1.0), _attr(node, "beta", 1.0)
     if b is None or _attr(node, "transA", 0) != 0 or beta == 0:
         return None
     transposed = bool(_attr(node, "transB", 0))
     matrix = (b.T if transposed else b).astype(np.float64)
     extra = alpha / beta * (bias @ matrix)
-    c = _initializer(graph, node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(0)
+    c = _initializer(graph, node.input[2], folder) if len(node.input) > 2 and node.input[2] else np.zeros(0)
     if c is None or (c.size and np.broadcast_shapes(c.shape, extra.shape) != extra.shape):
         return None
     new_b = weight @ matrix
@@ -144,13 +147,13 @@ def _fold_gemm(graph, node, entry, weight, bias, dtype) -> str | None:
     return f"folded into Gemm {node.name or node.output[0]}"
 
 
-def _fold_conv(graph, node, entry, weight, bias, dtype) -> str | None:
-    w = _initializer(graph, node.input[1])
+def _fold_conv(graph, node, entry, weight, bias, dtype, folder) -> str | None:
+    w = _initializer(graph, node.input[1], folder)
     pads = _attr(node, "pads", [])
     if (w is None or any(k != 1 for k in w.shape[2:]) or _attr(node, "group", 1) != 1
             or any(pads) or _attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID", "NOTSET", "VALID")):
         return None
-    c = _initializer(graph, node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(w.shape[0])
+    c = _initializer(graph, node.input[2], folder) if len(node.input) > 2 and node.input[2] else np.zeros(w.shape[0])
     if c is None:
         return None
     kernel = w.reshape(w.shape[0], w.shape[1]).astype(np.float64)  # (C_out, C_in)
@@ -164,15 +167,15 @@ def _fold_conv(graph, node, entry, weight, bias, dtype) -> str | None:
     return f"folded into Conv {node.name or node.output[0]}"
 
 
-def _reduced_axes(graph, node) -> list[int] | None:
+def _reduced_axes(graph, node, folder) -> list[int] | None:
     """The axes a ReduceMean averages over (attribute before opset 18, constant input after)."""
     if len(node.input) > 1 and node.input[1]:
-        axes = _initializer(graph, node.input[1])
+        axes = _initializer(graph, node.input[1], folder)
         return None if axes is None else [int(a) for a in np.ravel(axes)]
     return _attr(node, "axes", None)
 
 
-def _fold_through_pool(graph, node, entry, weight, bias, dtype, rank) -> str | None:
+def _fold_through_pool(graph, node, entry, weight, bias, dtype, rank, folder) -> str | None:
     """A per-pixel channel map commutes with spatial averaging: GlobalAveragePool → Flatten, or a
     ReduceMean over every spatial axis (→ Flatten if it keeps them), then a MatMul/Gemm head.
     The map folds into the head's weight and the pool reads the entry (digits CNN: a head after
@@ -181,7 +184,7 @@ def _fold_through_pool(graph, node, entry, weight, bias, dtype, rank) -> str | N
     if node.op_type == "GlobalAveragePool":
         keeps = True
     elif node.op_type == "ReduceMean":
-        axes = _reduced_axes(graph, node)
+        axes = _reduced_axes(graph, node, folder)
         if axes is None or {a % rank for a in axes} != spatial:
             return None
         keeps = bool(_attr(node, "keepdims", 1))
@@ -194,10 +197,10 @@ def _fold_through_pool(graph, node, entry, weight, bias, dtype, rank) -> str | N
             return None
         pooled = flatten.output[0]
     head = _sole_consumer(graph, pooled)
-    folder = {"MatMul": _fold_matmul, "Gemm": _fold_gemm}.get(head.op_type) if head is not None else None
-    if folder is None or head.input[0] != pooled:
+    fold_into = {"MatMul": _fold_matmul, "Gemm": _fold_gemm}.get(head.op_type) if head is not None else None
+    if fold_into is None or head.input[0] != pooled:
         return None
-    how = folder(graph, head, pooled, weight, bias, dtype)
+    how = fold_into(graph, head, pooled, weight, bias, dtype, folder)
     if how is None:
         return None
     node.input[0] = entry
@@ -233,12 +236,15 @@ def _insert_mix(healed: onnx.ModelProto, entry, mixer, exit_name, weight, bias, 
 
 
 def heal_span(model: onnx.ModelProto, entry: str, exit: str, weight: np.ndarray, bias: np.ndarray,
-              layout: str | None = None, fold: bool = True, mixer: str | None = None) -> tuple[onnx.ModelProto, str]:
+              layout: str | None = None, fold: bool = True, mixer: str | None = None,
+              folder: str | None = None) -> tuple[onnx.ModelProto, str]:
     """A checked copy of ``model`` in which ``exit`` is computed as ``entry·weight + bias`` (on the
     last axis, or per pixel on axis 1 for ``layout="channel"``) and whatever only fed the old exit
     is deleted. ``model`` still contains the span (the original, or one already healed elsewhere).
     Returns the model and how the map went in: ``"folded into <op> <name>"`` or ``"inserted …"``.
     ``mixer``: the map's rows are ``[entry, mean_heads(mixer)·entry]`` (weight (2D, D)).
+    ``folder``: where ``model``'s external tensors live (a fold maps the weight it changes from
+    there); the copy keeps them external and adds the new, changed weights inline.
     """
     graph_in = model.graph
     producers = {name: p for p, node in enumerate(graph_in.node) for name in node.output if name}
@@ -280,11 +286,11 @@ def heal_span(model: onnx.ModelProto, entry: str, exit: str, weight: np.ndarray,
             graph.node.insert(position + offset, node)
     consumer = _sole_consumer(graph, exit) if fold and how is None else None
     if consumer is not None:
-        folders = {"last": {"MatMul": _fold_matmul, "Gemm": _fold_gemm}, "channel": {"Conv": _fold_conv}}[layout]
-        folder = folders.get(consumer.op_type) if consumer.input[0] == exit else None
-        how = folder(graph, consumer, entry, weight, bias, dtype) if folder else None
+        fold_ops = {"last": {"MatMul": _fold_matmul, "Gemm": _fold_gemm}, "channel": {"Conv": _fold_conv}}[layout]
+        fold_into = fold_ops.get(consumer.op_type) if consumer.input[0] == exit else None
+        how = fold_into(graph, consumer, entry, weight, bias, dtype, folder) if fold_into else None
         if how is None and layout == "channel" and consumer.input[0] == exit:
-            how = _fold_through_pool(graph, consumer, entry, weight, bias, dtype, rank)
+            how = _fold_through_pool(graph, consumer, entry, weight, bias, dtype, rank, folder)
     if how is None:
         nodes, how = _insert(graph, entry, exit, weight, bias, dtype, layout, rank)
         for offset, node in enumerate(nodes):

@@ -12,7 +12,6 @@ import numpy as np
 import onnx
 
 from redaudit.core.graph import parameter_count
-from redaudit.core.prepared import PreparedModel
 from redaudit.prune import select
 from redaudit.prune.candidates import Block, find_candidates, granularity_of
 from redaudit.prune.cost import block_costs
@@ -108,7 +107,8 @@ def iterate(context: PolicyContext, policy: PrunePolicy, *, remove: int | None, 
         if calibration is None:
             candidate = remove_blocks(proto, [block])
         else:
-            candidate, span = heal_step(context.prepared.proto, proto, block, calibration, heal_options)
+            candidate, span = heal_step(context.prepared.proto, proto, block, calibration, heal_options,
+                                        context.prepared.sessions.folder)
         if max_drift is not None:
             agreement, _ = evaluator.agreement(candidate)
             if drift(agreement) > max_drift:
@@ -121,7 +121,7 @@ def iterate(context: PolicyContext, policy: PrunePolicy, *, remove: int | None, 
         if span is not None:
             healed.append({**span.to_dict(), "fitted_after": list(removed)})
         removed.append(block.name)
-        prepared = PreparedModel.load(candidate, device=current.prepared.sessions.device)
+        prepared = context.prepared.derived(candidate)
         blocks = [b for b in find_candidates(candidate, prepared.index, granularity_of(current.spec.level))
                   if not heal_nodes_only(b)]
         current = PolicyContext(prepared, blocks, current.spec, current.arrays)

@@ -43,8 +43,7 @@ def block_similarity(prepared: PreparedModel, blocks: Sequence[Block], spec: Sca
     entries_from_inputs = {block.entry for block in blocks if block.entry in graph_inputs}
     measured = prepared
     if entries_from_inputs:
-        measured = PreparedModel.load(_with_input_taps(prepared.proto, entries_from_inputs),
-                                      device=prepared.sessions.device)
+        measured = prepared.derived(_with_input_taps(prepared.proto, entries_from_inputs))
     taps: list[str] = []
     for block in blocks:
         for tensor in (block.entry, block.exit):

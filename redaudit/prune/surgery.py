@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import onnx
 from onnx import helper
 
+from redaudit.core.weights import without_external_data
 from redaudit.errors import RedauditError
 from redaudit.prune import kv_cache
 from redaudit.prune.candidates import Block, block_region
@@ -96,13 +97,16 @@ def _node_key(node: onnx.NodeProto) -> str:
 
 
 def check_model(model: onnx.ModelProto) -> None:
-    """Full ONNX check (with strict shape inference); raises :class:`PruneError` on failure."""
+    """Full ONNX check (with strict shape inference); raises :class:`PruneError` on failure.
+    External tensors are checked as graph inputs of their type (:func:`without_external_data`):
+    the graph is what surgery changed, and their files are checked where the model is written."""
+    checkable = without_external_data(model)
     try:
-        if model.ByteSize() < 2**31 - 1:
-            onnx.checker.check_model(model, full_check=True)
+        if checkable.ByteSize() < 2**31 - 1:
+            onnx.checker.check_model(checkable, full_check=True)
         else:  # the checker needs a path for protos over 2 GiB; check structure, infer separately
-            onnx.checker.check_model(model)
-        onnx.shape_inference.infer_shapes(model, strict_mode=True)
+            onnx.checker.check_model(checkable)
+        onnx.shape_inference.infer_shapes(checkable, strict_mode=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise PruneError(f"pruned model fails the ONNX checker: {first_line}") from error

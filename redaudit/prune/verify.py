@@ -60,21 +60,28 @@ class Evaluator:
     Each chunk of ``chunk`` samples runs as micro-batches sized to ``max_memory_bytes`` (the
     scan's rule, :func:`~redaudit.core.session_memory.micro_batch_for`, on the original graph,
     holding the reference outputs and one run's outputs of every sample); a pruned model is
-    smaller and runs with the same micro-batch."""
+    smaller and runs with the same micro-batch.
+
+    The original's session is not kept once its outputs are: a session holds a copy of the
+    weights (onnxruntime packs them), and a large model's prune must not hold one per stage.
+    :meth:`original_session` makes it again when latency is measured."""
 
     def __init__(self, original: PreparedModel, arrays: Mapping[str, np.ndarray], chunk: int,
                  real_ids: bool = False, max_memory_bytes: int | None = None) -> None:
         self.arrays, self.chunk, self.sessions, self.real_ids = arrays, chunk, original.sessions, real_ids
+        self.original = original.proto
         # A decoder's KV-cache outputs are its memory, not its answer, and a pruned model has fewer
         # of them, renumbered (redaudit.prune.kv_cache): the answer is compared, the cache is not.
         self.names = [output.name for output in original.proto.graph.output if not is_cache_output(output.name)]
         count = next(iter(arrays.values())).shape[0]
         self.micro_batch = micro_batch_for(original.proto, arrays, max_memory_bytes, chunk, fetch_names=self.names,
                                            held_samples=2 * count, what="verifying the pruned model")
-        self.session = self._session(original.proto, "the original model")
-        self.reference = self.run(self.session)
+        self.reference = self.run(self.original_session())
         self.ids_name, self.mask_name = lm_inputs(original.proto)
         self.lm_output = lm_output_index(self.names, arrays.get(self.ids_name or ""), self.reference)
+
+    def original_session(self) -> ort.InferenceSession:
+        return self._session(self.original, "the original model")
 
     def _session(self, model: onnx.ModelProto, what: str) -> ort.InferenceSession:
         try:
@@ -108,23 +115,35 @@ class Evaluator:
         return stats.result(self.names[self.lm_output], self.real_ids)
 
 
-def compare_outputs(names: list[str], original: list[np.ndarray], pruned: list[np.ndarray]) -> list[OutputAgreement]:
+def compare_outputs(names: list[str], original: list[np.ndarray], pruned: list[np.ndarray],
+                    chunk: int = 16) -> list[OutputAgreement]:
+    """Agreement per output, in float64 over ``chunk`` samples at a time: a language model's logits
+    (samples × tokens × vocabulary) are hundreds of MB in float32, and whole float64 copies of
+    both and of their difference would be the largest allocation of a prune."""
     out = []
     for name, ref, new in zip(names, original, pruned):
-        ref64 = np.asarray(ref, dtype=np.float64).reshape(len(ref), -1)
-        new64 = np.asarray(new, dtype=np.float64).reshape(len(new), -1)
-        diff = new64 - ref64
-        norm = np.linalg.norm(ref64)
-        dots = np.einsum("ij,ij->i", ref64, new64)
-        lengths = np.linalg.norm(ref64, axis=1) * np.linalg.norm(new64, axis=1)
-        cosine = np.where(lengths > 0, dots / np.where(lengths > 0, lengths, 1.0),
-                          np.where(np.abs(diff).max(axis=1) == 0, 1.0, 0.0))
+        count = len(ref)
+        cosine = np.empty(count)
+        max_abs, squared_diff, squared_ref = 0.0, 0.0, 0.0
+        for start in range(0, count, chunk):
+            ref64 = np.asarray(ref[start:start + chunk], dtype=np.float64).reshape(min(chunk, count - start), -1)
+            new64 = np.asarray(new[start:start + chunk], dtype=np.float64).reshape(ref64.shape[0], -1)
+            diff = new64 - ref64
+            if diff.size:
+                max_abs = max(max_abs, float(np.abs(diff).max()))
+            squared_diff += float(np.einsum("ij,ij->", diff, diff))
+            squared_ref += float(np.einsum("ij,ij->", ref64, ref64))
+            dots = np.einsum("ij,ij->i", ref64, new64)
+            lengths = np.linalg.norm(ref64, axis=1) * np.linalg.norm(new64, axis=1)
+            unchanged = np.abs(diff).max(axis=1) == 0 if diff.shape[1] else np.ones(len(diff), bool)
+            cosine[start:start + len(diff)] = np.where(lengths > 0, dots / np.where(lengths > 0, lengths, 1.0),
+                                                       np.where(unchanged, 1.0, 0.0))
         top1 = None
         if ref.ndim == 2 and ref.shape[1] >= 2:
             top1 = float(np.mean(ref.argmax(axis=1) == new.argmax(axis=1)))
+        norm, diff_norm = np.sqrt(squared_ref), np.sqrt(squared_diff)
         out.append(OutputAgreement(
-            name=name, max_abs_error=float(np.abs(diff).max()) if diff.size else 0.0,
-            relative_error=float(np.linalg.norm(diff) / norm) if norm > 0 else float(np.linalg.norm(diff)),
+            name=name, max_abs_error=max_abs, relative_error=float(diff_norm / norm) if norm > 0 else float(diff_norm),
             cosine_mean=float(cosine.mean()), cosine_min=float(cosine.min()), top1_agreement=top1))
     return out
 

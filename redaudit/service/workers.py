@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from redaudit.core.weights import data_file_path
+from redaudit.service.archives import pack_bundle
 from redaudit.service.jobs import JobStore
 from redaudit.service.runner import run_claimed
 from redaudit.service.settings import ServiceSettings
@@ -43,9 +45,29 @@ class LocalBlobs:
         return blob.kind if blob is not None else "model"
 
     def put_model(self, path: Path, filename: str) -> str:
+        bundle = pruned_bundle(path)
+        if bundle is not None:
+            from redaudit.core.external import hash_files
+
+            sha256, size = self.store.put_file(bundle)
+            identity = hash_files(path.read_bytes(), path.parent, [data_file_path(path).name])  # as load_model hashes it
+            self.jobs.add_blob(sha256, "bundle", size, Path(filename).with_suffix(".tar").name, identity)
+            return sha256
         sha256, size = self.store.put_file(path)
         self.jobs.add_blob(sha256, "pruned", size, filename, sha256)
         return sha256
+
+
+def pruned_bundle(path: Path) -> Path | None:
+    """A pruned model written with its weights in a data file beside it (a large model) is
+    stored as a bundle of both — the form the service reads any model with external data in;
+    None for a self-contained model, stored as it is."""
+    data = data_file_path(path)
+    if not data.is_file():
+        return None
+    bundle = path.with_name(path.stem + "-bundle.tar")
+    pack_bundle(path, [data.name], bundle)
+    return bundle
 
 
 class HttpBlobs:
@@ -88,10 +110,14 @@ class HttpBlobs:
         return self._kinds[sha256]
 
     def put_model(self, path: Path, filename: str) -> str:
+        bundle = pruned_bundle(path)
+        kind, content_type = ("model", "application/x-tar") if bundle else ("pruned", "application/octet-stream")
+        if bundle is not None:
+            path, filename = bundle, Path(filename).with_suffix(".tar").name
         with open(path, "rb") as handle:
             response = self.client.post("/uploads/model", content=handle,
-                                        params={"filename": filename, "kind": "pruned"},
-                                        headers={"content-type": "application/octet-stream"})
+                                        params={"filename": filename, "kind": kind},
+                                        headers={"content-type": content_type})
         if response.status_code not in (200, 201):
             raise UploadError(f"the server refused the pruned model: {response.json().get('detail')}")
         return response.json()["sha256"]

@@ -170,3 +170,40 @@ def test_prune_jobs_take_the_policy_and_healing(make_service, sqlite_url, tmp_pa
     refused = service.client.post("/api/v1/prunes", headers=service.headers(),
                                   json={"model": "net", "blob": blob, "remove": 1, "heal": "quadratic"})
     assert refused.status_code == 422
+
+
+def test_prune_of_a_model_with_external_data_stores_a_bundle(make_service, sqlite_url, tmp_path):
+    """A pruned model written as .onnx + .data comes back as one bundle of both, which loads."""
+    import io
+    import tarfile
+
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from redaudit.service.archives import pack_bundle
+    from tests.weights_models import wide_residual_mlp
+
+    service = make_service(sqlite_url)
+    folder = tmp_path / "source"
+    folder.mkdir()
+    # 147 KB matrices: above the size the loader reads inline, so they stay external
+    onnx.save(wide_residual_mlp(width=192, blocks=3), str(folder / "dup.onnx"),
+              save_as_external_data=True, size_threshold=0, location="dup.data")
+    pack_bundle(folder / "dup.onnx", ["dup.data"], tmp_path / "dup.tar")
+    response = service.upload(tmp_path / "dup.tar", "application/x-tar")
+    assert response.status_code == 201, response.text
+    blob = response.json()["sha256"]
+    removed = service.wait(service.client.post("/api/v1/prunes", headers=service.headers(),
+                                               json={"model": "net", "blob": blob, "spec": FAST_SPEC,
+                                                     "remove": 1}).json()["id"])
+    assert removed["state"] == "succeeded", removed
+    stored = service.client.get(f"/api/v1/blobs/{removed['output_sha256']}", headers=service.headers("read"))
+    assert stored.headers["x-redaudit-blob-kind"] == "bundle"
+    out = tmp_path / "out"
+    with tarfile.open(fileobj=io.BytesIO(stored.content)) as archive:
+        assert sorted(archive.getnames()) == ["pruned.onnx", "pruned.onnx.data"]
+        archive.extractall(out, filter="data")
+    session = ort.InferenceSession(str(out / "pruned.onnx"), providers=["CPUExecutionProvider"])
+    feed = {i.name: np.zeros([d if isinstance(d, int) else 2 for d in i.shape], np.float32) for i in session.get_inputs()}
+    assert session.run(None, feed)[0].shape[0] == 2
