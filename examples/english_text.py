@@ -56,19 +56,22 @@ def _readmes(root: Path) -> list[str]:
             for metadata in sorted(root.glob("*.dist-info/METADATA"))]
 
 
+def file_docstrings(path: Path) -> list[str]:
+    """The docstrings of one source file (module, classes, functions) in walk order; none when it
+    does not parse. Shared by the demo's passages and the LM corpus (examples/lm_corpus.py)."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8", errors="ignore"))
+    except (SyntaxError, ValueError, OSError):
+        return []
+    kinds = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+    return [doc for node in ast.walk(tree) if isinstance(node, kinds) and (doc := ast.get_docstring(node, clean=True))]
+
+
 def _docstrings(root: Path) -> list[str]:
     texts = []
     for package in sorted(p for p in root.iterdir() if p.is_dir() and (p / "__init__.py").is_file()):
         for path in sorted(package.rglob("*.py"))[:_FILES_PER_PACKAGE]:
-            try:
-                tree = ast.parse(path.read_text(encoding="utf-8", errors="ignore"))
-            except (SyntaxError, ValueError, OSError):
-                continue
-            for node in ast.walk(tree):
-                if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-                    doc = ast.get_docstring(node, clean=True)
-                    if doc:
-                        texts.append(doc)
+            texts.extend(file_docstrings(path))
     return texts
 
 

@@ -15,11 +15,10 @@ Packages are assigned by their position in sorted order (every 10th from 0 → e
 """
 from __future__ import annotations
 
-import ast
 from dataclasses import dataclass
 from pathlib import Path
 
-from examples.english_text import candidate_sentences, site_packages
+from examples.english_text import candidate_sentences, file_docstrings, site_packages
 
 #: Docstring files read per package: enough text (~400 k training tokens, more than the LM sees)
 #: without parsing thousands of files of the big packages (torch, scipy) on shared cores.
@@ -81,15 +80,9 @@ def _docstring_texts(root: Path) -> dict[str, list[str]]:
     for package in sorted(p for p in root.iterdir() if p.is_dir() and (p / "__init__.py").is_file()):
         sources = [p for p in sorted(package.rglob("*.py")) if "tests" not in p.parts]
         for path in sources[:FILES_PER_PACKAGE]:
-            try:
-                tree = ast.parse(path.read_text(encoding="utf-8", errors="ignore"))
-            except (SyntaxError, ValueError, OSError):
-                continue
-            for node in ast.walk(tree):
-                if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-                    doc = ast.get_docstring(node, clean=True)
-                    if doc:
-                        texts.setdefault(owner.get(package.name, package.name.lower()), []).append(doc)
+            docs = file_docstrings(path)
+            if docs:
+                texts.setdefault(owner.get(package.name, package.name.lower()), []).extend(docs)
     return texts
 
 
