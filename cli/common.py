@@ -50,7 +50,8 @@ def prepare_output_paths(*paths: str | None, inputs: tuple[str | None, ...] = ()
     refuse an output that is one of ``inputs`` (same path, hard or symbolic link) or that is
     requested twice: writing it would destroy the input or the other output."""
     import os
-    from pathlib import Path
+
+    from redaudit.cli.guard import unwritable_reason
 
     seen: dict[str, str] = {}
     for path in paths:
@@ -66,16 +67,9 @@ def prepare_output_paths(*paths: str | None, inputs: tuple[str | None, ...] = ()
     for path in paths:
         if not path:
             continue
-        target = Path(path).expanduser()
-        if target.is_dir():
-            raise OutputError(f"cannot write {path}: it is a folder")
-        existing = target.resolve().parent
-        while not existing.exists():  # missing folders are created when the file is written,
-            existing = existing.parent  # so a command that fails first leaves none behind
-        if not existing.is_dir():
-            raise OutputError(f"cannot write {path}: {existing} is not a folder")
-        if not os.access(existing, os.W_OK):
-            raise OutputError(f"cannot write {path}: folder {existing} is not writable")
+        problem = unwritable_reason(path)
+        if problem is not None:
+            raise OutputError(problem)
 
 
 def parse_pairs(values: tuple[str, ...], option: str, form: str = "NAME=VALUE") -> dict[str, str]:

@@ -182,20 +182,31 @@ def _check_collisions(inputs: list[UsedFile], outputs: list[UsedFile]) -> None:
                                     f"that file; choose another output path")
 
 
+def unwritable_reason(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` cannot be written (one line), or None: a folder, or a parent that is not a
+    writable folder. Missing folders are fine: they are created when the file is written, so a
+    command that fails first leaves none behind. The guard below and
+    :func:`redaudit.cli.common.prepare_output_paths` both ask here."""
+    target = Path(path).expanduser()
+    if target.is_dir():
+        return f"cannot write {path}: it is a folder"
+    existing = target.resolve().parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"cannot write {path}: {existing} is not a folder"
+    if not os.access(existing, os.W_OK):
+        return f"cannot write {path}: folder {existing} is not writable"
+    return None
+
+
 def _check_writable(output: UsedFile) -> None:
     path = output.path
     if _is_device(path):
         return
-    target = Path(path).expanduser()
-    if target.is_dir():
-        raise ArgumentError(f"cannot write {path}: it is a folder")
-    existing = target.resolve().parent
-    while not existing.exists():  # missing folders are created when the file is written,
-        existing = existing.parent  # so a command that fails first leaves none behind
-    if not existing.is_dir():
-        raise ArgumentError(f"cannot write {path}: {existing} is not a folder")
-    if not os.access(existing, os.W_OK):
-        raise ArgumentError(f"cannot write {path}: folder {existing} is not writable")
+    problem = unwritable_reason(path)
+    if problem is not None:
+        raise ArgumentError(problem)
 
 
 def _same_file(first: str, second: str) -> bool:

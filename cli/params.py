@@ -138,5 +138,9 @@ class DatabaseUrl(click.ParamType):
 
 
 def data_file_of(output: str) -> list[str]:
-    """The external-data file a pruned or healed model written to ``output`` may get."""
-    return [output + ".data"]
+    """The external-data file a pruned or healed model written to ``output`` may get (the
+    writer's own rule, :func:`redaudit.core.weights.data_file_path`; imported here, not at the
+    top, so that ``--help`` stays free of numpy and onnx)."""
+    from redaudit.core.weights import data_file_path
+
+    return [str(data_file_path(output))]
