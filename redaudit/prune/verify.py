@@ -12,8 +12,8 @@ hits both alike.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import onnx
@@ -89,11 +89,33 @@ class Evaluator:
         except InferenceError as error:
             raise PruneError(str(error)) from None
 
+    def _chunks(self, session: ort.InferenceSession) -> Iterator[tuple[slice, list[np.ndarray]]]:
+        """(rows, every output of those rows) for chunks of ``chunk`` samples, each run as micro-batches."""
+        runner = BatchRunner(session, self.names, chunk=self.micro_batch)
+        count = next(iter(self.arrays.values())).shape[0]
+        for start in range(0, count, self.chunk):
+            rows = slice(start, min(start + self.chunk, count))
+            try:
+                outputs = runner.run({name: array[rows] for name, array in self.arrays.items()})
+            except InferenceError as error:
+                raise PruneError(f"model does not run on the probe inputs: {error}") from None
+            yield rows, outputs
+
     def run(self, session: ort.InferenceSession) -> list[np.ndarray]:
-        try:
-            return BatchRunner(session, self.names, chunk=self.micro_batch).run_all(self.arrays, self.chunk)
-        except InferenceError as error:
-            raise PruneError(f"model does not run on the probe inputs: {error}") from None
+        """Every output for every sample, written chunk by chunk into one array per output (joining
+        chunks at the end would hold a second copy of a language model's logits for a moment)."""
+        whole: list[np.ndarray | list[np.ndarray]] = []
+        count = next(iter(self.arrays.values())).shape[0]
+        for rows, outputs in self._chunks(session):
+            if not whole:  # an output without a sample axis is joined as before
+                whole = [np.empty((count, *output.shape[1:]), output.dtype)
+                         if output.ndim and output.shape[0] == rows.stop - rows.start else [] for output in outputs]
+            for target, output in zip(whole, outputs):
+                if isinstance(target, list):
+                    target.append(output)
+                else:
+                    target[rows] = output
+        return [np.concatenate(target) if isinstance(target, list) else target for target in whole]
 
     def agreement(self, pruned: onnx.ModelProto) -> tuple[list[OutputAgreement], ort.InferenceSession]:
         agreement, _, session = self.verify(pruned)
@@ -101,50 +123,83 @@ class Evaluator:
 
     def verify(self, pruned: onnx.ModelProto) -> tuple[list[OutputAgreement], NextTokenAgreement | None,
                                                         ort.InferenceSession]:
-        """Per-output agreement, plus next-token agreement when the original is a causal LM."""
+        """Per-output agreement, plus next-token agreement when the original is a causal LM,
+        accumulated chunk by chunk: the pruned model's outputs are never held for every sample."""
         session = self._session(pruned, "the pruned model")
-        outputs = self.run(session)
-        return compare_outputs(self.names, self.reference, outputs), self.next_token(outputs), session
+        sums = [AgreementSums() for _ in self.names]
+        stats = NextTokenStats() if self.lm_output is not None else None
+        ids, mask = self.arrays.get(self.ids_name or ""), self.arrays.get(self.mask_name or "")
+        for rows, outputs in self._chunks(session):
+            for total, reference, output in zip(sums, self.reference, outputs):
+                total.update(reference[rows], output)
+            if stats is not None:
+                stats.update(self.reference[self.lm_output][rows], outputs[self.lm_output], ids[rows],
+                             None if mask is None else mask[rows])
+        agreement = [total.result(name) for total, name in zip(sums, self.names)]
+        next_token = None if stats is None else stats.result(self.names[self.lm_output], self.real_ids)
+        return agreement, next_token, session
 
-    def next_token(self, outputs: list[np.ndarray]) -> NextTokenAgreement | None:
-        if self.lm_output is None:
-            return None
-        stats = NextTokenStats()
-        stats.update(self.reference[self.lm_output], outputs[self.lm_output], self.arrays[self.ids_name],
-                     self.arrays.get(self.mask_name or ""))
-        return stats.result(self.names[self.lm_output], self.real_ids)
+
+#: Float64 elements of one comparison piece (32 MB): a language model's logits are about a million
+#: per sample, and a few temporaries of a piece live at once.
+_PIECE_ELEMENTS = 2**22
+
+
+@dataclass
+class AgreementSums:
+    """One output's agreement summed over chunks of samples, so that verification never holds the
+    pruned model's outputs of every sample (a language model's logits are hundreds of MB)."""
+
+    max_abs: float = 0.0
+    squared_diff: float = 0.0
+    squared_ref: float = 0.0
+    cosines: list[np.ndarray] = field(default_factory=list)
+    top1_same: int = 0
+    classifier: bool | None = None  # 2-D (samples × classes) outputs also get top-1 agreement
+
+    def update(self, ref: np.ndarray, new: np.ndarray, chunk: int = 16) -> None:
+        """Add samples ``ref``/``new`` (same shape), in float64 over at most ``chunk`` samples and
+        :data:`_PIECE_ELEMENTS` elements at a time."""
+        count = len(ref)
+        per_sample = max(1, int(np.prod(ref.shape[1:], dtype=np.int64)))
+        step = max(1, min(chunk, _PIECE_ELEMENTS // per_sample))
+        for start in range(0, count, step):
+            ref64 = np.asarray(ref[start:start + step], dtype=np.float64).reshape(min(step, count - start), -1)
+            new64 = np.asarray(new[start:start + step], dtype=np.float64).reshape(ref64.shape[0], -1)
+            diff = new64 - ref64
+            if diff.size:
+                self.max_abs = max(self.max_abs, float(np.abs(diff).max()))
+            self.squared_diff += float(np.einsum("ij,ij->", diff, diff))
+            self.squared_ref += float(np.einsum("ij,ij->", ref64, ref64))
+            dots = np.einsum("ij,ij->i", ref64, new64)
+            lengths = np.linalg.norm(ref64, axis=1) * np.linalg.norm(new64, axis=1)
+            unchanged = np.abs(diff).max(axis=1) == 0 if diff.shape[1] else np.ones(len(diff), bool)
+            self.cosines.append(np.where(lengths > 0, dots / np.where(lengths > 0, lengths, 1.0),
+                                         np.where(unchanged, 1.0, 0.0)))
+        self.classifier = ref.ndim == 2 and ref.shape[1] >= 2
+        if self.classifier:
+            self.top1_same += int(np.sum(ref.argmax(axis=1) == new.argmax(axis=1)))
+
+    def result(self, name: str) -> OutputAgreement:
+        cosine = np.concatenate(self.cosines) if self.cosines else np.ones(0)
+        norm, diff_norm = np.sqrt(self.squared_ref), np.sqrt(self.squared_diff)
+        return OutputAgreement(
+            name=name, max_abs_error=self.max_abs,
+            relative_error=float(diff_norm / norm) if norm > 0 else float(diff_norm),
+            cosine_mean=float(cosine.mean()), cosine_min=float(cosine.min()),
+            top1_agreement=self.top1_same / len(cosine) if self.classifier else None)
 
 
 def compare_outputs(names: list[str], original: list[np.ndarray], pruned: list[np.ndarray],
                     chunk: int = 16) -> list[OutputAgreement]:
-    """Agreement per output, in float64 over ``chunk`` samples at a time: a language model's logits
-    (samples × tokens × vocabulary) are hundreds of MB in float32, and whole float64 copies of
-    both and of their difference would be the largest allocation of a prune."""
+    """Agreement per output, in float64 over ``chunk`` samples at a time (fewer for large samples):
+    whole float64 copies of both outputs and of their difference would be the largest allocation
+    of a prune."""
     out = []
     for name, ref, new in zip(names, original, pruned):
-        count = len(ref)
-        cosine = np.empty(count)
-        max_abs, squared_diff, squared_ref = 0.0, 0.0, 0.0
-        for start in range(0, count, chunk):
-            ref64 = np.asarray(ref[start:start + chunk], dtype=np.float64).reshape(min(chunk, count - start), -1)
-            new64 = np.asarray(new[start:start + chunk], dtype=np.float64).reshape(ref64.shape[0], -1)
-            diff = new64 - ref64
-            if diff.size:
-                max_abs = max(max_abs, float(np.abs(diff).max()))
-            squared_diff += float(np.einsum("ij,ij->", diff, diff))
-            squared_ref += float(np.einsum("ij,ij->", ref64, ref64))
-            dots = np.einsum("ij,ij->i", ref64, new64)
-            lengths = np.linalg.norm(ref64, axis=1) * np.linalg.norm(new64, axis=1)
-            unchanged = np.abs(diff).max(axis=1) == 0 if diff.shape[1] else np.ones(len(diff), bool)
-            cosine[start:start + len(diff)] = np.where(lengths > 0, dots / np.where(lengths > 0, lengths, 1.0),
-                                                       np.where(unchanged, 1.0, 0.0))
-        top1 = None
-        if ref.ndim == 2 and ref.shape[1] >= 2:
-            top1 = float(np.mean(ref.argmax(axis=1) == new.argmax(axis=1)))
-        norm, diff_norm = np.sqrt(squared_ref), np.sqrt(squared_diff)
-        out.append(OutputAgreement(
-            name=name, max_abs_error=max_abs, relative_error=float(diff_norm / norm) if norm > 0 else float(diff_norm),
-            cosine_mean=float(cosine.mean()), cosine_min=float(cosine.min()), top1_agreement=top1))
+        sums = AgreementSums()
+        sums.update(ref, new, chunk)
+        out.append(sums.result(name))
     return out
 
 
