@@ -27,7 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-from large_models import _EXPORT, CACHE, DECODER  # noqa: E402
+from large_models import _EXPORT, CACHE, DECODER
 
 
 def export(cache: Path, config: dict) -> Path:
@@ -80,6 +80,26 @@ class Census:
         self.sessions[self.stage] = max(self.sessions.get(self.stage, 0), len(self.alive))
 
 
+def run_cli(path: Path, ids: np.ndarray, folder: Path, args: argparse.Namespace) -> tuple[list[str], float]:
+    """The command of benchmarks/large_models.py's prune section, in this process."""
+    import contextlib
+    import io
+    import json
+
+    from redaudit.cli.main import cli
+
+    inputs = folder / "inputs.npz"
+    np.savez(inputs, input_ids=ids, attention_mask=np.ones_like(ids))
+    command = ["prune", str(path), "--remove", str(args.remove), "--heal", "linear", "--inputs", str(inputs),
+               "--samples", str(args.samples), "--cka-batch", str(args.cka_batch), "--device", "cpu", "--json",
+               "-o", str(folder / "pruned" / "model.onnx")] + ([] if args.latency else ["--no-latency"])
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.suppress(SystemExit):
+        cli.main(args=command, prog_name="redaudit")
+    report = json.loads(printed.getvalue())
+    return report["removed"], report["agreement"][0]["cosine_mean"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hidden", type=int, default=DECODER["hidden_size"])
@@ -92,6 +112,8 @@ def main() -> None:
     parser.add_argument("--remove", type=int, default=2)
     parser.add_argument("--blocks", default=None, help="comma-separated block names instead of --remove")
     parser.add_argument("--latency", action="store_true")
+    parser.add_argument("--cli", action="store_true",
+                        help="run `redaudit prune ... --json -o` in this process (benchmarks/large_models.py's command)")
     args = parser.parse_args()
     config = {**DECODER, "hidden_size": args.hidden, "intermediate_size": args.intermediate,
               "num_hidden_layers": args.layers}
@@ -109,28 +131,41 @@ def main() -> None:
         return made
 
     run.SessionFactory.create = counted
+    from redaudit.prune import api
+
+    notify = api._notify
+
+    def noted(progress, stage, done=0, total=None):
+        census.on_progress(api.ScanProgress(stage, done, total))
+        notify(progress, stage, done, total)
+
+    api._notify = noted
     ids = np.random.default_rng(0).integers(0, config["vocab_size"], (args.samples, args.tokens), dtype=np.int64)
     sampler = threading.Thread(target=census.sample, daemon=True)
     sampler.start()
     begin = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="redaudit-prune-memory-") as folder:
-        result = prune_model(str(path), remove=None if args.blocks else args.remove,
-                             blocks=args.blocks.split(",") if args.blocks else None, heal="linear",
-                             inputs={"input_ids": ids, "attention_mask": np.ones_like(ids)}, samples=args.samples,
-                             cka_batch=args.cka_batch, device="cpu", latency=args.latency,
-                             output=Path(folder) / "pruned.onnx", progress=census.on_progress)
+        if args.cli:
+            removed, cosine = run_cli(path, ids, Path(folder), args)
+        else:
+            result = prune_model(str(path), remove=None if args.blocks else args.remove,
+                                 blocks=args.blocks.split(",") if args.blocks else None, heal="linear",
+                                 inputs={"input_ids": ids, "attention_mask": np.ones_like(ids)},
+                                 samples=args.samples, cka_batch=args.cka_batch, device="cpu",
+                                 latency=args.latency, output=Path(folder) / "pruned.onnx")
+            removed, cosine = result.removed, result.agreement[0].cosine_mean
         census.stage = "returned"
         time.sleep(0.05)
     census.done = True
     seconds = time.perf_counter() - begin
     data = sum(file.stat().st_size for file in path.parent.iterdir())
-    print(f"{path.parent.name}: {data / 1e9:.2f} GB; removed {', '.join(result.removed)}; "
+    print(f"{path.parent.name}: {data / 1e9:.2f} GB; removed {', '.join(removed)}; "
           f"{seconds:.1f} s; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     for stage, (peak, anon, mapped) in census.peaks.items():
         print(f"  {stage:18} peak RSS {peak / 1e9:6.2f} GB (anonymous {anon / 1e9:5.2f}, file {mapped / 1e9:5.2f})  "
               f"sessions alive at most {census.sessions.get(stage, 0)}")
     print(f"  whole run          peak RSS {max(census.peaks.values())[0] / 1e9:6.2f} GB  "
-          f"cosine {result.agreement[0].cosine_mean:.6f}")
+          f"cosine {cosine:.6f}")
 
 
 if __name__ == "__main__":

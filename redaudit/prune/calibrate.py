@@ -20,7 +20,9 @@ time with the same statistics.
 from __future__ import annotations
 
 import copy
+import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -125,6 +127,73 @@ def _fetcher(model: onnx.ModelProto, names: Sequence[str], threads: int | None, 
     return fetch
 
 
+def _fetching(threads: int | None, max_memory_bytes: int | None, folder: str | None):
+    """(model, names) → a fetch function with this pass's session settings (:func:`_fetcher`)."""
+    return lambda model, names: _fetcher(model, names, threads, max_memory_bytes, folder)
+
+
+class _Trim:
+    """Whether feeds run without their trailing padding: ``decided`` None until the first batch
+    that can be shortened, then proven once on it (:func:`trim_is_exact`, whose full-length
+    feed is kept as ``proven_on``) and kept for the run."""
+
+    def __init__(self, decided: bool | None, mask_name: str | None) -> None:
+        self.decided, self.mask_name = decided, mask_name
+        self.proven_on: Mapping[str, np.ndarray] | None = None
+
+    def apply(self, feed: Mapping[str, np.ndarray], fetch) -> Mapping[str, np.ndarray]:
+        if self.decided is False or self.mask_name is None or np.ndim(feed[self.mask_name]) != 2:
+            return feed
+        shorter = trimmed(feed, self.mask_name)
+        if shorter[self.mask_name].shape == np.shape(feed[self.mask_name]):
+            return feed
+        if self.decided is None:
+            self.decided, self.proven_on = trim_is_exact(fetch, feed, self.mask_name), feed
+        return shorter if self.decided else feed
+
+
+def _one_pass(fetch, calibration: Iterable[Mapping[str, np.ndarray]], trim: _Trim):
+    """(feed, values) per batch from one session that exposes entries and exits together."""
+    for feed in calibration:
+        feed = trim.apply(feed, fetch)
+        yield feed, fetch(feed)
+
+
+def _exits_then_entries(fetch, model: onnx.ModelProto, exits: list[str], entry_model: onnx.ModelProto,
+                        entries: list[str], calibration: Iterable[Mapping[str, np.ndarray]], trim: _Trim):
+    """(feed, values) per batch, the exits read from ``model`` and the entries from ``entry_model``
+    — never with both sessions alive: each holds a copy of the weights (a 2.5 GB decoder's
+    sequential healing held two). The exits of every batch are run first and kept in a temporary
+    folder (one batch in memory at a time), then that session goes and the entry model's runs.
+    The feeds are kept as given (slices of the calibration arrays). A padding cut proven on
+    ``model`` is proven again on ``entry_model``; if it does not hold there, the exits are
+    recomputed on full batches and neither pass cuts."""
+    feeds = list(calibration)
+    with tempfile.TemporaryDirectory(prefix="redaudit-calibration-") as folder:
+        stored = [Path(folder) / f"{batch}-{k}.npy" for batch in range(len(feeds)) for k in range(len(exits))]
+
+        def run_exits(cut: bool | None) -> None:
+            fetch_exits = fetch(model, exits)
+            for batch, feed in enumerate(feeds):
+                values = fetch_exits(trim.apply(feed, fetch_exits) if cut is None else feed)
+                for k, name in enumerate(exits):
+                    np.save(stored[batch * len(exits) + k], values[name])
+
+        run_exits(None)  # decides the padding cut on the exits' model
+        fetch_entries = fetch(entry_model, entries)
+        if trim.decided and trim.proven_on is not None and not trim_is_exact(fetch_entries, trim.proven_on,
+                                                                             trim.mask_name):
+            del fetch_entries
+            trim.decided = False
+            run_exits(False)
+            fetch_entries = fetch(entry_model, entries)
+        for batch, feed in enumerate(feeds):
+            feed = trim.apply(feed, fetch_entries)
+            values = {name: np.load(stored[batch * len(exits) + k]) for k, name in enumerate(exits)}
+            values.update(fetch_entries(feed))  # where a name is both, the entry model's value wins
+            yield feed, values
+
+
 def calibrate_spans(model: onnx.ModelProto, spans: Sequence[tuple[str, str] | tuple[str, str, str | None]],
                     calibration: Iterable[Mapping[str, np.ndarray]], *, layout: str | None = None,
                     mask_input: str | None = "auto", folds: int = DEFAULT_FOLDS,
@@ -150,35 +219,19 @@ def calibrate_spans(model: onnx.ModelProto, spans: Sequence[tuple[str, str] | tu
     mixers = [span[2] if len(span) > 2 else None for span in spans]
     entries = [span[0] for span in spans] + [mixer for mixer in mixers if mixer]
     exits = [span[1] for span in spans]
-    if entry_model is None:
-        fetchers = [_fetcher(model, entries + exits, threads, max_memory_bytes, folder)]
-    else:
-        # exits first, entries second: where a name is both, the entry model's value wins
-        fetchers = [_fetcher(model, exits, threads, max_memory_bytes, folder),
-                    _fetcher(entry_model, entries, threads, max_memory_bytes, folder)]
     mask_name = _mask_name(model, mask_input)
+    # None: not decided yet (no batch with padding to cut seen); then True/False for the run
+    trim = _Trim(None if (trim_padding and mask_name is not None and sequence_axis_is_free(model, mask_name))
+                 else False, mask_name)
+    fetch = _fetching(threads, max_memory_bytes, folder)
+    if entry_model is None:
+        passes = _one_pass(fetch(model, entries + exits), calibration, trim)
+    else:
+        passes = _exits_then_entries(fetch, model, exits, entry_model, entries, calibration, trim)
     accumulators: list[RidgeAccumulator | None] = [None] * len(spans)
     layouts: list[str] = [layout or ""] * len(spans)
     seen_batches = 0
-
-    def fetch_all(feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        values: dict[str, np.ndarray] = {}
-        for fetch in fetchers:
-            values.update(fetch(feed))
-        return values
-
-    # None: not decided yet (no batch with padding to cut seen); then True/False for the run
-    cut_padding: bool | None = None if (trim_padding and mask_name is not None
-                                        and sequence_axis_is_free(model, mask_name)) else False
-    for feed in calibration:
-        if cut_padding is not False and np.ndim(feed[mask_name]) == 2:
-            shorter = trimmed(feed, mask_name)
-            if shorter[mask_name].shape != np.shape(feed[mask_name]):
-                if cut_padding is None:
-                    cut_padding = trim_is_exact(fetch_all, feed, mask_name)
-                if cut_padding:
-                    feed = shorter
-        values = fetch_all(feed)
+    for feed, values in passes:
         seen_batches += 1
         for i, span in enumerate(spans):
             x, y = values[span[0]], values[span[1]]
