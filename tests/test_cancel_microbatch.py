@@ -61,8 +61,8 @@ def test_cancel_is_polled_per_micro_batch(cnn_path, monkeypatch, stop_at):
 def test_an_error_in_the_scan_stops_the_prefetched_batch(cnn_path, monkeypatch):
     """An interrupt (or any error) raised on the scan's own thread while onnxruntime runs the next
     CKA batch in the worker: the worker stops at its next micro-batch instead of finishing the
-    batch nobody will read. The worker's first run of batch 2 waits until the scan has set its
-    stop flag, so the count is exact whatever the thread timing."""
+    batch nobody will read. If the worker reaches batch 2 before the scan stops, its first run
+    waits until the scan has set its stop flag, so the bound holds whatever the thread timing."""
     per_batch = _micro_batches_per_cka_batch(cnn_path)
     stopped = threading.Event()
 
@@ -87,4 +87,5 @@ def test_an_error_in_the_scan_stops_the_prefetched_batch(cnn_path, monkeypatch):
 
     with pytest.raises(Interrupt):
         redaudit.scan(cnn_path, SPEC, progress=progress)
-    assert runs.count == per_batch + 1  # batch 1, and the micro-batch already under way of batch 2
+    # batch 1, and at most the micro-batch of batch 2 already under way (not all of batch 2)
+    assert per_batch <= runs.count <= per_batch + 1
