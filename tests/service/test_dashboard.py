@@ -147,8 +147,11 @@ def test_scan_recorded_by_the_cli_reads_as_its_report(make_service, db_url, tmp_
     scan_id = history["versions"][0]["scans"][0]["scan_id"]
     stored = service.client.get(f"/api/v1/scans/{scan_id}", headers=service.headers("read")).json()
     assert stored["msrs_ci"] == data["msrs_ci"] and stored["reading"]["sentence"] == data["reading"]["sentence"]
+    assert data["micro_batch"] > 0 and data["unit"]  # kept by --record (revision 0005), as the report says
+    assert (stored["settings"]["micro_batch"], stored["settings"]["unit"]) == (data["micro_batch"], data["unit"])
     _login(service)
     page = service.client.get(f"/ui/scans/{scan_id}").text
+    assert f'id="micro-batch">{data["micro_batch"]}<' in page and f'id="unit">{data["unit"]}<' in page
     assert html.escape(data["reading"]["sentence"], quote=False) in page
     from redaudit.core.bootstrap import MeanInterval
 
