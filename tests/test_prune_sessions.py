@@ -81,3 +81,20 @@ def test_entries_of_the_healed_model_with_stored_exits(monkeypatch, live_session
     assert checks == [True, entry_cut_holds]
     assert max(live_sessions) == 1 and len(live_sessions) == (2 if entry_cut_holds else 4)
     _assert_same(full, cut)
+
+
+@pytest.mark.parametrize("large", [False, True])
+def test_latency_holds_both_sessions_only_for_small_models(tmp_path, live_sessions, monkeypatch, large):
+    """Alternating single runs needs both sessions; a model past ALTERNATE_RUNS_BELOW is timed in
+    rounds with one session alive at a time (as if it were large: the bound set to 0)."""
+    from redaudit.prune import verify
+
+    if large:
+        monkeypatch.setattr(verify, "ALTERNATE_RUNS_BELOW", 0)
+    model = wm.save_external(wm.wide_residual_mlp(width=64, blocks=4), tmp_path / "src" / "model.onnx")
+    x = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
+    result = prune_model(str(model), remove=1, heal="linear", inputs={"x": x}, samples=64, cka_batch=32,
+                         device="cpu", latency=True, latency_repeats=5, measure_msrs=False, force=True)
+    assert result.latency is not None and result.latency.original_ms > 0 and result.latency.pruned_ms > 0
+    assert result.latency.repeats == 5
+    assert max(live_sessions) == (1 if large else 2), live_sessions

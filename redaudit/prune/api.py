@@ -39,7 +39,7 @@ from redaudit.prune.output import refuse_overwriting_input, save_model
 from redaudit.prune.policies import PolicyContext, PrunePolicy, make_policy
 from redaudit.prune.result import Candidate, PruneResult
 from redaudit.prune.surgery import PruneError, remove_blocks
-from redaudit.prune.verify import Evaluator, drift, measure_latency
+from redaudit.prune.verify import Evaluator, alternates_runs, drift
 
 
 def probe_arrays(prepared: PreparedModel, spec: ScanSpec,
@@ -252,8 +252,9 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
     result.size_before = prepared.size_bytes
     if latency:
         _notify(progress, "latency")
-        result.latency = measure_latency(evaluator.original_session(), pruned_session, arrays, latency_batch,
-                                         latency_repeats)
+        if not alternates_runs(prepared.proto, pruned):
+            pruned_session = None  # one session alive at a time (verify.ALTERNATE_RUNS_BELOW)
+        result.latency = evaluator.latency(pruned, pruned_session, latency_batch, latency_repeats)
     del pruned_session  # one model's weights at a time from here: each session holds a copy
     before = after = None
     if measure_msrs or record:

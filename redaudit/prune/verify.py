@@ -12,13 +12,14 @@ hits both alike.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
+from redaudit.core.memory import session_weight_bytes
 from redaudit.core.prepared import PreparedModel
 from redaudit.core.run import BatchRunner
 from redaudit.core.session_memory import micro_batch_for
@@ -88,6 +89,16 @@ class Evaluator:
             return self.sessions.create(model, what)[0]
         except InferenceError as error:
             raise PruneError(str(error)) from None
+
+    def latency(self, pruned: onnx.ModelProto, pruned_session: ort.InferenceSession | None, batch: int,
+                repeats: int) -> Latency:
+        """Latency of the original and ``pruned``: alternating runs with ``pruned_session`` and the
+        original's session made again when :func:`alternates_runs`; otherwise (the caller passes
+        None and holds no session) in rounds with one session alive at a time."""
+        if pruned_session is not None and alternates_runs(self.original, pruned):
+            return measure_latency(self.original_session(), pruned_session, self.arrays, batch, repeats)
+        return latency_in_rounds(self.original_session, lambda: self._session(pruned, "the pruned model"),
+                                 self.arrays, batch, repeats)
 
     def _chunks(self, session: ort.InferenceSession) -> Iterator[tuple[slice, list[np.ndarray]]]:
         """(rows, every output of those rows) for chunks of ``chunk`` samples, each run as micro-batches."""
@@ -224,6 +235,45 @@ def measure_latency(original: ort.InferenceSession, pruned: ort.InferenceSession
             begin = time.perf_counter()
             session.run(None, feeds[key])
             times[key].append(time.perf_counter() - begin)
+    return Latency(original_ms=1e3 * float(np.median(times[0])), pruned_ms=1e3 * float(np.median(times[1])),
+                   batch=batch, repeats=repeats)
+
+
+#: Latency alternates single runs of the two models, both sessions alive (machine noise hits both
+#: alike), only while the two models' weights together stay below this: above it, the second copy
+#: of the weights would be a prune's largest allocation (a 2.5 GB decoder: 1.75x plain
+#: onnxruntime's peak), so one session is alive at a time and *rounds* of runs alternate instead.
+ALTERNATE_RUNS_BELOW = 256 * 2**20
+#: Rounds per model when one session is alive at a time (each round makes its session again).
+LATENCY_ROUNDS = 2
+
+
+def alternates_runs(original: onnx.ModelProto, pruned: onnx.ModelProto) -> bool:
+    """Whether latency may hold both models' sessions (:data:`ALTERNATE_RUNS_BELOW`)."""
+    return session_weight_bytes(original) + session_weight_bytes(pruned) < ALTERNATE_RUNS_BELOW
+
+
+def latency_in_rounds(make_original: Callable[[], ort.InferenceSession],
+                      make_pruned: Callable[[], ort.InferenceSession], probe: Mapping[str, np.ndarray],
+                      batch: int = 32, repeats: int = 20, rounds: int = LATENCY_ROUNDS) -> Latency:
+    """Latency with one session alive at a time: ``rounds`` rounds, each making the original's
+    session, one warm-up and ``repeats / rounds`` timed runs, dropping it, then the same for the
+    pruned model; the median of each model's runs."""
+    count = next(iter(probe.values())).shape[0]
+    batch = max(1, min(batch, count))
+    feed = {name: np.ascontiguousarray(array[:batch]) for name, array in probe.items()}
+    times: dict[int, list[float]] = {0: [], 1: []}
+    per_round = [repeats // rounds + (1 if r < repeats % rounds else 0) for r in range(rounds)]
+    for runs in per_round:
+        for key, make in ((0, make_original), (1, make_pruned)):
+            session = make()
+            own = {name: feed[name] for name in (item.name for item in session.get_inputs()) if name in feed}
+            session.run(None, own)  # warm-up: first runs allocate and plan
+            for _ in range(runs):
+                begin = time.perf_counter()
+                session.run(None, own)
+                times[key].append(time.perf_counter() - begin)
+            del session
     return Latency(original_ms=1e3 * float(np.median(times[0])), pruned_ms=1e3 * float(np.median(times[1])),
                    batch=batch, repeats=repeats)
 
