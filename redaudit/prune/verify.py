@@ -7,7 +7,8 @@ share of samples whose argmax is unchanged; meaningful for classifiers). A causa
 model (an output ``logits`` of shape (N, T, V) fed token ids) is also verified token by token:
 next-token top-1 agreement, KL(original ‖ pruned) and perplexities (:mod:`redaudit.prune.lm_metrics`).
 Latency is measured for both models in the same process, alternating runs so that machine noise
-hits both alike.
+hits both alike (for a large model, alternating rounds with one session alive at a time: see
+:data:`ALTERNATE_RUNS_BELOW`).
 """
 from __future__ import annotations
 
