@@ -59,3 +59,11 @@ def test_a_cancelled_scan_restores_the_count(two_blas_threads):
         redaudit.scan(models.residual_cnn(), samples=64, cka_batch=16, device="cpu", backend="numpy",
                       cancel=lambda: next(calls) >= 1)
     assert min(_blas_threads()) == 2
+
+
+def test_scan_sessions_do_not_spin():
+    """onnxruntime's idle intra-op threads sleep (core/run.py: they would take the CKA math's core)."""
+    from redaudit.core.run import SessionFactory
+
+    session, _ = SessionFactory("cpu").create(models.residual_cnn())
+    assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
