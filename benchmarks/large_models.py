@@ -19,11 +19,13 @@ Sections (``--sections``, comma-separated; each adds its own function to ``SECTI
   224², paper defaults (2,560 samples, CKA batch 256). Before micro-batching this was refused:
   256 images at once need ~13.6 GB of activations. The scan runs in a fresh process (peak RSS
   from VmHWM, which exec resets); its matrix is compared with a float64 per-pair reference
-  (block outputs exposed by hand, plain onnxruntime, pooled in float64; benchmarks/reference.py).
+  (block outputs exposed by hand, plain onnxruntime, pooled chunk by chunk in float64 over all the
+  scan's samples; benchmarks/reference.py), itself in a fresh process with its own peak RSS (bounded
+  by ``--reference-chunk``: the raw block outputs of 2,560 samples would be 57 GB).
   Targets: the scan succeeds with peak RSS <= 4 GB; max |scan - reference| <= 1e-6.
 
 Usage: python benchmarks/large_models.py [--sections decoder,prune,resnet50] [--cache DIR] [--repeats 2]
-       [--resnet-samples 2560] [--image-size 224]
+       [--resnet-samples 2560] [--image-size 224] [--reference-chunk 32]
 """
 from __future__ import annotations
 
@@ -175,33 +177,41 @@ def scan_in_fresh_process(path: Path, samples: int, batch: int, out: Path) -> di
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def pooled_reference_features(path: Path, names: list[str], batches, chunk: int = 64) -> list[np.ndarray]:
-    """Block outputs exposed by hand, run by plain onnxruntime in chunks, pooled over H×W in
-    float64 (nothing of redaudit's pipeline but the probe generator, so the inputs are the scan's)."""
-    import onnx
-    import onnxruntime as ort
+_REFERENCE = """
+import json, sys, time
+sys.path[:0] = [{root!r}, {benchmarks!r}]
+import numpy as np, onnx
+import redaudit
+from redaudit.core.probe import make_probe
+from reference import pooled_outputs, reference_matrix
+begin = time.perf_counter()
+specs = redaudit.prepare({path!r}, device="cpu").input_specs  # the scan's probe: same specs, seed, samples
+spec = redaudit.ScanSpec(samples={samples}, cka_batch={batch}, device="cpu", backend="numpy")
+probe = make_probe(specs, None, {samples}, spec.seed, spec.dims_dict, spec.int_range)
+features = pooled_outputs(onnx.load({path!r}), {layers!r}, probe.batches({batch}, {samples}), chunk={chunk})
+np.save({out!r}, reference_matrix(features, {batch}))
+peak = [int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
+print(json.dumps({{"peak": peak, "seconds": time.perf_counter() - begin}}))
+"""
 
-    model = onnx.load(str(path))
-    present = {output.name for output in model.graph.output}
-    model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(name) for name in names if name not in present)
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    del model
-    pooled: list[list[np.ndarray]] = [[] for _ in names]
-    for batch in batches:
-        images = batch["input"]
-        for start in range(0, len(images), chunk):
-            outputs = session.run(names, {"input": images[start:start + chunk]})
-            for i, output in enumerate(outputs):
-                pooled[i].append(output.mean(axis=(2, 3), dtype=np.float64))
-    return [np.concatenate(parts) for parts in pooled]
+
+def reference_in_fresh_process(path: Path, layers: list[str], samples: int, batch: int, out: Path,
+                               chunk: int) -> dict:
+    """The float64 per-pair reference matrix (benchmarks/reference.py: block outputs exposed by
+    hand, plain onnxruntime, pooled chunk by chunk in float64) of the scan's own probe samples,
+    in a fresh process so that its peak RSS is its own: bounded by ``chunk``, not by ``samples``."""
+    code = _REFERENCE.format(root=str(ROOT), benchmarks=str(ROOT / "benchmarks"), path=str(path), samples=samples,
+                             batch=batch, layers=layers, out=str(out), chunk=chunk)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"the reference failed: {done.stderr.strip().splitlines()[-1] if done.stderr else done.returncode}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def resnet50(args: argparse.Namespace) -> None:
     sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
     import redaudit
     from redaudit.core.memory import estimate_scan_memory, format_bytes
-    from redaudit.core.probe import make_probe
-    from reference import reference_matrix
     from resnet import export_resnet50
 
     load_before = os.getloadavg()
@@ -217,24 +227,30 @@ def resnet50(args: argparse.Namespace) -> None:
           f"{format_bytes(at_once)}, scan {format_bytes(whole.scan_bytes - whole.parts['activations'] + at_once)}")
     print(f"  estimate, micro-batch {chosen.run_batch} (budget {format_bytes(chosen.budget or 0)}): activations "
           f"{format_bytes(chosen.parts['activations'])}, scan {format_bytes(chosen.scan_bytes)}")
+    del prepared  # the scan and the reference each load the model in their own process
     matrix_path = args.cache / "resnet50_similarity.npy"
     found = scan_in_fresh_process(path, args.resnet_samples, args.resnet_cka_batch, matrix_path)
     similarity = np.load(matrix_path)
     print(f"  scan (fresh process): {found['seconds']:.1f} s (onnxruntime {found['run_s']:.1f} s), micro-batch "
           f"{found['micro_batch']}, {len(found['layers'])} block IRs, MSRS {found['msrs']:.4f}, "
-          f"peak RSS {found['peak'] / GIB:.2f} GiB (target <= 4 GB)")
-    begin = time.perf_counter()
-    probe = make_probe(prepared.input_specs, None, args.resnet_samples, spec.seed, spec.dims_dict, spec.int_range)
-    features = pooled_reference_features(path, found["layers"], probe.batches(args.resnet_cka_batch, found["samples"]))
-    expected = reference_matrix(features, args.resnet_cka_batch)
+          f"peak RSS {found['peak'] / GIB:.2f} GiB (target <= 4 GB)", flush=True)
+    load_between = os.getloadavg()
+    print(f"  load average after the scan {load_between[0]:.1f} (1 min)", flush=True)
+    reference_path = args.cache / "resnet50_reference.npy"
+    reference = reference_in_fresh_process(path, found["layers"], found["samples"], args.resnet_cka_batch,
+                                           reference_path, args.reference_chunk)
+    expected = np.load(reference_path)
     error = float(np.nanmax(np.abs(similarity - expected)))
-    print(f"  float64 per-pair reference: {time.perf_counter() - begin:.1f} s; max |scan - reference| = {error:.2e} "
-          f"(target <= 1e-6)")
+    print(f"  float64 per-pair reference ({found['samples']} samples, chunks of {args.reference_chunk}, fresh "
+          f"process): {reference['seconds']:.1f} s, peak RSS {reference['peak'] / GIB:.2f} GiB; "
+          f"max |scan - reference| = {error:.2e} (target <= 1e-6)")
     load_after = os.getloadavg()
-    print(f"  load average before {load_before[0]:.1f}, after {load_after[0]:.1f} (1 min); {os.cpu_count()} cores")
-    print(json.dumps({"section": "resnet50", "peak_rss_gib": found["peak"] / GIB, "micro_batch": found["micro_batch"],
-                      "max_abs_error": error, "scan_s": found["seconds"], "load_before": load_before[0],
-                      "load_after": load_after[0]}))
+    print(f"  load average before {load_before[0]:.1f}, after the scan {load_between[0]:.1f}, after "
+          f"{load_after[0]:.1f} (1 min); {os.cpu_count()} cores")
+    print(json.dumps({"section": "resnet50", "samples": found["samples"], "peak_rss_gib": found["peak"] / GIB,
+                      "micro_batch": found["micro_batch"], "max_abs_error": error, "scan_s": found["seconds"],
+                      "reference_s": reference["seconds"], "reference_peak_rss_gib": reference["peak"] / GIB,
+                      "load_before": load_before[0], "load_between": load_between[0], "load_after": load_after[0]}))
 
 
 
@@ -301,6 +317,8 @@ def main() -> None:
     parser.add_argument("--resnet-samples", type=int, default=2560, help="resnet50: probe samples (paper: 2,560)")
     parser.add_argument("--resnet-cka-batch", type=int, default=256, help="resnet50: CKA batch (paper: 256)")
     parser.add_argument("--image-size", type=int, default=224, help="resnet50: image side")
+    parser.add_argument("--reference-chunk", type=int, default=32,
+                        help="resnet50: samples per onnxruntime run of the reference (bounds its memory)")
     args = parser.parse_args()
     unknown = [name for name in args.sections.split(",") if name not in SECTIONS]
     if unknown:

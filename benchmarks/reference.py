@@ -9,7 +9,7 @@ sequence is averaged over time with the batch axis moved first; (N, D) is used a
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -17,10 +17,8 @@ import onnxruntime as ort
 from onnx import helper
 
 
-def raw_outputs(model: onnx.ModelProto, names: Sequence[str], inputs: Mapping[str, np.ndarray],
-                chunk: int | None = None) -> list[np.ndarray]:
-    """The named tensors, unreduced, for every sample (``chunk``: samples per run, e.g. 1 for a
-    model with a fixed batch of 1)."""
+def _exposing_session(model: onnx.ModelProto, names: Sequence[str]) -> ort.InferenceSession:
+    """A plain CPU session of a copy of ``model`` with the named tensors added as graph outputs."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     present = {output.name for output in copy.graph.output}
@@ -28,12 +26,42 @@ def raw_outputs(model: onnx.ModelProto, names: Sequence[str], inputs: Mapping[st
                              for name in names if name not in present)
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(copy.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(copy.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def raw_outputs(model: onnx.ModelProto, names: Sequence[str], inputs: Mapping[str, np.ndarray],
+                chunk: int | None = None) -> list[np.ndarray]:
+    """The named tensors, unreduced, for every sample (``chunk``: samples per run, e.g. 1 for a
+    model with a fixed batch of 1)."""
+    session = _exposing_session(model, names)
     count = next(iter(inputs.values())).shape[0]
     step = chunk or count
     parts = [session.run(list(names), {k: v[i:i + step] for k, v in inputs.items()}) for i in range(0, count, step)]
     batch_axes = [_batch_axis(parts[0][j], step if count >= step else count) for j in range(len(names))]
     return [np.concatenate([part[j] for part in parts], axis=batch_axes[j]) for j in range(len(names))]
+
+
+def pooled_outputs(model: onnx.ModelProto, names: Sequence[str], batches: Iterable[Mapping[str, np.ndarray]],
+                   chunk: int = 64, layouts: Sequence[str | None] | None = None) -> list[np.ndarray]:
+    """(samples, features) float64 per named tensor, reduced as documented chunk by chunk.
+
+    For a model whose raw IRs do not fit in memory all at once (ResNet-50 at 224², 2,560 samples:
+    57 GB of float32 block outputs): only one ``chunk`` of raw outputs is alive at a time, each cast to
+    float64 before it is pooled, so memory is bounded by the chunk, not by the sample count.
+    ``batches`` yields input dicts (e.g. a probe's batches); ``layouts`` as for
+    :func:`reduce_as_documented` (None: channels first)."""
+    session = _exposing_session(model, names)
+    layouts = list(layouts) if layouts is not None else [None] * len(names)
+    parts: list[list[np.ndarray]] = [[] for _ in names]
+    for batch in batches:
+        count = next(iter(batch.values())).shape[0]
+        for start in range(0, count, chunk):
+            size = min(chunk, count - start)
+            outputs = session.run(list(names), {k: v[start:start + size] for k, v in batch.items()})
+            for position, output in enumerate(outputs):
+                parts[position].append(reduce_as_documented(output, size, layouts[position]))
+            del outputs
+    return [np.concatenate(part) for part in parts]
 
 
 def _batch_axis(array: np.ndarray, count: int) -> int:

@@ -1,33 +1,25 @@
-"""CLI for the scan history: ``db upgrade|current``, ``history``, ``diff``, ``check``, and the
-``--record`` hook of ``scan`` (:func:`record_from_cli`).
+"""CLI for the scan history: ``db upgrade|current``, ``history``, ``diff``, and the ``--record``
+hook of ``scan`` (:func:`record_from_cli`); the gate, ``check``, is cli/check.py.
 
 Thin: parse options, call ``redaudit.history``, render with rich. User errors print one line
-``error: ...`` to stderr and exit 2 (``cli.common.user_errors``); ``check`` exits 1 with one line when out of bounds.
+``error: ...`` to stderr and exit 2 (``cli.common.user_errors``).
 """
 from __future__ import annotations
 
 import json
-from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-import redaudit
-from redaudit.cli.common import progress_bar, user_errors
-from redaudit.cli.params import InputPath, OutputPath, count, number
-from redaudit.cli.render import print_warnings
+from redaudit.cli.common import user_errors
+from redaudit.cli.params import OutputPath, count
 from redaudit.cli.history_views import history_to_dict, scan_lines, versions_table
-from redaudit.cli.mlflow_options import logged_line, mlflow_options, mlflow_target
 from redaudit.cli.record_options import (check_record_options, db_option, db_option_used_with,  # noqa: F401 (re-exported)
                                          record_options)
-from redaudit.cli.scan_options import scan_options, scan_spec
 from redaudit.errors import ConfigError
-from redaudit.history import db as history_db
 from redaudit.history import schema as history_schema
-from redaudit.history.check import check_result, validate_limits
 from redaudit.history.store import HistoryStore
 from redaudit.history.writes import Recorded
 from redaudit.report.json_report import finite_only
@@ -184,7 +176,7 @@ def diff_command(name: str, before: str, after: str, db: str | None, force: bool
     if output_format == "md":
         from redaudit.report.markdown import diff_markdown
 
-        click.echo(diff_markdown(diff, top=min(top, 10), report_url=_link_target(report_url, html_path)), nl=False)
+        click.echo(diff_markdown(diff, top=min(top, 10), report_url=link_target(report_url, html_path)), nl=False)
         return
     if as_json or output_format == "json":
         click.echo(json.dumps(finite_only(diff.to_dict()), indent=2, default=str, allow_nan=False))
@@ -224,77 +216,7 @@ def diff_command(name: str, before: str, after: str, db: str | None, force: bool
 # --------------------------------------------------------------------------- check
 
 
-@click.command("check")
-@click.argument("model", type=InputPath(dir_okay=True))
-@click.option("--max-msrs", type=number(0.0, 1e12), help="Fail when MSRS exceeds this.")
-@click.option("--against", metavar="NAME", help="Compare with NAME's latest comparable recorded scan.")
-@click.option("--max-increase", type=number(-100.0, 1e9), metavar="PCT", help="Allowed MSRS increase over --against, in percent.")
-@click.option("--significant", is_flag=True,
-              help="Fail on --max-increase only when the whole 95% bootstrap interval of the increase "
-                   "is above PCT (an increase beyond batch noise).")
-@db_option_used_with("against", must_exist=True)
-@click.option("--force", is_flag=True, help="Compare with the latest scan even if its settings or probe differ.")
-@click.option("--any-probe", is_flag=True,
-              help="Compare with the latest comparable scan even if it used other probe inputs or samples.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-@click.option("--format", "output_format", type=click.Choice(["text", "md"]), default="text", show_default=True,
-              help="md: the verdict as a compact GitHub Markdown summary for a pull-request comment.")
-@click.option("--html", "html_path", type=OutputPath(dir_okay=False), help="Write the scan's HTML report.")
-@report_url_option
-@scan_options
-@mlflow_options
-@user_errors
-def check_command(model: str, max_msrs: float | None, against: str | None, max_increase: float | None,
-                  significant: bool, db: str | None, force: bool, any_probe: bool, quiet: bool, output_format: str,
-                  html_path: str | None, report_url: str | None, **options: Any) -> None:
-    """Scan MODEL; exit 0 if its MSRS is within bounds, 1 with a one-line reason if not."""
-    validate_limits(max_msrs, against, max_increase, significant)
-    tracking = mlflow_target(options)
-    if against is not None:
-        history_db.parse_url(db)
-    spec = scan_spec(options)
-    if html_path is not None:
-        from redaudit.cli.common import prepare_output_paths
-
-        prepare_output_paths(html_path, inputs=(model, spec.inputs))
-    with progress_bar("scanning", enabled=not quiet) as update:
-        result = redaudit.scan(model, spec, progress=update)
-    changes: tuple = ()
-    with HistoryStore(db) if against is not None else nullcontext() as store:
-        outcome = check_result(result, max_msrs=max_msrs, against=against,
-                               max_increase=max_increase, db=store, force=force, significant=significant,
-                               any_probe=any_probe)
-        if output_format == "md" and outcome.baseline is not None:
-            from redaudit.history.diff import changed_layers
-
-            baseline = store.load_scan(outcome.baseline.scan.scan_id)
-            changes = changed_layers({layer.name: layer.redundancy for layer in baseline.layers},
-                                     {row.name: row.redundancy for row in result.layer_rows()})
-    if html_path is not None:
-        from redaudit.cli.common import OutputError
-        from redaudit.report.html import write_html
-
-        try:
-            write_html(result, html_path)
-        except OSError as error:
-            raise OutputError(f"cannot write {html_path}: {error.strerror or error}") from None
-    print_warnings(result.warnings)  # on stderr: synthetic probes make the gate's number weak
-    if tracking is not None:
-        from redaudit.integrations.mlflow import log_check
-
-        logged_line(log_check(outcome, result, tracking))
-    if output_format == "md":
-        from redaudit.report.markdown import check_markdown
-
-        click.echo(check_markdown(outcome, result, changes=changes,
-                                  report_url=_link_target(report_url, html_path)), nl=False)
-    else:
-        click.echo(("OK: " if outcome.passed else "FAIL: ") + outcome.reason)
-    if not outcome.passed:
-        raise SystemExit(1)
-
-
-def _link_target(report_url: str | None, html_path: str | Path | None) -> str | None:
+def link_target(report_url: str | None, html_path: str | Path | None) -> str | None:
     """Where the comment's report link points: --report-url, else the --html path as given."""
     return report_url or (str(html_path) if html_path is not None else None)
 

@@ -121,7 +121,8 @@ def history_to_dict(history: ModelHistory) -> dict:
                           "label": scan.label, "msrs": _finite(scan.msrs), "msrs_std": _finite(scan.msrs_std),
                           "msrs_ci": scan.msrs_interval.to_dict(),
                           "log2_msrs": _finite(scan.log2_msrs), "layers": scan.layer_count,
-                          "samples": scan.samples, "seed": scan.seed, "trend": trend(previous, scan),
+                          "samples": scan.samples, "seed": scan.seed, "micro_batch": scan.micro_batch,
+                          "unit": scan.unit, "trend": trend(previous, scan),
                           "redaudit_version": scan.redaudit_version, "config": scan.config})
             previous = scan
         out["versions"].append({"sha256": version.sha256, "label": version.label,

@@ -35,7 +35,7 @@ _COMMANDS = {
                 "Versions and scans of model NAME over time, with MSRS and its trend."),
     "diff": ("redaudit.cli.history", "diff_command",
              "Compare two scans of NAME (each a version label or alias, sha256 prefix or scan id)."),
-    "check": ("redaudit.cli.history", "check_command",
+    "check": ("redaudit.cli.check", "check_command",
               "Scan MODEL; exit 0 if its MSRS is within bounds, 1 with a one-line reason if not."),
     "db": ("redaudit.cli.history", "db_group", "Manage the history database schema (Alembic migrations)."),
     "nas": ("redaudit.cli.nas", "nas",

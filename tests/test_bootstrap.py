@@ -43,7 +43,7 @@ def loop_interval(per_batch: list[float], level: float = 0.95, resamples: int = 
     return percentile(means, tail), percentile(means, 1 - tail)
 
 
-@pytest.mark.parametrize("count", [2, 3, 10, 41])
+@pytest.mark.parametrize("count", [10, 11, 41])
 def test_interval_equals_plain_loop(count):
     per_batch = list(np.random.default_rng(count).gamma(4.0, 2.0, size=count))
     interval = bootstrap_mean(per_batch)
@@ -70,14 +70,15 @@ def test_chunked_draw_equals_one_draw(monkeypatch):
 
 
 def test_nan_batches_are_left_out_as_the_mean_leaves_them_out():
-    clean = bootstrap_mean([3.0, 5.0, 4.0, 6.5])
-    with_nan = bootstrap_mean([3.0, float("nan"), 5.0, 4.0, float("nan"), 6.5])
-    assert (with_nan.low, with_nan.high, with_nan.batches) == (clean.low, clean.high, 4)
+    values = [3.0, 5.0, 4.0, 6.5, 2.5, 7.0, 4.5, 5.5, 3.5, 6.0]
+    clean = bootstrap_mean(values)
+    with_nan = bootstrap_mean(values[:2] + [float("nan")] + values[2:] + [float("nan")])
+    assert clean.defined and (with_nan.low, with_nan.high, with_nan.batches) == (clean.low, clean.high, 10)
 
 
 def test_interval_contains_the_mean():
     for seed in range(20):
-        per_batch = np.random.default_rng(seed).exponential(3.0, size=8 + seed)
+        per_batch = np.random.default_rng(seed).exponential(3.0, size=10 + seed)
         interval = bootstrap_mean(per_batch)
         assert interval.low <= per_batch.mean() <= interval.high
         assert interval.low >= per_batch.min() and interval.high <= per_batch.max()
@@ -94,13 +95,18 @@ def test_width_shrinks_like_one_over_sqrt_n():
 
 
 def test_constant_batches_give_zero_width():
-    interval = bootstrap_mean([7.25] * 9)
+    interval = bootstrap_mean([7.25] * 10)
     assert interval.defined and interval.width == 0.0 and interval.low == pytest.approx(7.25, abs=1e-12)
 
 
-@pytest.mark.parametrize("per_batch, words", [([4.2], "single batch"), ([4.2, float("nan")], "single batch"),
+@pytest.mark.parametrize("per_batch, words", [([4.2], "too few batches to tell (1;"),
+                                              ([4.2, float("nan")], "too few batches to tell (1;"),
+                                              ([4.0, 5.0], "too few batches to tell (2;"),
+                                              (list(range(1, 10)) + [float("nan")], "too few batches to tell (9;"),
                                               ([float("nan")] * 3, "no batch"), ([], "no batch")])
-def test_fewer_than_two_batches_have_no_interval(per_batch, words):
+def test_fewer_than_ten_batches_have_no_interval(per_batch, words):
+    """Below MIN_INTERVAL_BATCHES the percentile bootstrap of a mean undercovers (48 % for a nominal
+    95 % with 2 batches): no interval is shown, as the gate shows none for an increase."""
     interval = bootstrap_mean(per_batch)
     assert not interval.defined and words in interval.reason
     assert math.isnan(interval.low) and math.isnan(interval.high) and math.isnan(interval.width)

@@ -107,11 +107,12 @@ def test_scan_page_shows_the_reading_and_interval_of_its_json(browser, tmp_path)
     from redaudit.report.numbers import interval_text, share
 
     result = make_result(8, [(1, 2), (2, 3), (5, 6)])
-    result = replace(result, msrs_batches=np.array([result.msrs * f for f in (0.9, 1.1, 1.0, 0.95, float("nan"))]))
+    factors = (0.9, 1.1, 1.0, 0.95, float("nan"), 1.05, 0.97, 1.02, 0.99, 1.01, 0.93)
+    result = replace(result, msrs_batches=np.array([result.msrs * f for f in factors]))
     data = json.loads(write_json(result, tmp_path / "scan.json").read_text())
     page = _open(browser, write_html(result, tmp_path / "scan.html"), 1280, "scan-reading.png")
     ci = data["msrs_ci"]
-    assert ci["low"] is not None and ci["batches"] == 4
+    assert ci["low"] is not None and ci["batches"] == 10
     shown = MeanInterval(ci["low"], ci["high"], ci["level"], ci["batches"], ci["resamples"])
     assert page.inner_text("#msrs-ci").strip() == interval_text(shown)
     reading = data["reading"]

@@ -64,9 +64,11 @@ def test_sentence_of_the_demo_scale():
              (0, 3, 0.81)]
     for i, j, value in pairs:
         matrix[i, j] = matrix[j, i] = value
-    reading = read_msrs(matrix, 7.95, [7.5, 8.4, 7.9, 8.0], 0.8)
+    reading = read_msrs(matrix, 7.95, [7.5, 8.4, 7.9, 8.0, 7.8, 8.1, 8.0, 7.9, 8.2, 7.7], 0.8)
     assert reading.sentence == ("8 of 21 layer pairs (38.1%) have a mean CKA above ε = 0.8: moderate redundancy; "
                                 "the most similar consecutive layers are #1 and #2 (CKA 0.94).")
+    few = read_msrs(matrix, 7.95, [7.5, 8.4, 7.9, 8.0], 0.8)
+    assert few.sentence.endswith("(CKA 0.94); 4 batches, too few for a confidence interval (it needs 10).")
 
 
 def test_sentences_for_what_cannot_be_read():
@@ -76,13 +78,19 @@ def test_sentences_for_what_cannot_be_read():
     none = read_msrs(two, 0.0, [0.0, 0.0], 0.8)
     assert none.sentence.startswith("None of the 1 layer pairs") and none.band == "no redundancy at this ε"
     single = read_msrs(two, 0.0, [0.0], 0.8)
-    assert "one batch only, so no confidence interval" in single.sentence and not single.interval.defined
-    wide = read_msrs(two, 1.0, [0.2, 1.8, 0.4, 1.6], 0.1)
+    assert "1 batch, too few for a confidence interval" in single.sentence and not single.interval.defined
+    wide = read_msrs(two, 1.0, [0.2, 1.8, 0.4, 1.6] * 3, 0.1)
     assert "interval is wide" in wide.sentence and "more samples" in wide.sentence
 
 
+def ten_batch_result():
+    """make_result's matrix with ten finite batches: enough for an interval."""
+    return replace(make_result(), msrs_batches=np.array([2.0, 2.2, 1.9, 2.1, 2.05, 1.95, 2.15, 2.0, 2.1, 1.9]),
+                   batches=10)
+
+
 def test_json_carries_the_reading_and_the_interval():
-    result = make_result()
+    result = ten_batch_result()
     data = json.loads(dumps(result))
     interval = bootstrap_mean(result.msrs_batches)
     assert data["msrs_ci"]["low"] == interval.low and data["msrs_ci"]["high"] == interval.high
@@ -102,11 +110,11 @@ def test_json_carries_the_reading_and_the_interval():
 def test_single_batch_json_says_why_there_is_no_interval():
     result = replace(make_result(), msrs_batches=np.array([3.0]), batches=1)
     data = json.loads(dumps(result))
-    assert data["msrs_ci"]["low"] is None and "single batch" in data["msrs_ci"]["undefined_reason"]
+    assert data["msrs_ci"]["low"] is None and "too few batches to tell (1;" in data["msrs_ci"]["undefined_reason"]
 
 
 def test_terminal_and_html_show_the_same_interval_and_sentence():
-    result = make_result()
+    result = ten_batch_result()
     reading = reading_of_result(result)
     buffer = io.StringIO()
     render_scan(result, Console(file=buffer, width=400, color_system=None))
@@ -116,3 +124,16 @@ def test_terminal_and_html_show_the_same_interval_and_sentence():
     page = render_html(result)
     assert f'id="msrs-ci">{interval_text(reading.interval)}<' in page
     assert f'id="msrs-reading">{reading.sentence}<' in page
+
+
+def test_too_few_batches_read_the_same_everywhere():
+    """Two finite batches: no interval in the terminal, the HTML page or the JSON, each saying why."""
+    result = make_result()
+    buffer = io.StringIO()
+    render_scan(result, Console(file=buffer, width=400, color_system=None))
+    text = buffer.getvalue()
+    assert "no CI (2 batches; needs 10)" in text and "95% CI [" not in text
+    assert 'id="msrs-ci">no CI (2 batches; needs 10)<' in render_html(result)
+    data = json.loads(dumps(result))
+    assert data["msrs_ci"]["low"] is None and data["msrs_ci"]["batches"] == 2
+    assert "2 batches, too few for a confidence interval" in data["reading"]["sentence"]

@@ -41,10 +41,10 @@ _CHUNK_ELEMENTS = 1 << 20
 class MeanInterval:
     """A ``level`` percentile-bootstrap interval of the mean over ``batches`` finite values.
 
-    ``low``/``high`` are NaN when the interval is undefined (fewer than two finite batches: one
-    value has no spread to resample, and a zero-width interval would claim certainty the scan
-    never measured); ``reason`` then says why. (Shown beside MSRS as a description of the batches;
-    the gate, which acts on an interval, asks for :data:`MIN_INTERVAL_BATCHES`.)
+    ``low``/``high`` are NaN when the interval is undefined (fewer than
+    :data:`MIN_INTERVAL_BATCHES` finite batches: below that a nominal 95 % interval misses the
+    mean too often to be shown as one, the same rule the gate applies to an increase); ``reason``
+    then says why ("too few batches to tell").
     """
 
     low: float
@@ -108,11 +108,9 @@ def _finite(per_batch) -> np.ndarray:
     return values[np.isfinite(values)]
 
 
-def _undefined_reason(count: int, minimum: int = 2) -> str | None:
+def _undefined_reason(count: int, minimum: int = MIN_INTERVAL_BATCHES) -> str | None:
     if count == 0:
         return "no batch gave a defined MSRS"
-    if count == 1 and minimum <= 2:
-        return "a single batch: nothing to resample (scan more samples for an interval)"
     if count < minimum:
         return (f"too few batches to tell ({count}; an interval needs at least {minimum}: "
                 f"scan at least {minimum}x --cka-batch samples)")
@@ -164,7 +162,7 @@ def bootstrap_increase(baseline_batches, new_batches, level: float = DEFAULT_LEV
     if base.size and new.size:
         point = _percent(np.array([base.mean()]), np.array([new.mean()]))[0]
     reason = next((f"{what}: {why}" for what, values in (("the baseline", base), ("the new scan", new))
-                   if (why := _undefined_reason(values.size, MIN_INTERVAL_BATCHES)) is not None), None)
+                   if (why := _undefined_reason(values.size)) is not None), None)
     if reason is not None:
         return IncreaseInterval(float(point), math.nan, math.nan, level, reason)
     rng = np.random.default_rng(seed)

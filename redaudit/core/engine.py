@@ -2,8 +2,10 @@
 
 onnxruntime runs batch k+1 in a worker thread while the CKA math of batch k runs here: both
 release the GIL, so the similarity cost hides behind inference. Every stage is announced
-through the ``progress`` callback (the library never prints), and ``cancel`` is polled between
-batches so a service can stop a job without killing its worker.
+through the ``progress`` callback (the library never prints), and ``cancel`` is polled before
+every onnxruntime micro-batch (in the worker thread) and between batches, so a service can stop a
+job without killing its worker and without waiting for a whole CKA batch of a large model. An
+error or interrupt on the scan's own thread likewise stops the worker at its next micro-batch.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from threading import Event
 
 import numpy as np
 
@@ -126,8 +129,15 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
     on_gpu = provider == "CUDAExecutionProvider" and array_backend.name == "cupy"
     # each probe batch runs as micro-batches of the estimate's size (a fixed batch axis caps it
     # further) whose pooled IRs the runner concatenates: the CKA batch stays the one the spec says
+    stopping = Event()  # set when this thread leaves the batch loop: the worker's batch is for nobody
+
+    def before_micro_batch() -> None:  # runs in the worker thread, before each onnxruntime call
+        if stopping.is_set():
+            raise ScanCancelled("scan stopped")
+        _check_cancel(cancel)
+
     runner = BatchRunner(session, [*augmented.fetch_names, *augmented.shape_names], chunk=estimate.run_batch,
-                         device_arrays=array_backend.xp if on_gpu else None)
+                         device_arrays=array_backend.xp if on_gpu else None, before_run=before_micro_batch)
     tapped_at = time.perf_counter()
 
     run_size = batch_size if spec.cka_batch is not None else min(_RUN_CHUNK, batch_size)
@@ -149,36 +159,39 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
 
     _notify(progress, "batches", 0, used_samples)
     with blas_beside_cpu_inference(array_backend, provider != CUDA), ThreadPoolExecutor(max_workers=1) as pool:
-        source = iter(probe.batches(run_size, used_samples))
-        future = pool.submit(timed_run, next(source)) if used_samples else None
-        while future is not None:
-            outputs, seconds = future.result()
-            run_seconds += seconds
-            _check_cancel(cancel)
-            following = next(source, None)
-            future = pool.submit(timed_run, following) if following is not None else None
-            outputs, shape_rows = outputs[:len(layers)], outputs[len(layers):]
-            shapes.add(shape_rows)
-            count = outputs[0].shape[0]
-            if accumulator is None:
-                keep = [i for i, out in enumerate(outputs) if out.ndim >= 1 and out.shape[0] == count]
-                for i in sorted(set(range(len(layers))) - set(keep)):
-                    warnings.append(f"tap {layers[i].tensor!r} has no batch axis at run time "
-                                    f"(shape {outputs[i].shape}); dropped")
-                if len(keep) < 2:
-                    raise ConfigError("fewer than 2 tapped tensors carry the batch axis at run time; "
-                                      "choose taps with --tap")
-                accumulator = SimilarityAccumulator(len(keep), array_backend, spec.estimator, spec.aggregate)
-            features = [outputs[i].reshape(count, -1) for i in keep]
-            done += count
-            if spec.cka_batch is None:
-                pending_features.append(features)
-                if done >= used_samples:
-                    accumulator.add_batch([(array_backend.xp if on_gpu else np).concatenate([part[i] for part in pending_features])
-                                           for i in range(len(keep))])
-            else:
-                accumulator.add_batch(features)
-            _notify(progress, "batches", done, used_samples)
+        try:
+            source = iter(probe.batches(run_size, used_samples))
+            future = pool.submit(timed_run, next(source)) if used_samples else None
+            while future is not None:
+                outputs, seconds = future.result()
+                run_seconds += seconds
+                _check_cancel(cancel)
+                following = next(source, None)
+                future = pool.submit(timed_run, following) if following is not None else None
+                outputs, shape_rows = outputs[:len(layers)], outputs[len(layers):]
+                shapes.add(shape_rows)
+                count = outputs[0].shape[0]
+                if accumulator is None:
+                    keep = [i for i, out in enumerate(outputs) if out.ndim >= 1 and out.shape[0] == count]
+                    for i in sorted(set(range(len(layers))) - set(keep)):
+                        warnings.append(f"tap {layers[i].tensor!r} has no batch axis at run time "
+                                        f"(shape {outputs[i].shape}); dropped")
+                    if len(keep) < 2:
+                        raise ConfigError("fewer than 2 tapped tensors carry the batch axis at run time; "
+                                          "choose taps with --tap")
+                    accumulator = SimilarityAccumulator(len(keep), array_backend, spec.estimator, spec.aggregate)
+                features = [outputs[i].reshape(count, -1) for i in keep]
+                done += count
+                if spec.cka_batch is None:
+                    pending_features.append(features)
+                    if done >= used_samples:
+                        accumulator.add_batch([(array_backend.xp if on_gpu else np).concatenate([part[i] for part in pending_features])
+                                               for i in range(len(keep))])
+                else:
+                    accumulator.add_batch(features)
+                _notify(progress, "batches", done, used_samples)
+        finally:  # normal end, cancel, error or interrupt: the worker must not start another micro-batch
+            stopping.set()
     assert accumulator is not None
     _notify(progress, "similarity")
     summary = accumulator.finish(spec.epsilon, spec.beta)

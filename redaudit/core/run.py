@@ -7,7 +7,7 @@ Scan, prune verification, healing calibration and nas latency all build sessions
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,12 +140,17 @@ class BatchRunner:
     With ``device_arrays`` (the CuPy module) on a CUDA session, inputs are bound once per
     batch and outputs are allocated on the GPU by onnxruntime (I/O binding) and handed to CuPy
     without a copy, so IRs never cross to the host.
+
+    ``before_run`` is called before every onnxruntime call (each chunk): a scan's cancel poll,
+    which raises to stop. A CKA batch of 256 on a large model is many chunks and minutes of work;
+    polled only between batches, a cancel or an interrupt would wait for all of them.
     """
 
     session: ort.InferenceSession
     fetch_names: Sequence[str] | None = None
     chunk: int | None = None
     device_arrays: Any = None
+    before_run: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
         fixed = fixed_batch_of(self.session)
@@ -161,6 +166,8 @@ class BatchRunner:
         return [_concatenate([part[i] for part in parts], self.device_arrays) for i in range(len(parts[0]))]
 
     def _run_once(self, batch: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        if self.before_run is not None:
+            self.before_run()
         count = next(iter(batch.values())).shape[0]
         fixed = fixed_batch_of(self.session)
         if fixed is not None and count < fixed:  # the last partial chunk: pad, run, cut

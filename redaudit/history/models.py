@@ -138,6 +138,10 @@ class Scan(Base):
     msrs_std: Mapped[float | None] = mapped_column(Float)
     msrs_batches: Mapped[list] = mapped_column(JSON)
     warnings: Mapped[list] = mapped_column(JSON)
+    # how it was run (revision 0005; NULL on older rows): samples per onnxruntime run, chosen from
+    # the memory budget, and what one IR is ("decoder layer", "residual block"; docs/taps.md)
+    micro_batch: Mapped[int | None] = mapped_column(Integer)
+    unit: Mapped[str | None] = mapped_column(String(80))  # longest today: 39 characters
     # durations in seconds (ScanResult.timings)
     load_s: Mapped[float | None] = mapped_column(Float)
     tap_s: Mapped[float | None] = mapped_column(Float)

@@ -22,7 +22,8 @@ _Parent = aliased(ModelVersion)
 _SCAN_COLUMNS = (Scan.id, Scan.created_at, Scan.label, Scan.msrs, Scan.msrs_std, Scan.layer_count,
                  Scan.samples, Scan.seed, Scan.input_hash, Scan.redaudit_version, Scan.total_s,
                  Scan.level, Scan.reduce, Scan.cka_batch, Scan.estimator, Scan.aggregate,
-                 Scan.epsilon, Scan.beta, Scan.taps, Scan.inputs_real, Scan.msrs_batches)
+                 Scan.epsilon, Scan.beta, Scan.taps, Scan.inputs_real, Scan.msrs_batches, Scan.micro_batch,
+                 Scan.unit)
 _VERSION_COLUMNS = (ModelVersion.id.label("vid"), ModelVersion.sha256, ModelVersion.label.label("vlabel"),
                     ModelVersion.size_bytes, ModelVersion.parameter_count,
                     ModelVersion.created_at.label("vcreated"), ModelVersion.path,
@@ -36,7 +37,8 @@ def _summary(row) -> ScanSummary:
                        redaudit_version=row.redaudit_version, total_s=row.total_s,
                        config=result_config(row._mapping),
                        msrs_batches=tuple(None if value is None else float(value)
-                                          for value in row.msrs_batches or ()))
+                                          for value in row.msrs_batches or ()),
+                       micro_batch=row.micro_batch, unit=row.unit)
 
 
 def _version(row, scans: tuple[ScanSummary, ...] = (), aliases: tuple[str, ...] = ()) -> VersionSummary:
@@ -159,7 +161,8 @@ def load_scan(session: Session, scan_id: int) -> StoredScan:
     row = session.execute(select(*_SCAN_COLUMNS).where(Scan.id == scan_id)).one()
     settings = dict(scan.config, samples_used=scan.samples, batches=scan.batches,
                     input_hash=scan.input_hash, inputs_real=scan.inputs_real,
-                    provider=scan.provider, backend_used=scan.backend)
+                    provider=scan.provider, backend_used=scan.backend, micro_batch=scan.micro_batch,
+                    unit=scan.unit)
     layers = tuple(LayerRecord(position=layer.position, name=layer.name, op=layer.op,
                                shape=tuple(layer.shape), redundancy=layer.redundancy,
                                most_similar=layer.most_similar,

@@ -69,6 +69,8 @@ class ScanSummary:
     total_s: float | None
     config: dict[str, Any]  # result_config(): the comparability key
     msrs_batches: tuple[float | None, ...] = ()  # MSRS per probe batch as recorded (None: NaN batch)
+    micro_batch: int | None = None  # samples per onnxruntime run; None: recorded before revision 0005
+    unit: str | None = None  # what one IR is ("residual block", "decoder layer"); None: before 0005
 
     @cached_property
     def msrs_interval(self) -> MeanInterval:

@@ -237,7 +237,7 @@ def scan_row(result: ScanResult, version_id: int, label: str | None, now: dateti
         nan_batches=result.nan_batches, layer_count=len(result.layers),
         msrs=finite_or_none(result.msrs), msrs_std=finite_or_none(result.msrs_std),
         msrs_batches=[finite_or_none(v) for v in np.asarray(result.msrs_batches, dtype=float).ravel()],
-        warnings=list(result.warnings),
+        warnings=list(result.warnings), micro_batch=result.micro_batch or None, unit=result.unit or None,
         **{key: finite_or_none(timings.get(key)) for key in ("load_s", "tap_s", "run_s",
                                                             "similarity_s", "total_s")})
 

@@ -46,16 +46,25 @@ def share(fraction: float | None) -> str:
     return "n/a" if _missing(fraction) else f"{100 * fraction:.1f}%"
 
 
+def batches_text(count: int) -> str:
+    return f"{count:,} batch" + ("" if count == 1 else "es")
+
+
 def interval_bounds(interval) -> str:
     """The bounds of a :class:`~redaudit.core.bootstrap.MeanInterval` as ``[7.621, 8.252]`` (three
-    decimals, as :func:`msrs_text`), ``one batch`` or ``n/a`` when undefined."""
+    decimals, as :func:`msrs_text`); when undefined, the batches it had (``4 batches``: fewer than an
+    interval needs) or ``n/a``."""
     if interval is None or not interval.defined:
-        return "one batch" if interval is not None and interval.batches == 1 else "n/a"
+        return batches_text(interval.batches) if interval is not None and interval.batches else "n/a"
     return f"[{interval.low:.3f}, {interval.high:.3f}]"
 
 
 def interval_text(interval) -> str:
-    """``95% CI [7.621, 8.252]``, or ``no CI (one batch)`` / ``no CI`` when undefined."""
+    """``95% CI [7.621, 8.252]``, or ``no CI (4 batches; needs 10)`` / ``no CI`` when undefined."""
     if interval is None or not interval.defined:
-        return "no CI (one batch)" if interval is not None and interval.batches == 1 else "no CI"
+        if interval is None or not interval.batches:
+            return "no CI"
+        from redaudit.core.bootstrap import MIN_INTERVAL_BATCHES
+
+        return f"no CI ({batches_text(interval.batches)}; needs {MIN_INTERVAL_BATCHES})"
     return f"{100 * interval.level:g}% CI {interval_bounds(interval)}"

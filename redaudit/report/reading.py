@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from redaudit.core.bootstrap import MeanInterval, bootstrap_mean
-from redaudit.report.numbers import share
+from redaudit.core.bootstrap import MIN_INTERVAL_BATCHES, MeanInterval, bootstrap_mean
+from redaudit.report.numbers import batches_text, share
 
 #: (upper bound of the share of pairs above ε, exclusive; words). A share of 0 is "no redundancy".
 BANDS: tuple[tuple[float, str], ...] = ((0.10, "low redundancy"), (0.50, "moderate redundancy"),
@@ -84,8 +84,9 @@ class MsrsReading:
         if self.consecutive is not None:
             i, cka = self.consecutive
             text += f"; the most similar consecutive layers are #{i} and #{i + 1} (CKA {cka:.2f})"
-        if not self.interval.defined:
-            text += "; one batch only, so no confidence interval"
+        if not self.interval.defined and self.interval.batches:
+            text += (f"; {batches_text(self.interval.batches)}, too few for a confidence interval "
+                     f"(it needs {MIN_INTERVAL_BATCHES})")
         elif self.msrs > 0 and self.interval.width / 2 > WIDE_INTERVAL * self.msrs:
             text += (f"; the {self.interval.level:.0%} interval is wide (±{share(self.interval.width / 2 / self.msrs)}"
                      f" of MSRS): more samples would narrow it")

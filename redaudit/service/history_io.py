@@ -152,7 +152,7 @@ def result_of_stored(stored: StoredScan) -> ScanResult:
         batches=int(settings.get("batches", 0)), dropped_samples=0, nan_batches=0,
         inputs_real=bool(settings.get("inputs_real")), input_hash=str(settings.get("input_hash", "")),
         provider=str(settings.get("provider", "")), backend=str(settings.get("backend_used", "")),
-        redaudit_version=summary.redaudit_version)
+        redaudit_version=summary.redaudit_version, unit=summary.unit or "", micro_batch=summary.micro_batch or 0)
 
 
 def check_stored(engine: Engine, scan_id: int, *, max_msrs: float | None, against: str | None,

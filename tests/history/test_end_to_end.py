@@ -10,7 +10,8 @@ from click.testing import CliRunner
 
 import models  # tests/models.py (tests/conftest.py puts tests/ on sys.path)
 import redaudit
-from redaudit.cli.history import check_command, diff_command, history_command, record_from_cli
+from redaudit.cli.check import check_command
+from redaudit.cli.history import diff_command, history_command, record_from_cli
 from redaudit.history import diff_references, model_history
 
 SCAN = dict(samples=512, seed=0)

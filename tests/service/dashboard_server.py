@@ -21,7 +21,8 @@ from redaudit.service.settings import ServiceSettings
 from redaudit.service.state import ServiceState
 from tests.models import residual_cnn
 
-SPEC = {"samples": 64, "cka_batch": 32}
+#: Ten CKA batches: the fewest for which a scan has an MSRS interval (MIN_INTERVAL_BATCHES).
+SPEC = {"samples": 320, "cka_batch": 32}
 MODEL = "resnet-prod"
 
 

@@ -16,12 +16,16 @@ from tests.models import residual_cnn
 from tests.service.conftest import FAST_SPEC
 
 
-def _push(service, tmp_path, name: str, label: str, seed: int) -> dict:
+#: Ten CKA batches: the fewest with an MSRS interval (MIN_INTERVAL_BATCHES).
+TEN_BATCH_SPEC = {"samples": 320, "cka_batch": 32}
+
+
+def _push(service, tmp_path, name: str, label: str, seed: int, spec: dict | None = None) -> dict:
     path = tmp_path / f"m{seed}.onnx"
     onnx.save(residual_cnn(blocks=3, seed=seed), str(path))
     blob = service.upload(path).json()["sha256"]
     job = service.client.post("/api/v1/scans", headers=service.headers(),
-                              json={"model": name, "label": label, "blob": blob, "spec": FAST_SPEC})
+                              json={"model": name, "label": label, "blob": blob, "spec": spec or FAST_SPEC})
     assert job.status_code == 202, job.text
     done = service.wait(job.json()["id"])
     assert done["state"] == "succeeded", done
@@ -88,8 +92,8 @@ def test_hostile_names_are_escaped(sqlite_service, tmp_path):
 
 
 def test_numbers_are_the_cli_text(sqlite_service, tmp_path):
-    first = _push(sqlite_service, tmp_path, "net", "v1", seed=1)
-    second = _push(sqlite_service, tmp_path, "net", "v2", seed=2)
+    first = _push(sqlite_service, tmp_path, "net", "v1", seed=1, spec=TEN_BATCH_SPEC)
+    second = _push(sqlite_service, tmp_path, "net", "v2", seed=2, spec=TEN_BATCH_SPEC)
     _login(sqlite_service)
     db = str(sqlite_service.state.settings.db)
     runner = CliRunner()
@@ -104,6 +108,11 @@ def test_numbers_are_the_cli_text(sqlite_service, tmp_path):
     assert len(intervals) == 2 + 2 and all(interval.startswith("[") for interval in intervals)
     for text in intervals:  # and the same "[1.100, 1.300]" interval
         assert text in scans.output
+    few = _push(sqlite_service, tmp_path, "few", "v1", seed=3)  # 2 batches: no interval, on both sides
+    few_scans = runner.invoke(cli, ["history", "few", "--scans", "--db", db])
+    assert re.findall(r'<td class="num ci">([^<]+)</td>', sqlite_service.client.get("/ui/models/few").text) == \
+        ["2 batches", "2 batches"] and "2 batches" in few_scans.output
+    assert "no CI (2 batches; needs 10)" in sqlite_service.client.get(f"/ui/scans/{few['scan_id']}").text
     diff = runner.invoke(cli, ["diff", "net", "v1", "v2", "--db", db])
     assert diff.exit_code == 0, diff.output
     page = sqlite_service.client.get("/ui/models/net/diff", params={"before": "v1", "after": "v2"}).text
@@ -129,7 +138,7 @@ def test_scan_recorded_by_the_cli_reads_as_its_report(make_service, db_url, tmp_
     path = tmp_path / "m.onnx"
     onnx.save(residual_cnn(blocks=3, seed=1, duplicate_block=1), str(path))
     report = tmp_path / "scan.json"
-    scanned = CliRunner().invoke(main_cli, ["scan", str(path), "--samples", "128", "--cka-batch", "32", "--quiet",
+    scanned = CliRunner().invoke(main_cli, ["scan", str(path), "--samples", "320", "--cka-batch", "32", "--quiet",
                                             "--record", "cli-net", "--db", str(service.state.settings.db),
                                             "--json", str(report)])
     assert scanned.exit_code == 0, scanned.output
@@ -138,12 +147,16 @@ def test_scan_recorded_by_the_cli_reads_as_its_report(make_service, db_url, tmp_
     scan_id = history["versions"][0]["scans"][0]["scan_id"]
     stored = service.client.get(f"/api/v1/scans/{scan_id}", headers=service.headers("read")).json()
     assert stored["msrs_ci"] == data["msrs_ci"] and stored["reading"]["sentence"] == data["reading"]["sentence"]
+    assert data["micro_batch"] > 0 and data["unit"]  # kept by --record (revision 0005), as the report says
+    assert (stored["settings"]["micro_batch"], stored["settings"]["unit"]) == (data["micro_batch"], data["unit"])
     _login(service)
     page = service.client.get(f"/ui/scans/{scan_id}").text
+    assert f'id="micro-batch">{data["micro_batch"]}<' in page and f'id="unit">{data["unit"]}<' in page
     assert html.escape(data["reading"]["sentence"], quote=False) in page
     from redaudit.core.bootstrap import MeanInterval
 
     ci = data["msrs_ci"]
+    assert ci["batches"] == 10 and ci["low"] is not None
     assert interval_text(MeanInterval(ci["low"], ci["high"], ci["level"], ci["batches"], ci["resamples"])) in page
 
 
