@@ -6,7 +6,8 @@ Same network, inputs and batches as vs_peers.py (flattened block outputs, n = 1,
 * ``ort_plain``: onnxruntime on the original graph, the logits only (no taps);
 * ``ort_taps``: onnxruntime on redaudit's augmented graph, every tap fetched (what a scan runs);
 * ``our_hsic``: redaudit's similarity on the fetched taps (``SimilarityAccumulator.add_batch``:
-  float64 centring, one Gram per layer, all pairs), alone, not overlapped with inference;
+  float64 centring, one Gram per layer, all pairs), alone, not overlapped with inference, on one
+  BLAS thread as inside a scan;
 * ``redaudit``: the whole library call ``redaudit.scan`` (load, taps, session, overlap included);
 * ``torch_forward``: the torch model alone; ``torch_hooked``: with pytorch-cka's flattening hooks;
 * ``peer_hsic``: pytorch-cka's Grams + all-pairs HSIC on the hooked features (its
@@ -99,10 +100,13 @@ def parts(blocks: int, repeats: int, threads: int) -> dict:
                 grams = torch.stack([torch.mm(f, f.T) for f in features])
                 total += hsic_cross(grams, grams)
 
-    def our_hsic() -> None:
-        accumulator = SimilarityAccumulator(blocks, backend, "unbiased", "hsic")
-        for features in fetched:
-            accumulator.add_batch(features)
+    def our_hsic() -> None:  # on one BLAS thread, as inside a scan (core/backend.py)
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"):
+            accumulator = SimilarityAccumulator(blocks, backend, "unbiased", "hsic")
+            for features in fetched:
+                accumulator.add_batch(features)
 
     def torch_forward() -> None:
         with torch.inference_mode():
