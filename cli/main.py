@@ -139,7 +139,7 @@ class LazyGroup(click.Group):
         name, command, rest = super().resolve_command(ctx, args)
         asks_help = any(word in ("--help", "-h") for word in rest)
         if not ctx.resilient_parsing and not asks_help and name in signals.NATIVE_IMPORTS:
-            signals.import_native(signals.NATIVE_IMPORTS[name])
+            signals.import_native(signals.native_imports(name, rest))
         return name, command, rest
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:

@@ -32,8 +32,8 @@ def scan_command(model: str, json_path: str | None, heatmap_path: str | None, ht
                  top: int, quiet: bool, record: str | None, label: str | None, db: str | None,
                  **options: Any) -> None:
     """Measure layer similarity (CKA) and MSRS of an ONNX MODEL."""
-    # Imported here, not at the top: `scan --help` must not load numpy (render) or SQLAlchemy (history).
-    from redaudit.cli.history import record_from_cli
+    # Imported here, not at the top: `scan --help` must not load numpy (render); SQLAlchemy (history)
+    # only loads for --record (about 0.2 s of every scan's start otherwise: issue 27).
     from redaudit.cli.render import msrs_line, print_warnings, render_scan
 
     tracking = mlflow_target(options)
@@ -46,7 +46,7 @@ def scan_command(model: str, json_path: str | None, heatmap_path: str | None, ht
     # Every write first (reports staged, the history row committed, then the reports renamed
     # into place), so a failure is the command's only line and leaves nothing behind.
     written = _write_reports(result, json_path, heatmap_path, html_path,
-                             record=lambda: record_from_cli(result, record, label, db, quiet=quiet) if record else None)
+                             record=(lambda: _record(result, record, label, db, quiet)) if record else None)
     print_warnings(result.warnings)
     if quiet:
         click.echo(msrs_line(result))
@@ -62,6 +62,12 @@ def scan_command(model: str, json_path: str | None, heatmap_path: str | None, ht
         run = log_scan(result, tracking)
         if not quiet:
             logged_line(run)
+
+
+def _record(result: redaudit.ScanResult, record: str, label: str | None, db: str | None, quiet: bool) -> Any:
+    from redaudit.cli.history import record_from_cli
+
+    return record_from_cli(result, record, label, db, quiet=quiet)
 
 
 def _write_reports(result: redaudit.ScanResult, json_path: str | None, heatmap_path: str | None,

@@ -37,7 +37,7 @@ PAUSE_ENV = "REDAUDIT_TEST_PAUSE"
 #: Native packages imported up front, signals deferred, by the commands that use them. A command
 #: not listed imports nothing native at start-up beyond what its module needs.
 NATIVE_IMPORTS: dict[str, tuple[str, ...]] = {
-    "scan": ("numpy", "onnx", "onnxruntime", "sqlalchemy"),
+    "scan": ("numpy", "onnx", "onnxruntime"),  # + sqlalchemy with --record (RECORD_IMPORTS)
     "taps": ("numpy", "onnx"),
     "prune": ("numpy", "onnx", "onnxruntime", "sqlalchemy"),
     "check": ("numpy", "onnx", "onnxruntime", "sqlalchemy"),
@@ -47,6 +47,20 @@ NATIVE_IMPORTS: dict[str, tuple[str, ...]] = {
     "nas": ("numpy", "onnx", "onnxruntime", "sqlalchemy", "optuna", "torch"),
     "push": ("numpy", "onnx"),
 }
+
+#: Options that make a command open the history: SQLAlchemy (about 0.2 s) is imported up front
+#: only then, not for every scan (issue 27).
+RECORD_IMPORTS: dict[str, tuple[str, tuple[str, ...]]] = {"scan": ("--record", ("sqlalchemy",))}
+
+
+def native_imports(command: str, args: Iterable[str]) -> tuple[str, ...]:
+    """The native packages ``command`` imports up front, given its arguments ``args``."""
+    names = NATIVE_IMPORTS.get(command, ())
+    if command in RECORD_IMPORTS:
+        option, extra = RECORD_IMPORTS[command]
+        if any(arg == option or arg.startswith(option + "=") for arg in args):
+            names = (*names, *extra)
+    return names
 
 
 class Interrupted(BaseException):

@@ -58,3 +58,19 @@ def test_table_short_help_equals_the_commands_own(name):
     command = cli.get_command(click.Context(cli), name)
     assert command is not None
     assert _COMMANDS[name][2] == command.get_short_help_str(limit=10_000)
+
+
+def test_a_scan_without_record_loads_no_sqlalchemy(tmp_path):
+    """The history layer (SQLAlchemy, Alembic) is imported for ``--record`` only: about 0.2 s of a
+    scan's fixed cost otherwise (issue 27). With ``--record`` it is, so the probe can see it."""
+    import onnx
+
+    from tests import models
+
+    path = tmp_path / "m.onnx"
+    onnx.save(models.residual_cnn(), str(path))
+    scan = ["scan", str(path), "--samples", "32", "--cka-batch", "16", "--device", "cpu", "--quiet"]
+    _, plain = _top_level_modules(scan)
+    _, recorded = _top_level_modules([*scan, "--record", "m", "--db", str(tmp_path / "h.db")])
+    assert "onnxruntime" in plain and "sqlalchemy" not in plain
+    assert "sqlalchemy" in recorded

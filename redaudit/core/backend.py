@@ -5,6 +5,9 @@ results back to NumPy for reporting.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +16,9 @@ import numpy as np
 from redaudit.errors import BackendUnavailableError, ConfigError
 
 BACKENDS = ("auto", "numpy", "cupy")
+
+#: Environment variables through which a user sets the BLAS thread count themselves.
+_BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")
 
 
 @dataclass(frozen=True)
@@ -24,6 +30,29 @@ class ArrayBackend:
         if self.name == "cupy":
             return self.xp.asnumpy(array)
         return np.asarray(array)
+
+
+@contextlib.contextmanager
+def blas_beside_cpu_inference(backend: ArrayBackend, runtime_on_cpu: bool) -> Iterator[None]:
+    """One BLAS thread for the NumPy CKA math while onnxruntime runs on the CPU beside it.
+
+    A scan's similarity math (one batch's Grams) runs while onnxruntime computes the next batch
+    with its own pool, which already holds every core by default. A multi-threaded BLAS beside it
+    oversubscribes the cores and its idle threads spin: on 2 cores with other work running, a
+    flattened scan took 69 s wall with OpenBLAS's default 2 threads and 9.8 s with one (issue 27;
+    scikit-learn's KMeans caps BLAS around its own threads for the same reason). The cap is
+    scoped to the scan's streaming loop (threadpoolctl restores the count after) and is skipped
+    when the user chose a count (``OPENBLAS_NUM_THREADS``, ``MKL_NUM_THREADS``, ``OMP_NUM_THREADS``;
+    the CLI sets the first to 1 by default), when the math runs on CuPy, and when onnxruntime
+    runs on a GPU (the CPU cores are then the BLAS's alone).
+    """
+    if backend.name != "numpy" or not runtime_on_cpu or any(os.environ.get(v) for v in _BLAS_THREAD_VARIABLES):
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 def _cupy_or_reason() -> tuple[Any | None, str]:

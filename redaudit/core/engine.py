@@ -19,7 +19,7 @@ import numpy as np
 
 from redaudit import __version__
 from redaudit.core.augment import Reduction
-from redaudit.core.backend import select_backend
+from redaudit.core.backend import blas_beside_cpu_inference, select_backend
 from redaudit.core.memory import check_memory, estimate_scan_memory
 from redaudit.core.prepared import PreparedModel
 from redaudit.core.probe import make_probe
@@ -158,7 +158,7 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
         return outputs, time.perf_counter() - begin
 
     _notify(progress, "batches", 0, used_samples)
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    with blas_beside_cpu_inference(array_backend, provider != CUDA), ThreadPoolExecutor(max_workers=1) as pool:
         try:
             source = iter(probe.batches(run_size, used_samples))
             future = pool.submit(timed_run, next(source)) if used_samples else None

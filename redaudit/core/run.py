@@ -67,6 +67,10 @@ class SessionFactory:
         if self.threads:
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1
+        # Idle intra-op threads sleep instead of spinning: a scan runs the CKA math beside
+        # onnxruntime (engine.py), and a spinning pool thread takes its core. Vs_peers CNN,
+        # flattened, L = 45 on 2 shared cores: 15.3 s vs 21.6 s (issue 27; docs/performance.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if self.folder is not None:
             options.add_session_config_entry("session.model_external_initializers_file_folder_path", self.folder)
         data = model if isinstance(model, bytes) else model.SerializeToString()
