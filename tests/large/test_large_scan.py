@@ -26,6 +26,9 @@ pytestmark = pytest.mark.large
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES, CKA_BATCH = 64, 32
 CLI = "import sys; from redaudit.cli.main import main; sys.argv = ['redaudit', *sys.argv[1:]]; main()"
+#: Only a hang guard, never a verdict on speed: a 2.25 GiB prune took 294 s quiet and passed 900 s at
+#: load 12 on 2 cores, so the bound sits far above any loaded run.
+HANG_GUARD_S = 3600
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +62,7 @@ def test_scan_past_2gb_matches_plain_onnxruntime(large_mlp, tmp_path):
     done = subprocess.run([sys.executable, "-c", CLI, "scan", str(large_mlp.model), "--inputs", str(tmp_path / "inputs.npz"),
                            "--samples", str(SAMPLES), "--cka-batch", str(CKA_BATCH), "--device", "cpu",
                            "--json", str(report), "--quiet"],
-                          check=False, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=600)
+                          check=False, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert done.returncode == 0, done.stderr
     result = json.loads(report.read_text())
     names = [layer["name"] for layer in result["layers"]]

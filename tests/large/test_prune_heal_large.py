@@ -28,6 +28,9 @@ pytestmark = pytest.mark.large
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES, CKA_BATCH, LAYERS, WIDTH = 64, 32, 144, 2048
 CLI = "import sys; from redaudit.cli.main import main; sys.argv = ['redaudit', *sys.argv[1:]]; main()"
+#: Only a hang guard, never a verdict on speed: a 2.25 GiB prune took 294 s quiet and passed 900 s at
+#: load 12 on 2 cores, so the bound sits far above any loaded run.
+HANG_GUARD_S = 3600
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +56,7 @@ def test_prune_and_heal_past_2gb_writes_a_model_plain_onnxruntime_runs(large_mlp
                            "--inputs", str(tmp_path / "inputs.npz"), "--samples", str(SAMPLES),
                            "--cka-batch", str(CKA_BATCH), "--device", "cpu", "--no-latency", "--json", "-o", str(out)],
                           check=False, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-                          timeout=900)
+                          timeout=HANG_GUARD_S)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert len(report["removed"]) == 2 and report["healed"]
