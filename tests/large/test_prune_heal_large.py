@@ -28,7 +28,7 @@ pytestmark = pytest.mark.large
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES, CKA_BATCH, LAYERS, WIDTH = 64, 32, 144, 2048
 CLI = "import sys; from redaudit.cli.main import main; sys.argv = ['redaudit', *sys.argv[1:]]; main()"
-#: Only a hang guard, never a verdict on speed: a 2.25 GiB prune took 294 s quiet and passed 900 s at
+#: Only a hang guard, never a verdict on speed: the 2.25 GiB prune took 294 s in one loaded run and over 900 s at
 #: load 12 on 2 cores, so the bound sits far above any loaded run.
 HANG_GUARD_S = 3600
 
