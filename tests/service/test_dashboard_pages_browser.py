@@ -48,6 +48,7 @@ def page(browser, live):
 
 
 def test_scan_cards_keep_epsilon_one_line_and_two_full_rows(page, live):
+    """No card sits alone on a row (issue 24 item 7): ten cards, two full rows of five at 1280 px."""
     page.goto(live.base + f"/ui/scans/{live.jobs['v2']['scan_id']}")
     label = page.inner_text("#pairs-above-label")  # innerText is the rendered text: uppercase applied
     assert "ε" in label and "Ε" not in label, label
@@ -58,7 +59,7 @@ def test_scan_cards_keep_epsilon_one_line_and_two_full_rows(page, live):
         fits = page.eval_on_selector(selector, "element => element.scrollWidth <= element.clientWidth")
         assert lines == 1 and fits, (selector, lines, fits)
     rows = page.eval_on_selector_all(".cards .card", "cards => cards.map(card => card.offsetTop)")
-    assert len(rows) == 8 and sorted({top: rows.count(top) for top in rows}.values()) == [4, 4], rows
+    assert len(rows) == 10 and sorted({top: rows.count(top) for top in rows}.values()) == [5, 5], rows
 
 
 def test_every_warning_of_a_scan_is_on_its_page(page, live):
