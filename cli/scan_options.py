@@ -51,7 +51,9 @@ _OPTIONS = [
     click.option("--backend", type=click.Choice(BACKENDS), default=_DEFAULT.backend, show_default=True,
                  help="Array backend for the CKA math."),
     click.option("--threads", type=count(1, 1024), default=None, metavar="N",
-                 help="onnxruntime threads per session (default: all cores; lower it when several scans share a machine)."),
+                 help="onnxruntime threads per session (default: every core; on the CPU a small model runs several CKA batches "
+                      "at once on a share each, memory allowing; set N for one batch at a time, or when several scans "
+                      "share a machine)."),
     click.option("--max-model-size", default=MAX_MODEL_SIZE_AUTO, show_default=True, metavar="SIZE|auto",
                  help=MAX_MODEL_SIZE_HELP),
     click.option("--max-memory", default=None, metavar="SIZE",

@@ -23,6 +23,9 @@ from redaudit.prune.verify import Evaluator
 
 PLENTY = 64 * 1024**3  # "available" for estimates that must not depend on this machine
 SPEC = ScanSpec(samples=512, device="cpu", backend="numpy")
+#: A thread count set by the user keeps one CKA batch in flight (no lanes: memory.fit_lanes),
+#: so the parts are those of the micro-batch rule alone.
+ONE_LANE = SPEC.with_options(threads=1)
 
 
 @pytest.fixture
@@ -37,7 +40,7 @@ def _fixed_parts(estimate) -> int:
 
 def test_micro_batch_is_the_largest_that_fits_the_budget(cnn_path):
     prepared = redaudit.prepare(cnn_path, device="cpu")
-    free = estimate_scan_memory(prepared, SPEC, available=PLENTY)
+    free = estimate_scan_memory(prepared, ONE_LANE, available=PLENTY)  # parts of one batch in flight
     assert free.run_batch == 256
     per_sample = free.parts["activations"] // free.run_batch
     budget = _fixed_parts(free) + 37 * per_sample + per_sample // 2
@@ -141,7 +144,7 @@ def test_on_cuda_the_device_memory_sizes_the_micro_batch(cnn_path):
     """With onnxruntime on CUDA the activations live on the GPU: its free memory (a share of it)
     sizes the micro-batch, and the host budget only has to hold what stays on the host."""
     prepared = redaudit.prepare(cnn_path, device="cpu")
-    free = estimate_scan_memory(prepared, SPEC, available=PLENTY)
+    free = estimate_scan_memory(prepared, ONE_LANE, available=PLENTY)  # CUDA runs one batch at a time
     per_sample = free.parts["activations"] // free.run_batch
     room = 2 * (free.parts["weights"] + 40 * per_sample)  # the default share (half) leaves 40 samples
     on_gpu = estimate_scan_memory(prepared, SPEC, device_runtime=True, available=PLENTY, device_available=lambda: room)

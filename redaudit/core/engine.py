@@ -1,7 +1,10 @@
 """Orchestrates a scan: prepared model → taps → augmented graph → batches → similarity → MSRS.
 
 onnxruntime runs batch k+1 in a worker thread while the CKA math of batch k runs here: both
-release the GIL, so the similarity cost hides behind inference. Every stage is announced
+release the GIL, so the similarity cost hides behind inference. On the CPU, a model small enough
+runs several batches at once instead ("lanes", :func:`~redaudit.core.memory.fit_lanes`): each
+worker runs a whole batch, inference on its share of the cores and then its HSIC, and this thread
+folds the batches in order, so the matrix is the same bit for bit. Every stage is announced
 through the ``progress`` callback (the library never prints), and ``cancel`` is polled before
 every onnxruntime micro-batch (in the worker thread) and between batches, so a service can stop a
 job without killing its worker and without waiting for a whole CKA batch of a large model. An
@@ -10,9 +13,11 @@ error or interrupt on the scan's own thread likewise stops the worker at its nex
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from itertools import islice
 from threading import Event
 
 import numpy as np
@@ -20,6 +25,7 @@ import numpy as np
 from redaudit import __version__
 from redaudit.core.augment import Reduction
 from redaudit.core.backend import blas_beside_cpu_inference, select_backend
+from redaudit.core.cka import BatchHsic, batch_hsic
 from redaudit.core.memory import check_memory, estimate_scan_memory
 from redaudit.core.prepared import PreparedModel
 from redaudit.core.probe import make_probe
@@ -60,6 +66,21 @@ def _notify(progress: ProgressCallback | None, stage: str, done: int = 0, total:
 def _check_cancel(cancel: CancelCheck | None) -> None:
     if cancel is not None and cancel():
         raise ScanCancelled("scan cancelled")
+
+
+@dataclass(frozen=True)
+class _LaneBatch:
+    """What a worker hands back for one batch: its inference seconds, shape rows, the shapes
+    of taps without a batch axis, the taps that carry the batch axis (``kept``), and either their features (folded by the scan's
+    thread) or, with several lanes, the batch's HSIC already computed in the worker."""
+
+    seconds: float
+    shape_rows: list[np.ndarray]
+    dropped: dict[int, tuple[int, ...]]  # shapes of the taps without the batch axis
+    kept: list[int]
+    count: int
+    features: list[np.ndarray] | None
+    hsic: BatchHsic | None
 
 
 def _layer_info(point: TapPoint, reduction: Reduction, shapes: RuntimeShapes, position: int) -> LayerInfo:
@@ -122,6 +143,9 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
     memory_warnings = check_memory(estimate, reduce=spec.reduce)  # refuses only what one sample cannot fit
     lap("augment")
     _notify(progress, "session")
+    lanes = estimate.lanes
+    if lanes > 1:  # k batches at once, each on its share of the cores (memory.fit_lanes says why)
+        prepared = prepared.on_device(spec.device, estimate.lane_threads)
     session, provider = prepared.session(augmented)
     lap("session")
     _check_cancel(cancel)
@@ -129,9 +153,9 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
     on_gpu = provider == "CUDAExecutionProvider" and array_backend.name == "cupy"
     # each probe batch runs as micro-batches of the estimate's size (a fixed batch axis caps it
     # further) whose pooled IRs the runner concatenates: the CKA batch stays the one the spec says
-    stopping = Event()  # set when this thread leaves the batch loop: the worker's batch is for nobody
+    stopping = Event()  # set when this thread leaves the batch loop: the workers' batches are for nobody
 
-    def before_micro_batch() -> None:  # runs in the worker thread, before each onnxruntime call
+    def before_micro_batch() -> None:  # runs in a worker thread, before each onnxruntime call
         if stopping.is_set():
             raise ScanCancelled("scan stopped")
         _check_cancel(cancel)
@@ -152,46 +176,66 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
     run_seconds = 0.0
     done = 0
 
-    def timed_run(batch: dict[str, np.ndarray]) -> tuple[list[np.ndarray], float]:
+    def lane(batch: dict[str, np.ndarray]) -> _LaneBatch:
+        """One batch in a worker thread: inference, and with several lanes its HSIC too."""
         begin = time.perf_counter()
         outputs = runner.run(batch)
-        return outputs, time.perf_counter() - begin
+        seconds = time.perf_counter() - begin
+        outputs, shape_rows = outputs[:len(layers)], outputs[len(layers):]
+        count = outputs[0].shape[0]
+        kept = [i for i, out in enumerate(outputs) if out.ndim >= 1 and out.shape[0] == count]
+        features = [outputs[i].reshape(count, -1) for i in kept]
+        dropped = {i: outputs[i].shape for i in range(len(outputs)) if i not in kept}
+        if lanes > 1 and len(kept) >= 2:
+            return _LaneBatch(seconds, shape_rows, dropped, kept, count, None,
+                              batch_hsic(features, spec.estimator, array_backend.xp))
+        return _LaneBatch(seconds, shape_rows, dropped, kept, count, features, None)
 
     _notify(progress, "batches", 0, used_samples)
-    with blas_beside_cpu_inference(array_backend, provider != CUDA), ThreadPoolExecutor(max_workers=1) as pool:
+    with blas_beside_cpu_inference(array_backend, provider != CUDA), ThreadPoolExecutor(max_workers=lanes) as pool:
         try:
+            in_flight: deque = deque()
             source = iter(probe.batches(run_size, used_samples))
-            future = pool.submit(timed_run, next(source)) if used_samples else None
-            while future is not None:
-                outputs, seconds = future.result()
-                run_seconds += seconds
+            # with lanes, twice as many batches as lanes are queued, so that a lane that finishes
+            # early starts the next batch instead of waiting for the oldest one to be folded; a
+            # finished lane batch holds only its HSIC. One lane: one batch ahead (its features wait).
+            depth = 2 * lanes if lanes > 1 else 1
+            in_flight.extend(pool.submit(lane, batch) for batch in islice(source, depth))
+            while in_flight:
+                result = in_flight.popleft().result()
+                run_seconds += result.seconds / lanes  # the lanes' inference overlaps: its share of the wall time
                 _check_cancel(cancel)
                 following = next(source, None)
-                future = pool.submit(timed_run, following) if following is not None else None
-                outputs, shape_rows = outputs[:len(layers)], outputs[len(layers):]
-                shapes.add(shape_rows)
-                count = outputs[0].shape[0]
+                if following is not None:  # batch k+lanes starts while this thread folds batch k
+                    in_flight.append(pool.submit(lane, following))
+                shapes.add(result.shape_rows)
                 if accumulator is None:
-                    keep = [i for i, out in enumerate(outputs) if out.ndim >= 1 and out.shape[0] == count]
+                    keep = result.kept
                     for i in sorted(set(range(len(layers))) - set(keep)):
                         warnings.append(f"tap {layers[i].tensor!r} has no batch axis at run time "
-                                        f"(shape {outputs[i].shape}); dropped")
+                                        f"(shape {result.dropped[i]}); dropped")
                     if len(keep) < 2:
                         raise ConfigError("fewer than 2 tapped tensors carry the batch axis at run time; "
                                           "choose taps with --tap")
                     accumulator = SimilarityAccumulator(len(keep), array_backend, spec.estimator, spec.aggregate)
-                features = [outputs[i].reshape(count, -1) for i in keep]
-                done += count
-                if spec.cka_batch is None:
-                    pending_features.append(features)
+                elif result.kept != keep:
+                    raise ConfigError("the tapped tensors that carry the batch axis changed between batches; "
+                                      "choose taps with --tap")
+                done += result.count
+                if result.hsic is not None:
+                    accumulator.add_hsic(result.hsic)
+                elif spec.cka_batch is None:
+                    pending_features.append(result.features)
                     if done >= used_samples:
                         accumulator.add_batch([(array_backend.xp if on_gpu else np).concatenate([part[i] for part in pending_features])
                                                for i in range(len(keep))])
                 else:
-                    accumulator.add_batch(features)
+                    accumulator.add_batch(result.features)
                 _notify(progress, "batches", done, used_samples)
-        finally:  # normal end, cancel, error or interrupt: the worker must not start another micro-batch
+        finally:  # normal end, cancel, error or interrupt: no worker may start another micro-batch
             stopping.set()
+            for queued in in_flight:
+                queued.cancel()  # not started yet: never starts
     assert accumulator is not None
     _notify(progress, "similarity")
     summary = accumulator.finish(spec.epsilon, spec.beta)

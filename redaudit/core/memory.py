@@ -50,6 +50,7 @@ activations and, with the CuPy backend, the features and Gram blocks.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -74,6 +75,9 @@ RUN_CHUNK = 256
 ACTIVATION_TARGET_BYTES = 1024**3
 #: Above this size a scan is announced with a warning, whatever the machine has.
 WARN_BYTES = 2 * 1024**3
+#: At most this many CKA batches in flight at once on the CPU (each lane multiplies the memory a
+#: batch holds, see :func:`fit_lanes`).
+MAX_LANES = 8
 
 
 class MemoryLimitError(RedauditError):
@@ -91,6 +95,8 @@ class MemoryEstimate:
     cka_batch: int = 0
     unsized_tensors: int = 0  # intermediates shape inference could not size (counted as 0)
     budget: int | None = None  # bytes the scan may add to this process (None: unknown, unbounded)
+    lanes: int = 1  # CKA batches computed at once on the CPU (see :func:`fit_lanes`); parts count all
+    lane_threads: int | None = None  # onnxruntime intra-op threads of each lane (None: its default)
 
     @property
     def scan_bytes(self) -> int:
@@ -209,10 +215,61 @@ def estimate_scan_memory(prepared: PreparedModel, spec: ScanSpec, *, device_back
     activation_bytes = max(micro, 1) * (first_run + pattern)
     parts = {"process": _rss_bytes(), "weights": weights, "probe": probe, "features": features,
              "gram": gram, "activations": activation_bytes}
+    lanes, lane_threads = 1, None
+    if not (device_runtime or device_backend) and spec.threads is None and spec.cka_batch is not None \
+            and micro >= cka_batch:
+        # a lane holds its batch's tapped outputs and cka.py's one reused float64 buffer (the
+        # largest layer); a batch waiting to be folded holds only its L × L HSIC
+        largest_layer = max((sizes.get(name, 0) // 4 for name in augmented.fetch_names), default=0)
+        per_batch = cka_batch * (4 * feature_elements + 8 * largest_layer
+                                 + (8 * feature_elements if spec.estimator == "biased" else 0))
+        lane_parts = fit_lanes(parts, budget, batches=samples // cka_batch, cores=usable_cores(), per_batch=per_batch,
+                               run_live=micro * first_run)
+        if lane_parts is not None:
+            lanes, parts = lane_parts
+            lane_threads = max(1, usable_cores() // lanes)
     device = (weights + activation_bytes if device_runtime else 0) + device_cka
     host = sum(parts.values()) - (activation_bytes if device_runtime else 0)
     return MemoryEstimate(host_bytes=int(host), device_bytes=int(device), parts=parts,
-                          run_batch=micro, cka_batch=cka_batch, unsized_tensors=unsized, budget=budget)
+                          run_batch=micro, cka_batch=cka_batch, unsized_tensors=unsized, budget=budget,
+                          lanes=lanes, lane_threads=lane_threads)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity: a container's or taskset's share)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def fit_lanes(parts: dict[str, int], budget: int | None, *, batches: int, cores: int,
+              per_batch: int, run_live: int) -> tuple[int, dict[str, int]] | None:
+    """How many CKA batches a CPU scan computes at once ("lanes") and the parts that holds, or
+    None for one (the streaming pipeline: onnxruntime on every core runs batch k+1 while this
+    thread scores batch k).
+
+    Why lanes: on a small model onnxruntime's intra-op threads meet at a barrier after every
+    operator, and the CKA math beside them takes a core those barriers wait for; k lanes that each
+    run a whole batch (inference with cores ÷ k threads, then its Grams and HSIC on one BLAS
+    thread) never wait for each other. Issue 27's CNN on 2 cores: 0.72 s vs 1.11 s (L = 15),
+    2.38 s vs 3.45 s (L = 45) per 1,024 samples; docs/performance.md.
+
+    Each lane holds one batch's tapped outputs and the float64 copy of its largest layer
+    (``per_batch``) and Gram rows; each concurrent onnxruntime run its live tensors (``run_live``,
+    the first run's peak) on top of the one arena the estimate already counts (measured on magika,
+    flattened, 2 lanes: estimate 1.10 GB, peak 0.92-1.06 GB; one lane 0.80 / 0.81 GB); one more probe
+    batch waits. The most lanes (≤ cores, ≤ batches,
+    ≤ :data:`MAX_LANES`) whose total fits ``budget`` are used; results are folded in batch order,
+    so the matrix is the same whatever the lane count."""
+    most = min(cores, batches, MAX_LANES)
+    for lanes in range(most, 1, -1):
+        scaled = dict(parts, features=lanes * per_batch, gram=lanes * parts["gram"],
+                      activations=parts["activations"] + (lanes - 1) * run_live,
+                      probe=(lanes + 1) * parts["probe"] // 2)
+        if budget is None or sum(v for k, v in scaled.items() if k != "process") <= budget:
+            return lanes, scaled
+    return None
 
 
 _LEVERS = {

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from redaudit.core.backend import ArrayBackend
-from redaudit.core.cka import batch_hsic, cka_from_hsic
+from redaudit.core.cka import BatchHsic, batch_hsic, cka_from_hsic
 from redaudit.core.msrs import msrs_of_matrix, summarize_batches, MsrsSummary
 
 AGGREGATES = ("cka", "hsic")
@@ -55,8 +55,12 @@ class SimilarityAccumulator:
         and finite flags) come back together: no host sync per layer. A non-finite layer only
         spoils its own HSIC row and column, which are set to NaN here.
         """
+        self.add_hsic(batch_hsic(features, self.estimator, self.backend.xp))
+
+    def add_hsic(self, result: BatchHsic) -> None:
+        """Fold one batch's HSIC matrix and flags, computed elsewhere (a CPU scan's lanes compute
+        :func:`~redaudit.core.cka.batch_hsic` beside each other; batches are folded in order)."""
         xp = self.backend.xp
-        result = batch_hsic(features, self.estimator, xp)
         cka = self.backend.to_numpy(cka_from_hsic(result.hsic, xp, result.constant))
         hsic = self.backend.to_numpy(result.hsic)
         finite = self.backend.to_numpy(result.finite).astype(bool)

@@ -122,7 +122,7 @@ class ScanSpec:
     backend: str = "auto"
     max_model_bytes: int | None = DEFAULT_MAX_MODEL_BYTES  # None: what fits in the memory available
     layouts: tuple[tuple[str, str], ...] = ()  # per-tensor override of the 3-D layout
-    threads: int | None = None  # onnxruntime intra-op threads (None: its default, every core)
+    threads: int | None = None  # onnxruntime intra-op threads (None: every core, shared by a CPU scan's lanes)
     text: str | None = None  # a text file to probe a language model with (tokenized with ``tokenizer``)
     tokenizer: str | None = None  # folder of a tokenizer.json (or the file)
     #: Memory budget in bytes that sizes onnxruntime's micro-batch (None: DEFAULT_MEMORY_SHARE of

@@ -1,0 +1,113 @@
+"""A CPU scan computes several CKA batches at once ("lanes", memory.fit_lanes has why): each lane
+runs a whole batch (inference, then its HSIC) and the scan folds the batches in order, so the
+matrix is the one a single lane gives, bit for bit. Lanes are used only where they are safe: the
+CPU, NumPy, no thread count chosen by the user, a CKA batch per onnxruntime run, and a memory
+budget that holds every lane."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import redaudit
+import redaudit.core.engine as engine
+import redaudit.core.memory as memory
+from redaudit.core.memory import estimate_scan_memory, fit_lanes
+from redaudit.core.spec import ScanSpec
+from redaudit.errors import ScanCancelled
+from tests import models
+
+SPEC = ScanSpec(samples=96, cka_batch=16, device="cpu", backend="numpy", reduce="flatten")
+PLENTY = 64 * 1024**3
+
+
+@pytest.fixture
+def three_cores(monkeypatch):
+    """This machine seen as 3 usable cores, whatever CI has: 3 lanes of 1 thread each."""
+    monkeypatch.setattr(memory, "usable_cores", lambda: 3)
+
+
+def test_fit_lanes_is_plain_arithmetic():
+    parts = {"process": 10**9, "weights": 100, "probe": 40, "features": 999, "gram": 8, "activations": 500}
+    lanes, scaled = fit_lanes(parts, None, batches=16, cores=4, per_batch=300, run_live=200)
+    assert lanes == 4
+    assert scaled == {"process": 10**9, "weights": 100, "probe": 100, "features": 1200, "gram": 32,
+                      "activations": 500 + 3 * 200}
+    # the most lanes whose parts (the process's own RSS aside) fit the budget
+    two = 100 + 60 + 600 + 16 + 700
+    assert fit_lanes(parts, two, batches=16, cores=4, per_batch=300, run_live=200)[0] == 2
+    assert fit_lanes(parts, two - 1, batches=16, cores=4, per_batch=300, run_live=200) is None
+    # never more lanes than cores, batches or MAX_LANES; one lane is the plain pipeline (None)
+    assert fit_lanes(parts, None, batches=3, cores=16, per_batch=1, run_live=1)[0] == 3
+    assert fit_lanes(parts, None, batches=100, cores=64, per_batch=1, run_live=1)[0] == memory.MAX_LANES
+    assert fit_lanes(parts, None, batches=16, cores=1, per_batch=1, run_live=1) is None
+    assert fit_lanes(parts, None, batches=1, cores=4, per_batch=1, run_live=1) is None
+
+
+def test_lanes_only_where_they_are_safe(save_model, three_cores):
+    prepared = redaudit.prepare(save_model(models.residual_cnn(blocks=3)), device="cpu")
+    lanes = estimate_scan_memory(prepared, SPEC, available=PLENTY)
+    assert (lanes.lanes, lanes.lane_threads) == (3, 1)
+    one = estimate_scan_memory(prepared, SPEC.with_options(threads=1), available=PLENTY)
+    assert one.lanes == 1 and one.lane_threads is None
+    assert lanes.host_bytes > one.host_bytes and lanes.parts["gram"] == 3 * one.parts["gram"]
+    # a thread count the user chose, one CKA batch of every sample, onnxruntime on CUDA: one lane
+    assert estimate_scan_memory(prepared, SPEC.with_options(threads=3), available=PLENTY).lanes == 1
+    assert estimate_scan_memory(prepared, SPEC.with_options(cka_batch=None), available=PLENTY).lanes == 1
+    assert estimate_scan_memory(prepared, SPEC, device_runtime=True, available=PLENTY,
+                                device_available=lambda: PLENTY).lanes == 1
+    # a budget that holds one lane but not two: one lane, and its parts are the single lane's
+    tight = SPEC.with_options(max_memory_bytes=one.scan_bytes)
+    assert estimate_scan_memory(prepared, tight, available=PLENTY).lanes == 1
+
+
+def _worker_threads_of_hsic(monkeypatch) -> set[int]:
+    seen: set[int] = set()
+    original = engine.batch_hsic
+
+    def recording(*args, **kwargs):
+        seen.add(threading.get_ident())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "batch_hsic", recording)
+    return seen
+
+
+@pytest.mark.parametrize("estimator, aggregate", [("unbiased", "cka"), ("biased", "hsic")])
+def test_lanes_give_the_single_lane_matrix_bit_for_bit(save_model, three_cores, monkeypatch, estimator, aggregate):
+    path = save_model(models.residual_cnn(blocks=4))
+    spec = SPEC.with_options(estimator=estimator, aggregate=aggregate)
+    single = redaudit.scan(path, spec.with_options(threads=1))
+    threads = _worker_threads_of_hsic(monkeypatch)
+    reports = []
+    laned = redaudit.scan(path, spec, progress=lambda report: reports.append(report))
+    assert len(threads) >= 2 and threading.get_ident() not in threads  # HSIC computed in the lanes
+    np.testing.assert_array_equal(laned.similarity, single.similarity)
+    np.testing.assert_array_equal(laned.msrs_batches, single.msrs_batches)
+    assert laned.msrs == single.msrs and laned.input_hash == single.input_hash
+    assert [r.done for r in reports if r.stage == "batches"] == list(range(0, 97, 16))  # in order, every batch
+
+
+def test_a_cancel_stops_every_lane(save_model, three_cores):
+    """The cancel poll runs before every onnxruntime call of every lane: once it says stop, no lane
+    starts another run and the scan raises ScanCancelled."""
+    path = save_model(models.residual_cnn(blocks=3))
+    polls = 0
+    calls_after_cancel = 0
+    cancelled = threading.Event()
+
+    def cancel() -> bool:
+        nonlocal polls, calls_after_cancel
+        polls += 1
+        if cancelled.is_set():
+            calls_after_cancel += 1
+        if polls == 4:
+            cancelled.set()
+        return cancelled.is_set()
+
+    with pytest.raises(ScanCancelled):
+        redaudit.scan(path, SPEC.with_options(samples=320), cancel=cancel)
+    # after the stop, each of the 3 lanes and the scan's thread ask at most once more; the 20
+    # batches' remaining runs never start
+    assert calls_after_cancel <= 4 and polls < 20
