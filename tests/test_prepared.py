@@ -38,6 +38,9 @@ def test_progress_reports_every_stage_in_order():
 
 
 def test_cancel_stops_between_batches():
+    """One batch in flight (a thread count is set: no lanes): polls after taps and after the
+    session, before batch 1's run, then after it, where the stop lands. With lanes the count
+    depends on which lane asks first; tests/test_scan_lanes.py bounds it."""
     calls = {"n": 0}
 
     def cancel() -> bool:
@@ -45,7 +48,7 @@ def test_cancel_stops_between_batches():
         return calls["n"] > 3
 
     with pytest.raises(ScanCancelled):
-        redaudit.scan(models.residual_cnn(blocks=2), cancel=cancel, samples=256, cka_batch=32)
+        redaudit.scan(models.residual_cnn(blocks=2), cancel=cancel, samples=256, cka_batch=32, threads=1)
     assert calls["n"] == 4
 
 

@@ -158,7 +158,9 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
     def before_micro_batch() -> None:  # runs in a worker thread, before each onnxruntime call
         if stopping.is_set():
             raise ScanCancelled("scan stopped")
-        _check_cancel(cancel)
+        if cancel is not None and cancel():
+            stopping.set()  # the other lanes stop at their next call without asking again
+            raise ScanCancelled("scan cancelled")
 
     runner = BatchRunner(session, [*augmented.fetch_names, *augmented.shape_names], chunk=estimate.run_batch,
                          device_arrays=array_backend.xp if on_gpu else None, before_run=before_micro_batch)
@@ -204,6 +206,8 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
             while in_flight:
                 result = in_flight.popleft().result()
                 run_seconds += result.seconds / lanes  # the lanes' inference overlaps: its share of the wall time
+                if stopping.is_set():  # a lane was told to cancel while this batch ran
+                    raise ScanCancelled("scan cancelled")
                 _check_cancel(cancel)
                 following = next(source, None)
                 if following is not None:  # batch k+lanes starts while this thread folds batch k
