@@ -6,9 +6,11 @@ runs several batches at once instead ("lanes", :func:`~redaudit.core.memory.fit_
 worker runs a whole batch, inference on its share of the cores and then its HSIC, and this thread
 folds the batches in order, so the matrix is the same bit for bit. Every stage is announced
 through the ``progress`` callback (the library never prints), and ``cancel`` is polled before
-every onnxruntime micro-batch (in the worker thread) and between batches, so a service can stop a
-job without killing its worker and without waiting for a whole CKA batch of a large model. An
-error or interrupt on the scan's own thread likewise stops the worker at its next micro-batch.
+every onnxruntime micro-batch (in the worker threads) and between batches, so a service can stop a
+job without killing its worker and without waiting for a whole CKA batch of a large model; the
+first lane told to stop sets the stop flag, and the others stop at their next call without
+asking again. An error or interrupt on the scan's own thread likewise stops the workers at their
+next micro-batch.
 """
 from __future__ import annotations
 
