@@ -1,8 +1,8 @@
 """A CPU scan computes several CKA batches at once ("lanes", memory.fit_lanes has why): each lane
 runs a whole batch (inference, then its HSIC) and the scan folds the batches in order, so the
 matrix is the one a single lane gives, bit for bit. Lanes are used only where they are safe: the
-CPU, NumPy, no thread count chosen by the user, a CKA batch per onnxruntime run, and a memory
-budget that holds every lane."""
+CPU, NumPy, a small model, no thread count chosen by the user, a CKA batch per onnxruntime run,
+and a memory budget that holds every lane."""
 from __future__ import annotations
 
 import threading
@@ -45,7 +45,7 @@ def test_fit_lanes_is_plain_arithmetic():
     assert fit_lanes(parts, None, batches=1, cores=4, per_batch=1, run_live=1) is None
 
 
-def test_lanes_only_where_they_are_safe(save_model, three_cores):
+def test_lanes_only_where_they_are_safe(save_model, three_cores, monkeypatch):
     prepared = redaudit.prepare(save_model(models.residual_cnn(blocks=3)), device="cpu")
     lanes = estimate_scan_memory(prepared, SPEC, available=PLENTY)
     assert (lanes.lanes, lanes.lane_threads) == (3, 1)
@@ -60,6 +60,9 @@ def test_lanes_only_where_they_are_safe(save_model, three_cores):
     # a budget that holds one lane but not two: one lane, and its parts are the single lane's
     tight = SPEC.with_options(max_memory_bytes=one.scan_bytes)
     assert estimate_scan_memory(prepared, tight, available=PLENTY).lanes == 1
+    # a large model (weights past memory.LANES_BELOW_WEIGHT_BYTES) keeps the pipeline
+    monkeypatch.setattr(memory, "LANES_BELOW_WEIGHT_BYTES", 1)
+    assert estimate_scan_memory(prepared, SPEC, available=PLENTY).lanes == 1
 
 
 #: Hang guard for the barrier below: a wait that long means the lanes never ran together.

@@ -78,6 +78,10 @@ WARN_BYTES = 2 * 1024**3
 #: At most this many CKA batches in flight at once on the CPU (each lane multiplies the memory a
 #: batch holds, see :func:`fit_lanes`).
 MAX_LANES = 8
+#: Lanes only for models whose weights are below this: their operators are small, so onnxruntime's
+#: threads spend their time at barriers and lanes pay; a large model's operators keep every core
+#: busy, and its scan keeps the memory bound issue 21 measured (a decoder at 1.09x plain onnxruntime).
+LANES_BELOW_WEIGHT_BYTES = 256 * 1024**2
 
 
 class MemoryLimitError(RedauditError):
@@ -217,7 +221,7 @@ def estimate_scan_memory(prepared: PreparedModel, spec: ScanSpec, *, device_back
              "gram": gram, "activations": activation_bytes}
     lanes, lane_threads = 1, None
     if not (device_runtime or device_backend) and spec.threads is None and spec.cka_batch is not None \
-            and micro >= cka_batch:
+            and micro >= cka_batch and weight_bytes(prepared.proto) < LANES_BELOW_WEIGHT_BYTES:
         # a lane holds its batch's tapped outputs and cka.py's one reused float64 buffer (the
         # largest layer); a batch waiting to be folded holds only its L × L HSIC
         largest_layer = max((sizes.get(name, 0) // 4 for name in augmented.fetch_names), default=0)
