@@ -72,9 +72,9 @@ def _check_cancel(cancel: CancelCheck | None) -> None:
 
 @dataclass(frozen=True)
 class _LaneBatch:
-    """What a worker hands back for one batch: its inference seconds, shape rows, the shapes
-    of taps without a batch axis, the taps that carry the batch axis (``kept``), and either their features (folded by the scan's
-    thread) or, with several lanes, the batch's HSIC already computed in the worker."""
+    """What a worker hands back for one batch: its inference seconds, shape rows, the shapes of
+    taps without a batch axis, the taps that carry it (``kept``), and either their features (folded
+    by the scan's thread) or, with several lanes, the batch's HSIC already computed in the worker."""
 
     seconds: float
     shape_rows: list[np.ndarray]

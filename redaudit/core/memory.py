@@ -227,11 +227,12 @@ def estimate_scan_memory(prepared: PreparedModel, spec: ScanSpec, *, device_back
         largest_layer = max((sizes.get(name, 0) // 4 for name in augmented.fetch_names), default=0)
         per_batch = cka_batch * (4 * feature_elements + 8 * largest_layer
                                  + (8 * feature_elements if spec.estimator == "biased" else 0))
-        lane_parts = fit_lanes(parts, budget, batches=samples // cka_batch, cores=usable_cores(), per_batch=per_batch,
+        cores = usable_cores()
+        lane_parts = fit_lanes(parts, budget, batches=samples // cka_batch, cores=cores, per_batch=per_batch,
                                run_live=micro * first_run)
         if lane_parts is not None:
             lanes, parts = lane_parts
-            lane_threads = max(1, usable_cores() // lanes)
+            lane_threads = max(1, cores // lanes)
     device = (weights + activation_bytes if device_runtime else 0) + device_cka
     host = sum(parts.values()) - (activation_bytes if device_runtime else 0)
     return MemoryEstimate(host_bytes=int(host), device_bytes=int(device), parts=parts,
@@ -256,16 +257,17 @@ def fit_lanes(parts: dict[str, int], budget: int | None, *, batches: int, cores:
     Why lanes: on a small model onnxruntime's intra-op threads meet at a barrier after every
     operator, and the CKA math beside them takes a core those barriers wait for; k lanes that each
     run a whole batch (inference with cores ÷ k threads, then its Grams and HSIC on one BLAS
-    thread) never wait for each other. Issue 27's CNN on 2 cores: 0.72 s vs 1.11 s (L = 15),
-    2.38 s vs 3.45 s (L = 45) per 1,024 samples; docs/performance.md.
+    thread) never wait for each other. Issue 27's CNN on 2 cores, 1,024 samples, quiet, scans
+    interleaved: 0.749 s vs 0.860 s with one lane (L = 15), 2.434 s vs 2.608 s (L = 45);
+    docs/performance.md.
 
     Each lane holds one batch's tapped outputs and the float64 copy of its largest layer
     (``per_batch``) and Gram rows; each concurrent onnxruntime run its live tensors (``run_live``,
     the first run's peak) on top of the one arena the estimate already counts (measured on magika,
-    flattened, 2 lanes: estimate 1.10 GB, peak 0.92-1.06 GB; one lane 0.80 / 0.81 GB); one more probe
-    batch waits. The most lanes (≤ cores, ≤ batches,
-    ≤ :data:`MAX_LANES`) whose total fits ``budget`` are used; results are folded in batch order,
-    so the matrix is the same whatever the lane count."""
+    flattened, 2 lanes: estimate 1.10 GB, peak 0.92-1.06 GB; one lane 0.80 / 0.81 GB); one more
+    probe batch waits. The most lanes (≤ cores, ≤ batches, ≤ :data:`MAX_LANES`) whose total fits
+    ``budget`` are used; results are folded in batch order, so the matrix is the same whatever the
+    lane count."""
     most = min(cores, batches, MAX_LANES)
     for lanes in range(most, 1, -1):
         scaled = dict(parts, features=lanes * per_batch, gram=lanes * parts["gram"],

@@ -49,17 +49,17 @@ class SimilarityAccumulator:
         self._nonpositive = np.zeros(size, dtype=int)
 
     def add_batch(self, features: list[np.ndarray]) -> None:
-        """``features[l]`` is (n, d_l) for the same n samples; any float dtype.
+        """``features[l]`` is (n, d_l) for the same n samples; any float dtype."""
+        self.add_hsic(batch_hsic(features, self.estimator, self.backend.xp))
+
+    def add_hsic(self, result: BatchHsic) -> None:
+        """Fold one batch's HSIC matrix and flags (from :meth:`add_batch`, or computed in a CPU
+        scan's lanes beside each other; batches are folded in order).
 
         Everything stays on the backend's device until the small results (HSIC matrix, constant
         and finite flags) come back together: no host sync per layer. A non-finite layer only
         spoils its own HSIC row and column, which are set to NaN here.
         """
-        self.add_hsic(batch_hsic(features, self.estimator, self.backend.xp))
-
-    def add_hsic(self, result: BatchHsic) -> None:
-        """Fold one batch's HSIC matrix and flags, computed elsewhere (a CPU scan's lanes compute
-        :func:`~redaudit.core.cka.batch_hsic` beside each other; batches are folded in order)."""
         xp = self.backend.xp
         cka = self.backend.to_numpy(cka_from_hsic(result.hsic, xp, result.constant))
         hsic = self.backend.to_numpy(result.hsic)
