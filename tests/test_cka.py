@@ -3,14 +3,25 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from redaudit.core.cka import _feature_side_cheaper as _FEATURE_SIDE_CHEAPER
 from redaudit.core.cka import cka_all_pairs, cka_pair, hsic_all_pairs
 
 
 def _random(n: int, d: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(n, d))
+
+
+@pytest.fixture(autouse=True, params=["gram", "features"])
+def hsic_method(request, monkeypatch):
+    """Every test here runs once per way of forming the HSIC terms (cka.HSIC_METHODS): the n × n
+    Grams and the Σd × Σd feature-side product must give the same CKA on every input."""
+    import redaudit.core.cka as cka
+
+    monkeypatch.setattr(cka, "_feature_side_cheaper", lambda n, widths: request.param == "features")
+    return request.param
 
 
 @pytest.mark.parametrize("estimator", ["unbiased", "biased"])
@@ -79,7 +90,8 @@ def test_unbiased_needs_four_samples():
         hsic_all_pairs([_random(3, 2, 0)] * 2)
 
 
-@settings(max_examples=40, deadline=None, derandomize=True)
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # the fixture sets the method only
 @given(n=st.integers(6, 40), d1=st.integers(1, 12), d2=st.integers(1, 12), seed=st.integers(0, 10_000),
        scale=st.floats(1e-3, 1e3))
 def test_property_symmetric_bounded_and_scale_invariant(n, d1, d2, seed, scale):
@@ -190,3 +202,56 @@ def test_non_finite_layer_spoils_only_its_own_row():
     assert np.isnan(summary.similarity[3:]).all() and np.isnan(summary.similarity[:, 3:]).all()
     expected = np.array([[_reference_cka(a, b) for b in clean] for a in clean])
     assert np.abs(summary.similarity[:3, :3] - expected).max() < 1e-6
+
+
+def _pooled_like(n: int, widths: list[int], seed: int) -> list[np.ndarray]:
+    """Narrow post-ReLU float32 layers sharing a source, offset from zero (pooled CNN blocks)."""
+    rng = np.random.default_rng(seed)
+    base = np.maximum(rng.normal(size=(n, max(widths))), 0)
+    return [(np.maximum(base[:, :w] @ rng.normal(size=(w, w)) + 0.3 * rng.normal(size=(n, w)), 0) + 5)
+            .astype(np.float32) for w in widths]
+
+
+@pytest.mark.parametrize("estimator", ["unbiased", "biased"])
+def test_feature_side_equals_gram_side_on_a_large_pooled_batch(estimator):
+    """The case the feature side exists for (one CKA batch of 600 samples, 9 narrow layers): both
+    methods agree to rounding, and with the independent U-centred reference."""
+    from redaudit.core.cka import batch_hsic, cka_from_hsic
+
+    features = _pooled_like(600, [16, 16, 16, 32, 32, 32, 64, 64, 64], 3)
+    by_gram, by_features = (batch_hsic(features, estimator, np, method) for method in ("gram", "features"))
+    assert np.abs(by_features.hsic - by_gram.hsic).max() <= 1e-12 * np.abs(by_gram.hsic).max()
+    matrix = cka_from_hsic(by_features.hsic)
+    if estimator == "unbiased":
+        expected = np.array([[_reference_cka(a, b) for b in features] for a in features])
+        assert np.abs(matrix - expected).max() < 1e-12
+
+
+def test_feature_side_keeps_a_non_finite_layer_in_its_own_row():
+    """0 × NaN is NaN: block sums through an indicator matrix would spread one layer's NaN to
+    every entry. Each layer's slice is summed on its own instead."""
+    from redaudit.core.cka import batch_hsic
+
+    features = _pooled_like(200, [8, 8, 16, 16], 5)
+    features[1] = features[1].copy()
+    features[1][7, 3] = np.nan
+    result = batch_hsic(features, "unbiased", np, "features")
+    assert np.isnan(result.hsic[1]).all() and np.isnan(result.hsic[:, 1]).all()
+    others = [0, 2, 3]
+    assert np.isfinite(result.hsic[np.ix_(others, others)]).all()
+    assert not bool(result.finite[1]) and bool(result.finite[others].all())
+
+
+def test_the_cheaper_method_is_chosen():
+    choose = _FEATURE_SIDE_CHEAPER  # the real rule (the autouse fixture replaces the module's)
+    assert choose(1024, [16] * 15 + [32] * 15 + [64] * 15)  # issue 27's L = 45 CNN, pooled, n = 1,024
+    assert not choose(64, [16384] * 5 + [8192] * 5 + [4096] * 5)  # flattened, CKA batches of 64
+    assert not choose(256, [64, 128, 256, 512] * 2 + [512])  # pooled ResNet-18 blocks, CKA batch 256
+    assert not choose(10**6, [5000])  # C would take 200 MB
+
+
+def test_unknown_method_is_refused():
+    from redaudit.core.cka import batch_hsic
+
+    with pytest.raises(ValueError, match="HSIC method"):
+        batch_hsic([_random(10, 2, 0)] * 2, "unbiased", np, "fourier")

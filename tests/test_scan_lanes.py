@@ -1,8 +1,9 @@
 """A CPU scan computes several CKA batches at once ("lanes", memory.fit_lanes has why): each lane
 runs a whole batch (inference, then its HSIC) and the scan folds the batches in order, so the
-matrix is the one a single lane gives, bit for bit. Lanes are used only where they are safe: the
-CPU, NumPy, a small model, no thread count chosen by the user, a CKA batch per onnxruntime run,
-and a memory budget that holds every lane."""
+matrix is the one a single lane gives, bit for bit; with one CKA batch of every sample a lane runs
+one probe chunk's inference and the chunks are joined in order. Lanes are used only where they are
+safe: the CPU, NumPy, a small model, no thread count chosen by the user, a whole CKA batch (or
+probe chunk) per onnxruntime run, and a memory budget that holds every lane."""
 from __future__ import annotations
 
 import threading
@@ -43,6 +44,11 @@ def test_fit_lanes_is_plain_arithmetic():
     assert fit_lanes(parts, None, batches=100, cores=64, per_batch=1, run_live=1)[0] == memory.MAX_LANES
     assert fit_lanes(parts, None, batches=16, cores=1, per_batch=1, run_live=1) is None
     assert fit_lanes(parts, None, batches=1, cores=4, per_batch=1, run_live=1) is None
+    # --cka-batch all (per_batch None): a lane adds a run and a probe chunk; the features of the
+    # one batch and its Grams are held once, whatever the lane count
+    lanes, scaled = fit_lanes(parts, None, batches=16, cores=4, per_batch=None, run_live=200)
+    assert lanes == 4 and scaled == {"process": 10**9, "weights": 100, "probe": 100, "features": 999, "gram": 8,
+                                     "activations": 500 + 3 * 200}
 
 
 def test_lanes_only_where_they_are_safe(save_model, three_cores, monkeypatch):
@@ -63,6 +69,25 @@ def test_lanes_only_where_they_are_safe(save_model, three_cores, monkeypatch):
     # a large model (weights past memory.LANES_BELOW_WEIGHT_BYTES) keeps the pipeline
     monkeypatch.setattr(memory, "LANES_BELOW_WEIGHT_BYTES", 1)
     assert estimate_scan_memory(prepared, SPEC, available=PLENTY).lanes == 1
+
+
+@pytest.fixture
+def chunks_of_16(monkeypatch):
+    """``--cka-batch all`` runs the probe in chunks of 16 samples (256 in use): several chunks,
+    so several lanes, on a test-sized probe."""
+    monkeypatch.setattr(memory, "RUN_CHUNK", 16)
+
+
+def test_one_batch_of_every_sample_runs_its_chunks_in_lanes(save_model, three_cores, chunks_of_16):
+    prepared = redaudit.prepare(save_model(models.residual_cnn(blocks=3)), device="cpu")
+    every = SPEC.with_options(cka_batch=None)
+    lanes = estimate_scan_memory(prepared, every, available=PLENTY)
+    one = estimate_scan_memory(prepared, every.with_options(threads=1), available=PLENTY)
+    assert (lanes.lanes, lanes.lane_threads, one.lanes) == (3, 1, 1)
+    assert lanes.parts["features"] == one.parts["features"] and lanes.parts["gram"] == one.parts["gram"]
+    assert lanes.parts["activations"] > one.parts["activations"]  # three runs at once
+    # a single chunk (the probe fits one onnxruntime call) leaves nothing to share
+    assert estimate_scan_memory(prepared, every.with_options(samples=16), available=PLENTY).lanes == 1
 
 
 #: Hang guard for the barrier below: a wait that long means the lanes never ran together.
@@ -104,6 +129,35 @@ def test_lanes_give_the_single_lane_matrix_bit_for_bit(save_model, three_cores, 
     np.testing.assert_array_equal(laned.msrs_batches, single.msrs_batches)
     assert laned.msrs == single.msrs and laned.input_hash == single.input_hash
     assert [r.done for r in reports if r.stage == "batches"] == list(range(0, 97, 16))  # in order, every batch
+
+
+@pytest.mark.parametrize("reduce", ["pool", "flatten"])
+def test_chunks_in_lanes_give_the_single_lane_matrix_bit_for_bit(save_model, three_cores, chunks_of_16,
+                                                                 monkeypatch, reduce):
+    """With one CKA batch of every sample the lanes run only inference; the scan's thread joins
+    the chunks in probe order, so the one HSIC sees the same features as with one lane."""
+    from redaudit.core import run
+
+    path = save_model(models.residual_cnn(blocks=4))
+    spec = SPEC.with_options(cka_batch=None, reduce=reduce)
+    single = redaudit.scan(path, spec.with_options(threads=1))
+    original, together, calls, lock = run.BatchRunner.run, threading.Barrier(2), [], threading.Lock()
+    runners: set[int] = set()
+
+    def recording(self, batch):
+        with lock:
+            calls.append(None)
+            first_two = len(calls) <= 2
+        if first_two:  # opens only if two chunks are in onnxruntime at once
+            together.wait(timeout=HANG_GUARD_S)
+        runners.add(threading.get_ident())
+        return original(self, batch)
+
+    monkeypatch.setattr(run.BatchRunner, "run", recording)
+    laned = redaudit.scan(path, spec)
+    assert len(runners) >= 2 and len(calls) == 96 // 16
+    np.testing.assert_array_equal(laned.similarity, single.similarity)
+    assert laned.msrs == single.msrs and laned.batches == single.batches == 1
 
 
 def test_a_cancel_stops_every_lane(save_model, three_cores):

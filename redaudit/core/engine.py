@@ -4,7 +4,9 @@ onnxruntime runs batch k+1 in a worker thread while the CKA math of batch k runs
 release the GIL, so the similarity cost hides behind inference. On the CPU, a model small enough
 runs several batches at once instead ("lanes", :func:`~redaudit.core.memory.fit_lanes`): each
 worker runs a whole batch, inference on its share of the cores and then its HSIC, and this thread
-folds the batches in order, so the matrix is the same bit for bit. Every stage is announced
+folds the batches in order, so the matrix is the same bit for bit; with one CKA batch of every
+sample (``--cka-batch all``) a lane runs one probe chunk's inference and this thread joins the
+chunks in order before the one HSIC. Every stage is announced
 through the ``progress`` callback (the library never prints), and ``cancel`` is polled before
 every onnxruntime micro-batch (in the worker threads) and between batches, so a service can stop a
 job without killing its worker and without waiting for a whole CKA batch of a large model; the
@@ -28,7 +30,7 @@ from redaudit import __version__
 from redaudit.core.augment import Reduction
 from redaudit.core.backend import blas_beside_cpu_inference, select_backend
 from redaudit.core.cka import BatchHsic, batch_hsic
-from redaudit.core.memory import check_memory, estimate_scan_memory
+from redaudit.core.memory import check_memory, estimate_scan_memory, run_chunk
 from redaudit.core.prepared import PreparedModel
 from redaudit.core.probe import make_probe
 from redaudit.core.result import LayerInfo, ScanResult
@@ -39,8 +41,6 @@ from redaudit.core.spec import ScanSpec, min_batch
 from redaudit.core.text import probe_source
 from redaudit.core.tap import TapPoint
 from redaudit.errors import ConfigError, ScanCancelled
-
-_RUN_CHUNK = 256  # samples per onnxruntime call when one CKA batch holds every sample
 
 #: Stages in the order a scan reports them.
 STAGES = ("load", "taps", "probe", "augment", "session", "batches", "similarity")
@@ -168,7 +168,7 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
                          device_arrays=array_backend.xp if on_gpu else None, before_run=before_micro_batch)
     tapped_at = time.perf_counter()
 
-    run_size = batch_size if spec.cka_batch is not None else min(_RUN_CHUNK, batch_size)
+    run_size = batch_size if spec.cka_batch is not None else min(run_chunk(), batch_size)
     batch_count = probe.samples // batch_size
     used_samples = batch_count * batch_size
     layers = list(selection.points)
@@ -190,7 +190,7 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
         kept = [i for i, out in enumerate(outputs) if out.ndim >= 1 and out.shape[0] == count]
         features = [outputs[i].reshape(count, -1) for i in kept]
         dropped = {i: outputs[i].shape for i in range(len(outputs)) if i not in kept}
-        if lanes > 1 and len(kept) >= 2:
+        if lanes > 1 and len(kept) >= 2 and spec.cka_batch is not None:
             return _LaneBatch(seconds, shape_rows, dropped, kept, count, None,
                               batch_hsic(features, spec.estimator, array_backend.xp))
         return _LaneBatch(seconds, shape_rows, dropped, kept, count, features, None)
