@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from redaudit.core.cka import _feature_side_cheaper as _FEATURE_SIDE_CHEAPER
+from redaudit.core.cka import feature_side_cheaper as _FEATURE_SIDE_CHEAPER
 from redaudit.core.cka import cka_all_pairs, cka_pair, hsic_all_pairs
 
 
@@ -20,7 +20,7 @@ def hsic_method(request, monkeypatch):
     Grams and the Σd × Σd feature-side product must give the same CKA on every input."""
     import redaudit.core.cka as cka
 
-    monkeypatch.setattr(cka, "_feature_side_cheaper", lambda n, widths: request.param == "features")
+    monkeypatch.setattr(cka, "feature_side_cheaper", lambda n, widths: request.param == "features")
     return request.param
 
 

@@ -81,13 +81,16 @@ def test_estimate_within_25_percent_of_peak_pooled_cnn(tmp_path):
 
 def test_parts_follow_the_options(save_model):
     """Plain arithmetic for an MLP: flatten and pool keep the same (N, D) features; the Gram
-    part is n² × 8 bytes × layers × 2 (cka.py's block and its pieces) while n is small."""
+    part is n² × 8 bytes × layers × 2 (cka.py's block and its pieces) while n is small, and
+    cka.py's feature-side product (Σd² × 8 bytes, Z and one temporary) once the batch is larger
+    than the layers are wide (Σd = 32 + 32 + 8 = 72)."""
     prepared = redaudit.prepare(save_model(models.mlp(widths=(16, 32, 32, 8))))
     spec = ScanSpec(level="layer", samples=512, cka_batch=128, threads=1)  # one batch in flight (no lanes)
     estimate = estimate_scan_memory(prepared, spec)
     layers = len(prepared.taps("layer").points)
     assert layers == 3
-    assert estimate.parts["gram"] == 2 * 8 * layers * 128 * 128
+    assert estimate.parts["gram"] == 8 * 72 * 72 + 2 * 8 * 128 * 72
+    assert estimate_scan_memory(prepared, spec.with_options(cka_batch=16)).parts["gram"] == 2 * 8 * layers * 16 * 16
     assert estimate.parts["features"] == 128 * (32 + 32 + 8) * (4 + 4 + 8)
     everything = estimate_scan_memory(prepared, spec.with_options(cka_batch=None))
     assert everything.parts["features"] == 512 * (32 + 32 + 8) * 16

@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 import onnx
 
 from redaudit.core.augment import AugmentedModel
+from redaudit.core.cka import feature_side_cheaper
 from redaudit.core.external import weight_bytes
 from redaudit.core.hostmemory import available_bytes, format_bytes  # re-exported: callers import them from here
 from redaudit.core.liveness import live_peak, planned_tensors, tensor_sizes
@@ -196,6 +197,9 @@ def estimate_scan_memory(prepared: PreparedModel, spec: ScanSpec, *, device_back
     layers = len(selection.points)
     block_rows = max(1, GRAM_BLOCK_BYTES // (8 * cka_batch * max(layers, 1)))
     gram = 2 * 8 * layers * cka_batch * min(cka_batch, block_rows)
+    widths = [max(1, sizes.get(name, 0) // 4) for name in augmented.fetch_names]
+    if widths and feature_side_cheaper(cka_batch, widths):  # cka.py forms C = ZᵀZ instead of Grams:
+        gram = 8 * sum(widths) ** 2 + 2 * 8 * cka_batch * sum(widths)  # C, and Z with one temporary
     first_run = live_peak(augmented.proto.graph, sizes)
     pattern = live_peak(augmented.proto.graph, planned_tensors(prepared, sizes)) \
         if getattr(prepared.sessions, "mem_pattern", True) else 0  # onnxruntime's default
