@@ -15,9 +15,9 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 import onnxruntime as ort
+import prune_models as pm
 import pytest
 
-import prune_models as pm
 from redaudit.core.engine import ScanProgress
 from redaudit.errors import ScanCancelled
 from redaudit.prune import prune_model
@@ -90,6 +90,17 @@ def test_every_onnxruntime_run_of_a_prune_is_preceded_by_a_cancel_poll(redundant
     assert runs.count > 10 and runs.unpolled == [], runs.unpolled
 
 
+def test_latency_in_rounds_polls_before_every_run(redundant_mlp, tmp_path, monkeypatch):
+    """A large model's latency (one session alive at a time, rounds of runs) polls as the
+    alternating runs of a small one do."""
+    from redaudit.prune import verify
+
+    monkeypatch.setattr(verify, "ALTERNATE_RUNS_BELOW", 0)  # this small model measured as a large one
+    runs = CountedRuns(monkeypatch)
+    _prune(redundant_mlp, tmp_path / "pruned.onnx", runs, remove=1, measure_msrs=False)
+    assert runs.stages.count("latency") >= 6 and runs.unpolled == [], runs.unpolled
+
+
 #: The prune whose runs are stopped: healing, latency and MSRS before/after included.
 STOPPED = {"remove": 2, "heal": "linear", "force": True}
 
@@ -128,14 +139,14 @@ def test_a_cancel_stops_the_prune_at_the_next_run_of_any_pass(redundant_mlp, ref
     assert list(out.iterdir()) == []  # no pruned model, no temporary file
 
 
-def test_a_cancel_after_the_last_run_stops_before_the_save(redundant_mlp, reference_stages, tmp_path, monkeypatch):
+def test_a_cancel_during_the_last_run_writes_nothing(redundant_mlp, reference_stages, tmp_path, monkeypatch):
     total = len(reference_stages)
     out = tmp_path / "out"
     out.mkdir()
     runs = CountedRuns(monkeypatch, total)
     with pytest.raises(ScanCancelled):
         _prune(redundant_mlp, out / "pruned.onnx", runs, **STOPPED)
-    assert runs.count == total and runs.stage == "msrs after"  # every run made; "save" never reported
+    assert runs.count == total and runs.stage == "msrs after"  # every run made, and no "save"
     assert list(out.iterdir()) == []
 
 
@@ -144,7 +155,7 @@ def test_a_cancel_between_stages_of_a_prune_without_runs_there(redundant_mlp, tm
     """The polls between stages: a cancel that turns true as a stage is announced stops the prune
     before that stage's work (surgery without healing runs no model; save runs none)."""
     stages: list[str] = []
-    cancel: Callable[[], bool] = lambda: cancel_at in stages  # noqa: E731
+    cancel: Callable[[], bool] = lambda: cancel_at in stages
     out = tmp_path / "out"
     out.mkdir()
     x = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
