@@ -29,6 +29,7 @@ import numpy as np
 from redaudit import __version__
 from redaudit.core.augment import Reduction
 from redaudit.core.backend import blas_beside_cpu_inference, select_backend
+from redaudit.core.cancel import CancelCheck, check_cancel
 from redaudit.core.cka import BatchHsic, batch_hsic
 from redaudit.core.memory import check_memory, estimate_scan_memory, run_chunk
 from redaudit.core.prepared import PreparedModel
@@ -57,17 +58,11 @@ class ScanProgress:
 
 
 ProgressCallback = Callable[[ScanProgress], None]
-CancelCheck = Callable[[], bool]
 
 
 def _notify(progress: ProgressCallback | None, stage: str, done: int = 0, total: int | None = None) -> None:
     if progress is not None:
         progress(ScanProgress(stage, done, total))
-
-
-def _check_cancel(cancel: CancelCheck | None) -> None:
-    if cancel is not None and cancel():
-        raise ScanCancelled("scan cancelled")
 
 
 @dataclass(frozen=True)
@@ -129,7 +124,7 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
     _notify(progress, "taps")
     selection = prepared.taps(spec.level, spec.taps)
     lap("taps")
-    _check_cancel(cancel)
+    check_cancel(cancel)
     _notify(progress, "probe")
     probe = make_probe(prepared.input_specs, probe_source(spec, prepared.input_specs, inputs), spec.samples,
                        spec.seed, spec.dims_dict, spec.int_range)
@@ -150,7 +145,7 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
         prepared = prepared.on_device(spec.device, estimate.lane_threads)
     session, provider = prepared.session(augmented)
     lap("session")
-    _check_cancel(cancel)
+    check_cancel(cancel)
     batch_size = check_batching(spec, probe.samples)
     on_gpu = provider == "CUDAExecutionProvider" and array_backend.name == "cupy"
     # each probe batch runs as micro-batches of the estimate's size (a fixed batch axis caps it
@@ -210,7 +205,7 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
                 run_seconds += result.seconds / lanes  # the lanes' inference overlaps: its share of the wall time
                 if stopping.is_set():  # a lane was told to cancel while this batch ran
                     raise ScanCancelled("scan cancelled")
-                _check_cancel(cancel)
+                check_cancel(cancel)
                 following = next(source, None)
                 if following is not None:  # batch k+lanes starts while this thread folds batch k
                     in_flight.append(pool.submit(lane, following))

@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from redaudit.core.cancel import CancelCheck, before_each_run
 from redaudit.core.prepared import PreparedModel
 from redaudit.core.run import BatchRunner
 from redaudit.prune.lm_metrics import ATTENTION_MASK, token_mask
@@ -69,16 +70,18 @@ def _exposing(prepared: PreparedModel, tensors: Sequence[str]) -> tuple[onnx.Mod
 
 
 def pair_cosines(prepared: PreparedModel, pairs: Sequence[tuple[str, str]],
-                 arrays: Mapping[str, np.ndarray], max_memory_bytes: int | None = None) -> np.ndarray:
+                 arrays: Mapping[str, np.ndarray], max_memory_bytes: int | None = None,
+                 cancel: CancelCheck | None = None) -> np.ndarray:
     """Mean cosine (over samples and tokens) for each (a, b) pair of tensors; NaN when the two
     tensors' shapes differ. Chunks are at most ``_CHUNK`` samples and as many as the memory
-    budget allows (:func:`~redaudit.core.session_memory.micro_batch_for`; None: the default)."""
+    budget allows (:func:`~redaudit.core.session_memory.micro_batch_for`; None: the default).
+    ``cancel`` is polled before each onnxruntime run (ScanCancelled when it says stop)."""
     tensors = list(dict.fromkeys(name for pair in pairs for name in pair))
     exposed, fetch = _exposing(prepared, tensors)
     chunk = micro_batch_for(exposed, arrays, max_memory_bytes, _CHUNK, fetch_names=fetch,
                             what="scoring blocks by their input/output cosine")
     session, _ = prepared.sessions.create(exposed, "the model with block inputs/outputs exposed")
-    runner = BatchRunner(session, fetch)
+    runner = BatchRunner(session, fetch, before_run=before_each_run(cancel, "prune"))
     position = {tensor: i for i, tensor in enumerate(tensors)}
     sums = np.zeros(len(pairs))
     counts = np.zeros(len(pairs))

@@ -16,7 +16,9 @@ import onnx
 
 import redaudit
 from redaudit.core.backend import select_backend
+from redaudit.core.cancel import check_cancel
 from redaudit.core.engine import (
+    CancelCheck,
     ProgressCallback,
     ScanProgress,
     _notify,
@@ -29,7 +31,7 @@ from redaudit.core.probe import make_probe
 from redaudit.core.spec import MAX_INT32, ScanSpec
 from redaudit.core.text import probe_source
 from redaudit.core.weights import stored_bytes
-from redaudit.errors import RedauditError
+from redaudit.errors import RedauditError, ScanCancelled
 from redaudit.prune import planning
 from redaudit.prune.candidates import Block, find_candidates, granularity_of
 from redaudit.prune.cost import block_costs
@@ -89,7 +91,7 @@ FEW_CALIBRATION_SAMPLES = 64
 
 
 def _healed(prepared: PreparedModel, spec: ScanSpec, chosen: list[Block], heal: str, calibrate: Any,
-            arrays: Mapping[str, np.ndarray], result: PruneResult) -> onnx.ModelProto:
+            arrays: Mapping[str, np.ndarray], result: PruneResult, cancel: CancelCheck | None) -> onnx.ModelProto:
     """Remove ``chosen`` and fit a linear map (``heal="attention"``: one that also mixes tokens
     through the upstream attention) in place of each span (sequentially: a later span's map on
     the model with the earlier ones healed) on calibration activations."""
@@ -97,19 +99,25 @@ def _healed(prepared: PreparedModel, spec: ScanSpec, chosen: list[Block], heal: 
 
     calibration = _calibration(prepared, spec, calibrate, arrays, result)
     pruned, spans = heal_blocks(prepared.proto, chosen, calibration, heal=heal,
-                                max_memory_bytes=spec.max_memory_bytes, folder=prepared.sessions.folder)
+                                max_memory_bytes=spec.max_memory_bytes, folder=prepared.sessions.folder,
+                                cancel=cancel)
     result.healed = [span.to_dict() for span in spans]
     return pruned
 
 
 def _scan_msrs(prepared: PreparedModel, spec: ScanSpec, arrays: Mapping[str, np.ndarray],
-               warnings: list[str], which: str, progress: ProgressCallback | None = None):
+               warnings: list[str], which: str, progress: ProgressCallback | None = None,
+               cancel: CancelCheck | None = None):
+    """The MSRS scan of one model, or None and a warning when it cannot be made; a cancel is
+    no such reason (it stops the prune)."""
     stage = f"msrs {which}"
     _notify(progress, stage)
     nested = None if progress is None else (
         lambda event: progress(ScanProgress(f"{stage}/{event.stage}", event.done, event.total)))
     try:
-        return scan_prepared(prepared, spec, inputs=arrays, progress=nested)
+        return scan_prepared(prepared, spec, inputs=arrays, progress=nested, cancel=cancel)
+    except ScanCancelled:
+        raise
     except RedauditError as error:
         warnings.append(f"MSRS {which} pruning not measured: {error}")
         return None
@@ -150,7 +158,7 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
                 min_top1: float | None = None, max_kl: float | None = None,
                 max_ppl_increase: float | None = None, force: bool = False,
                 spec: ScanSpec | None = None, inputs: Any = None, progress: ProgressCallback | None = None,
-                **spec_options: Any) -> PruneResult:
+                cancel: CancelCheck | None = None, **spec_options: Any) -> PruneResult:
     """Find removable blocks, remove the most redundant ones, verify, optionally save and record.
 
     Selection (one of): ``blocks`` by name; ``remove`` N; ``target_params`` = keep at most this
@@ -162,6 +170,11 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
     verification, latency, msrs before/after with the scans' own stages after a "/", save).
     Gates (:class:`Gates`): ``min_cosine``, ``min_top1``, and for a causal LM ``max_kl`` and
     ``max_ppl_increase`` (percent) on its next-token predictions.
+
+    ``cancel`` (a service job's ``cancelled()``) is polled before every onnxruntime run of every
+    pass — scoring, healing calibration, verification, latency, MSRS before/after — and between
+    stages; when it says stop, :class:`~redaudit.errors.ScanCancelled` is raised and nothing is
+    written (the last poll comes before the save, and a save writes whole files or none).
     """
     if iterative and blocks:
         raise PruneError("--iterative chooses blocks by similarity; it does not combine with --blocks")
@@ -210,8 +223,9 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
     gates.check_model(looks_like_causal_lm(prepared.proto), real)  # before any model run
     if not real:
         warnings.append("probe inputs are synthetic (random); pass real data with --inputs for meaningful numbers")
-    context = PolicyContext(prepared, candidates, spec, arrays)
+    context = PolicyContext(prepared, candidates, spec, arrays, cancel)
     _notify(progress, "similarity scan")
+    check_cancel(cancel, "prune")
     scores = chosen_policy.scores(context)
     prepared.forget_sessions()  # the scoring scan's session holds a copy of the weights
     shapes = {name: array.shape for name, array in arrays.items()}
@@ -222,11 +236,12 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
     if list_only:
         return result
     evaluator = Evaluator(prepared, arrays, spec.cka_batch or 256, real_ids=real,
-                          max_memory_bytes=spec.max_memory_bytes)
+                          max_memory_bytes=spec.max_memory_bytes, cancel=cancel)
     if evaluator.lm_output is not None and not real:
         result.warnings.append("token ids are synthetic: next-token agreement and KL compare the two models on "
                                "noise, and perplexity is not reported; pass real text for meaningful numbers")
     _notify(progress, "surgery")
+    check_cancel(cancel, "prune")
     if iterative:
         calibration = None if heal == "none" else _calibration(prepared, spec, calibrate, arrays, result)
         pruned, result.removed, result.steps, healed = planning.iterate(
@@ -241,9 +256,10 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
             plan = planning.limit_by_drift(prepared.proto, candidates, plan, max_drift, evaluator)
         chosen = [candidates[i] for i in plan]
         pruned = remove_blocks(prepared.proto, chosen) if heal == "none" else \
-            _healed(prepared, spec, chosen, heal, calibrate, arrays, result)
+            _healed(prepared, spec, chosen, heal, calibrate, arrays, result, cancel)
         result.removed = [candidates[i].name for i in plan]
     _notify(progress, "verification")
+    check_cancel(cancel, "prune")
     result.agreement, result.next_token, pruned_session = evaluator.verify(pruned)  # raises if it does not run
     result.drift = drift(result.agreement)
     check_agreement(result, gates, force, writes=output is not None or bool(record))
@@ -252,6 +268,7 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
     result.size_before = prepared.size_bytes
     if latency:
         _notify(progress, "latency")
+        check_cancel(cancel, "prune")
         if not alternates_runs(prepared.proto, pruned):
             pruned_session = None  # one session alive at a time (verify.ALTERNATE_RUNS_BELOW)
         result.latency = evaluator.latency(pruned, pruned_session, latency_batch, latency_repeats)
@@ -259,13 +276,15 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
     before = after = None
     if measure_msrs or record:
         pruned_prepared = prepared.derived(pruned)
-        before = _scan_msrs(prepared, spec, arrays, result.warnings, "before", progress)
+        before = _scan_msrs(prepared, spec, arrays, result.warnings, "before", progress, cancel)
         prepared.forget_sessions()
-        after = _scan_msrs(pruned_prepared, spec, arrays, result.warnings, "after", progress)
+        after = _scan_msrs(pruned_prepared, spec, arrays, result.warnings, "after", progress, cancel)
         result.msrs_before = before.msrs if before is not None else float("nan")
         result.msrs_after = after.msrs if after is not None else float("nan")
     if output is not None:
         _notify(progress, "save")
+    check_cancel(cancel, "prune")  # the last poll: from here the prune writes its file and record, and ends
+    if output is not None:
         result.size_after = save_model(pruned, output, prepared.sessions.folder)
         result.output_path = str(output)
         if after is not None:

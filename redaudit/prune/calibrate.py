@@ -33,6 +33,7 @@ from redaudit.prune.heal_graph import LAYOUTS, default_layout
 from redaudit.prune.heal_mix import mix_features
 from redaudit.prune.padding import sequence_axis_is_free, sorted_by_length, trim_is_exact, trimmed
 from redaudit.prune.surgery import PruneError, _live_nodes
+from redaudit.core.cancel import CancelCheck, before_each_run
 from redaudit.core.run import BatchRunner, SessionFactory
 from redaudit.core.session_memory import micro_batch_for
 
@@ -97,12 +98,12 @@ def _mask_name(model: onnx.ModelProto, mask_input: str | None) -> str | None:
 
 
 def _fetcher(model: onnx.ModelProto, names: Sequence[str], threads: int | None, max_memory_bytes: int | None,
-             folder: str | None):
+             folder: str | None, cancel: CancelCheck | None = None):
     """feed → {name: array} for ``names``: graph inputs straight from the feed, the rest from one
     session of ``model`` cut after the last of them, run in micro-batches sized to the memory
     budget (:func:`~redaudit.core.session_memory.micro_batch_for`, once per feed shape: trimmed
     token batches differ in length) and joined, so each feed's values are those of one run.
-    External tensors are read from ``folder``."""
+    External tensors are read from ``folder``; ``cancel`` is polled before each run."""
     graph_inputs = {inp.name for inp in model.graph.input}
     fetched = [name for name in dict.fromkeys(names) if name not in graph_inputs]
     cut = outputs_only(model, fetched) if fetched else None
@@ -118,7 +119,8 @@ def _fetcher(model: onnx.ModelProto, names: Sequence[str], threads: int | None, 
         if key not in micro_batches:
             micro_batches[key] = micro_batch_for(cut, feed, max_memory_bytes, count, held_samples=count,
                                                  what="healing calibration")
-        return BatchRunner(session, fetched, chunk=micro_batches[key]).run(feed)
+        return BatchRunner(session, fetched, chunk=micro_batches[key],
+                           before_run=before_each_run(cancel, "prune")).run(feed)
 
     def fetch(feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         values = dict(zip(fetched, run(feed))) if session else {}
@@ -127,9 +129,10 @@ def _fetcher(model: onnx.ModelProto, names: Sequence[str], threads: int | None, 
     return fetch
 
 
-def _fetching(threads: int | None, max_memory_bytes: int | None, folder: str | None):
+def _fetching(threads: int | None, max_memory_bytes: int | None, folder: str | None,
+              cancel: CancelCheck | None = None):
     """(model, names) → a fetch function with this pass's session settings (:func:`_fetcher`)."""
-    return lambda model, names: _fetcher(model, names, threads, max_memory_bytes, folder)
+    return lambda model, names: _fetcher(model, names, threads, max_memory_bytes, folder, cancel)
 
 
 class _Trim:
@@ -199,7 +202,7 @@ def calibrate_spans(model: onnx.ModelProto, spans: Sequence[tuple[str, str] | tu
                     mask_input: str | None = "auto", folds: int = DEFAULT_FOLDS,
                     threads: int | None = None, entry_model: onnx.ModelProto | None = None,
                     trim_padding: bool = True, max_memory_bytes: int | None = None,
-                    folder: str | None = None) -> list[RidgeAccumulator]:
+                    folder: str | None = None, cancel: CancelCheck | None = None) -> list[RidgeAccumulator]:
     """One accumulator per (entry, exit) span, fed with the original model's activations.
 
     ``calibration`` yields input feeds (one batch each). ``layout`` is "last" (features on the
@@ -213,6 +216,7 @@ def calibrate_spans(model: onnx.ModelProto, spans: Sequence[tuple[str, str] | tu
     ``[x, P̄x]`` (:mod:`redaudit.prune.heal_mix`); the attention is read where the entries are.
     ``max_memory_bytes``: the budget that sizes onnxruntime's micro-batches (None: the default).
     ``folder``: where both models' external tensors live (the source model's folder).
+    ``cancel``: polled before every onnxruntime run (ScanCancelled when it says stop).
     """
     if layout is not None and layout not in LAYOUTS:
         raise PruneError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
@@ -223,7 +227,7 @@ def calibrate_spans(model: onnx.ModelProto, spans: Sequence[tuple[str, str] | tu
     # None: not decided yet (no batch with padding to cut seen); then True/False for the run
     trim = _Trim(None if (trim_padding and mask_name is not None and sequence_axis_is_free(model, mask_name))
                  else False, mask_name)
-    fetch = _fetching(threads, max_memory_bytes, folder)
+    fetch = _fetching(threads, max_memory_bytes, folder, cancel)
     if entry_model is None:
         passes = _one_pass(fetch(model, entries + exits), calibration, trim)
     else:

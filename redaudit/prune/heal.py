@@ -33,6 +33,7 @@ from typing import Any, Protocol
 import numpy as np
 import onnx
 
+from redaudit.core.cancel import CancelCheck
 from redaudit.prune.calibrate import calibrate_spans, calibration_batches
 from redaudit.prune.heal_fit import (
     DEFAULT_FOLDS,
@@ -122,7 +123,8 @@ class HealOptions:
     whether token batches are sorted by length and run without their trailing padding where
     that is proven to change nothing (``trim_padding``, :mod:`redaudit.prune.padding`);
     ``attention_mix``: maps also read the upstream attention pattern (``--heal attention``);
-    ``max_memory_bytes``: bounds each calibration run's micro-batch (None: the default budget)."""
+    ``max_memory_bytes``: bounds each calibration run's micro-batch (None: the default budget);
+    ``cancel``: the caller's cancel hook, polled before every calibration run."""
 
     batch_size: int = 64
     layout: str | None = None
@@ -136,6 +138,7 @@ class HealOptions:
     trim_padding: bool = True
     attention_mix: bool = False
     max_memory_bytes: int | None = None
+    cancel: CancelCheck | None = None
 
 
 #: A span as calibration sees it: (entry, exit) or (entry, exit, attention tensor).
@@ -197,7 +200,7 @@ class LinearHealer:
                                layout=options.layout, mask_input=options.mask_input, folds=options.folds,
                                threads=options.threads, entry_model=entry_model,
                                trim_padding=options.trim_padding, max_memory_bytes=options.max_memory_bytes,
-                               folder=self.folder)
+                               folder=self.folder, cancel=options.cancel)
 
     def fit(self, spans: Sequence[Span]) -> None:
         """Fit, on the original model in one pass, the maps of ``spans`` not fitted yet."""
@@ -276,7 +279,7 @@ def heal_step(original: onnx.ModelProto, current: onnx.ModelProto, block: SpanLi
                                      mask_input=options.mask_input, folds=options.folds, threads=options.threads,
                                      entry_model=current if in_original else None,
                                      trim_padding=options.trim_padding, max_memory_bytes=options.max_memory_bytes,
-                                     folder=folder)
+                                     folder=folder, cancel=options.cancel)
     linear, mixer = _solve(accumulator, key, options), (key[2] if len(key) > 2 else None)
     healed, how = heal_span(current, block.entry, block.exit, linear.weight, linear.bias, options.layout,
                             options.fold, mixer, folder)

@@ -80,7 +80,8 @@ def iterate(context: PolicyContext, policy: PrunePolicy, *, remove: int | None, 
     ``attention_mix``: the maps also mix tokens through the upstream attention (``--heal attention``)."""
     from redaudit.prune.heal import HealOptions, heal_nodes_only, heal_step
 
-    heal_options = HealOptions(attention_mix=attention_mix, max_memory_bytes=context.spec.max_memory_bytes)
+    heal_options = HealOptions(attention_mix=attention_mix, max_memory_bytes=context.spec.max_memory_bytes,
+                               cancel=context.cancel)
 
     if remove is not None:
         select.check_not_everything(remove, len(context.blocks))
@@ -124,5 +125,5 @@ def iterate(context: PolicyContext, policy: PrunePolicy, *, remove: int | None, 
         prepared = context.prepared.derived(candidate)
         blocks = [b for b in find_candidates(candidate, prepared.index, granularity_of(current.spec.level))
                   if not heal_nodes_only(b)]
-        current = PolicyContext(prepared, blocks, current.spec, current.arrays)
+        current = PolicyContext(prepared, blocks, current.spec, current.arrays, current.cancel)
     return current.prepared.proto, removed, steps, healed

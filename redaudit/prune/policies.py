@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from redaudit.core.cancel import CancelCheck
 from redaudit.core.prepared import PreparedModel
 from redaudit.core.spec import ScanSpec
 from redaudit.errors import ConfigError
@@ -25,12 +26,14 @@ from redaudit.prune.candidates import Block
 @dataclass
 class PolicyContext:
     """What a policy may look at: the prepared original, its candidate blocks, the scan spec
-    and the probe arrays every measurement uses."""
+    and the probe arrays every measurement uses; ``cancel``, the prune's cancel hook, goes to
+    every measurement that runs the model (polled before each onnxruntime run)."""
 
     prepared: PreparedModel
     blocks: Sequence[Block]
     spec: ScanSpec
     arrays: Mapping[str, np.ndarray]
+    cancel: CancelCheck | None = None
     _cache: dict[str, Any] = field(default_factory=dict)
 
     def cached(self, key: str, compute: Callable[[], Any]) -> Any:
@@ -42,7 +45,8 @@ class PolicyContext:
         """CKA(block input, block output) per block, as scan measures it (the paper's a_l)."""
         from redaudit.prune.similarity import block_similarity
 
-        return self.cached("cka", lambda: block_similarity(self.prepared, self.blocks, self.spec, self.arrays)[0])
+        return self.cached("cka", lambda: block_similarity(self.prepared, self.blocks, self.spec, self.arrays,
+                                                           self.cancel)[0])
 
 
 def removal_order(scores: Sequence[float]) -> list[int]:
@@ -111,7 +115,7 @@ class BlockInfluencePolicy(RankingPolicy):
 
         return context.cached("bi", lambda: pair_cosines(
             context.prepared, [(block.entry, block.exit) for block in context.blocks], context.arrays,
-            context.spec.max_memory_bytes))
+            context.spec.max_memory_bytes, context.cancel))
 
 
 def consecutive_runs(blocks: Sequence[Block]) -> list[list[int]]:
@@ -140,7 +144,7 @@ class AngularPolicy:
         key = f"angular:{spans}"
         pairs = [(context.blocks[first].entry, context.blocks[last].exit) for first, last in spans]
         cosines = context.cached(key, lambda: pair_cosines(context.prepared, pairs, context.arrays,
-                                                           context.spec.max_memory_bytes))
+                                                           context.spec.max_memory_bytes, context.cancel))
         return np.arccos(np.clip(cosines, -1.0, 1.0)) / np.pi
 
     def choose(self, context: PolicyContext, count: int) -> list[int]:
@@ -174,7 +178,8 @@ class GreedyPolicy:
         arrays = {name: array[:self.max_samples] for name, array in context.arrays.items()}
         return context.cached("greedy-evaluator",
                               lambda: Evaluator(context.prepared, arrays, context.spec.cka_batch or 256,
-                                                max_memory_bytes=context.spec.max_memory_bytes))
+                                                max_memory_bytes=context.spec.max_memory_bytes,
+                                                cancel=context.cancel))
 
     def _step(self, context: PolicyContext, removed: list[int]) -> np.ndarray:
         """Output agreement (1 − drift; −KL for a causal LM) after removing ``removed`` plus each

@@ -16,7 +16,7 @@ import onnx
 from onnx import helper
 
 from redaudit.prune.candidates import Block
-from redaudit.core.engine import scan_prepared
+from redaudit.core.engine import CancelCheck, scan_prepared
 from redaudit.core.prepared import PreparedModel
 from redaudit.core.result import ScanResult
 from redaudit.core.spec import ScanSpec
@@ -37,8 +37,10 @@ def _with_input_taps(model: onnx.ModelProto, tensors: set[str]) -> onnx.ModelPro
 
 
 def block_similarity(prepared: PreparedModel, blocks: Sequence[Block], spec: ScanSpec,
-                     arrays: Mapping[str, np.ndarray] | None = None) -> tuple[np.ndarray, ScanResult]:
-    """CKA(input, output) per block (NaN where a side was degenerate) and the scan behind it."""
+                     arrays: Mapping[str, np.ndarray] | None = None,
+                     cancel: CancelCheck | None = None) -> tuple[np.ndarray, ScanResult]:
+    """CKA(input, output) per block (NaN where a side was degenerate) and the scan behind it
+    (which polls ``cancel`` as every scan does)."""
     graph_inputs = set(prepared.index.graph_inputs)
     entries_from_inputs = {block.entry for block in blocks if block.entry in graph_inputs}
     measured = prepared
@@ -50,7 +52,8 @@ def block_similarity(prepared: PreparedModel, blocks: Sequence[Block], spec: Sca
             name = _tap_name(tensor, graph_inputs)
             if name not in taps:
                 taps.append(name)
-    result = scan_prepared(measured, spec.with_options(taps=tuple(taps), level="block"), inputs=arrays)
+    result = scan_prepared(measured, spec.with_options(taps=tuple(taps), level="block"), inputs=arrays,
+                           cancel=cancel)
     position = {name: i for i, name in enumerate(result.layer_names)}
     scores = np.full(len(blocks), np.nan)
     for i, block in enumerate(blocks):

@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from redaudit.core.cancel import CancelCheck, before_each_run
 from redaudit.core.memory import session_weight_bytes
 from redaudit.core.prepared import PreparedModel
 from redaudit.core.run import BatchRunner
@@ -66,11 +67,16 @@ class Evaluator:
 
     The original's session is not kept once its outputs are: a session holds a copy of the
     weights (onnxruntime packs them), and a large model's prune must not hold one per stage.
-    :meth:`original_session` makes it again when latency is measured."""
+    :meth:`original_session` makes it again when latency is measured.
+
+    ``cancel`` (the prune's cancel hook) is polled before every onnxruntime run, the reference
+    runs made here and the latency runs included."""
 
     def __init__(self, original: PreparedModel, arrays: Mapping[str, np.ndarray], chunk: int,
-                 real_ids: bool = False, max_memory_bytes: int | None = None) -> None:
+                 real_ids: bool = False, max_memory_bytes: int | None = None,
+                 cancel: CancelCheck | None = None) -> None:
         self.arrays, self.chunk, self.sessions, self.real_ids = arrays, chunk, original.sessions, real_ids
+        self.before_run = before_each_run(cancel, "prune")
         self.original = original.proto
         # A decoder's KV-cache outputs are its memory, not its answer, and a pruned model has fewer
         # of them, renumbered (redaudit.prune.kv_cache): the answer is compared, the cache is not.
@@ -97,13 +103,14 @@ class Evaluator:
         original's session made again when :func:`alternates_runs`; otherwise (the caller passes
         None and holds no session) in rounds with one session alive at a time."""
         if pruned_session is not None and alternates_runs(self.original, pruned):
-            return measure_latency(self.original_session(), pruned_session, self.arrays, batch, repeats)
+            return measure_latency(self.original_session(), pruned_session, self.arrays, batch, repeats,
+                                   before_run=self.before_run)
         return latency_in_rounds(self.original_session, lambda: self._session(pruned, "the pruned model"),
-                                 self.arrays, batch, repeats)
+                                 self.arrays, batch, repeats, before_run=self.before_run)
 
     def _chunks(self, session: ort.InferenceSession) -> Iterator[tuple[slice, list[np.ndarray]]]:
         """(rows, every output of those rows) for chunks of ``chunk`` samples, each run as micro-batches."""
-        runner = BatchRunner(session, self.names, chunk=self.micro_batch)
+        runner = BatchRunner(session, self.names, chunk=self.micro_batch, before_run=self.before_run)
         count = next(iter(self.arrays.values())).shape[0]
         for start in range(0, count, self.chunk):
             rows = slice(start, min(start + self.chunk, count))
@@ -221,7 +228,11 @@ def drift(agreement: list[OutputAgreement]) -> float:
 
 
 def measure_latency(original: ort.InferenceSession, pruned: ort.InferenceSession,
-                    probe: Mapping[str, np.ndarray], batch: int = 32, repeats: int = 20) -> Latency:
+                    probe: Mapping[str, np.ndarray], batch: int = 32, repeats: int = 20,
+                    before_run: Callable[[], None] | None = None) -> Latency:
+    """Median latency of alternating single runs of both sessions, after one warm-up run each;
+    ``before_run`` is called before every run (a cancel poll, outside the timed span)."""
+    poll = before_run or (lambda: None)
     count = next(iter(probe.values())).shape[0]
     batch = max(1, min(batch, count))
     feed = {name: np.ascontiguousarray(array[:batch]) for name, array in probe.items()}
@@ -230,9 +241,11 @@ def measure_latency(original: ort.InferenceSession, pruned: ort.InferenceSession
              for session in (original, pruned)]
     times: dict[int, list[float]] = {0: [], 1: []}
     for session, own in zip((original, pruned), feeds):  # warm-up: first runs allocate and plan
+        poll()
         session.run(None, own)
     for _ in range(repeats):
         for key, session in ((0, original), (1, pruned)):
+            poll()
             begin = time.perf_counter()
             session.run(None, feeds[key])
             times[key].append(time.perf_counter() - begin)
@@ -256,10 +269,12 @@ def alternates_runs(original: onnx.ModelProto, pruned: onnx.ModelProto) -> bool:
 
 def latency_in_rounds(make_original: Callable[[], ort.InferenceSession],
                       make_pruned: Callable[[], ort.InferenceSession], probe: Mapping[str, np.ndarray],
-                      batch: int = 32, repeats: int = 20, rounds: int = LATENCY_ROUNDS) -> Latency:
+                      batch: int = 32, repeats: int = 20, rounds: int = LATENCY_ROUNDS,
+                      before_run: Callable[[], None] | None = None) -> Latency:
     """Latency with one session alive at a time: ``rounds`` rounds, each making the original's
     session, one warm-up and ``repeats / rounds`` timed runs, dropping it, then the same for the
-    pruned model; the median of each model's runs."""
+    pruned model; the median of each model's runs. ``before_run``: as in :func:`measure_latency`."""
+    poll = before_run or (lambda: None)
     count = next(iter(probe.values())).shape[0]
     batch = max(1, min(batch, count))
     feed = {name: np.ascontiguousarray(array[:batch]) for name, array in probe.items()}
@@ -267,10 +282,13 @@ def latency_in_rounds(make_original: Callable[[], ort.InferenceSession],
     per_round = [repeats // rounds + (1 if r < repeats % rounds else 0) for r in range(rounds)]
     for runs in per_round:
         for key, make in ((0, make_original), (1, make_pruned)):
+            poll()  # before the session too: a large model's takes seconds to make
             session = make()
             own = {name: feed[name] for name in (item.name for item in session.get_inputs()) if name in feed}
+            poll()
             session.run(None, own)  # warm-up: first runs allocate and plan
             for _ in range(runs):
+                poll()
                 begin = time.perf_counter()
                 session.run(None, own)
                 times[key].append(time.perf_counter() - begin)

@@ -3,7 +3,7 @@
 The same code runs in an embedded worker thread and in a Celery worker on another machine; what
 differs is the :class:`BlobAccess` (local store, or HTTP from the API by sha256). A heartbeat
 thread extends the job's lease and publishes progress; losing the lease or a cancel request
-stops the scan at its next batch.
+stops the scan or prune at its next onnxruntime run.
 """
 from __future__ import annotations
 
@@ -179,9 +179,12 @@ def _prune(jobs, blobs, claim, job, spec, model_path, workdir, progress, cancell
         if update.total is None and update.stage in steps:
             update = history_io.ScanProgress(f"prune: {update.stage}", steps.index(update.stage), len(steps))
         progress(update)
+    # cancelled() is polled before every onnxruntime run of the prune, as a scan polls it: a cancel
+    # ends a long prune at its next run (ScanCancelled, which run_claimed ends as cancelled)
     pruned = prune_model(str(model_path), list_only=list_only, output=None if list_only else output,
-                         measure_msrs=False, latency=False, spec=spec, progress=pruning, **options)
-    if cancelled():
+                         measure_msrs=False, latency=False, spec=spec, progress=pruning, cancel=cancelled,
+                         **options)
+    if cancelled():  # asked after the prune's last poll: its file is in the job's folder, which goes
         raise history_io.ScanCancelled("cancelled while pruning")
     outcome = json.loads(json.dumps(pruned.to_dict(), default=str))
     for private in ("source", "output_path"):  # worker-local paths mean nothing to the client

@@ -4,11 +4,15 @@ of the scans the history recorded."""
 from __future__ import annotations
 
 import json
+import threading
 
 import onnx
+import onnxruntime as ort
 import pytest
 
 from redaudit.service import runner
+from redaudit.service.jobs import JobStore
+from redaudit.service.models import CANCELLED
 from redaudit.service.workers import LocalBlobs
 from tests.models import residual_cnn
 from tests.service.conftest import FAST_SPEC
@@ -67,6 +71,47 @@ def test_a_prune_reports_counted_steps_while_it_prunes(make_service, sqlite_url,
     assert any(stage.startswith("msrs before/") for stage, _, _ in counted)
     assert any(stage.startswith("msrs after/") for stage, _, _ in counted)
     assert json.dumps(jobs.get(job_id)["outcome"])  # finished by the call above
+
+
+def test_a_cancel_stops_a_running_prune_job_at_its_next_onnxruntime_run(make_service, sqlite_url, duplicated,
+                                                                       monkeypatch):
+    """A cancelled prune job used to run to its end (its cancel was read once prune_model had
+    returned). The worker (run_claimed, with its real heartbeat thread, on the real job store) is
+    held at the prune's first onnxruntime run until the heartbeat has read the cancel request from
+    the database and handed it to the job; the next run never starts, and the job ends cancelled
+    as a scan job does, with no pruned model stored. Synchronised on events, never on a sleep."""
+    service = make_service(sqlite_url, start_workers=False, lease_s=0.9)  # a heartbeat every 0.3 s
+    jobs = service.state.jobs
+    job_id = _submit(service, duplicated, remove=1)
+    claim = jobs.claim("test-worker", job_id=job_id)
+    answers: list[bool] = []
+    cancel_handed_over = threading.Event()
+    heartbeat = JobStore.heartbeat
+
+    def watched_heartbeat(self, *args, **kwargs):
+        if answers and answers[-1]:  # the beat thread stored its last answer (cancel) before beating again
+            cancel_handed_over.set()
+        answers.append(heartbeat(self, *args, **kwargs))
+        return answers[-1]
+    monkeypatch.setattr(JobStore, "heartbeat", watched_heartbeat)
+    runs = 0
+    run = ort.InferenceSession.run
+
+    def counted_run(session, *args, **kwargs):
+        nonlocal runs
+        runs += 1
+        if runs == 1:
+            assert jobs.cancel(job_id) == "running"  # asked to stop while it runs
+            assert cancel_handed_over.wait(timeout=60), "the heartbeat never read the cancel request"
+        return run(session, *args, **kwargs)
+    monkeypatch.setattr(ort.InferenceSession, "run", counted_run)
+    blobs_before = sorted(service.state.settings.blob_dir.rglob("*"))
+    ended = runner.run_claimed(jobs, LocalBlobs(service.state.blobs, jobs), claim, service.state.limits)
+    job = jobs.get(job_id)
+    assert ended == CANCELLED and runs == 1, (ended, runs, job["error"])
+    assert job["state"] == "cancelled" and job["error"] == "cancelled while running"
+    assert job["output_sha256"] is None and job["scan_id"] is None and job["outcome"] is None
+    assert sorted(service.state.settings.blob_dir.rglob("*")) == blobs_before  # no pruned model stored
 
 
 def test_a_failed_prune_advises_job_fields_that_work(make_service, sqlite_url, duplicated):
