@@ -94,7 +94,7 @@ def test_parts_follow_the_options(save_model):
     assert estimate.parts["features"] == 128 * (32 + 32 + 8) * (4 + 4 + 8)
     everything = estimate_scan_memory(prepared, spec.with_options(cka_batch=None))
     assert everything.parts["features"] == 512 * (32 + 32 + 8) * 16
-    assert everything.run_batch == 256 and everything.cka_batch == 512
+    assert everything.run_batch == 64 and everything.cka_batch == 512 and everything.probe_batch == 64
 
 
 def test_check_memory_warns_then_refuses_only_what_one_sample_cannot_fit():

@@ -73,9 +73,9 @@ def test_lanes_only_where_they_are_safe(save_model, three_cores, monkeypatch):
 
 @pytest.fixture
 def chunks_of_16(monkeypatch):
-    """``--cka-batch all`` runs the probe in chunks of 16 samples (256 in use): several chunks,
-    so several lanes, on a test-sized probe."""
-    monkeypatch.setattr(memory, "RUN_CHUNK", 16)
+    """``--cka-batch all`` runs the probe in chunks of 16 samples (64 in use on the CPU): several
+    chunks, so several lanes, on a test-sized probe."""
+    monkeypatch.setattr(memory, "RUN_CHUNK_CPU", 16)
 
 
 def test_one_batch_of_every_sample_runs_its_chunks_in_lanes(save_model, three_cores, chunks_of_16):

@@ -31,7 +31,7 @@ from redaudit.core.augment import Reduction
 from redaudit.core.backend import blas_beside_cpu_inference, select_backend
 from redaudit.core.cancel import CancelCheck, check_cancel
 from redaudit.core.cka import BatchHsic, batch_hsic
-from redaudit.core.memory import check_memory, estimate_scan_memory, run_chunk
+from redaudit.core.memory import check_memory, estimate_scan_memory
 from redaudit.core.prepared import PreparedModel
 from redaudit.core.probe import make_probe
 from redaudit.core.result import LayerInfo, ScanResult
@@ -163,7 +163,7 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
                          device_arrays=array_backend.xp if on_gpu else None, before_run=before_micro_batch)
     tapped_at = time.perf_counter()
 
-    run_size = batch_size if spec.cka_batch is not None else min(run_chunk(), batch_size)
+    run_size = batch_size if spec.cka_batch is not None else min(estimate.probe_batch, batch_size)
     batch_count = probe.samples // batch_size
     used_samples = batch_count * batch_size
     layers = list(selection.points)

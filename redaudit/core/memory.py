@@ -69,8 +69,9 @@ from redaudit.errors import RedauditError
 #: Bytes of float64 Gram rows cka.py materialises at once (mirrors cka._GRAM_BLOCK_BYTES).
 GRAM_BLOCK_BYTES = 128 * 1024**2
 #: Samples per onnxruntime call (a probe chunk, one lane's work) when one CKA batch holds every
-#: sample: see :func:`run_chunk`.
-RUN_CHUNK = 256
+#: sample, on the CPU and on CUDA: see :func:`run_chunk`.
+RUN_CHUNK_CPU = 64
+RUN_CHUNK_CUDA = 256
 #: Activations of one onnxruntime call on the CPU stay under this: a larger micro-batch runs no
 #: faster per sample there (a residual CNN: 8, 32, 128 and 256 samples per call within noise),
 #: it only holds more memory. Not applied to CUDA, where large batches do pay.
@@ -99,6 +100,7 @@ class MemoryEstimate:
     parts: dict[str, int] = field(default_factory=dict)
     run_batch: int = 0  # onnxruntime's micro-batch; 0: not even one sample fits the budget
     cka_batch: int = 0
+    probe_batch: int = 0  # samples the probe hands over at a time: the CKA batch, or a run_chunk()
     unsized_tensors: int = 0  # intermediates shape inference could not size (counted as 0)
     budget: int | None = None  # bytes the scan may add to this process (None: unknown, unbounded)
     lanes: int = 1  # CKA batches computed at once on the CPU (see :func:`fit_lanes`); parts count all
@@ -185,7 +187,7 @@ def estimate_scan_memory(prepared: PreparedModel, spec: ScanSpec, *, device_back
     sizes, unsized = tensor_sizes(augmented.proto, activations, spec.dims_dict)
     samples = spec.samples
     cka_batch = spec.cka_batch if spec.cka_batch is not None else samples
-    probe_batch = min(run_chunk(), cka_batch) if spec.cka_batch is None else cka_batch
+    probe_batch = min(run_chunk(device_runtime), cka_batch) if spec.cka_batch is None else cka_batch
     input_elements = sum(sizes.get(s.name, 0) // max(s.dtype.itemsize, 1) for s in specs)
     input_bytes = sum(sizes.get(s.name, 0) for s in specs)
     probe = 2 * probe_batch * (input_bytes + 8 * input_elements)
@@ -243,14 +245,20 @@ def estimate_scan_memory(prepared: PreparedModel, spec: ScanSpec, *, device_back
     device = (weights + activation_bytes if device_runtime else 0) + device_cka
     host = sum(parts.values()) - (activation_bytes if device_runtime else 0)
     return MemoryEstimate(host_bytes=int(host), device_bytes=int(device), parts=parts,
-                          run_batch=micro, cka_batch=cka_batch, unsized_tensors=unsized, budget=budget,
+                          run_batch=micro, cka_batch=cka_batch, probe_batch=probe_batch,
+                          unsized_tensors=unsized, budget=budget,
                           lanes=lanes, lane_threads=lane_threads)
 
 
-def run_chunk() -> int:
+def run_chunk(device_runtime: bool = False) -> int:
     """Samples per onnxruntime call when one CKA batch holds every sample (``--cka-batch all``):
-    the probe is cut into chunks of this size, the unit a lane runs."""
-    return RUN_CHUNK
+    the probe is cut into chunks of this size, the unit a lane runs.
+
+    Why 64 on the CPU: every scan makes a fresh session, whose first runs pay for each page of its
+    arena, and a 256-sample chunk's arena is four times a 64's. Issue 27's CNN, pooled, one batch
+    of 1,024, 2 lanes, quiet, 5 interleaved scans: chunks of 256 / 128 / 64 took 1.02 / 0.90 /
+    0.83 s (L = 15) and 3.85 / 2.71 / 2.62 s (L = 45). CUDA keeps 256: a GPU needs large calls."""
+    return RUN_CHUNK_CUDA if device_runtime else RUN_CHUNK_CPU
 
 
 def usable_cores() -> int:
