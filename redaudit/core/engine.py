@@ -39,8 +39,8 @@ from redaudit.core.run import CUDA, BatchRunner
 from redaudit.core.shapes import PROBE_SAMPLES, RuntimeShapes, probe_ranks
 from redaudit.core.similarity import SimilarityAccumulator
 from redaudit.core.spec import ScanSpec, min_batch
-from redaudit.core.text import probe_source
 from redaudit.core.tap import TapPoint
+from redaudit.core.text import probe_source
 from redaudit.errors import ConfigError, ScanCancelled
 
 #: Stages in the order a scan reports them.

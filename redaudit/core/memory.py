@@ -50,7 +50,6 @@ activations and, with the CuPy backend, the features and Gram blocks.
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -58,8 +57,14 @@ import onnx
 
 from redaudit.core.augment import AugmentedModel
 from redaudit.core.cka import feature_side_cheaper
+from redaudit.core.cores import (
+    usable_cores,  # re-exported: tests see the machine through memory.usable_cores
+)
 from redaudit.core.external import weight_bytes
-from redaudit.core.hostmemory import available_bytes, format_bytes  # re-exported: callers import them from here
+from redaudit.core.hostmemory import (  # re-exported: callers import them from here
+    available_bytes,
+    format_bytes,
+)
 from redaudit.core.liveness import live_peak, planned_tensors, tensor_sizes
 from redaudit.core.prepared import PreparedModel
 from redaudit.core.probe import check_dim_names
@@ -261,14 +266,6 @@ def run_chunk(device_runtime: bool = False) -> int:
     return RUN_CHUNK_CUDA if device_runtime else RUN_CHUNK_CPU
 
 
-def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity: a container's or taskset's share)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def fit_lanes(parts: dict[str, int], budget: int | None, *, batches: int, cores: int,
               per_batch: int | None, run_live: int) -> tuple[int, dict[str, int]] | None:
     """How many CKA batches a CPU scan computes at once ("lanes") and the parts that holds, or
@@ -298,8 +295,8 @@ def fit_lanes(parts: dict[str, int], budget: int | None, *, batches: int, cores:
     2 lanes of 1 thread (L = 15; L = 45: 2.93 vs 2.0 s)."""
     most = min(cores, batches, MAX_LANES)
     for lanes in range(most, 1, -1):
-        held = dict(features=parts["features"]) if per_batch is None else \
-            dict(features=lanes * per_batch, gram=lanes * parts["gram"])
+        held = {"features": parts["features"]} if per_batch is None else \
+            {"features": lanes * per_batch, "gram": lanes * parts["gram"]}
         scaled = dict(parts, **held, activations=parts["activations"] + (lanes - 1) * run_live,
                       probe=(lanes + 1) * parts["probe"] // 2)
         if budget is None or sum(v for k, v in scaled.items() if k != "process") <= budget:

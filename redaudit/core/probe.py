@@ -21,6 +21,7 @@ import onnx
 from onnx import helper
 
 from redaudit.core import lm_inputs as lm
+from redaudit.core.cores import usable_cores
 from redaudit.core.npz import read_npz
 from redaudit.errors import ProbeInputError
 
@@ -100,7 +101,7 @@ class InputHasher:
 
     def update(self, name: str, array: np.ndarray) -> None:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1),
+            self._pool = ThreadPoolExecutor(max_workers=min(4, usable_cores()),
                                             thread_name_prefix="redaudit-input-hash")
         self._layout.setdefault(name, f"{array.dtype.str}{tuple(array.shape[1:])}")
         future = self._pool.submit(_sample_digests, array)

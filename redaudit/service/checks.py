@@ -16,6 +16,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
+from redaudit.core.cores import usable_cores
 from redaudit.service.archives import ArchiveLimits, check_npz_archive, extract_bundle
 from redaudit.service.storage import UploadError
 
@@ -112,7 +113,7 @@ class CheckPool:
             if self._executor is None:
                 import multiprocessing
 
-                self._executor = ProcessPoolExecutor(max_workers=max(1, os.cpu_count() or 1),
+                self._executor = ProcessPoolExecutor(max_workers=usable_cores(),
                                                      mp_context=multiprocessing.get_context("spawn"),
                                                      initializer=_exit_with, initargs=(os.getpid(),))
             return self._executor

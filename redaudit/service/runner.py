@@ -70,7 +70,7 @@ def run_claimed(jobs: JobStore, blobs: BlobAccess, claim: Claim, limits: Archive
     """Execute the claimed job to its end; returns the final state this worker wrote.
 
     ``threads``: onnxruntime threads for a job whose spec leaves them open — the worker's share
-    of the machine's cores (``workers.default_threads``). Not a result setting: MSRS does not
+    of the usable cores (``workers.default_threads``). Not a result setting: MSRS does not
     depend on it, so scans with different thread counts stay comparable. ``own_process``: this
     process runs one job at a time (an embedded worker), so BLAS's process-wide thread count is
     set to the job's too; a Celery worker running several jobs in threads keeps its own limit."""

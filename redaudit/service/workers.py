@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from redaudit.core.cores import usable_cores
 from redaudit.core.weights import data_file_path
 from redaudit.service.archives import pack_bundle
 from redaudit.service.jobs import JobStore
@@ -124,16 +125,16 @@ class HttpBlobs:
 
 
 def default_threads(concurrency: int) -> int:
-    """onnxruntime and BLAS threads per job when the spec leaves them open: the machine's cores
-    but one (kept for the API, the database and the rest), shared among the jobs that run at
-    once, at least one each.
+    """onnxruntime and BLAS threads per job when the spec leaves them open: the cores this process
+    may use (its CPU affinity, ``core.cores.usable_cores``) but one (kept for the API, the
+    database and the rest), shared among the jobs that run at once, at least one each.
 
     Why not every core: a job with more threads than it gets cores waits at every parallel op
     for a thread the scheduler gave to someone else. On this project's 2 shared cores, 20 scans
     on one worker took 7.2 s with 2 threads and 2.0 s with 1; two workers with 2 threads each
     took 7.5 s, with 1 each 1.4 s (benchmarks/service_load.py scaling; docs/service.md).
     """
-    return max(1, ((os.cpu_count() or 1) - 1) // max(1, concurrency))
+    return max(1, (usable_cores() - 1) // max(1, concurrency))
 
 
 class EmbeddedPool:

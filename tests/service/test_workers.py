@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from redaudit.core.cores import usable_cores
 from tests.service.conftest import FAST_SPEC
 
 
@@ -23,6 +24,6 @@ def test_jobs_run_in_child_processes_with_a_share_of_the_cores(make_service, sql
     worker_pid = int(job["worker"].split(":")[1].split("/")[0])
     assert worker_pid != os.getpid() and "/embedded-" in job["worker"]
     report = json.loads(service.client.get(f"/api/v1/jobs/{job['id']}/result", headers=service.headers()).text)
-    expected = spec_threads or max(1, ((os.cpu_count() or 1) - 1) // workers)  # cores but one, shared
+    expected = spec_threads or max(1, (usable_cores() - 1) // workers)  # usable cores but one, shared
     assert report["config"]["threads"] == expected
     assert job["spec"].get("threads") == spec_threads  # the stored spec is the request's
