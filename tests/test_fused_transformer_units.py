@@ -133,3 +133,22 @@ def test_the_similarity_matrix_of_the_fused_model_is_the_unfused_one(exports, ar
                for path in (lm.path, fused)]
     assert [len(result.layers) for result in results] == [1 + LAYERS] * 2
     np.testing.assert_allclose(results[1].similarity, results[0].similarity, atol=1e-6, rtol=0)
+
+
+def test_a_sum_the_graph_does_not_name_is_not_tapped_in_its_place(exports):
+    """Without expose_residual_sums (a raw GraphIndex of the optimized file), the last GPT-2
+    layer's IR — the sum the optimizer fused with the final norm — names no tensor: that layer
+    is left untapped, never replaced by output 0 (the final norm's output)."""
+    from redaudit.core.graph import GraphIndex
+    from redaudit.core.tap import select_taps
+
+    _, fused = exports["gpt2"]
+    model = onnx.load(str(fused))
+    last = [node for node in model.graph.node if node.op_type == "SkipLayerNormalization"][-1]
+    assert len(last.output) < 4 or not last.output[3]  # the optimizer left the sum unnamed
+    index = GraphIndex.build(model)
+    layout = find_units(index)
+    assert len(layout.units) == LAYERS and layout.units[-1].exit not in index.producer
+    points = select_taps(index, "block").points
+    assert [point.unit for point in points] == ["embedding"] + [f"decoder layer {n}" for n in range(LAYERS - 1)]
+    assert last.output[0] not in {point.tensor for point in points}

@@ -12,6 +12,12 @@ downsampling) are blocks for scanning but not removable.
 A block's IR — its name everywhere, in scan results, prune candidates and history — is the
 merge's output extended through its trailing elementwise chain (bias, norm, activation,
 decomposed GELU): :func:`chain_end`.
+
+onnxruntime's transformer optimizer fuses ``Add + LayerNormalization`` into one
+``SkipLayerNormalization`` (:mod:`redaudit.core.fused`): its inputs 0 and 1 are the two operands,
+told apart by the same data-path rule; its residual sum (output 3) is the merge output, and the
+block's IR is that sum where later nodes read it (pre-norm), its output 0 otherwise (post-norm:
+the normalised sum is the stream, as after an unfused merge's LayerNorm).
 """
 from __future__ import annotations
 
@@ -19,10 +25,15 @@ from dataclasses import dataclass
 
 import onnx
 
+from redaudit.core.fused import OPERANDS, SUM_OUTPUT, is_fused_skip_norm, residual_sum
 from redaudit.core.graph import SHAPE_ONLY_OPS, GraphIndex
 
 WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum", "ConvInteger", "MatMulInteger",
                           "QLinearConv", "QLinearMatMul", "FusedConv", "FusedMatMul", "LSTM", "GRU", "RNN"})
+#: onnxruntime's fused attention (com.microsoft) that holds its packed QKV weights (ONNX's own
+#: Attention takes projected Q, K, V): input 0 is the hidden state; the others are weights, the
+#: mask and a cache — not what the layer is a function of.
+_WEIGHTED_ATTENTION = frozenset({"Attention"})
 #: Softmax of a plain export; onnxruntime's fused attention (com.microsoft) in optimised/genai graphs.
 ATTENTION_OPS = frozenset({"Softmax", "Attention", "MultiHeadAttention", "GroupQueryAttention", "PackedAttention",
                            "PackedMultiHeadAttention", "SparseAttention", "PagedAttention",
@@ -79,7 +90,11 @@ def chain_end(index: GraphIndex, tensor: str) -> str:
 
 
 def is_weighted(index: GraphIndex, node: onnx.NodeProto) -> bool:
-    return node.op_type in WEIGHTED_OPS and index.has_weight(node)
+    return (node.op_type in WEIGHTED_OPS or _weighted_attention(node)) and index.has_weight(node)
+
+
+def _weighted_attention(node: onnx.NodeProto) -> bool:
+    return node.op_type in _WEIGHTED_ATTENTION and node.domain == "com.microsoft"
 
 
 @dataclass(frozen=True)
@@ -111,7 +126,14 @@ def data_ancestry(index: GraphIndex) -> tuple[dict[str, int], dict[str, int]]:
         if node.op_type not in SHAPE_ONLY_OPS:
             for name in node.input:
                 inherited |= masks.get(name, 0)
-        for name in node.output:
+        outputs = list(node.output)
+        if is_fused_skip_norm(node) and len(outputs) > SUM_OUTPUT and outputs[SUM_OUTPUT] in index.activations:
+            # the sum first, and the norm computed from it, as in the unfused graph: a branch that
+            # reads output 0 then diverges from the stream at the sum (the block input)
+            total = outputs.pop(SUM_OUTPUT)
+            bit_of[total] = len(bit_of)
+            masks[total] = inherited = inherited | (1 << bit_of[total])
+        for name in outputs:
             if name and name in index.activations:
                 bit_of[name] = len(bit_of)
                 masks[name] = inherited | (1 << bit_of[name])
@@ -145,9 +167,13 @@ def _weighted_function_of(index: GraphIndex, entry: str, branch: frozenset[int],
     is not a block input although later scores depend on it (through earlier layers): every
     weighted op downstream of the mask also reads the hidden state."""
     pure = {entry}
+    source = index.node_of(entry)
+    if source is not None and is_fused_skip_norm(source) and residual_sum(source) == entry:
+        pure.update(name for name in source.output if name)  # output 0 normalises ``entry``: a pre-norm
     for position in sorted(branch):
         node = index.nodes[position]
-        data = [name for name in node.input if name and name not in index.constants
+        reads = node.input[:1] if _weighted_attention(node) else node.input
+        data = [name for name in reads if name and name not in index.constants
                 and masks.get(name, input_bits) & input_bits]
         if data and all(name in pure for name in data):
             if is_weighted(index, node):
@@ -188,8 +214,11 @@ def find_residual_merges(index: GraphIndex) -> list[ResidualMerge]:
     input_bits = sum(1 << bit_of[name] for name in index.graph_inputs if name in bit_of)
     merges = []
     for position, node in enumerate(index.nodes):
-        operands = [name for name in node.input if name]
-        if node.op_type not in ("Add", "Sum") or len(operands) != 2 or not node.output or position in inside:
+        fused = is_fused_skip_norm(node)
+        operands = [node.input[slot] for slot in OPERANDS if slot < len(node.input)] if fused else \
+            [name for name in node.input if name]
+        if not (fused or node.op_type in ("Add", "Sum")) or len(operands) != 2 or not all(operands) \
+                or not node.output or position in inside:
             continue
         left, right = operands
         if left not in masks or right not in masks or not compatible_shapes(index, left, right):
@@ -202,14 +231,32 @@ def find_residual_merges(index: GraphIndex) -> list[ResidualMerge]:
         if entry_type and out_type and entry_type.shape is not None and out_type.shape is not None \
                 and len(entry_type.shape) != len(out_type.shape):
             continue
+        # a fused skip-norm that produced ``entry`` also made the branch's pre-norm (its output 0):
+        # it is the previous merge, not part of this branch
+        previous = index.producer.get(entry)
         sides = [frozenset(index.producer[name_of_bit[bit]] for bit in _bits(masks[operand] & ~masks[entry])
-                           if name_of_bit[bit] in index.producer) for operand in (left, right)]
+                           if name_of_bit[bit] in index.producer) - {previous} for operand in (left, right)]
         if not _is_skip_connection(index, entry, node.output[0], operands, sides) \
                 or not _weighted_function_of(index, entry, sides[0] | sides[1], masks, input_bits):
             continue
         branch = sides[0] | sides[1]
-        end = chain_end(index, node.output[0])
+        total, stream = _fused_outputs(index, position) if fused else (node.output[0], node.output[0])
+        end = chain_end(index, stream)
         if not index.is_tappable(end):
-            end = node.output[0]
-        merges.append(ResidualMerge(position, entry, node.output[0], end, entry in operands, branch))
+            end = stream
+        merges.append(ResidualMerge(position, entry, total, end, entry in operands, branch))
     return merges
+
+
+def _fused_outputs(index: GraphIndex, position: int) -> tuple[str, str]:
+    """(the residual sum, the stream tensor) of a fused skip-norm: the stream is the sum where
+    a later node or the graph's output reads it (pre-norm), output 0 otherwise (post-norm, or a
+    pre-norm model's last layer, whose output 0 is the final norm). A sum the graph does not
+    name (:func:`redaudit.core.fused.expose_residual_sums` was not applied) keeps its name, which
+    then names no tensor — and is neither tapped nor removed — and "" when another node took it."""
+    node = index.nodes[position]
+    total = residual_sum(node)
+    if index.producer.get(total, position) != position:
+        total = ""
+    read = total in index.producer and (index.consumers.get(total) or total in index.output_set)
+    return total, total if read else node.output[0]

@@ -86,9 +86,34 @@ def infer_types(model: onnx.ModelProto) -> dict[str, TensorType]:
         found = tensor_type_of(info.type)
         if found is not None:
             types[info.name] = found
+    for name, found in _contrib_types(model, types).items():
+        types.setdefault(name, found)
     for init in model.graph.initializer:
         types.setdefault(init.name, TensorType(init.data_type, tuple(int(d) for d in init.dims)))
     return types
+
+
+def _contrib_types(model: onnx.ModelProto, known: dict[str, TensorType]) -> dict[str, TensorType]:
+    """Types ONNX's inference leaves out in a graph with onnxruntime contrib ops (com.microsoft:
+    SkipLayerNormalization, Attention, FastGelu... from onnxruntime's transformer optimizer).
+    ONNX has no schema for them, so everything downstream of the first one is untyped and not
+    tappable; onnxruntime's own symbolic shape inference knows them. Only run when such an op
+    has an untyped output (it is pure Python, and copies the proto); best effort."""
+    untyped = any(node.domain == "com.microsoft" and any(name and name not in known for name in node.output)
+                  for node in model.graph.node)
+    if not untyped:
+        return {}
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
+    except Exception:  # noqa: BLE001 - typing is best effort; an untyped tensor is simply not tapped
+        return {}
+    if inferred is None:
+        return {}
+    graph = inferred.graph
+    found = {info.name: tensor_type_of(info.type) for info in [*graph.value_info, *graph.output]}
+    return {name: kind for name, kind in found.items() if kind is not None}
 
 
 def node_inputs(node: onnx.NodeProto) -> list[str]:

@@ -7,6 +7,10 @@ scans: the proto, its identity (path, sha256, size), its graph index, its input 
 session factory (the device, and the folder of the external weights), and caches of tap
 selections, augmented graphs and sessions.
 
+The proto is the file's graph with one edit: the residual sums that onnxruntime's fused
+SkipLayerNormalization keeps internal are named (:func:`~redaudit.core.fused.expose_residual_sums`),
+so that a pre-norm model's last layer has an IR; identity and size are the file's.
+
 The proto is the graph, not the weights: tensors kept in external data stay references into
 files of :attr:`PreparedModel.folder`, which every session made by :attr:`sessions` reads from.
 """
@@ -21,6 +25,7 @@ import onnx
 
 from redaudit.core.augment import AugmentedModel, augment
 from redaudit.core.external import FilesDigest, check_external, external_bytes, external_tensors, weight_bytes
+from redaudit.core.fused import expose_residual_sums
 from redaudit.core.graph import GraphIndex, parameter_count
 from redaudit.core.model import check_model, load_model, model_sha256_of_proto
 from redaudit.core.probe import InputSpec, input_specs
@@ -61,11 +66,12 @@ class PreparedModel:
                                          "external data but no folder was given; pass folder= (where its data files are)")
                 check_external(model, Path(folder))  # the same rules as a model read from a path
             check_model(model, "in-memory model")
-            return cls(model, "<in-memory>", model_sha256_of_proto(model), model.ByteSize() + external_bytes(model),
-                       sessions)
+            return cls(expose_residual_sums(model), "<in-memory>", model_sha256_of_proto(model),
+                       model.ByteSize() + external_bytes(model), sessions)
         SessionFactory(device).providers()
         loaded = load_model(model, max_bytes=max_model_bytes)
-        return cls(loaded.proto, loaded.path, loaded.digest, loaded.size_bytes, SessionFactory(device, folder=loaded.folder))
+        return cls(expose_residual_sums(loaded.proto), loaded.path, loaded.digest, loaded.size_bytes,
+                   SessionFactory(device, folder=loaded.folder))
 
     @property
     def sha256(self) -> str:
