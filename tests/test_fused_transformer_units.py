@@ -152,3 +152,44 @@ def test_a_sum_the_graph_does_not_name_is_not_tapped_in_its_place(exports):
     points = select_taps(index, "block").points
     assert [point.unit for point in points] == ["embedding"] + [f"decoder layer {n}" for n in range(LAYERS - 1)]
     assert last.output[0] not in {point.tensor for point in points}
+
+
+def test_pruning_a_fused_post_norm_layer_equals_pruning_the_unfused_one(exports, tmp_path):
+    """BERT's stream is output 0 of the fused node: removing a layer rewires it like the unfused
+    graph's LayerNorm output, the layer's norms going with it."""
+    import onnxruntime as ort
+
+    from redaudit.prune import prune_model
+    from redaudit.prune.candidates import find_candidates
+
+    lm, fused = exports["bert"]
+    feeds = _feeds("bert", 16, 8, seed=4)
+    probe = tmp_path / "probe.npz"
+    np.savez(probe, **feeds)
+    outputs, names = [], []
+    for path in (lm.path, fused):
+        prepared = PreparedModel.load(path)
+        candidates = find_candidates(prepared.proto, prepared.index)
+        assert [block.layer for block in candidates] == list(range(LAYERS))
+        layer_1 = [block.name for block in candidates if block.layer == 1]
+        names.append(layer_1)
+        result = prune_model(str(path), blocks=layer_1, inputs=str(probe), latency=False, measure_msrs=False,
+                             samples=16, cka_batch=8)
+        session = ort.InferenceSession(result.model.SerializeToString(), providers=["CPUExecutionProvider"])
+        outputs.append(session.run(["last_hidden_state"], feeds)[0])
+    assert names[0] == names[1]
+    np.testing.assert_allclose(outputs[1], outputs[0], atol=1e-4)
+    full = ort.InferenceSession(str(lm.path), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    assert np.abs(full - outputs[0]).max() > 1e-2  # the layer mattered: the comparison can fail
+
+
+def test_prune_refuses_a_fused_pre_norm_model_in_one_line(exports):
+    from click.testing import CliRunner
+
+    from redaudit.cli.main import cli
+
+    _, fused = exports["gpt2"]
+    outcome = CliRunner().invoke(cli, ["prune", str(fused), "--remove", "1", "--no-latency"])
+    assert outcome.exit_code == 2, outcome.output
+    assert "SkipLayerNormalization" in outcome.output and "before optimization" in outcome.output
+    assert "Traceback" not in outcome.output and len(outcome.output.strip().splitlines()) == 1

@@ -33,7 +33,7 @@ from redaudit.core.text import probe_source
 from redaudit.core.weights import stored_bytes
 from redaudit.errors import RedauditError, ScanCancelled
 from redaudit.prune import planning
-from redaudit.prune.candidates import Block, find_candidates, granularity_of
+from redaudit.prune.candidates import Block, find_candidates, fused_prenorm_layers, granularity_of
 from redaudit.prune.cost import block_costs
 from redaudit.prune.gates import Gates, check_agreement
 from redaudit.prune.lm_metrics import looks_like_causal_lm
@@ -205,6 +205,11 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
         raise PruneError(f"{prepared.path} has no graph inputs, so there is nothing to probe and no block "
                          "can be measured; export the model with its inputs")
     _notify(progress, "candidates")
+    fused = fused_prenorm_layers(prepared.index)
+    if fused:
+        raise PruneError(f"cannot prune {prepared.path}: onnxruntime's optimizer fused each layer's residual sum "
+                         f"with the next layer's norm (SkipLayerNormalization, {len(fused)} pre-norm layers), so no "
+                         "layer can be bypassed; prune the model exported before optimization, then optimize the result")
     candidates = find_candidates(prepared.proto, prepared.index, granularity_of(spec.level))
     if not candidates:
         raise PruneError(f"no removable block in {prepared.path}: no residual block, transformer layer or "

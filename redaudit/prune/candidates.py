@@ -28,6 +28,7 @@ import onnx
 
 from redaudit.core.blocks import WEIGHTED_OPS as _ALL_WEIGHTED_OPS
 from redaudit.core.blocks import chain_end, compatible_shapes
+from redaudit.core.fused import is_fused_skip_norm
 from redaudit.core.graph import FLOAT_TYPES, GraphIndex
 from redaudit.core.units import find_units
 from redaudit.prune.kv_cache import is_cache_output
@@ -133,6 +134,21 @@ def _residual_blocks(index: GraphIndex, granularity: str) -> list[Block]:
                 if block is not None:
                     blocks.append(block)
     return blocks
+
+
+def fused_prenorm_layers(index: GraphIndex) -> list[int]:
+    """Transformer layers (0-based) that rewiring cannot remove: in a pre-norm model optimized
+    by onnxruntime, each layer's residual sum is fused with the *next* layer's norm into one
+    SkipLayerNormalization (:mod:`redaudit.core.fused`), whose output 0 — that norm of this
+    layer's output — the next layer reads. Bypassing the layer would need that norm rebuilt on
+    the layer's input; surgery does not rebuild nodes. (Post-norm encoders are removable: their
+    stream is output 0 itself, and the layer's norms go with it, as in the unfused graph.)"""
+    layout = find_units(index)
+    if layout.norm != "pre":
+        return []
+    return [number for number, unit in enumerate(layout.units)
+            if unit.is_transformer_layer and any(is_fused_skip_norm(index.nodes[sublayer.merge.add_position])
+                                                 for sublayer in unit.sublayers)]
 
 
 def chains(units: Sequence[T]) -> list[list[T]]:
