@@ -33,7 +33,12 @@ from redaudit.core.text import probe_source
 from redaudit.core.weights import stored_bytes
 from redaudit.errors import RedauditError, ScanCancelled
 from redaudit.prune import planning
-from redaudit.prune.candidates import Block, find_candidates, fused_prenorm_layers, granularity_of
+from redaudit.prune.candidates import (
+    Block,
+    find_candidates,
+    fused_prenorm_layers,
+    granularity_of,
+)
 from redaudit.prune.cost import block_costs
 from redaudit.prune.gates import Gates, check_agreement
 from redaudit.prune.lm_metrics import looks_like_causal_lm
