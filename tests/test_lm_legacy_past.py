@@ -162,3 +162,78 @@ def test_a_past_redaudit_cannot_fill_is_refused_in_one_line(tmp_path, leading):
     outcome = CliRunner().invoke(cli, ["scan", str(path), "--samples", "4"])
     assert outcome.exit_code == 2 and "past_0" in outcome.output and "Traceback" not in outcome.output
     assert len(outcome.output.strip().splitlines()) == 1
+
+
+def test_each_layer_owns_its_stacked_past_and_present(gpt2):
+    """Layer 0's past stays with the model: its length sizes every layer's causal mask."""
+    plain, cached = gpt2
+    units = find_units(GraphIndex.build(onnx.load(str(cached.path)))).units
+    assert len(units) == LAYERS
+    assert [unit.cache_outputs for unit in units] == [(f"present_{n}",) for n in range(LAYERS)]
+    assert [unit.cache_inputs for unit in units] == [()] + [(f"past_{n}",) for n in range(1, LAYERS)]
+    from redaudit.prune.candidates import find_candidates
+
+    blocks = find_candidates(onnx.load(str(cached.path)))
+    assert [(block.kind, block.layer) for block in blocks] == [("transformer-layer", n) for n in range(LAYERS)]
+    assert [block.name for block in blocks] == [point.tensor for point in select_taps(
+        GraphIndex.build(onnx.load(str(cached.path))), "block").points][1:]
+
+
+@pytest.mark.parametrize("removed", [(1,), (0, 2)])
+def test_the_pruned_legacy_model_runs_with_the_remaining_pasts_like_the_plain_one(gpt2, removed):
+    """Layer 0 removed: the past length moves to the first kept layer's past. Empty past: the
+    logits equal the pruned no-cache model's; a second step fed the returned presents equals
+    the pruned no-cache model on the longer sequence."""
+    from redaudit.prune.candidates import find_candidates
+    from redaudit.prune.surgery import remove_blocks
+
+    plain, cached = gpt2
+    plain_model, kv_model = onnx.load(str(plain.path)), onnx.load(str(cached.path))
+    pick = lambda model: [block for block in find_candidates(model) if block.layer in removed]
+    pruned_plain, pruned_kv = remove_blocks(plain_model, pick(plain_model)), remove_blocks(kv_model, pick(kv_model))
+    kept = LAYERS - len(removed)
+    assert [item.name for item in pruned_kv.graph.input] == ["input_ids", "position_ids", "attention_mask",
+                                                             *(f"past_{n}" for n in range(kept))]
+    assert [item.name for item in pruned_kv.graph.output] == ["logits", *(f"present_{n}" for n in range(kept))]
+    rng = np.random.default_rng(5)
+    ids = rng.integers(1, lm_exports.VOCAB, (3, 7)).astype(np.int32)
+    tokens = {"input_ids": ids, "position_ids": np.tile(np.arange(7, dtype=np.int32), (3, 1)),
+              "attention_mask": np.ones((3, 7), np.int32)}
+    kv_session = _session(pruned_kv)
+    names = [out.name for out in kv_session.get_outputs()]
+    empty = {f"past_{n}": np.zeros((2, 3, HEADS, 0, HEAD_DIM), np.float32) for n in range(kept)}
+    first = dict(zip(names, kv_session.run(None, {**tokens, **empty})))
+    plain_session = _session(pruned_plain)
+    np.testing.assert_allclose(first["logits"], plain_session.run(["logits"], tokens)[0], atol=2e-5)
+    next_ids = rng.integers(1, lm_exports.VOCAB, (3, 1)).astype(np.int32)
+    step = {"input_ids": next_ids, "position_ids": np.full((3, 1), 7, np.int32),
+            "attention_mask": np.ones((3, 8), np.int32)}
+    step.update({f"past_{n}": first[f"present_{n}"] for n in range(kept)})
+    second = dict(zip(names, kv_session.run(None, step)))
+    longer = {"input_ids": np.concatenate([ids, next_ids], axis=1),
+              "position_ids": np.tile(np.arange(8, dtype=np.int32), (3, 1)),
+              "attention_mask": np.ones((3, 8), np.int32)}
+    np.testing.assert_allclose(second["logits"][:, 0], plain_session.run(["logits"], longer)[0][:, -1], atol=2e-5)
+    assert second[f"present_{kept - 1}"].shape == (2, 3, HEADS, 8, HEAD_DIM)
+
+
+def test_prune_model_verifies_the_legacy_export_like_the_plain_one(gpt2, tmp_path):
+    """The whole prune path (probe completed from token ids, next-token verification, latency
+    with each session fed its own pasts) on the legacy export agrees with the plain export's."""
+    from redaudit.prune import prune_model
+    from redaudit.prune.candidates import find_candidates
+
+    plain, cached = gpt2
+    ids = np.random.default_rng(6).integers(1, lm_exports.VOCAB, (8, 10)).astype(np.int32)
+    np.savez(tmp_path / "tokens.npz", input_ids=ids)
+    results = []
+    for path in (plain.path, cached.path):
+        model = onnx.load(str(path))
+        blocks = [block.name for block in find_candidates(model) if block.layer == 1]
+        results.append(prune_model(model, blocks=blocks, inputs=str(tmp_path / "tokens.npz"), latency_repeats=2,
+                                   measure_msrs=False, min_cosine=None))
+    plain_result, kv_result = results
+    assert kv_result.latency is not None and [item.name for item in kv_result.agreement] == ["logits"]
+    assert [item.name for item in kv_result.model.graph.input if item.name.startswith("past")] == ["past_0", "past_1"]
+    assert kv_result.next_token.kl_mean == pytest.approx(plain_result.next_token.kl_mean, rel=1e-4)
+    assert kv_result.next_token.top1_agreement == plain_result.next_token.top1_agreement
