@@ -166,7 +166,7 @@ def test_a_past_redaudit_cannot_fill_is_refused_in_one_line(tmp_path, leading):
 
 def test_each_layer_owns_its_stacked_past_and_present(gpt2):
     """Layer 0's past stays with the model: its length sizes every layer's causal mask."""
-    plain, cached = gpt2
+    _, cached = gpt2
     units = find_units(GraphIndex.build(onnx.load(str(cached.path)))).units
     assert len(units) == LAYERS
     assert [unit.cache_outputs for unit in units] == [(f"present_{n}",) for n in range(LAYERS)]
