@@ -166,3 +166,78 @@ def hidden_states(model, input_ids: np.ndarray, attention_mask: np.ndarray | Non
     with torch.no_grad():
         out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
     return [state.numpy() for state in out.hidden_states]
+
+
+class _LegacyCachedGPT2:
+    """Wraps a GPT-2 LM in the legacy cache layout of onnxruntime's own GPT-2 exporter
+    (``onnxruntime/transformers/models/gpt2/gpt2_helper.py``) and older exports: inputs
+    ``input_ids, position_ids, attention_mask, past_0 … past_{L−1}`` with each past
+    (2, batch, heads, past_seq_len, head_dim) — key and value stacked on axis 0 — and outputs
+    ``logits, present_0 …`` in the same layout."""
+
+    def __new__(cls, model, layers: int):
+        import torch
+        from transformers import DynamicCache
+
+        class Wrapper(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.model = model
+
+            def forward(self, input_ids, position_ids, attention_mask, *past):
+                cache = DynamicCache()
+                for layer in range(layers):
+                    cache.update(past[layer][0], past[layer][1], layer)
+                out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                 past_key_values=cache, use_cache=True)
+                present = [torch.stack((out.past_key_values.layers[layer].keys,
+                                        out.past_key_values.layers[layer].values)) for layer in range(layers)]
+                return (out.logits, *present)
+
+        return Wrapper().eval()
+
+
+def export_gpt2_legacy(folder: Path, layers: int = 3, hidden: int = 32, heads: int = 4, seed: int = 0,
+                       id_dtype=None) -> tuple[TinyLM, TinyLM]:
+    """(no-cache export, legacy 5-D cache export) of one random-weight tiny GPT-2, with
+    gpt2_helper's names and dims (``batch_size``, ``seq_len``, ``past_seq_len``,
+    ``total_seq_len``) and its int32 ids/positions/mask by default."""
+    import torch
+
+    id_dtype = id_dtype or torch.int32
+    model = build("gpt2", layers, hidden, heads, seed=seed)
+    head_dim, past_len = hidden // heads, 2
+    ids = torch.randint(0, VOCAB, (2, 5), dtype=id_dtype)
+    folder.mkdir(parents=True, exist_ok=True)
+
+    class Plain(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, position_ids, attention_mask):
+            return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                              use_cache=False).logits
+
+    plain_path = folder / "gpt2-plain.onnx"
+    torch.onnx.export(Plain().eval(), (ids, torch.arange(5, dtype=id_dtype).expand(2, 5),
+                                       torch.ones(2, 5, dtype=id_dtype)), str(plain_path),
+                      input_names=["input_ids", "position_ids", "attention_mask"], output_names=["logits"],
+                      opset_version=17, dynamo=False,
+                      dynamic_axes={"input_ids": {0: "batch_size", 1: "seq_len"},
+                                    "position_ids": {0: "batch_size", 1: "seq_len"},
+                                    "attention_mask": {0: "batch_size", 1: "seq_len"},
+                                    "logits": {0: "batch_size", 1: "seq_len"}})
+    past = [torch.randn(2, 2, heads, past_len, head_dim) for _ in range(layers)]
+    past_names, present_names = [f"past_{n}" for n in range(layers)], [f"present_{n}" for n in range(layers)]
+    axes = {"input_ids": {0: "batch_size", 1: "seq_len"}, "position_ids": {0: "batch_size", 1: "seq_len"},
+            "attention_mask": {0: "batch_size", 1: "total_seq_len"}, "logits": {0: "batch_size", 1: "seq_len"}}
+    axes.update({name: {1: "batch_size", 3: "past_seq_len"} for name in past_names})
+    axes.update({name: {1: "batch_size", 3: "total_seq_len"} for name in present_names})
+    cached_path = folder / "gpt2-legacy-past.onnx"
+    torch.onnx.export(_LegacyCachedGPT2(model, layers),
+                      (ids, (torch.arange(5, dtype=id_dtype) + past_len).expand(2, 5),
+                       torch.ones(2, past_len + 5, dtype=id_dtype), *past), str(cached_path),
+                      input_names=["input_ids", "position_ids", "attention_mask", *past_names],
+                      output_names=["logits", *present_names], opset_version=17, dynamo=False, dynamic_axes=axes)
+    return (TinyLM(plain_path, model, layers, "gpt2", False), TinyLM(cached_path, model, layers, "gpt2", True))

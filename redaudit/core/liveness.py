@@ -10,6 +10,7 @@ import onnx
 from onnx import helper
 
 from redaudit.core.graph import infer_types
+from redaudit.core.lm_inputs import batch_axis
 from redaudit.core.prepared import PreparedModel
 from redaudit.core.probe import DEFAULT_SYMBOLIC_DIM
 
@@ -28,8 +29,9 @@ def per_sample_graph(proto: onnx.ModelProto, dims: dict[str, int]) -> onnx.Model
             continue
         tensor = value.type.tensor_type
         shape = []
+        samples = batch_axis(value)  # 1 for a legacy stacked past (2, batch, …)
         for axis, dim in enumerate(tensor.shape.dim):
-            if axis == 0:
+            if axis == samples:
                 shape.append(1)
             elif dim.HasField("dim_value") and dim.dim_value > 0:
                 shape.append(int(dim.dim_value))

@@ -12,7 +12,14 @@ of 4096 indexes past a position table) or measure a model nobody runs (a random 
 * ``token_type_ids``: zeros;
 * past keys/values (``past_key_values.N.key/value``, any float input named ``past…``): an empty
   past by default — the past-length dimension (e.g. ``past_sequence_length``) is 0, the normal
-  first step — and the mask spans past + current tokens (``total_sequence_length``).
+  first step — and the mask spans past + current tokens (``total_sequence_length``). The legacy
+  GPT-2 layout (onnxruntime's own GPT-2 exporter, older transformers/optimum exports) stacks key
+  and value in one input per layer, ``past_N`` of shape (2, batch, heads, past, head_dim): told
+  by its rank 5 and fixed leading 2 (:func:`stacked_past`), not by the name alone. redaudit keeps
+  every input samples-first, so such a past is held as (batch, 2, heads, past, head_dim) and its
+  batch axis is moved back to 1 where a session is fed (:func:`redaudit.core.run.session_feed`).
+  A past whose past length cannot be told from its shape is refused in one line
+  (:func:`check_fillable`).
 
 A layout this cannot drive (onnxruntime-genai's fused ``GroupQueryAttention``, which reads
 ``seqlens_k`` and ``total_sequence_length`` from graph inputs) is refused in one line naming
@@ -20,7 +27,7 @@ what is missing (:func:`check_drivable`).
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +43,26 @@ _NAMED_ROLES = {"input_ids": TOKEN_IDS, "attention_mask": MASK, "position_ids": 
 _FUSED_LENGTH_INPUTS = {"GroupQueryAttention": {5: "seqlens_k", 6: "total_sequence_length"},
                         "PagedAttention": {}, "SparseAttention": {}}
 _PASSTHROUGH = frozenset({"Cast", "Identity", "Reshape", "Unsqueeze", "Squeeze", "Flatten"})
+_FLOATS = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
+
+
+def is_past(name: str, elem_type: int) -> bool:
+    """Whether a graph input is a key/value cache input: a float input named ``past…``."""
+    return name.lower().startswith("past") and elem_type in _FLOATS
+
+
+def stacked_past(name: str, elem_type: int, shape: Sequence[int | str | None]) -> bool:
+    """Whether a graph input is a past in the legacy stacked layout, (2, batch, heads, past,
+    head_dim): key and value on axis 0, so the batch is on axis 1. ``shape`` as the graph
+    declares it (ints for fixed axes)."""
+    return is_past(name, elem_type) and len(shape) == 5 and shape[0] == 2
+
+
+def batch_axis(value: onnx.ValueInfoProto) -> int:
+    """The axis of graph input ``value`` that holds the samples: 1 for a stacked past, else 0."""
+    tensor = value.type.tensor_type
+    shape = [int(dim.dim_value) if dim.HasField("dim_value") else None for dim in tensor.shape.dim]
+    return 1 if stacked_past(value.name, tensor.elem_type, shape) else 0
 
 
 @dataclass(frozen=True)
@@ -106,8 +133,7 @@ def input_roles(model: onnx.ModelProto, names: list[str]) -> dict[str, InputRole
         if lowered in _NAMED_ROLES and ranks.get(name) == 2 and (
                 types.get(name) in integer or _NAMED_ROLES[lowered] == MASK):
             roles[name] = InputRole(_NAMED_ROLES[lowered])
-        elif lowered.startswith("past") and types.get(name) in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16,
-                                                               onnx.TensorProto.BFLOAT16):
+        elif is_past(name, types.get(name, 0)):
             roles[name] = InputRole(PAST)
     if not any(role.role == TOKEN_IDS for role in roles.values()):
         guesses = [name for name in names if name not in roles and types.get(name) in integer
@@ -154,6 +180,20 @@ def past_length_keys(specs: list, roles: Mapping[str, InputRole]) -> set[str]:
     return past - others
 
 
+def check_fillable(spec, past_keys: set[str]) -> None:
+    """Refuse a past input whose past length redaudit cannot tell from its shape: more than one
+    axis (besides the batch) that only past inputs have. Filling both with 0 would make an input
+    onnxruntime rejects or, worse, one it runs with a wrong meaning (a 5-D past without the fixed
+    leading 2 has its batch among those axes)."""
+    keys = [_key(spec, axis) for axis in range(1, len(spec.shape)) if _key(spec, axis) in past_keys]
+    if len(keys) > 1:
+        raise ProbeInputError(
+            f"cannot fill the cache input {spec.name!r} of shape {spec.graph_shape}: redaudit fills a past of "
+            "(batch, heads, past length, head_dim) or the stacked (2, batch, heads, past length, head_dim), and "
+            f"cannot tell which of {', '.join(map(repr, keys))} is the past length; pass every cache input in "
+            "--inputs (samples first)")
+
+
 def positions_from_mask(mask: np.ndarray, length: int) -> np.ndarray:
     """Hugging Face's position ids: ``cumsum(mask) − 1``, 1 where the mask is 0, last ``length`` columns."""
     positions = np.cumsum(mask.astype(np.int64), axis=1) - 1
@@ -189,6 +229,9 @@ def resolve_dims(specs: list, dims: dict[str, int], size_of: Callable[[Any, int]
             raise ProbeInputError(f"--dim {key}=0: only a cache (past) length may be empty"
                                   + (f"; this model's past lengths are {', '.join(sorted(past_keys))}"
                                      if past_keys else "; this model has no key/value cache inputs"))
+    for spec in specs:
+        if spec.role == PAST:
+            check_fillable(spec, past_keys)
     for key in past_keys:
         dims.setdefault(key, 0)
     named = _by_role(specs)
@@ -264,8 +307,10 @@ def complete_arrays(specs: list, arrays: Mapping[str, np.ndarray]) -> dict[str, 
                               f"embedding table has {token.vocab} rows; tokenize with the model's own tokenizer")
     count, length = ids.shape
     past_length = 0
+    past_keys = past_length_keys(specs, {spec.name: InputRole(spec.role) for spec in specs if spec.role})
     for spec in specs:
         if spec.role == PAST and spec.name not in completed:
+            check_fillable(spec, past_keys)
             shape = [count] + [0 if _key(spec, axis) else spec.shape[axis] for axis in range(1, len(spec.shape))]
             if sum(1 for axis in range(1, len(spec.shape)) if _key(spec, axis)) == 1:
                 completed[spec.name] = np.zeros(shape, spec.dtype)

@@ -123,7 +123,7 @@ class PreparedModel:
     @property
     def info(self) -> ModelInfo:
         opset = next((int(o.version) for o in self.proto.opset_import if o.domain in ("", "ai.onnx")), 0)
-        inputs = tuple((spec.name, str(spec.dtype), tuple("?" if d is None else d for d in spec.shape))
+        inputs = tuple((spec.name, str(spec.dtype), tuple("?" if d is None else d for d in spec.graph_shape))
                        for spec in self.input_specs)
         return ModelInfo(path=self.path, sha256=self.sha256, size_bytes=self.size_bytes,
                          parameter_count=parameter_count(self.proto), opset=opset,

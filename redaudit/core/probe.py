@@ -32,13 +32,26 @@ DEFAULT_INT_RANGE = (0, 256)
 @dataclass(frozen=True)
 class InputSpec:
     """A graph input. ``role`` is what it is to a language model (token ids, mask, positions,
-    token types, past; "" otherwise) and ``vocab`` the embedding rows token ids index."""
+    token types, past; "" otherwise) and ``vocab`` the embedding rows token ids index.
+
+    ``shape`` is samples-first, as every probe array is: a legacy stacked past, declared
+    (2, batch, heads, past, head_dim), is (batch, 2, heads, past, head_dim) here, and
+    ``batch_axis`` (1) says where the graph wants the samples back
+    (:func:`redaudit.core.run.session_feed` moves them)."""
 
     name: str
     dtype: np.dtype
     shape: tuple[int | str | None, ...]  # shape[0] is the batch axis
     role: str = ""
     vocab: int | None = None
+    batch_axis: int = 0  # the graph's batch axis
+
+    @property
+    def graph_shape(self) -> tuple[int | str | None, ...]:
+        """The shape as the graph declares it: the samples back on ``batch_axis``."""
+        shape = list(self.shape)
+        shape[0], shape[self.batch_axis] = shape[self.batch_axis], shape[0]
+        return tuple(shape)
 
     @property
     def fixed_batch(self) -> int | None:
@@ -67,10 +80,13 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
         except (KeyError, TypeError, ValueError):  # found by fuzzing: an element type onnx does not know
             raise ProbeInputError(f"input {value.name!r} has element type {tensor_type.elem_type}, which is not an "
                                   "ONNX tensor type redaudit can feed; re-export the model") from None
-        specs.append(InputSpec(value.name, dtype, tuple(dims)))
+        axis = lm.batch_axis(value)
+        if axis:
+            dims[0], dims[axis] = dims[axis], dims[0]
+        specs.append(InputSpec(value.name, dtype, tuple(dims), batch_axis=axis))
     roles = lm.input_roles(model, [spec.name for spec in specs])
-    return [InputSpec(spec.name, spec.dtype, spec.shape, roles[spec.name].role, roles[spec.name].vocab)
-            if spec.name in roles else spec for spec in specs]
+    return [InputSpec(spec.name, spec.dtype, spec.shape, roles[spec.name].role, roles[spec.name].vocab,
+                      spec.batch_axis) if spec.name in roles else spec for spec in specs]
 
 
 def _sample_digests(array: np.ndarray) -> list[bytes]:

@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from redaudit.core.lm_inputs import stacked_past
 from redaudit.core.spec import DEVICES
 from redaudit.errors import BackendUnavailableError, ConfigError, InferenceError
 
@@ -106,11 +107,35 @@ def create_session(model: onnx.ModelProto, device: str = "auto",
     return SessionFactory(device, threads).create(model)
 
 
+_ORT_ELEM_TYPES = {"tensor(float)": onnx.TensorProto.FLOAT, "tensor(float16)": onnx.TensorProto.FLOAT16,
+                   "tensor(bfloat16)": onnx.TensorProto.BFLOAT16}
+
+
+def _batch_axis(arg: ort.NodeArg) -> int:
+    """Where a session input holds the samples: axis 1 of a legacy stacked past (2, batch, …)."""
+    return 1 if stacked_past(arg.name, _ORT_ELEM_TYPES.get(arg.type, 0), arg.shape or ()) else 0
+
+
 def fixed_batch_of(session: ort.InferenceSession) -> int | None:
     """The smallest fixed batch size among the session's inputs, if any (None = dynamic)."""
-    sizes = {shape[0] for shape in (i.shape for i in session.get_inputs())
-             if shape and isinstance(shape[0], int) and shape[0] > 0}
+    sizes = {shape[axis] for shape, axis in ((i.shape, _batch_axis(i)) for i in session.get_inputs())
+             if shape and isinstance(shape[axis], int) and shape[axis] > 0}
     return min(sizes) if sizes else None
+
+
+def session_feed(session: ort.InferenceSession, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The arrays of ``batch`` that ``session`` takes, in the layout its graph declares.
+
+    A pruned decoder takes fewer cache inputs than the original's probe holds: only what the
+    session takes is fed. redaudit holds every input samples-first (slicing, chunking, hashing
+    and padding all cut axis 0); a legacy stacked past, (2, batch, heads, past, head_dim) in the
+    graph, gets its samples moved back to axis 1 here, the one place arrays meet a session."""
+    feed = {}
+    for arg in session.get_inputs():
+        if arg.name in batch:
+            array = batch[arg.name]
+            feed[arg.name] = np.ascontiguousarray(np.swapaxes(array, 0, 1)) if _batch_axis(arg) else array
+    return feed
 
 
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
@@ -176,9 +201,7 @@ class BatchRunner:
         return self._call(batch)
 
     def _call(self, batch: Mapping[str, np.ndarray]) -> list[Any]:
-        # A pruned decoder takes fewer cache inputs than the original's probe holds: feed what it takes.
-        taken = {item.name for item in self.session.get_inputs()}
-        batch = {name: array for name, array in batch.items() if name in taken}
+        batch = session_feed(self.session, batch)
         try:
             if self.device_arrays is not None:
                 return self._call_bound(batch)

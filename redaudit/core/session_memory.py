@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 
 from redaudit.core.liveness import live_peak, tensor_sizes
+from redaudit.core.lm_inputs import batch_axis
 from redaudit.core.memory import (
     MemoryLimitError,
     fit_micro_batch,
@@ -39,9 +40,12 @@ def feed_dims(proto: onnx.ModelProto, feed: Mapping[str, np.ndarray]) -> dict[st
     for value in proto.graph.input:
         if value.name not in feed:
             continue
-        shape = np.shape(feed[value.name])
+        shape = list(np.shape(feed[value.name]))  # samples first, as redaudit holds every input
+        samples = batch_axis(value)  # 1 for a legacy stacked past: the graph's layout is (2, batch, …)
+        if samples and len(shape) > samples:
+            shape[0], shape[samples] = shape[samples], shape[0]
         for axis, dim in enumerate(value.type.tensor_type.shape.dim):
-            if axis == 0 or axis >= len(shape) or (dim.HasField("dim_value") and dim.dim_value > 0):
+            if axis == samples or axis >= len(shape) or (dim.HasField("dim_value") and dim.dim_value > 0):
                 continue
             dims[dim.dim_param if dim.HasField("dim_param") else f"{value.name}:{axis}"] = int(shape[axis])
     return dims

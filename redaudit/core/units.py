@@ -63,8 +63,9 @@ class Unit:
     entry: str
     exit: str
     sublayers: tuple[Sublayer, ...]
-    #: A key/value-cache export's graph inputs read only inside this layer (``past_key_values.N.*``)
-    #: and graph outputs computed inside it (``present.N.*``): they go when the layer goes.
+    #: A key/value-cache export's graph inputs read only inside this layer (``past_key_values.N.*``,
+    #: the legacy stacked ``past_N``) and graph outputs computed inside it (``present.N.*``,
+    #: ``present_N``): they go when the layer goes.
     cache_inputs: tuple[str, ...] = ()
     cache_outputs: tuple[str, ...] = ()
 
@@ -222,6 +223,32 @@ def _group(index: GraphIndex, sublayers: list[Sublayer]) -> list[list[Sublayer]]
     return groups
 
 
+#: Ops that stack a layer's keys and values into a legacy cache output (torch.stack / cat of unsqueezed).
+_STACKING_OPS = frozenset({"Unsqueeze", "Concat", "Identity", "Reshape", "Cast", "Squeeze", "Transpose"})
+
+
+def cache_tail(index: GraphIndex, inside: set[int] | frozenset[int], exclude: frozenset[str] = frozenset()) -> set[int]:
+    """Nodes outside ``inside`` that only stack its tensors (not ``exclude``) into graph outputs:
+    the legacy layout's ``present_N = Concat(Unsqueeze(key), Unsqueeze(value))``, which reads
+    the layer's concatenated keys and values after its attention did and feeds nothing else.
+    Such an output is the layer's, as ``present.N.key`` (the attention's own Concat) is."""
+    produced = {name for position in inside for name in index.nodes[position].output if name} - exclude
+    tail: set[int] = set()
+    for position in range(min(inside, default=len(index.nodes)), len(index.nodes)):
+        node = index.nodes[position]
+        data = [name for name in node.input if name and name not in index.constants]
+        if position not in inside and node.op_type in _STACKING_OPS and data and all(name in produced for name in data):
+            tail.add(position)
+            produced.update(name for name in node.output if name)
+    for position in sorted(tail, reverse=True):  # keep what reaches graph outputs only
+        for name in (name for name in index.nodes[position].output if name):
+            readers = set(index.consumers.get(name, ()))
+            if not (readers <= tail and (readers or name in index.output_set)):
+                tail.discard(position)
+                break
+    return tail
+
+
 def _cache_io(index: GraphIndex, group: list[Sublayer]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(graph inputs whose whole computation stays inside the group's branches, graph outputs
     those branches compute), in graph order — a cached layer's past and present. An input
@@ -229,7 +256,8 @@ def _cache_io(index: GraphIndex, group: list[Sublayer]) -> tuple[tuple[str, ...]
     branch holds, and the first layer's past key, whose length sizes the causal mask of every
     layer (Hugging Face's ``get_seq_length``) — removing layer 0 keeps that input for its shape."""
     inside = frozenset().union(*(sublayer.merge.branch_nodes for sublayer in group))
-    allowed = inside | {sublayer.merge.add_position for sublayer in group}
+    stacked = cache_tail(index, inside)  # a legacy layout's present_N (key and value stacked)
+    allowed = inside | stacked | {sublayer.merge.add_position for sublayer in group}
 
     def owned(name: str) -> bool:
         frontier, seen = [name], set()
@@ -244,7 +272,7 @@ def _cache_io(index: GraphIndex, group: list[Sublayer]) -> tuple[tuple[str, ...]
         return bool(seen)
 
     inputs = tuple(name for name in index.graph_inputs if owned(name))
-    outputs = tuple(name for name in index.graph_outputs if index.producer.get(name) in inside)
+    outputs = tuple(name for name in index.graph_outputs if index.producer.get(name) in inside | stacked)
     return inputs, outputs
 
 

@@ -30,7 +30,7 @@ from redaudit.core.blocks import WEIGHTED_OPS as _ALL_WEIGHTED_OPS
 from redaudit.core.blocks import chain_end, compatible_shapes
 from redaudit.core.fused import is_fused_skip_norm
 from redaudit.core.graph import FLOAT_TYPES, GraphIndex
-from redaudit.core.units import find_units
+from redaudit.core.units import cache_tail, find_units
 from redaudit.prune.kv_cache import is_cache_output
 
 #: Candidate granularities: whole units (transformer layers, residual blocks) or residual halves.
@@ -64,7 +64,8 @@ def block_region(index: GraphIndex, entry: str, exit_name: str) -> set[int] | No
     The region is every node on a data path entry → exit, plus the helper nodes (shape
     arithmetic, constants) that only feed the region. It is unsafe when a tensor computed
     inside, other than the exit, is read outside or is a graph output — other than a decoder
-    layer's ``present.N.*`` cache output, which is removed with its layer.
+    layer's ``present.N.*`` (or legacy stacked ``present_N``) cache output, which is removed with
+    its layer.
     """
     if entry == exit_name or exit_name not in index.producer:
         return None
@@ -79,6 +80,7 @@ def block_region(index: GraphIndex, entry: str, exit_name: str) -> set[int] | No
             continue
         if all(set(index.consumers.get(name, ())) <= region for name in outputs):
             region.add(position)
+    region |= cache_tail(index, region, frozenset({exit_name}))  # a legacy layout's stacked present_N
     for name in index.outputs_of(region):
         if name == exit_name:
             continue

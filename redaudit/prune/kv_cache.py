@@ -21,6 +21,14 @@ What happens, in order (:func:`drop_orphaned_outputs` during surgery, :func:`tid
    runtimes that drive such exports (optimum's ORTModelForCausalLM, generation loops written
    against the layout) build these names from ``range(num_layers)``. The old → new names are
    returned so that callers can report them.
+
+The legacy GPT-2 layout (onnxruntime's own GPT-2 exporter, older transformers/optimum exports)
+has one input ``past_N`` and one output ``present_N`` per layer, key and value stacked on axis 0
+— (2, batch, heads, past, head_dim). Its present is stacked after the attention from the
+layer's concatenated keys and values, so it feeds the logits only *through* them: a present
+counts as live while what it stacks is (:func:`feeding_cache_outputs`). The past length is read
+off ``past_0`` through a ``Gather`` of its key, which step 2 follows like a copy. Renumbering
+gives ``past_2`` → ``past_1`` alike.
 """
 from __future__ import annotations
 
@@ -30,8 +38,24 @@ import onnx
 
 from redaudit.core.graph import node_inputs
 
-PAST = re.compile(r"^(past_key_values|past)\.(\d+)\.(key|value)$")
-PRESENT = re.compile(r"^(present)\.(\d+)\.(key|value)$")
+#: Per layer N: ``past_key_values.N.key`` (groups 1, 2) or the legacy stacked ``past_N`` (group 3).
+PAST = re.compile(r"^(?:past_key_values|past)\.(\d+)\.(key|value)$|^past_(\d+)$")
+PRESENT = re.compile(r"^present\.(\d+)\.(key|value)$|^present_(\d+)$")
+#: Ops between a legacy layer's keys/values and its stacked present (torch.stack / cat of unsqueezed).
+_STACKING_OPS = frozenset({"Unsqueeze", "Concat", "Identity", "Reshape", "Cast", "Squeeze", "Transpose"})
+
+
+def cache_layer(pattern: re.Pattern[str], name: str) -> tuple[int, str] | None:
+    """(layer, "key"/"value", or "" for a stacked past/present) of a cache name, or None."""
+    match = pattern.match(name)
+    if match is None:
+        return None
+    return (int(match.group(1)), match.group(2)) if match.group(1) is not None else (int(match.group(3)), "")
+
+
+def _renumbered(name: str, layer: int) -> str:
+    """``past_key_values.3.key`` → ``past_key_values.{layer}.key``, ``present_3`` → ``present_{layer}``."""
+    return re.sub(r"(?<=[._])\d+(?=\.|$)", str(layer), name, count=1)
 
 
 def is_cache_output(name: str) -> bool:
@@ -56,10 +80,30 @@ def _ancestors(graph: onnx.GraphProto, names: list[str]) -> set[int]:
 
 
 def feeding_cache_outputs(graph: onnx.GraphProto) -> set[str]:
-    """Cache outputs whose producer also feeds a non-cache output (a live layer's present)."""
+    """Cache outputs whose producer also feeds a non-cache output (a live layer's present), or
+    (the legacy ``present_N``) stacks tensors whose producers do: the stack is walked back only
+    through ops read by nothing else, so it stops at the layer's own keys and values."""
     live = _ancestors(graph, [out.name for out in graph.output if not is_cache_output(out.name)])
     producer = _producers(graph)
-    return {out.name for out in graph.output if is_cache_output(out.name) and producer.get(out.name) in live}
+    readers: dict[str, set[int]] = {}
+    for position, node in enumerate(graph.node):
+        for name in node_inputs(node):
+            readers.setdefault(name, set()).add(position)
+
+    def feeding(name: str, stacked: bool, reader: int | None = None, depth: int = 0) -> bool:
+        position = producer.get(name)
+        if position is None:
+            return False
+        if position in live:
+            return True
+        node = graph.node[position]
+        only_stack = reader is None or readers.get(name, set()) == {reader}
+        if not stacked or not only_stack or depth >= 4 or node.op_type not in _STACKING_OPS:
+            return False
+        data = node.input if node.op_type == "Concat" else node.input[:1]  # not axes or shape inputs
+        return any(feeding(item, stacked, position, depth + 1) for item in data if item)
+    return {out.name for out in graph.output
+            if (found := cache_layer(PRESENT, out.name)) and feeding(out.name, stacked=found[1] == "")}
 
 
 def drop_orphaned_outputs(graph: onnx.GraphProto, feeding_before: set[str]) -> list[str]:
@@ -92,11 +136,13 @@ def _rename_everywhere(graph: onnx.GraphProto, old: str, new: str) -> None:
 
 def _reads_only_shape(name: str, consumers: dict[str, list[onnx.NodeProto]], depth: int = 0) -> bool:
     """Whether everything downstream of ``name`` only looks at its shape: ``Shape`` nodes, reached
-    through copies (``Identity``, a one-input ``Concat`` as torch.onnx writes ``torch.cat([x])``)."""
+    through copies (``Identity``, a one-input ``Concat`` as torch.onnx writes ``torch.cat([x])``)
+    and ``Gather`` of ``name`` (a stacked past's key: its shape follows from the past's shape)."""
     for node in consumers.get(name, []):
         if node.op_type == "Shape":
             continue
-        copies = node.op_type == "Identity" or (node.op_type == "Concat" and len(node.input) == 1)
+        copies = node.op_type == "Identity" or (node.op_type == "Concat" and len(node.input) == 1) \
+            or (node.op_type == "Gather" and node.input[0] == name and name not in node.input[1:])
         if not copies or depth > 8 or not all(_reads_only_shape(out, consumers, depth + 1) for out in node.output):
             return False
     return True
@@ -116,9 +162,9 @@ def tidy_inputs(graph: onnx.GraphProto, removed_layers: set[int]) -> dict[str, s
     inputs = {info.name: info for info in graph.input}
     by_layer: dict[int, dict[str, str]] = {}
     for name in inputs:
-        match = PAST.match(name)
-        if match:
-            by_layer.setdefault(int(match.group(2)), {})[match.group(3)] = name
+        found = cache_layer(PAST, name)
+        if found:
+            by_layer.setdefault(found[0], {})[found[1]] = name
     kept = sorted(set(by_layer) - removed_layers)
     for layer in sorted(removed_layers & set(by_layer)):
         for part, name in by_layer[layer].items():
@@ -136,13 +182,13 @@ def tidy_inputs(graph: onnx.GraphProto, removed_layers: set[int]) -> dict[str, s
             graph.input.extend(kept_inputs)
     renamed: dict[str, str] = {}
     outputs = {out.name for out in graph.output}
-    present_layers = sorted({int(m.group(2)) for m in map(PRESENT.match, outputs) if m})
+    present_layers = sorted(layers_of(list(outputs)))
     for new, old in enumerate(sorted(set(kept) | set(present_layers) - removed_layers)):
         if new == old:
             continue
-        for name in [*by_layer.get(old, {}).values(), *(n for n in outputs if (m := PRESENT.match(n))
-                                                        and int(m.group(2)) == old)]:
-            target = re.sub(r"\.\d+\.", f".{new}.", name, count=1)
+        for name in [*by_layer.get(old, {}).values(), *(n for n in outputs if (found := cache_layer(PRESENT, n))
+                                                        and found[0] == old)]:
+            target = _renumbered(name, new)
             _rename_everywhere(graph, name, target)
             renamed[name] = target
     return renamed
@@ -150,4 +196,4 @@ def tidy_inputs(graph: onnx.GraphProto, removed_layers: set[int]) -> dict[str, s
 
 def layers_of(names: list[str]) -> set[int]:
     """Layer numbers named by cache outputs (``present.3.key`` → 3)."""
-    return {int(m.group(2)) for m in map(PRESENT.match, names) if m}
+    return {found[0] for found in (cache_layer(PRESENT, name) for name in names) if found}

@@ -23,7 +23,7 @@ import onnxruntime as ort
 from redaudit.core.cancel import CancelCheck, before_each_run
 from redaudit.core.memory import session_weight_bytes
 from redaudit.core.prepared import PreparedModel
-from redaudit.core.run import BatchRunner
+from redaudit.core.run import BatchRunner, session_feed
 from redaudit.core.session_memory import micro_batch_for
 from redaudit.errors import InferenceError
 from redaudit.prune.kv_cache import is_cache_output
@@ -237,8 +237,7 @@ def measure_latency(original: ort.InferenceSession, pruned: ort.InferenceSession
     batch = max(1, min(batch, count))
     feed = {name: np.ascontiguousarray(array[:batch]) for name, array in probe.items()}
     # A pruned decoder takes fewer KV-cache inputs than the original: each session gets its own.
-    feeds = [{name: feed[name] for name in (item.name for item in session.get_inputs()) if name in feed}
-             for session in (original, pruned)]
+    feeds = [session_feed(session, feed) for session in (original, pruned)]
     times: dict[int, list[float]] = {0: [], 1: []}
     for session, own in zip((original, pruned), feeds):  # warm-up: first runs allocate and plan
         poll()
@@ -284,7 +283,7 @@ def latency_in_rounds(make_original: Callable[[], ort.InferenceSession],
         for key, make in ((0, make_original), (1, make_pruned)):
             poll()  # before the session too: a large model's takes seconds to make
             session = make()
-            own = {name: feed[name] for name in (item.name for item in session.get_inputs()) if name in feed}
+            own = session_feed(session, feed)
             poll()
             session.run(None, own)  # warm-up: first runs allocate and plan
             for _ in range(runs):
