@@ -193,3 +193,19 @@ def test_prune_refuses_a_fused_pre_norm_model_in_one_line(exports):
     assert outcome.exit_code == 2, outcome.output
     assert "SkipLayerNormalization" in outcome.output and "before optimization" in outcome.output
     assert "Traceback" not in outcome.output and len(outcome.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_a_synthetic_probe_draws_token_ids_within_the_fused_vocabulary(exports, arch):
+    """The optimizer hides the embedding Gather inside EmbedLayerNormalization: the vocabulary is
+    then read from that node's word-embedding input, so a scan without --inputs draws ids within
+    it (it failed in onnxruntime with "input index out of range" when the table was not found)."""
+    import redaudit
+    from redaudit.core.lm_inputs import input_roles
+
+    lm, path = exports[arch]
+    model = onnx.load(str(path))
+    roles = input_roles(model, [value.name for value in model.graph.input])
+    assert roles["input_ids"].vocab == lm_exports.VOCAB
+    fused = redaudit.scan(str(path), samples=24, cka_batch=8)
+    assert np.isfinite(fused.similarity).all() and len(fused.layers) == LAYERS + 1

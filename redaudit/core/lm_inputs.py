@@ -98,7 +98,8 @@ def _table_rows(graph: onnx.GraphProto, name: str) -> int | None:
 
 def embedding_rows(graph: onnx.GraphProto, name: str, consumers: Mapping[str, list[onnx.NodeProto]]) -> int | None:
     """The largest embedding table ``name`` indexes: a Gather (axis 0) whose indices come from
-    ``name`` through casts and reshapes and whose data is a constant table."""
+    ``name`` through casts and reshapes and whose data is a constant table, or the word-embedding
+    table of a fused ``EmbedLayerNormalization`` that ``name`` feeds."""
     rows: list[int] = []
     frontier, seen = [name], set()
     while frontier:
@@ -110,6 +111,12 @@ def embedding_rows(graph: onnx.GraphProto, name: str, consumers: Mapping[str, li
             if node.op_type == "Gather" and len(node.input) > 1 and node.input[1] == current:
                 axis = next((attr.i for attr in node.attribute if attr.name == "axis"), 0)
                 found = _table_rows(graph, node.input[0]) if axis == 0 else None
+                if found:
+                    rows.append(found)
+            elif node.op_type == "EmbedLayerNormalization" and len(node.input) > 2 and node.input[0] == current:
+                # onnxruntime's optimizer fuses the embedding Gather into this node: input 0 indexes
+                # its word-embedding table, input 2
+                found = _table_rows(graph, node.input[2])
                 if found:
                     rows.append(found)
             elif node.op_type in _PASSTHROUGH and node.input[0] == current:
