@@ -216,3 +216,27 @@ def test_sublayer_level_on_a_network_without_attention_taps_its_blocks():
     assert sublayer.unit == block.unit == "residual block"
     assert [point.unit for point in block.points] == ["stem", "residual block 0", "residual block 1", "residual block 2"]
     assert any("no transformer layers" in warning for warning in sublayer.warnings)
+
+
+@pytest.mark.parametrize("op_type, attributes, causal", [
+    ("Attention", {"num_heads": 2, "unidirectional": 1}, True),
+    ("Attention", {"num_heads": 2}, False),  # a fused encoder attention
+    ("GroupQueryAttention", {"num_heads": 2, "kv_num_heads": 2}, True),
+])
+def test_fused_attention_says_whether_it_is_causal(op_type, attributes, causal):
+    """onnxruntime's optimizer folds the causal mask into its fused Attention (unidirectional=1):
+    with no Trilu or position comparison left in the graph, that attribute is what makes the
+    layer a decoder's."""
+    from onnx import TensorProto, helper
+
+    from redaudit.core.graph import GraphIndex
+    from redaudit.core.units import is_causal
+
+    node = helper.make_node(op_type, ["x", "w", "b"], ["y"], domain="com.microsoft", **attributes)
+    graph = helper.make_graph(
+        [node], "fused", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8])],
+        [helper.make_tensor("w", TensorProto.FLOAT, [8, 24], [0.0] * 192),
+         helper.make_tensor("b", TensorProto.FLOAT, [24], [0.0] * 24)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    assert is_causal(GraphIndex.build(model)) is causal

@@ -150,18 +150,29 @@ def _absorb_parallel(index: GraphIndex, merges: list[ResidualMerge]) -> tuple[li
 
 def is_causal(index: GraphIndex) -> bool:
     """Whether the attention is causal: a key/value cache among the graph's inputs/outputs, a
-    Trilu, or a comparison of two position ranges (how exporters build a causal mask)."""
+    Trilu, a comparison of two position ranges (how exporters build a causal mask), or a fused
+    attention that says so (onnxruntime's ``Attention`` with ``unidirectional=1``; its
+    ``GroupQueryAttention`` is a decoder's only)."""
     names = [*index.graph_inputs, *index.graph_outputs]
     if any(word in name.lower() for name in names for word in _CACHE_WORDS):
         return True
     ranges = {node.output[0] for node in index.nodes if node.op_type == "Range" and node.output}
     for node in index.nodes:
-        if node.op_type == "Trilu":
+        if node.op_type == "Trilu" or _fused_causal(node):
             return True
         if node.op_type in _COMPARISONS and len(node.input) == 2 and all(
                 _reaches(index, name, ranges) for name in node.input):
             return True
     return False
+
+
+def _fused_causal(node: onnx.NodeProto) -> bool:
+    if node.domain != "com.microsoft":
+        return False
+    if node.op_type == "GroupQueryAttention":
+        return True
+    return node.op_type == "Attention" and any(
+        attr.name == "unidirectional" and attr.i == 1 for attr in node.attribute)
 
 
 def _reaches(index: GraphIndex, tensor: str, targets: set[str], depth: int = 12) -> bool:
