@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 
 from redaudit.core.graph import infer_types, parameter_count
-from redaudit.core.lm_inputs import batch_axis
+from redaudit.core.kv_layout import batch_axis
 
 __all__ = ["concrete_model", "node_flops", "flops_per_node", "flop_count", "parameter_count"]
 

@@ -10,7 +10,7 @@ import onnx
 from onnx import helper
 
 from redaudit.core.graph import infer_types
-from redaudit.core.lm_inputs import batch_axis
+from redaudit.core.kv_layout import batch_axis
 from redaudit.core.prepared import PreparedModel
 from redaudit.core.probe import DEFAULT_SYMBOLIC_DIM
 

@@ -15,8 +15,8 @@ of 4096 indexes past a position table) or measure a model nobody runs (a random 
   first step — and the mask spans past + current tokens (``total_sequence_length``). The legacy
   GPT-2 layout (onnxruntime's own GPT-2 exporter, older transformers/optimum exports) stacks key
   and value in one input per layer, ``past_N`` of shape (2, batch, heads, past, head_dim): told
-  by its rank 5 and fixed leading 2 (:func:`stacked_past`), not by the name alone. redaudit keeps
-  every input samples-first, so such a past is held as (batch, 2, heads, past, head_dim) and its
+  by its rank 5 and fixed leading 2 (:mod:`redaudit.core.kv_layout`), not by the name alone.
+  redaudit keeps every input samples-first, so such a past is held as (batch, 2, heads, past, head_dim) and its
   batch axis is moved back to 1 where a session is fed (:func:`redaudit.core.run.session_feed`).
   A past whose past length cannot be told from its shape is refused in one line
   (:func:`check_fillable`).
@@ -27,13 +27,14 @@ what is missing (:func:`check_drivable`).
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import onnx
 
+from redaudit.core.kv_layout import is_past
 from redaudit.errors import ProbeInputError
 
 TOKEN_IDS, MASK, POSITIONS, TOKEN_TYPES, PAST = "token_ids", "attention_mask", "position_ids", "token_type_ids", "past"
@@ -43,28 +44,6 @@ _NAMED_ROLES = {"input_ids": TOKEN_IDS, "attention_mask": MASK, "position_ids": 
 _FUSED_LENGTH_INPUTS = {"GroupQueryAttention": {5: "seqlens_k", 6: "total_sequence_length"},
                         "PagedAttention": {}, "SparseAttention": {}}
 _PASSTHROUGH = frozenset({"Cast", "Identity", "Reshape", "Unsqueeze", "Squeeze", "Flatten"})
-_FLOATS = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
-
-
-def is_past(name: str, elem_type: int) -> bool:
-    """Whether a graph input is a key/value cache input: a float input named ``past…``."""
-    return name.lower().startswith("past") and elem_type in _FLOATS
-
-
-def stacked_past(name: str, elem_type: int, shape: Sequence[int | str | None]) -> bool:
-    """Whether a graph input is a past in the legacy stacked layout, (2, batch, heads, past,
-    head_dim): key and value on axis 0, so the batch is on axis 1. ``shape`` as the graph
-    declares it (ints for fixed axes)."""
-    return is_past(name, elem_type) and len(shape) == 5 and shape[0] == 2
-
-
-def batch_axis(value: onnx.ValueInfoProto) -> int:
-    """The axis of graph input ``value`` that holds the samples: 1 for a stacked past, else 0."""
-    tensor = value.type.tensor_type
-    shape = [int(dim.dim_value) if dim.HasField("dim_value") else None for dim in tensor.shape.dim]
-    return 1 if stacked_past(value.name, tensor.elem_type, shape) else 0
-
-
 @dataclass(frozen=True)
 class InputRole:
     """What one graph input is to a language model: ``role`` (one of the constants above) and,

@@ -22,6 +22,7 @@ from onnx import helper
 
 from redaudit.core import lm_inputs as lm
 from redaudit.core.cores import usable_cores
+from redaudit.core.kv_layout import batch_axis
 from redaudit.core.npz import read_npz
 from redaudit.errors import ProbeInputError
 
@@ -80,7 +81,7 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
         except (KeyError, TypeError, ValueError):  # found by fuzzing: an element type onnx does not know
             raise ProbeInputError(f"input {value.name!r} has element type {tensor_type.elem_type}, which is not an "
                                   "ONNX tensor type redaudit can feed; re-export the model") from None
-        axis = lm.batch_axis(value)
+        axis = batch_axis(value)
         if axis:
             dims[0], dims[axis] = dims[axis], dims[0]
         specs.append(InputSpec(value.name, dtype, tuple(dims), batch_axis=axis))

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from redaudit.core.lm_inputs import stacked_past
+from redaudit.core.kv_layout import stacked_past
 from redaudit.core.spec import DEVICES
 from redaudit.errors import BackendUnavailableError, ConfigError, InferenceError
 

@@ -22,8 +22,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import onnx
 
+from redaudit.core.kv_layout import batch_axis
 from redaudit.core.liveness import live_peak, tensor_sizes
-from redaudit.core.lm_inputs import batch_axis
 from redaudit.core.memory import (
     MemoryLimitError,
     fit_micro_batch,
