@@ -58,7 +58,7 @@ def test_estimate_within_25_percent_of_peak_flatten_magika(magika_model):
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="VmHWM is Linux-only")
 def test_estimate_bounds_the_peak_of_two_lanes_flatten_magika(magika_model):
-    """Two lanes (memory.fit_lanes) hold two batches' outputs and two onnxruntime runs' tensors at
+    """Two lanes (lanes.fit_lanes) hold two batches' outputs and two onnxruntime runs' tensors at
     once when their peaks coincide, which the scheduler decides: the estimate counts that case, so
     the measured peak stays under it (measured 0.92-1.06 GB against 1.10 GB; one lane 0.81 GB)."""
     spec = ScanSpec(reduce="flatten", samples=128, cka_batch=64, device="cpu", backend="numpy")

@@ -23,7 +23,7 @@ from redaudit.prune.verify import Evaluator
 
 PLENTY = 64 * 1024**3  # "available" for estimates that must not depend on this machine
 SPEC = ScanSpec(samples=512, device="cpu", backend="numpy")
-#: A thread count set by the user keeps one CKA batch in flight (no lanes: memory.fit_lanes),
+#: A thread count set by the user keeps one CKA batch in flight (no lanes: lanes.fit_lanes),
 #: so the parts are those of the micro-batch rule alone.
 ONE_LANE = SPEC.with_options(threads=1)
 

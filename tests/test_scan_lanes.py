@@ -1,4 +1,4 @@
-"""A CPU scan computes several CKA batches at once ("lanes", memory.fit_lanes has why): each lane
+"""A CPU scan computes several CKA batches at once ("lanes", core/lanes.py has why): each lane
 runs a whole batch (inference, then its HSIC) and the scan folds the batches in order, so the
 matrix is the one a single lane gives, bit for bit; with one CKA batch of every sample a lane runs
 one probe chunk's inference and the chunks are joined in order. Lanes are used only where they are
@@ -13,8 +13,10 @@ import pytest
 
 import redaudit
 import redaudit.core.engine as engine
+import redaudit.core.lanes as lanes_module
 import redaudit.core.memory as memory
-from redaudit.core.memory import estimate_scan_memory, fit_lanes
+from redaudit.core.lanes import fit_lanes
+from redaudit.core.memory import estimate_scan_memory
 from redaudit.core.spec import ScanSpec
 from redaudit.errors import ScanCancelled
 from tests import models
@@ -41,7 +43,7 @@ def test_fit_lanes_is_plain_arithmetic():
     assert fit_lanes(parts, two - 1, batches=16, cores=4, per_batch=300, run_live=200) is None
     # never more lanes than cores, batches or MAX_LANES; one lane is the plain pipeline (None)
     assert fit_lanes(parts, None, batches=3, cores=16, per_batch=1, run_live=1)[0] == 3
-    assert fit_lanes(parts, None, batches=100, cores=64, per_batch=1, run_live=1)[0] == memory.MAX_LANES
+    assert fit_lanes(parts, None, batches=100, cores=64, per_batch=1, run_live=1)[0] == lanes_module.MAX_LANES
     assert fit_lanes(parts, None, batches=16, cores=1, per_batch=1, run_live=1) is None
     assert fit_lanes(parts, None, batches=1, cores=4, per_batch=1, run_live=1) is None
     # --cka-batch all (per_batch None): a lane adds a run and a probe chunk; the features of the
@@ -75,7 +77,7 @@ def test_lanes_only_where_they_are_safe(save_model, three_cores, monkeypatch):
 def chunks_of_16(monkeypatch):
     """``--cka-batch all`` runs the probe in chunks of 16 samples (64 in use on the CPU): several
     chunks, so several lanes, on a test-sized probe."""
-    monkeypatch.setattr(memory, "RUN_CHUNK_CPU", 16)
+    monkeypatch.setattr(lanes_module, "RUN_CHUNK_CPU", 16)
 
 
 def test_one_batch_of_every_sample_runs_its_chunks_in_lanes(save_model, three_cores, chunks_of_16):

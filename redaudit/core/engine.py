@@ -2,7 +2,7 @@
 
 onnxruntime runs batch k+1 in a worker thread while the CKA math of batch k runs here: both
 release the GIL, so the similarity cost hides behind inference. On the CPU, a model small enough
-runs several batches at once instead ("lanes", :func:`~redaudit.core.memory.fit_lanes`): each
+runs several batches at once instead ("lanes", :func:`~redaudit.core.lanes.fit_lanes`): each
 worker runs a whole batch, inference on its share of the cores and then its HSIC, and this thread
 folds the batches in order, so the matrix is the same bit for bit; with one CKA batch of every
 sample (``--cka-batch all``) a lane runs one probe chunk's inference and this thread joins the
@@ -141,7 +141,7 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
     lap("augment")
     _notify(progress, "session")
     lanes = estimate.lanes
-    if lanes > 1:  # k batches at once, each on its share of the cores (memory.fit_lanes says why)
+    if lanes > 1:  # k batches at once, each on its share of the cores (core/lanes.py says why)
         prepared = prepared.on_device(spec.device, estimate.lane_threads)
     session, provider = prepared.session(augmented)
     lap("session")
