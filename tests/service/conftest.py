@@ -18,6 +18,9 @@ from tests.models import residual_cnn
 
 #: Small enough to scan in well under a second, big enough for 2 batches of the unbiased CKA.
 FAST_SPEC = {"samples": 64, "cka_batch": 32}
+#: The deadline of every wait for an event (a server up, a worker's first progress, a job done,
+#: children gone): only a hang guard, never a verdict, so a loaded machine cannot fail a test.
+HANG_GUARD_S = 600
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from redaudit.service.auth import create_token
 from redaudit.service.settings import ServiceSettings
 from redaudit.service.state import ServiceState
 from tests.models import residual_cnn
+from tests.service.conftest import HANG_GUARD_S
 
 #: Ten CKA batches: the fewest for which a scan has an MSRS interval (MIN_INTERVAL_BATCHES).
 SPEC = {"samples": 320, "cka_batch": 32}
@@ -78,7 +79,7 @@ def start(folder: Path, public_read: bool = False) -> LiveService:
     server = uvicorn.Server(uvicorn.Config(create_app(state), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + HANG_GUARD_S
     while not server.started:
         assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
         time.sleep(0.02)

@@ -20,7 +20,7 @@ from sqlalchemy import text
 
 from redaudit.cli.main import cli
 from redaudit.history.db import make_engine
-from tests.service.conftest import FAST_SPEC
+from tests.service.conftest import FAST_SPEC, HANG_GUARD_S
 from tests.service.test_serve_cli import free_port, start_serve
 
 LEASE_S = 3
@@ -127,7 +127,7 @@ def test_two_workers_share_a_queue_and_a_killed_worker_loses_nothing(cluster, mo
     # Long enough to be caught running after its first progress beat: with one thread per job
     # (no longer every core each) 40,000 samples finished in about a second.
     long_job = cluster.submit(blob, {"samples": 400_000, "cka_batch": 32}, "cpu")
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + HANG_GUARD_S
     job = cluster.job(long_job)
     while not (job["state"] == "running" and job["progress_done"] > 0) and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -12,6 +12,7 @@ import time
 import onnx
 
 from tests.models import residual_cnn
+from tests.service.conftest import HANG_GUARD_S
 
 
 def test_reads_are_served_while_an_upload_waits_for_the_write_lock(make_service, sqlite_url, tmp_path):
@@ -25,7 +26,7 @@ def test_reads_are_served_while_an_upload_waits_for_the_write_lock(make_service,
     try:
         upload.start()
         stored = service.state.blobs.path(hashlib.sha256(path.read_bytes()).hexdigest())
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + HANG_GUARD_S
         while not stored.exists() and time.monotonic() < deadline:  # received, checked, filed:
             time.sleep(0.01)  # next it writes the blob's row, and waits for the lock
         assert stored.exists() and upload.is_alive() and not uploaded

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from tests.service.conftest import FAST_SPEC
+from tests.service.conftest import FAST_SPEC, HANG_GUARD_S
 
 
 def _upload(service, model_file) -> str:
@@ -47,8 +47,12 @@ def test_cancel_queued_and_running(make_service, sqlite_url, model_file):
     running = make_service(sqlite_url)  # same database, now with a worker
     job = running.client.post("/api/v1/scans", headers=running.headers(),
                               json={"model": "net", "blob": blob, "spec": {"samples": 2_000_000, "cka_batch": 32}}).json()
-    deadline = time.monotonic() + 30
-    while running.state.jobs.get(job["id"])["progress_done"] == 0 and time.monotonic() < deadline:
+    # wait for the event "the worker has reported a batch" (its progress row); the deadline is only a
+    # hang guard: a loaded machine may take long to start the worker, and cancelling before that
+    # would test the queued case again, not a running scan
+    deadline = time.monotonic() + HANG_GUARD_S
+    while running.state.jobs.get(job["id"])["progress_done"] == 0:
+        assert time.monotonic() < deadline, "the worker never reported progress"
         time.sleep(0.05)
     running.client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=running.headers())
     final = running.wait(job["id"])

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from redaudit.cli.main import cli
-from tests.service.conftest import FAST_SPEC
+from tests.service.conftest import FAST_SPEC, HANG_GUARD_S
 
 
 def free_port() -> int:
@@ -32,7 +32,7 @@ def start_serve(args: list[str], port: int, log=subprocess.PIPE) -> subprocess.P
     process = subprocess.Popen([sys.executable, "-m", "redaudit.cli.main", "serve", "--port", str(port), *args],
                                env={**os.environ, "PYTHONPATH": os.getcwd()},
                                stdout=log, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + HANG_GUARD_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(f"serve exited: {process.stdout.read() if process.stdout else ''}")
@@ -65,7 +65,7 @@ def test_serve_answers_openapi_and_runs_a_scan(served, model_file):
                       headers={**headers, "content-type": "application/octet-stream"}).json()
     job = httpx.post(f"{base}/api/v1/scans", headers=headers, timeout=SLOW,
                      json={"model": "net", "blob": blob["sha256"], "spec": FAST_SPEC}).json()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + HANG_GUARD_S
     while job["state"] not in ("succeeded", "failed") and time.monotonic() < deadline:
         time.sleep(0.1)
         job = httpx.get(f"{base}/api/v1/jobs/{job['id']}", headers=headers).json()
@@ -156,7 +156,7 @@ def test_worker_and_check_processes_exit_when_serve_is_killed(served, model_file
     assert len(children) >= 2  # one embedded worker, at least one check process
     process.kill()  # SIGKILL: no shutdown code runs in serve
     process.wait(10)
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + HANG_GUARD_S
     while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not any(_alive(pid) for pid in children), [pid for pid in children if _alive(pid)]
