@@ -124,8 +124,9 @@ def batch_hsic(features: Sequence[Any], estimator: str = "unbiased", xp: Any = n
 
 def feature_side_cheaper(n: int, widths: Sequence[int]) -> bool:
     """Whether one Σd × Σd product (n·Σd² multiply-adds) costs less than L Grams and G Gᵀ
-    (n²·Σd + L²·n²), with C small enough to hold (≤ ``_GRAM_BLOCK_BYTES``). Measured on issue
-    27's CNN, pooled, one batch of 1,024: L = 15 0.145 s → 0.013 s; L = 45 0.73 s → 0.06 s."""
+    (n²·Σd + L²·n²), with C small enough to hold (≤ ``_GRAM_BLOCK_BYTES``). Measured on layers
+    shaped like issue 27's CNN, pooled, one batch of 1,024, one thread: L = 15 0.159 s → 0.016 s;
+    L = 45 0.298 s → 0.088 s (docs/performance.md)."""
     total, layers = sum(widths), len(widths)
     return 8 * total * total <= _GRAM_BLOCK_BYTES and total * total < n * total + layers * layers * n
 

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 
 from redaudit.core.graph import infer_types, parameter_count
-from redaudit.core.kv_layout import batch_axis
+from redaudit.core.kv_layout import batch_axis, swap_samples
 
 __all__ = ["concrete_model", "node_flops", "flops_per_node", "flop_count", "parameter_count"]
 
@@ -29,10 +29,8 @@ def concrete_model(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[i
         if graph_input.name in initializers or not graph_input.type.HasField("tensor_type"):
             continue
         dims = graph_input.type.tensor_type.shape.dim
-        given = list((input_shapes or {}).get(graph_input.name, ()))  # samples first, as probe arrays are
         samples = batch_axis(graph_input)  # 1 for a legacy stacked past (2, batch, …)
-        if samples and len(given) > samples:
-            given[0], given[samples] = given[samples], given[0]
+        given = swap_samples((input_shapes or {}).get(graph_input.name, ()), samples)  # given samples first
         for axis, dim in enumerate(dims):
             value = given[axis] if axis < len(given) else None
             if axis == samples:

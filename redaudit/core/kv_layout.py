@@ -10,10 +10,15 @@ leading 2, not by the name alone.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeVar
 
 import onnx
 
+_Dim = TypeVar("_Dim")
 _FLOATS = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
+#: Ops between a legacy layer's keys/values and its stacked ``present_N`` (torch.stack, or a cat
+#: of unsqueezed tensors, as exporters write it).
+STACKING_OPS = frozenset({"Unsqueeze", "Concat", "Identity", "Reshape", "Cast", "Squeeze", "Transpose"})
 
 
 def is_past(name: str, elem_type: int) -> bool:
@@ -33,3 +38,12 @@ def batch_axis(value: onnx.ValueInfoProto) -> int:
     tensor = value.type.tensor_type
     shape = [int(dim.dim_value) if dim.HasField("dim_value") else None for dim in tensor.shape.dim]
     return 1 if stacked_past(value.name, tensor.elem_type, shape) else 0
+
+
+def swap_samples(shape: Sequence[_Dim], axis: int) -> list[_Dim]:
+    """``shape`` with axis 0 and the batch ``axis`` exchanged: samples-first (how redaudit holds
+    every input) to the graph's layout, and back (the swap is its own inverse)."""
+    swapped = list(shape)
+    if axis and len(swapped) > axis:
+        swapped[0], swapped[axis] = swapped[axis], swapped[0]
+    return swapped

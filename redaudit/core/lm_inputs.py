@@ -16,8 +16,9 @@ of 4096 indexes past a position table) or measure a model nobody runs (a random 
   GPT-2 layout (onnxruntime's own GPT-2 exporter, older transformers/optimum exports) stacks key
   and value in one input per layer, ``past_N`` of shape (2, batch, heads, past, head_dim): told
   by its rank 5 and fixed leading 2 (:mod:`redaudit.core.kv_layout`), not by the name alone.
-  redaudit keeps every input samples-first, so such a past is held as (batch, 2, heads, past, head_dim) and its
-  batch axis is moved back to 1 where a session is fed (:func:`redaudit.core.run.session_feed`).
+  redaudit keeps every input samples-first, so such a past is held as (batch, 2, heads, past,
+  head_dim) and its batch axis is moved back to 1 where a session is fed
+  (:func:`redaudit.core.run.session_feed`).
   A past whose past length cannot be told from its shape is refused in one line
   (:func:`check_fillable`).
 

@@ -57,7 +57,7 @@ import onnx
 
 from redaudit.core.augment import AugmentedModel
 from redaudit.core.cka import feature_side_cheaper
-from redaudit.core.cores import usable_cores  # noqa: F401 - patched by tests as memory.usable_cores
+from redaudit.core.cores import usable_cores  # tests patch it as memory.usable_cores
 from redaudit.core.external import weight_bytes
 from redaudit.core.hostmemory import (  # re-exported: callers import them from here
     available_bytes,
@@ -186,15 +186,16 @@ def estimate_scan_memory(prepared: PreparedModel, spec: ScanSpec, *, device_back
     probe = 2 * probe_batch * (input_bytes + 8 * input_elements)
     if spec.inputs is not None:
         probe += samples * input_bytes
-    feature_elements = sum(sizes.get(name, 0) // 4 for name in augmented.fetch_names)  # float32
+    widths = [sizes.get(name, 0) // 4 for name in augmented.fetch_names]  # float32 elements per sample, per layer
+    feature_elements = sum(widths)
     features = cka_batch * feature_elements * (4 + 4 + 8) + (8 * cka_batch * feature_elements
                                                             if spec.estimator == "biased" else 0)
     layers = len(selection.points)
     block_rows = max(1, GRAM_BLOCK_BYTES // (8 * cka_batch * max(layers, 1)))
     gram = 2 * 8 * layers * cka_batch * min(cka_batch, block_rows)
-    widths = [max(1, sizes.get(name, 0) // 4) for name in augmented.fetch_names]
-    if widths and feature_side_cheaper(cka_batch, widths):  # cka.py forms C = ZᵀZ instead of Grams:
-        gram = 8 * sum(widths) ** 2 + 2 * 8 * cka_batch * sum(widths)  # C, and Z with one temporary
+    feature_side = [max(1, width) for width in widths]  # as cka.batch_hsic counts them
+    if feature_side and feature_side_cheaper(cka_batch, feature_side):  # cka.py forms C = ZᵀZ instead of Grams:
+        gram = 8 * sum(feature_side) ** 2 + 2 * 8 * cka_batch * sum(feature_side)  # C, and Z with one temporary
     first_run = live_peak(augmented.proto.graph, sizes)
     pattern = live_peak(augmented.proto.graph, planned_tensors(prepared, sizes)) \
         if getattr(prepared.sessions, "mem_pattern", True) else 0  # onnxruntime's default
@@ -226,7 +227,7 @@ def estimate_scan_memory(prepared: PreparedModel, spec: ScanSpec, *, device_back
             per_batch = None        # outputs join the features that batch holds (already counted)
         else:  # a lane holds its batch's tapped outputs and cka.py's one reused float64 buffer (the
             # largest layer); a batch waiting to be folded holds only its L × L HSIC
-            largest_layer = max((sizes.get(name, 0) // 4 for name in augmented.fetch_names), default=0)
+            largest_layer = max(widths, default=0)
             per_batch = cka_batch * (4 * feature_elements + 8 * largest_layer
                                      + (8 * feature_elements if spec.estimator == "biased" else 0))
         cores = usable_cores()

@@ -22,7 +22,7 @@ from onnx import helper
 
 from redaudit.core import lm_inputs as lm
 from redaudit.core.cores import usable_cores
-from redaudit.core.kv_layout import batch_axis
+from redaudit.core.kv_layout import batch_axis, swap_samples
 from redaudit.core.npz import read_npz
 from redaudit.errors import ProbeInputError
 
@@ -50,9 +50,7 @@ class InputSpec:
     @property
     def graph_shape(self) -> tuple[int | str | None, ...]:
         """The shape as the graph declares it: the samples back on ``batch_axis``."""
-        shape = list(self.shape)
-        shape[0], shape[self.batch_axis] = shape[self.batch_axis], shape[0]
-        return tuple(shape)
+        return tuple(swap_samples(self.shape, self.batch_axis))
 
     @property
     def fixed_batch(self) -> int | None:
@@ -82,9 +80,7 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
             raise ProbeInputError(f"input {value.name!r} has element type {tensor_type.elem_type}, which is not an "
                                   "ONNX tensor type redaudit can feed; re-export the model") from None
         axis = batch_axis(value)
-        if axis:
-            dims[0], dims[axis] = dims[axis], dims[0]
-        specs.append(InputSpec(value.name, dtype, tuple(dims), batch_axis=axis))
+        specs.append(InputSpec(value.name, dtype, tuple(swap_samples(dims, axis)), batch_axis=axis))
     roles = lm.input_roles(model, [spec.name for spec in specs])
     return [InputSpec(spec.name, spec.dtype, spec.shape, roles[spec.name].role, roles[spec.name].vocab,
                       spec.batch_axis) if spec.name in roles else spec for spec in specs]

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import onnx
 
-from redaudit.core.kv_layout import batch_axis
+from redaudit.core.kv_layout import batch_axis, swap_samples
 from redaudit.core.liveness import live_peak, tensor_sizes
 from redaudit.core.memory import (
     MemoryLimitError,
@@ -40,10 +40,8 @@ def feed_dims(proto: onnx.ModelProto, feed: Mapping[str, np.ndarray]) -> dict[st
     for value in proto.graph.input:
         if value.name not in feed:
             continue
-        shape = list(np.shape(feed[value.name]))  # samples first, as redaudit holds every input
         samples = batch_axis(value)  # 1 for a legacy stacked past: the graph's layout is (2, batch, …)
-        if samples and len(shape) > samples:
-            shape[0], shape[samples] = shape[samples], shape[0]
+        shape = swap_samples(np.shape(feed[value.name]), samples)  # redaudit holds every input samples first
         for axis, dim in enumerate(value.type.tensor_type.shape.dim):
             if axis == samples or axis >= len(shape) or (dim.HasField("dim_value") and dim.dim_value > 0):
                 continue

@@ -33,6 +33,7 @@ import onnx
 
 from redaudit.core.blocks import ResidualMerge, find_residual_merges
 from redaudit.core.graph import GraphIndex
+from redaudit.core.kv_layout import STACKING_OPS
 
 #: What one IR is at each level (the report names it).
 ROLE_ATTENTION, ROLE_MLP, ROLE_PARALLEL, ROLE_RESIDUAL = "attention", "mlp", "attention+mlp", "residual"
@@ -234,10 +235,6 @@ def _group(index: GraphIndex, sublayers: list[Sublayer]) -> list[list[Sublayer]]
     return groups
 
 
-#: Ops that stack a layer's keys and values into a legacy cache output (torch.stack / cat of unsqueezed).
-_STACKING_OPS = frozenset({"Unsqueeze", "Concat", "Identity", "Reshape", "Cast", "Squeeze", "Transpose"})
-
-
 def cache_tail(index: GraphIndex, inside: set[int] | frozenset[int], exclude: frozenset[str] = frozenset()) -> set[int]:
     """Nodes outside ``inside`` that only stack its tensors (not ``exclude``) into graph outputs:
     the legacy layout's ``present_N = Concat(Unsqueeze(key), Unsqueeze(value))``, which reads
@@ -248,7 +245,7 @@ def cache_tail(index: GraphIndex, inside: set[int] | frozenset[int], exclude: fr
     for position in range(min(inside, default=len(index.nodes)), len(index.nodes)):
         node = index.nodes[position]
         data = [name for name in node.input if name and name not in index.constants]
-        if position not in inside and node.op_type in _STACKING_OPS and data and all(name in produced for name in data):
+        if position not in inside and node.op_type in STACKING_OPS and data and all(name in produced for name in data):
             tail.add(position)
             produced.update(name for name in node.output if name)
     for position in sorted(tail, reverse=True):  # keep what reaches graph outputs only

@@ -37,12 +37,11 @@ import re
 import onnx
 
 from redaudit.core.graph import node_inputs
+from redaudit.core.kv_layout import STACKING_OPS
 
 #: Per layer N: ``past_key_values.N.key`` (groups 1, 2) or the legacy stacked ``past_N`` (group 3).
 PAST = re.compile(r"^(?:past_key_values|past)\.(\d+)\.(key|value)$|^past_(\d+)$")
 PRESENT = re.compile(r"^present\.(\d+)\.(key|value)$|^present_(\d+)$")
-#: Ops between a legacy layer's keys/values and its stacked present (torch.stack / cat of unsqueezed).
-_STACKING_OPS = frozenset({"Unsqueeze", "Concat", "Identity", "Reshape", "Cast", "Squeeze", "Transpose"})
 
 
 def cache_layer(pattern: re.Pattern[str], name: str) -> tuple[int, str] | None:
@@ -98,7 +97,7 @@ def feeding_cache_outputs(graph: onnx.GraphProto) -> set[str]:
             return True
         node = graph.node[position]
         only_stack = reader is None or readers.get(name, set()) == {reader}
-        if not stacked or not only_stack or depth >= 4 or node.op_type not in _STACKING_OPS:
+        if not stacked or not only_stack or depth >= 4 or node.op_type not in STACKING_OPS:
             return False
         data = node.input if node.op_type == "Concat" else node.input[:1]  # not axes or shape inputs
         return any(feeding(item, stacked, position, depth + 1) for item in data if item)

@@ -15,11 +15,12 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from redaudit.prune.candidates import Block
-from redaudit.core.engine import CancelCheck, scan_prepared
+from redaudit.core.cancel import CancelCheck
+from redaudit.core.engine import scan_prepared
 from redaudit.core.prepared import PreparedModel
 from redaudit.core.result import ScanResult
 from redaudit.core.spec import ScanSpec
+from redaudit.prune.candidates import Block
 
 
 def _tap_name(tensor: str, graph_inputs: set[str]) -> str:
