@@ -255,3 +255,41 @@ def test_unknown_method_is_refused():
 
     with pytest.raises(ValueError, match="HSIC method"):
         batch_hsic([_random(10, 2, 0)] * 2, "unbiased", np, "fourier")
+
+
+def test_spread_rule_runs_only_where_the_gram_cannot_prove_variation(monkeypatch):
+    """The per-column max/min constancy rule costs a tenth of a wide layer's HSIC (issue 27); on
+    the Gram path a layer whose centred energy is far above what a constant layer's rounding
+    could leave is judged varying without it. Near-constant layers still get the exact rule."""
+    import redaudit.core.cka as cka
+
+    calls: list[int] = []
+    exact = cka._spread_constant
+    monkeypatch.setattr(cka, "_spread_constant", lambda raw, xp: calls.append(raw.shape[1]) or exact(raw, xp))
+    layers = [_random(64, 300, 1).astype(np.float32), np.maximum(_random(64, 200, 2), 0.0),
+              np.full((64, 7), 3.0, dtype=np.float32), _far_from_zero(64, 4, np.float32)[0]]
+    result = cka.batch_hsic(layers, method="gram")
+    assert calls == [7, 8]  # only the constant layer and the float32 1e3 ± 1e-3 one (80 ulps)
+    assert result.constant.tolist() == [False, False, True, False]
+
+
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.integers(4, 96), width=st.integers(1, 40), ulps=st.integers(0, 24), seed=st.integers(0, 10_000),
+       exponent=st.integers(-30, 30), float32=st.booleans(), moving=st.integers(0, 3))
+def test_constancy_verdict_is_the_spread_rule_on_every_path(n, width, ulps, seed, exponent, float32, moving):
+    """Whatever shortcut a path takes, a layer is constant exactly when the per-column spread rule
+    says so: constants jittered by 0-24 units of rounding at magnitudes 1e-30..1e30, in float32 and
+    float64, with up to 3 columns that move by more."""
+    import redaudit.core.cka as cka
+
+    dtype = np.float32 if float32 else np.float64
+    rng = np.random.default_rng(seed)
+    centre_value = dtype(rng.uniform(0.5, 2.0) * 10.0 ** exponent)
+    unit = np.finfo(dtype).eps * abs(centre_value)
+    layer = (centre_value + (rng.integers(-ulps, ulps + 1, size=(n, width)) * unit / 2).astype(dtype)).astype(dtype)
+    layer[:, :min(moving, width)] += dtype(rng.uniform(10, 100) * unit) * rng.normal(size=(n, min(moving, width))).astype(dtype)
+    layers = [_random(n, 5, seed), layer]
+    expected = bool(cka._spread_constant(layer.reshape(n, -1), np))
+    assert bool(cka.batch_hsic(layers, method="gram").constant[1]) == expected
+    assert bool(cka.batch_hsic(layers, method="features").constant[1]) == expected
