@@ -261,11 +261,12 @@ def test_spread_rule_runs_only_where_the_gram_cannot_prove_variation(monkeypatch
     """The per-column max/min constancy rule costs a tenth of a wide layer's HSIC (issue 27); on
     the Gram path a layer whose centred energy is far above what a constant layer's rounding
     could leave is judged varying without it. Near-constant layers still get the exact rule."""
+    import redaudit.core.centring as centring
     import redaudit.core.cka as cka
 
     calls: list[int] = []
-    exact = cka._spread_constant
-    monkeypatch.setattr(cka, "_spread_constant", lambda raw, xp: calls.append(raw.shape[1]) or exact(raw, xp))
+    exact = centring.spread_constant
+    monkeypatch.setattr(centring, "spread_constant", lambda raw, xp: calls.append(raw.shape[1]) or exact(raw, xp))
     layers = [_random(64, 300, 1).astype(np.float32), np.maximum(_random(64, 200, 2), 0.0),
               np.full((64, 7), 3.0, dtype=np.float32), _far_from_zero(64, 4, np.float32)[0]]
     result = cka.batch_hsic(layers, method="gram")
@@ -282,6 +283,7 @@ def test_constancy_verdict_is_the_spread_rule_on_every_path(n, width, ulps, seed
     says so: constants jittered by 0-24 units of rounding at magnitudes 1e-30..1e30, in float32 and
     float64, with up to 3 columns that move by more."""
     import redaudit.core.cka as cka
+    from redaudit.core.centring import spread_constant
 
     dtype = np.float32 if float32 else np.float64
     rng = np.random.default_rng(seed)
@@ -290,6 +292,6 @@ def test_constancy_verdict_is_the_spread_rule_on_every_path(n, width, ulps, seed
     layer = (centre_value + (rng.integers(-ulps, ulps + 1, size=(n, width)) * unit / 2).astype(dtype)).astype(dtype)
     layer[:, :min(moving, width)] += dtype(rng.uniform(10, 100) * unit) * rng.normal(size=(n, min(moving, width))).astype(dtype)
     layers = [_random(n, 5, seed), layer]
-    expected = bool(cka._spread_constant(layer.reshape(n, -1), np))
+    expected = bool(spread_constant(layer.reshape(n, -1), np))
     assert bool(cka.batch_hsic(layers, method="gram").constant[1]) == expected
     assert bool(cka.batch_hsic(layers, method="features").constant[1]) == expected

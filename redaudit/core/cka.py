@@ -1,10 +1,7 @@
 """Linear CKA for every pair of layers at once, written once against an array module ``xp``.
 
 Per batch of n samples, each layer's features X_l (n × d_l) are first centred in float64
-(column means subtracted). Both estimators are invariant to that shift, and it matters: the
-globally pooled post-ReLU maps of a CNN vary across samples by ~1 % of their mean, so uncentred
-Gram entries are ~10⁴ times larger than the HSIC they combine into and the unbiased formula
-cancels them away (issue 9: 14 of 17 ResNet-50 blocks looked "constant"). Then K_l = X_l X_lᵀ.
+(:mod:`redaudit.core.centring` says why it matters); then K_l = X_l X_lᵀ.
 
 For the unbiased estimator (Song et al. 2012) K̃_l is K_l with a zero diagonal and
 
@@ -32,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from redaudit.core.centring import as_rows, centre, centre_values, layer_constant
+
 ESTIMATORS = ("unbiased", "biased")
 
 # Bytes of float64 Gram rows materialised at once when building G Gᵀ (all layers together);
@@ -40,73 +39,6 @@ _GRAM_BLOCK_BYTES = 128 * 1024**2
 #: How :func:`batch_hsic` forms the HSIC terms: "gram" (n × n per layer), "features" (Σd × Σd
 #: once), or None to take the cheaper one.
 HSIC_METHODS = ("gram", "features")
-# A layer is constant when no column moves by more than this many units of rounding (of the
-# dtype it arrived in) across the batch: float32 jitter of a constant is constant, a spread of
-# 1e-6 around 1e3 (8 float32 ulps) is not.
-_ROUNDING_UNITS = 4.0
-
-
-def centre(feature: Any, xp: Any = np, out: Any = None) -> tuple[Any, Any, Any]:
-    """Float64 ``feature`` (n × …) as n × d minus its column means, plus two 0-d bool arrays:
-    whether the layer is constant up to rounding in its own dtype (:func:`_spread_constant`), and
-    whether it is finite. See :func:`_centre_values` for ``out``."""
-    raw = _as_rows(feature, xp)
-    if raw.shape[1] == 0:
-        return xp.zeros((raw.shape[0], 1)), xp.asarray(True), xp.asarray(True)
-    target, _, finite = _centre_values(raw, xp, out)
-    return target, _spread_constant(raw, xp), finite
-
-
-def _as_rows(feature: Any, xp: Any) -> Any:
-    raw = xp.asarray(feature)
-    return raw.reshape(raw.shape[0], -1)
-
-
-def _centre_values(raw: Any, xp: Any, out: Any = None) -> tuple[Any, Any, Any]:
-    """``raw`` (n × d, d ≥ 1) in float64 minus its column means, the means, and whether the layer is
-    finite, read off the float64 column means (a NaN or ±inf anywhere makes its column's mean
-    non-finite; a float64 sum of float32/float16 values cannot overflow). ``out`` (a flat float64
-    buffer of at least n·d elements) receives the centred values without a fresh allocation; the
-    caller's array is never modified. The flag stays on the device (no host sync per layer)."""
-    target = out[: raw.size].reshape(raw.shape) if out is not None else xp.empty(raw.shape, dtype=xp.float64)
-    target[...] = raw  # the float64 copy first: its column sums are one BLAS gemv (a float32
-    # ``mean(dtype=float64)`` and a mixed-dtype subtract took 2.3x as long: issue 27)
-    mean = (xp.ones(raw.shape[0], dtype=xp.float64) @ target) / raw.shape[0]
-    finite = xp.isfinite(mean).all()  # (a float64 layer whose sum overflows counts as non-finite)
-    xp.subtract(target, mean, out=target)
-    return target, mean, finite
-
-
-def _spread_constant(raw: Any, xp: Any) -> Any:
-    """Whether no column of ``raw`` (n × d) moves by more than ``_ROUNDING_UNITS`` units of rounding
-    of its dtype across the batch (0-d bool, on the device).
-
-    Constancy is judged on the spread (max − min) of each column against its magnitude, not on
-    HSIC values, so it does not depend on how far the data sit from zero."""
-    unit = float(np.finfo(raw.dtype).eps) if raw.dtype.kind == "f" else 0.0
-    high = raw.max(axis=0).astype(xp.float64)
-    low = raw.min(axis=0).astype(xp.float64)
-    magnitude = xp.maximum(xp.abs(high), xp.abs(low))
-    return ((high - low) <= _ROUNDING_UNITS * unit * magnitude).all()
-
-
-def _provably_varying(raw: Any, mean: Any, centred_energy: float) -> bool:
-    """Whether a layer's centred energy tr(K_c) = Σ (x − mean)² is too large for any layer that
-    :func:`_spread_constant` calls constant, so its max/min pass (a tenth of a wide layer's
-    HSIC, issue 27) can be skipped. Host-side: NumPy only.
-
-    Why it is exact: if every column's spread is ≤ 4u·m_c (u the dtype's rounding unit, m_c its
-    largest |value|), each centred value is at most (4u + n·ε)·m_c, the n·ε for the float64 mean's
-    rounding; so tr(K_c) ≤ n·(4u + n·ε)²·Σ_c m_c² ≤ n·(4u + n·ε)²·Σ x², and Σ x² = tr(K_c) +
-    n·‖mean‖². A layer above twice that bound cannot be constant; anything at or below it (and
-    anything non-finite: the comparison is False) takes the exact rule."""
-    n = raw.shape[0]
-    unit = float(np.finfo(raw.dtype).eps) if raw.dtype.kind == "f" else 0.0
-    slack = _ROUNDING_UNITS * unit + n * float(np.finfo(np.float64).eps)
-    energy = centred_energy + n * float(mean @ mean)
-    return bool(centred_energy > 2.0 * n * slack * slack * energy)
-
-
 def hsic_all_pairs(features: Sequence[Any], estimator: str = "unbiased", xp: Any = np) -> Any:
     """L × L HSIC matrix for one batch; ``features[l]`` is (n, d_l), any float dtype.
 
@@ -218,19 +150,15 @@ def _batch_hsic(features: Sequence[Any], estimator: str, xp: Any) -> BatchHsic:
     if block >= n:
         buffer = xp.empty(max(int(np.prod(x.shape)) for x in features), dtype=xp.float64)
     for position, feature in enumerate(features):
-        raw = _as_rows(feature, xp)
-        if raw.shape[1] == 0:
-            raw = xp.zeros((n, 1))
-        centred, mean, is_finite = _centre_values(raw, xp, buffer)
+        raw = as_rows(feature, xp)
+        centred, mean, is_finite = centre_values(raw, xp, buffer)
         finite.append(is_finite)
         if buffer is not None:
             xp.matmul(centred, centred.T, out=rows[position])
-            if xp is np and _provably_varying(raw, mean, float(np.trace(rows[position]))):
-                constant.append(np.asarray(False))
-                continue
+            constant.append(layer_constant(raw, xp, mean, xp.trace(rows[position])))
         else:
             mats.append(centred)
-        constant.append(_spread_constant(raw, xp))
+            constant.append(layer_constant(raw, xp))
     for start in range(0, n, block):
         stop = min(n, start + block)
         part = rows[:, : stop - start]
