@@ -7,7 +7,9 @@ worker runs a whole batch, inference on its share of the cores and then its HSIC
 folds the batches in order, so the matrix is the same bit for bit; with one CKA batch of every
 sample (``--cka-batch all``) a lane runs one probe chunk's inference and this thread joins the
 chunks in order before the one HSIC. Every stage is announced
-through the ``progress`` callback (the library never prints), and ``cancel`` is polled before
+through the ``progress`` callback (the library never prints; always called on the scan's own
+thread, one call at a time), the batches stage after every onnxruntime micro-batch, so a large
+model's CKA batch of many micro-batches shows it is moving; ``cancel`` is polled before
 every onnxruntime micro-batch (in the worker threads) and between batches, so a service can stop a
 job without killing its worker and without waiting for a whole CKA batch of a large model; the
 first lane told to stop sets the stop flag, and the others stop at their next call without
@@ -22,6 +24,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from itertools import islice
+from queue import SimpleQueue
 from threading import Event
 
 import numpy as np
@@ -50,7 +53,8 @@ STAGES = ("load", "taps", "probe", "augment", "session", "batches", "similarity"
 @dataclass(frozen=True)
 class ScanProgress:
     """One progress report: ``stage`` (see :data:`STAGES`), and for ``batches`` the samples
-    done out of ``total``; other stages report done=0 when they start, total None."""
+    done out of ``total`` (through onnxruntime, reported after every micro-batch; never
+    decreasing); other stages report done=0 when they start, total None."""
 
     stage: str
     done: int = 0
@@ -159,8 +163,13 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
             stopping.set()  # the other lanes stop at their next call without asking again
             raise ScanCancelled("scan cancelled")
 
+    # Each finished micro-batch (in a worker) posts its sample count, and each finished batch a
+    # None; this thread waits on that queue, so progress moves with every onnxruntime call and
+    # the callback only ever runs here.
+    ran: SimpleQueue[int | None] = SimpleQueue()
     runner = BatchRunner(session, [*augmented.fetch_names, *augmented.shape_names], chunk=estimate.run_batch,
-                         device_arrays=array_backend.xp if on_gpu else None, before_run=before_micro_batch)
+                         device_arrays=array_backend.xp if on_gpu else None, before_run=before_micro_batch,
+                         after_run=ran.put)
     tapped_at = time.perf_counter()
 
     run_size = batch_size if spec.cka_batch is not None else min(estimate.probe_batch, batch_size)
@@ -174,6 +183,25 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
     pending_features: list[list[np.ndarray]] = []
     run_seconds = 0.0
     done = 0
+    shown = 0  # samples the progress last reported: those run, or folded, whichever is ahead
+    inferred = 0
+
+    def report(samples: int) -> None:
+        nonlocal shown
+        if samples > shown:
+            shown = samples
+            _notify(progress, "batches", shown, used_samples)
+
+    def count_run(samples: int | None) -> None:
+        nonlocal inferred
+        if samples is not None:
+            inferred += samples
+            report(min(inferred, used_samples))
+
+    def submit(batch: dict[str, np.ndarray]):
+        future = pool.submit(lane, batch)
+        future.add_done_callback(lambda _: ran.put(None))
+        return future
 
     def lane(batch: dict[str, np.ndarray]) -> _LaneBatch:
         """One batch in a worker thread: inference, and with several lanes its HSIC too."""
@@ -199,16 +227,21 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
             # early starts the next batch instead of waiting for the oldest one to be folded; a
             # finished lane batch holds only its HSIC. One lane: one batch ahead (its features wait).
             depth = 2 * lanes if lanes > 1 else 1
-            in_flight.extend(pool.submit(lane, batch) for batch in islice(source, depth))
+            in_flight.extend(submit(batch) for batch in islice(source, depth))
             while in_flight:
-                result = in_flight.popleft().result()
+                head = in_flight.popleft()
+                while not head.done():  # woken by each micro-batch, and by the batch's end
+                    count_run(ran.get())
+                while not ran.empty():  # the head's own micro-batches, posted before it ended
+                    count_run(ran.get())
+                result = head.result()
                 run_seconds += result.seconds / lanes  # the lanes' inference overlaps: its share of the wall time
                 if stopping.is_set():  # a lane was told to cancel while this batch ran
                     raise ScanCancelled("scan cancelled")
                 check_cancel(cancel)
                 following = next(source, None)
                 if following is not None:  # batch k+lanes starts while this thread folds batch k
-                    in_flight.append(pool.submit(lane, following))
+                    in_flight.append(submit(following))
                 shapes.add(result.shape_rows)
                 if accumulator is None:
                     keep = result.kept
@@ -232,7 +265,7 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
                                                for i in range(len(keep))])
                 else:
                     accumulator.add_batch(result.features)
-                _notify(progress, "batches", done, used_samples)
+                report(done)
         finally:  # normal end, cancel, error or interrupt: no worker may start another micro-batch
             stopping.set()
             for queued in in_flight:

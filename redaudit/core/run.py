@@ -169,6 +169,8 @@ class BatchRunner:
     ``before_run`` is called before every onnxruntime call (each chunk): a scan's cancel poll,
     which raises to stop. A CKA batch of 256 on a large model is many chunks and minutes of work;
     polled only between batches, a cancel or an interrupt would wait for all of them.
+    ``after_run`` is called after each call with its number of samples: the scan's progress.
+    Both run on the thread that calls :meth:`run`.
     """
 
     session: ort.InferenceSession
@@ -176,6 +178,7 @@ class BatchRunner:
     chunk: int | None = None
     device_arrays: Any = None
     before_run: Callable[[], None] | None = None
+    after_run: Callable[[int], None] | None = None
 
     def __post_init__(self) -> None:
         fixed = fixed_batch_of(self.session)
@@ -197,8 +200,12 @@ class BatchRunner:
         fixed = fixed_batch_of(self.session)
         if fixed is not None and count < fixed:  # the last partial chunk: pad, run, cut
             padded = {k: np.concatenate([v, np.repeat(v[-1:], fixed - count, axis=0)]) for k, v in batch.items()}
-            return [out[:count] for out in self._call(padded)]
-        return self._call(batch)
+            outputs = [out[:count] for out in self._call(padded)]
+        else:
+            outputs = self._call(batch)
+        if self.after_run is not None:
+            self.after_run(count)
+        return outputs
 
     def _call(self, batch: Mapping[str, np.ndarray]) -> list[Any]:
         batch = session_feed(self.session, batch)
