@@ -83,14 +83,6 @@ def _attr(node: onnx.NodeProto, name: str, default):
     return default
 
 
-def _set_attr(node: onnx.NodeProto, name: str, value) -> None:
-    for position, attr in enumerate(node.attribute):
-        if attr.name == name:
-            del node.attribute[position]
-            break
-    node.attribute.append(helper.make_attribute(name, value))
-
-
 def _sole_consumer(graph: onnx.GraphProto, tensor: str) -> onnx.NodeProto | None:
     if tensor in {out.name for out in graph.output}:
         return None
