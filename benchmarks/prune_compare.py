@@ -38,7 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from redaudit.prune import find_candidates, remove_blocks  # noqa: E402
 from redaudit.prune.cost import parameter_count  # noqa: E402
-from redaudit.prune.heal import HealOptions, LinearHealer, Span, merge_spans  # noqa: E402
+from redaudit.prune.heal import HealOptions, LinearHealer  # noqa: E402
+from redaudit.prune.heal_spans import Span, merge_spans  # noqa: E402
 from redaudit.core.run import SessionFactory  # noqa: E402
 from redaudit.prune.verify import measure_latency  # noqa: E402
 

@@ -18,8 +18,8 @@ from redaudit.prune.heal import (
     fit_linear_heal,
     heal_blocks,
     heal_span,
-    merge_spans,
 )
+from redaudit.prune.heal_spans import merge_spans
 
 
 def run(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> np.ndarray:

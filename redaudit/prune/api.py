@@ -44,6 +44,7 @@ from redaudit.prune.gates import Gates, check_agreement
 from redaudit.prune.lm_metrics import looks_like_causal_lm
 from redaudit.prune.output import refuse_overwriting_input, save_model
 from redaudit.prune.policies import PolicyContext, PrunePolicy, make_policy
+from redaudit.prune.record import record_prune, verification_columns
 from redaudit.prune.result import Candidate, PruneResult
 from redaudit.prune.surgery import PruneError, remove_blocks
 from redaudit.prune.verify import Evaluator, alternates_runs, drift
@@ -127,31 +128,6 @@ def _scan_msrs(prepared: PreparedModel, spec: ScanSpec, arrays: Mapping[str, np.
         warnings.append(f"MSRS {which} pruning not measured: {error}")
         return None
 
-
-def _verification(result: PruneResult, heal: str) -> dict[str, Any]:
-    """The ``PruneVerification`` columns of a result (history rows beside the pruned scan)."""
-    finite = lambda value: value if value is not None and np.isfinite(value) else None  # noqa: E731
-    lm = result.next_token
-    tops = [item.top1_agreement for item in result.agreement if item.top1_agreement is not None]
-    top1 = lm.top1_agreement if lm is not None else (min(tops) if tops else None)
-    return {"policy": result.policy, "heal": heal, "removed": list(result.removed), "probe_real": result.probe_real,
-            "drift": finite(result.drift), "top1_agreement": top1, "kl_mean": None if lm is None else lm.kl_mean,
-            "perplexity_original": None if lm is None else lm.perplexity_original,
-            "perplexity_pruned": None if lm is None else lm.perplexity_pruned}
-
-
-def _record(db: Any, name: str, label: str | None, before, after, parent_sha256: str,
-            verification: dict[str, Any] | None = None) -> int:
-    """Store the pruned model's scan as a version whose parent is the original (the original
-    recorded too if the history does not know its bytes), in one transaction."""
-    try:
-        from redaudit.history import record_pruned
-    except ImportError as error:
-        raise PruneError(f"--record needs the history module, which is not available here ({error})") from None
-    if before is None or after is None:
-        raise PruneError("--record needs MSRS scans of both models, which could not be made (see warnings)")
-    return record_pruned(db, before, after, name, label=label, parent_sha256=parent_sha256,
-                         verification=verification).scan_id
 
 def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel, *, remove: int | None = None,
                 target_params: float | None = None, max_drift: float | None = None,
@@ -302,6 +278,6 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
     else:
         result.size_after = stored_bytes(pruned)
     if record:
-        result.recorded_scan_id = _record(db, record, label, before, after, prepared.sha256,
-                                          _verification(result, heal))
+        result.recorded_scan_id = record_prune(db, record, label, before, after, prepared.sha256,
+                                               verification_columns(result, heal))
     return result

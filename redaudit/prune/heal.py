@@ -4,9 +4,9 @@
 plain removal. ``LinearHealer(model, calibration).apply(blocks)`` does the same with the maps
 cached per span, for callers that try several removal sets. Steps, each its own module:
 
-1. :func:`merge_spans` — removed blocks that follow one another (one's exit is the next one's
-   entry) become one span: one map for the whole run fits better than a composition of maps
-   each fitted as if its neighbours were still there.
+1. :func:`redaudit.prune.heal_spans.merge_spans` — removed blocks that follow one another (one's
+   exit is the next one's entry) become one span: one map for the whole run fits better than a
+   composition of maps each fitted as if its neighbours were still there.
 2. :func:`redaudit.prune.calibrate.calibrate_spans` — one pass of the *original* model over the
    calibration batches feeds one ridge accumulator per span (bounded memory). With several
    spans, healing is *sequential* (the default): the first span's map is fitted on the original,
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import onnx
@@ -44,6 +44,7 @@ from redaudit.prune.heal_fit import (
 )
 from redaudit.prune.heal_graph import default_layout, heal_span
 from redaudit.prune.heal_mix import removal_prior, upstream_attention
+from redaudit.prune.heal_spans import Span, SpanLike, in_graph_order, merge_spans
 from redaudit.prune.surgery import PruneError
 
 HEAL_METHODS = ("none", "linear", "attention")
@@ -55,7 +56,6 @@ __all__ = [
     "LinearHealer",
     "LinearMap",
     "RidgeAccumulator",
-    "Span",
     "calibrate_spans",
     "default_layout",
     "fit_linear_heal",
@@ -63,25 +63,7 @@ __all__ = [
     "heal_nodes_only",
     "heal_span",
     "heal_step",
-    "merge_spans",
 ]
-
-
-class SpanLike(Protocol):
-    """Anything with an entry and an exit tensor name (a ``Block``), plus a display name."""
-
-    name: str
-    entry: str
-    exit: str
-
-
-@dataclass(frozen=True)
-class Span:
-    """A run of consecutive removed blocks, entry of the first → exit of the last."""
-
-    entry: str
-    exit: str
-    blocks: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -101,17 +83,6 @@ class HealedSpan:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "span": asdict(self.span)}
-
-
-def merge_spans(blocks: Sequence[SpanLike]) -> list[Span]:
-    """Group blocks whose entry is another chosen block's exit into single spans (order of
-    ``blocks`` does not matter; the result follows the chain order)."""
-    from redaudit.prune.candidates import chains
-
-    spans = [Span(chain[0].entry, chain[-1].exit, tuple(b.name for b in chain)) for chain in chains(blocks)]
-    if sum(len(span.blocks) for span in spans) != len(blocks):
-        raise PruneError("the chosen blocks form a cycle of entries and exits; cannot heal them")
-    return spans
 
 
 @dataclass(frozen=True)
@@ -170,12 +141,6 @@ def _feeds(model: onnx.ModelProto, calibration: Mapping[str, np.ndarray] | Seque
                                options.mask_input if options.trim_padding else None)
 
 
-def _graph_order(model: onnx.ModelProto, spans: Sequence[Span]) -> list[Span]:
-    """Spans upstream first (ONNX graphs are stored topologically sorted)."""
-    position = {name: p for p, node in enumerate(model.graph.node) for name in node.output}
-    return sorted(spans, key=lambda span: position.get(span.exit, -1))
-
-
 class LinearHealer:
     """Fits one map per span on one model's calibration data, caches it, and applies the maps.
 
@@ -217,7 +182,7 @@ class LinearHealer:
         """The model with ``blocks`` replaced by their spans' maps (checked), and a report."""
         if not blocks:
             raise PruneError("no block selected for removal")
-        spans = _graph_order(self.model, merge_spans(blocks))
+        spans = in_graph_order(self.model, merge_spans(blocks))
         if not self.options.sequential:
             self.fit(spans)
         healed, report, upstream = self.model, [], ()

@@ -74,8 +74,9 @@ def worker_app(broker: str, db: str, server: str, token: str | None, lease_s: fl
     worker`` passes ``workers.default_threads(--concurrency)``: the cores but one, shared)."""
     from redaudit.history.db import make_engine
     from redaudit.history.schema import ensure_schema
+    from redaudit.service.blob_access import HttpBlobs
     from redaudit.service.runner import run_claimed
-    from redaudit.service.workers import HttpBlobs, worker_name
+    from redaudit.service.workers import worker_name
 
     app = make_celery(broker, lease_s)
     engine = make_engine(db)

@@ -11,9 +11,9 @@ import onnxruntime as ort
 import pytest
 
 from redaudit.service import runner
+from redaudit.service.blob_access import LocalBlobs
 from redaudit.service.jobs import JobStore
 from redaudit.service.models import CANCELLED
-from redaudit.service.workers import LocalBlobs
 from tests.models import residual_cnn
 from tests.service.conftest import FAST_SPEC
 
