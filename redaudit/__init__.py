@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from redaudit.core.result import LayerInfo, ModelInfo, ScanResult
 
-    from redaudit.core.engine import ScanProgress
+    from redaudit.core.progress import ScanProgress
     from redaudit.core.prepared import PreparedModel
 
 __version__ = "0.2.0"
@@ -82,15 +82,16 @@ def scan(model: "str | os.PathLike[str] | onnx.ModelProto | PreparedModel", spec
 
     ``spec`` (or keyword options naming its fields: level, taps, samples, cka_batch, epsilon,
     beta, device, ...) says how; defaults follow the RedTest reference code. ``progress``
-    receives a :class:`~redaudit.core.engine.ScanProgress` per stage and batch; ``cancel`` is
+    receives a :class:`~redaudit.core.progress.ScanProgress` per stage and batch; ``cancel`` is
     polled between batches. Raises :class:`RedauditError` subclasses for user errors.
     """
-    from redaudit.core.engine import _notify, scan_prepared
+    from redaudit.core.engine import scan_prepared
+    from redaudit.core.progress import notify
 
     spec, arrays = spec_from_options(spec, inputs, **options)
     import time
 
-    _notify(progress, "load")
+    notify(progress, "load")
     started = time.perf_counter()
     prepared = prepare(model, max_model_bytes=spec.max_model_bytes, device=spec.device)
     loaded = time.perf_counter() - started

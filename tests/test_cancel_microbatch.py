@@ -13,7 +13,7 @@ import pytest
 import models
 import redaudit
 from redaudit.core import engine
-from redaudit.core.engine import ScanProgress
+from redaudit.core.progress import ScanProgress
 from redaudit.core.memory import estimate_scan_memory
 from redaudit.core.run import BatchRunner
 from redaudit.core.spec import ScanSpec

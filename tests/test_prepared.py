@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import redaudit
-from redaudit.core.engine import STAGES, scan_prepared
+from redaudit.core.progress import STAGES
 from redaudit.core.spec import ScanSpec
 from redaudit.errors import ScanCancelled
 from redaudit.prune.surgery import PruneError

@@ -8,7 +8,7 @@ from datetime import datetime
 import models
 from redaudit.cli.main import cli
 from redaudit.cli.progress import LineReporter, stage_text
-from redaudit.core.engine import STAGES, ScanProgress
+from redaudit.core.progress import STAGES, ScanProgress
 from rich.console import Console
 
 LINE = re.compile(r"^\d\d:\d\d:\d\d (scanning|pruning): (.+)$")

@@ -18,7 +18,7 @@ import onnxruntime as ort
 import prune_models as pm
 import pytest
 
-from redaudit.core.engine import ScanProgress
+from redaudit.core.progress import ScanProgress
 from redaudit.errors import ScanCancelled
 from redaudit.prune import prune_model
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from itertools import islice
@@ -37,6 +37,7 @@ from redaudit.core.cka import BatchHsic, batch_hsic
 from redaudit.core.memory import check_memory, estimate_scan_memory
 from redaudit.core.prepared import PreparedModel
 from redaudit.core.probe import make_probe
+from redaudit.core.progress import ProgressCallback, notify
 from redaudit.core.result import LayerInfo, ScanResult
 from redaudit.core.run import CUDA, BatchRunner
 from redaudit.core.shapes import PROBE_SAMPLES, RuntimeShapes, probe_ranks
@@ -45,29 +46,6 @@ from redaudit.core.spec import ScanSpec, min_batch
 from redaudit.core.tap import TapPoint
 from redaudit.core.text import probe_source
 from redaudit.errors import ConfigError, ScanCancelled
-
-#: Stages in the order a scan reports them.
-STAGES = ("load", "taps", "probe", "augment", "session", "batches", "similarity")
-
-
-@dataclass(frozen=True)
-class ScanProgress:
-    """One progress report: ``stage`` (see :data:`STAGES`), and for ``batches`` the samples
-    done out of ``total`` (through onnxruntime, reported after every micro-batch; never
-    decreasing); other stages report done=0 when they start, total None."""
-
-    stage: str
-    done: int = 0
-    total: int | None = None
-
-
-ProgressCallback = Callable[[ScanProgress], None]
-
-
-def _notify(progress: ProgressCallback | None, stage: str, done: int = 0, total: int | None = None) -> None:
-    if progress is not None:
-        progress(ScanProgress(stage, done, total))
-
 
 @dataclass(frozen=True)
 class _LaneBatch:
@@ -125,15 +103,15 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
         stage_times[f"{name}_s"] = now - mark
         mark = now
 
-    _notify(progress, "taps")
+    notify(progress, "taps")
     selection = prepared.taps(spec.level, spec.taps)
     lap("taps")
     check_cancel(cancel)
-    _notify(progress, "probe")
+    notify(progress, "probe")
     probe = make_probe(prepared.input_specs, probe_source(spec, prepared.input_specs, inputs), spec.samples,
                        spec.seed, spec.dims_dict, spec.int_range)
     lap("probe")
-    _notify(progress, "augment")
+    notify(progress, "augment")
     augmented = prepared.augmented(selection, spec.reduce, spec.layouts)
     if augmented.unresolved:  # typing left some ranks unknown: learn them from one probe batch
         head = next(iter(probe.batches(PROBE_SAMPLES, PROBE_SAMPLES)))
@@ -143,7 +121,7 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
                                     device_runtime=prepared.sessions.providers()[0] == CUDA, augmented=augmented)
     memory_warnings = check_memory(estimate, reduce=spec.reduce)  # refuses only what one sample cannot fit
     lap("augment")
-    _notify(progress, "session")
+    notify(progress, "session")
     lanes = estimate.lanes
     if lanes > 1:  # k batches at once, each on its share of the cores (core/lanes.py says why)
         prepared = prepared.on_device(spec.device, estimate.lane_threads)
@@ -190,7 +168,7 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
         nonlocal shown
         if samples > shown:
             shown = samples
-            _notify(progress, "batches", shown, used_samples)
+            notify(progress, "batches", shown, used_samples)
 
     def count_run(samples: int | None) -> None:
         nonlocal inferred
@@ -218,7 +196,7 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
                               batch_hsic(features, spec.estimator, array_backend.xp))
         return _LaneBatch(seconds, shape_rows, dropped, kept, count, features, None)
 
-    _notify(progress, "batches", 0, used_samples)
+    notify(progress, "batches", 0, used_samples)
     with blas_beside_cpu_inference(array_backend, provider != CUDA), ThreadPoolExecutor(max_workers=lanes) as pool:
         try:
             in_flight: deque = deque()
@@ -271,7 +249,7 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
             for queued in in_flight:
                 queued.cancel()  # not started yet: never starts
     assert accumulator is not None
-    _notify(progress, "similarity")
+    notify(progress, "similarity")
     summary = accumulator.finish(spec.epsilon, spec.beta)
     finished = time.perf_counter()
 

@@ -16,18 +16,12 @@ import onnx
 
 import redaudit
 from redaudit.core.backend import select_backend
-from redaudit.core.cancel import check_cancel
-from redaudit.core.engine import (
-    CancelCheck,
-    ProgressCallback,
-    ScanProgress,
-    _notify,
-    check_batching,
-    scan_prepared,
-)
+from redaudit.core.cancel import CancelCheck, check_cancel
+from redaudit.core.engine import check_batching, scan_prepared
 from redaudit.core.graph import parameter_count
 from redaudit.core.prepared import PreparedModel
 from redaudit.core.probe import make_probe
+from redaudit.core.progress import ProgressCallback, ScanProgress, notify
 from redaudit.core.spec import MAX_INT32, ScanSpec
 from redaudit.core.text import probe_source
 from redaudit.core.weights import stored_bytes
@@ -117,7 +111,7 @@ def _scan_msrs(prepared: PreparedModel, spec: ScanSpec, arrays: Mapping[str, np.
     """The MSRS scan of one model, or None and a warning when it cannot be made; a cancel is
     no such reason (it stops the prune)."""
     stage = f"msrs {which}"
-    _notify(progress, stage)
+    notify(progress, stage)
     nested = None if progress is None else (
         lambda event: progress(ScanProgress(f"{stage}/{event.stage}", event.done, event.total)))
     try:
@@ -179,13 +173,13 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
     gates.check_request()
     spec, arrays_in = redaudit.spec_from_options(spec, inputs, **spec_options)
     chosen_policy = make_policy(policy, spec.seed) if isinstance(policy, str) else policy
-    _notify(progress, "load")
+    notify(progress, "load")
     prepared = PreparedModel.load(model, max_model_bytes=spec.max_model_bytes, device=spec.device)
     refuse_overwriting_input(prepared.path, None if list_only else output, (spec.inputs, inputs, calibrate))
     if not prepared.input_specs:
         raise PruneError(f"{prepared.path} has no graph inputs, so there is nothing to probe and no block "
                          "can be measured; export the model with its inputs")
-    _notify(progress, "candidates")
+    notify(progress, "candidates")
     fused = fused_prenorm_layers(prepared.index)
     if fused:
         raise PruneError(f"cannot prune {prepared.path}: onnxruntime's optimizer fused each layer's residual sum "
@@ -200,7 +194,7 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
     if not list_only:  # a request that cannot be carried out fails now, not after the similarity scan
         planning.check_request(candidates, remove=remove, target_params=target_params, max_drift=max_drift,
                                names=blocks)
-    _notify(progress, "probe arrays")
+    notify(progress, "probe arrays")
     arrays, real, warnings = probe_arrays(prepared, spec, arrays_in)
     samples = int(next(iter(arrays.values())).shape[0])
     if measure_msrs or record:  # the scans before/after: options they cannot run with fail now
@@ -210,7 +204,7 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
     if not real:
         warnings.append("probe inputs are synthetic (random); pass real data with --inputs for meaningful numbers")
     context = PolicyContext(prepared, candidates, spec, arrays, cancel)
-    _notify(progress, "similarity scan")
+    notify(progress, "similarity scan")
     check_cancel(cancel, "prune")
     scores = chosen_policy.scores(context)
     prepared.forget_sessions()  # the scoring scan's session holds a copy of the weights
@@ -226,7 +220,7 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
     if evaluator.lm_output is not None and not real:
         result.warnings.append("token ids are synthetic: next-token agreement and KL compare the two models on "
                                "noise, and perplexity is not reported; pass real text for meaningful numbers")
-    _notify(progress, "surgery")
+    notify(progress, "surgery")
     check_cancel(cancel, "prune")
     if iterative:
         calibration = None if heal == "none" else _calibration(prepared, spec, calibrate, arrays, result)
@@ -244,7 +238,7 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
         pruned = remove_blocks(prepared.proto, chosen) if heal == "none" else \
             _healed(prepared, spec, chosen, heal, calibrate, arrays, result, cancel)
         result.removed = [candidates[i].name for i in plan]
-    _notify(progress, "verification")
+    notify(progress, "verification")
     check_cancel(cancel, "prune")
     result.agreement, result.next_token, pruned_session = evaluator.verify(pruned)  # raises if it does not run
     result.drift = drift(result.agreement)
@@ -253,7 +247,7 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
     result.params_before, result.params_after = parameter_count(prepared.proto), parameter_count(pruned)
     result.size_before = prepared.size_bytes
     if latency:
-        _notify(progress, "latency")
+        notify(progress, "latency")
         check_cancel(cancel, "prune")
         if not alternates_runs(prepared.proto, pruned):
             pruned_session = None  # one session alive at a time (verify.ALTERNATE_RUNS_BELOW)
@@ -268,7 +262,7 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
         result.msrs_before = before.msrs if before is not None else float("nan")
         result.msrs_after = after.msrs if after is not None else float("nan")
     if output is not None:
-        _notify(progress, "save")
+        notify(progress, "save")
     check_cancel(cancel, "prune")  # the last poll: from here the prune writes its file and record, and ends
     if output is not None:
         result.size_after = save_model(pruned, output, prepared.sessions.folder)

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from redaudit.core.engine import ScanProgress
+from redaudit.core.progress import ScanProgress
 from redaudit.core.result import LayerInfo, ModelInfo, ScanResult
 from redaudit.core.spec import ScanSpec
 from redaudit.errors import ScanCancelled  # noqa: F401 - the runner catches it from here
