@@ -5,7 +5,7 @@ grow with the number of samples and the same seed gives the same inputs. The rep
 says which kind was used: the paper uses real test data, and synthetic probes are a fallback.
 A language model's inputs (token ids, mask, positions, past keys/values) are recognised and
 generated consistently, and completed when real data holds only token ids
-(:mod:`redaudit.core.lm_inputs`).
+(:mod:`redaudit.core.lm_inputs`, :mod:`redaudit.core.lm_values`).
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import onnx
 from onnx import helper
 
 from redaudit.core import lm_inputs as lm
+from redaudit.core import lm_values
 from redaudit.core.kv_layout import batch_axis, swap_samples
 from redaudit.core.npz import read_npz
 from redaudit.core.probe_fingerprint import InputHasher
@@ -106,7 +107,7 @@ class Probe:
     def _synthetic(self, spec: InputSpec, count: int, rng: np.random.Generator) -> np.ndarray:
         shape = [count] + [self._dim(spec, axis, dim) for axis, dim in enumerate(spec.shape[1:], start=1)]
         if spec.role:
-            array = lm.synthesize(spec, shape, rng, self.token_range or self.int_range)
+            array = lm_values.synthesize(spec, shape, rng, self.token_range or self.int_range)
             if array is not None:
                 return array
         if spec.dtype.kind == "f":
@@ -139,7 +140,7 @@ class Probe:
                 batch = {name: array[start:stop] for name, array in self.arrays.items()}
             else:
                 batch = {spec.name: self._synthetic(spec, stop - start, rng) for spec in self.specs}
-                lm.fill_positions(self.specs, batch)
+                lm_values.fill_positions(self.specs, batch)
             for spec in self.specs:
                 array = np.ascontiguousarray(batch[spec.name])
                 batch[spec.name] = array
@@ -233,8 +234,8 @@ def make_probe(specs: list[InputSpec], inputs: str | os.PathLike[str] | Mapping[
     check_dim_names(specs, dims)
     if inputs is None:
         probe = Probe(specs, real=False, samples=samples, seed=seed, dims=dict(dims or {}),
-                      int_range=int_range or DEFAULT_INT_RANGE, token_range=lm.token_range(specs, int_range))
-        lm.resolve_dims(specs, probe.dims, probe._dim)  # an empty past, a mask over past + current tokens
+                      int_range=int_range or DEFAULT_INT_RANGE, token_range=lm_values.token_range(specs, int_range))
+        lm_values.resolve_dims(specs, probe.dims, probe._dim)  # an empty past, a mask over past + current tokens
         for spec in specs:  # resolve symbolic dimensions now, so warnings come before the run
             for axis, dim in enumerate(spec.shape[1:], start=1):
                 probe._dim(spec, axis, dim)
@@ -245,7 +246,7 @@ def make_probe(specs: list[InputSpec], inputs: str | os.PathLike[str] | Mapping[
         return probe
     from_file = isinstance(inputs, (str, os.PathLike))
     arrays = _read_npz(inputs, specs, samples) if from_file else dict(inputs)
-    arrays = lm.complete_arrays(specs, arrays)  # token ids alone: mask, positions, empty past added
+    arrays = lm_values.complete_arrays(specs, arrays)  # token ids alone: mask, positions, empty past added
     checked = _validate_arrays(specs, arrays)  # looks only at the model inputs' arrays
     available = next(iter(checked.values())).shape[0]
     if available == 0:
