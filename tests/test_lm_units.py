@@ -229,8 +229,8 @@ def test_fused_attention_says_whether_it_is_causal(op_type, attributes, causal):
     layer a decoder's."""
     from onnx import TensorProto, helper
 
+    from redaudit.core.causal_attention import is_causal
     from redaudit.core.graph import GraphIndex
-    from redaudit.core.units import is_causal
 
     node = helper.make_node(op_type, ["x", "w", "b"], ["y"], domain="com.microsoft", **attributes)
     graph = helper.make_graph(

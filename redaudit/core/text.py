@@ -4,7 +4,7 @@ A language model measured on random token ids measures a model nobody runs; the 
 text, cut into windows of the model's sequence length, is the probe ShortGPT and its kin use.
 The ``tokenizers`` package (the ``lm`` extra) reads any Hugging Face ``tokenizer.json`` without
 the network. The windows are consecutive and full (no padding); the mask, positions and an
-empty past are added as for any token ids (:func:`redaudit.core.lm_inputs.complete_arrays`).
+empty past are added as for any token ids (:func:`redaudit.core.lm_values.complete_arrays`).
 """
 from __future__ import annotations
 

@@ -23,7 +23,8 @@ Layouts met on real exports, and how they are handled:
   LayerNorm (:func:`~redaudit.core.blocks.chain_end`), which is the next half's input.
 
 A layer is a *decoder* layer when the model's attention is causal (a causal mask built in the
-graph, or a key/value cache among the inputs/outputs), an *encoder* layer otherwise.
+graph, or a key/value cache among the inputs/outputs: :mod:`redaudit.core.causal_attention`),
+an *encoder* layer otherwise.
 """
 from __future__ import annotations
 
@@ -32,13 +33,12 @@ from dataclasses import dataclass
 import onnx
 
 from redaudit.core.blocks import ResidualMerge, find_residual_merges
+from redaudit.core.causal_attention import is_causal
 from redaudit.core.graph import GraphIndex
 from redaudit.core.kv_layout import STACKING_OPS
 
 #: What one IR is at each level (the report names it).
 ROLE_ATTENTION, ROLE_MLP, ROLE_PARALLEL, ROLE_RESIDUAL = "attention", "mlp", "attention+mlp", "residual"
-_COMPARISONS = frozenset({"Less", "LessOrEqual", "Greater", "GreaterOrEqual"})
-_CACHE_WORDS = ("past_key_values", "past_key", "past_value", "present")
 
 
 @dataclass(frozen=True)
@@ -147,50 +147,6 @@ def _absorb_parallel(index: GraphIndex, merges: list[ResidualMerge]) -> tuple[li
                 inner.add(candidate.add)
                 absorbing.add(merge.add)
     return [merge for merge in merges if merge.add not in inner], absorbing
-
-
-def is_causal(index: GraphIndex) -> bool:
-    """Whether the attention is causal: a key/value cache among the graph's inputs/outputs, a
-    Trilu, a comparison of two position ranges (how exporters build a causal mask), or a fused
-    attention that says so (onnxruntime's ``Attention`` with ``unidirectional=1``; its
-    ``GroupQueryAttention`` is a decoder's only)."""
-    names = [*index.graph_inputs, *index.graph_outputs]
-    if any(word in name.lower() for name in names for word in _CACHE_WORDS):
-        return True
-    ranges = {node.output[0] for node in index.nodes if node.op_type == "Range" and node.output}
-    for node in index.nodes:
-        if node.op_type == "Trilu" or _fused_causal(node):
-            return True
-        if node.op_type in _COMPARISONS and len(node.input) == 2 and all(
-                _reaches(index, name, ranges) for name in node.input):
-            return True
-    return False
-
-
-def _fused_causal(node: onnx.NodeProto) -> bool:
-    if node.domain != "com.microsoft":
-        return False
-    if node.op_type == "GroupQueryAttention":
-        return True
-    return node.op_type == "Attention" and any(
-        attr.name == "unidirectional" and attr.i == 1 for attr in node.attribute)
-
-
-def _reaches(index: GraphIndex, tensor: str, targets: set[str], depth: int = 12) -> bool:
-    """Whether ``tensor`` is computed from one of ``targets`` within ``depth`` steps."""
-    frontier = [tensor]
-    for _ in range(depth):
-        following = []
-        for name in frontier:
-            if name in targets:
-                return True
-            node = index.node_of(name)
-            if node is not None:
-                following.extend(item for item in node.input if item)
-        frontier = following
-        if not frontier:
-            return False
-    return False
 
 
 def _sublayers(index: GraphIndex, merges: list[ResidualMerge], parallel: set[str]) -> list[Sublayer]:
