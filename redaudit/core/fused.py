@@ -87,7 +87,7 @@ def checkable(model: onnx.ModelProto) -> Iterator[onnx.ModelProto]:
     checker does not look up, as for SkipSimplifiedLayerNormalization), and back afterwards.
     Only those ops' schema check is skipped; every other rule is checked. In place (no copy of
     the weights) and restored even when the checker raises; ``model`` untouched when it has none."""
-    moved = [node for node in model.graph.node if node.op_type in ORT_ONNX_DOMAIN_OPS and node.domain in ("", "ai.onnx")]
+    moved = [node for node in model.graph.node if _ort_onnx_domain_op(node)]
     imported = any(entry.domain == _DOMAINS[0] for entry in model.opset_import)
     if not moved:
         yield model
@@ -106,5 +106,10 @@ def checkable(model: onnx.ModelProto) -> Iterator[onnx.ModelProto]:
             del model.opset_import[len(model.opset_import) - 1]
 
 
+def _ort_onnx_domain_op(node: onnx.NodeProto) -> bool:
+    return node.op_type in ORT_ONNX_DOMAIN_OPS and node.domain in ("", "ai.onnx")
+
+
 def has_ort_onnx_domain_ops(model: onnx.ModelProto) -> bool:
-    return any(node.op_type in ORT_ONNX_DOMAIN_OPS and node.domain in ("", "ai.onnx") for node in model.graph.node)
+    """Whether ``model`` holds an op :func:`checkable` moves for the checker."""
+    return any(_ort_onnx_domain_op(node) for node in model.graph.node)
