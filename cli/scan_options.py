@@ -21,7 +21,9 @@ _OPTIONS = [
     click.option("--tap", "taps", multiple=True, metavar="NAME",
                  help="Tap this tensor explicitly (repeatable); overrides --level."),
     click.option("--inputs", type=InputPath(), default=None,
-                 help=".npz with one array per model input (first axis = samples). Default: synthetic."),
+                 help=".npz with one array per model input (first axis = samples, also for a legacy past_N: "
+                      "(N, 2, heads, past, head_dim), np.swapaxes of the graph's (2, N, …); with N = 2 the "
+                      "layouts look alike and are read samples first). Default: synthetic."),
     click.option("--text", type=InputPath(), default=None, metavar="FILE",
                  help="Probe a language model with this text, tokenized with --tokenizer into windows of its "
                       "sequence length (--dim; default 64 tokens)."),

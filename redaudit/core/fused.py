@@ -21,6 +21,9 @@ name the graph lacks is skipped or refused, never redirected to output 0 (a diff
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import onnx
 
 #: Fused ``Add + (RMS)LayerNormalization`` ops of the com.microsoft domain, all with the same
@@ -30,6 +33,12 @@ _DOMAINS = ("com.microsoft",)
 #: Positions of the two residual operands and of the un-normalised sum.
 OPERANDS, SUM_OUTPUT = (0, 1), 3
 SUM_SUFFIX = "/input_skip_bias_sum"
+#: onnxruntime's own ops that its optimizer writes in the *ONNX* domain (contrib ops registered
+#: under kOnnxDomain): an RMSNorm that reads no residual sum — a LLaMA's first norm — fuses into
+#: ``SimplifiedLayerNormalization``, for which onnx's checker has no schema ("No Op registered
+#: for SimplifiedLayerNormalization with domain_version of 17"), so it refused every optimized
+#: RMSNorm model that onnxruntime runs.
+ORT_ONNX_DOMAIN_OPS = frozenset({"SimplifiedLayerNormalization"})
 
 
 def is_fused_skip_norm(node: onnx.NodeProto) -> bool:
@@ -69,3 +78,38 @@ def expose_residual_sums(model: onnx.ModelProto) -> onnx.ModelProto:
         node.output[SUM_OUTPUT] = name
         taken.add(name)
     return exposed
+
+
+@contextmanager
+def checkable(model: onnx.ModelProto) -> Iterator[onnx.ModelProto]:
+    """``model`` as onnx's checker can check it, for the ``with`` block: each op of
+    :data:`ORT_ONNX_DOMAIN_OPS` in the ONNX domain is put in ``com.microsoft`` (whose ops the
+    checker does not look up, as for SkipSimplifiedLayerNormalization), and back afterwards.
+    Only those ops' schema check is skipped; every other rule is checked. In place (no copy of
+    the weights) and restored even when the checker raises; ``model`` untouched when it has none."""
+    moved = [node for node in model.graph.node if _ort_onnx_domain_op(node)]
+    imported = any(entry.domain == _DOMAINS[0] for entry in model.opset_import)
+    if not moved:
+        yield model
+        return
+    domains = [node.domain for node in moved]
+    for node in moved:
+        node.domain = _DOMAINS[0]
+    if not imported:
+        model.opset_import.append(onnx.helper.make_opsetid(_DOMAINS[0], 1))
+    try:
+        yield model
+    finally:
+        for node, domain in zip(moved, domains):
+            node.domain = domain
+        if not imported:
+            del model.opset_import[len(model.opset_import) - 1]
+
+
+def _ort_onnx_domain_op(node: onnx.NodeProto) -> bool:
+    return node.op_type in ORT_ONNX_DOMAIN_OPS and node.domain in ("", "ai.onnx")
+
+
+def has_ort_onnx_domain_ops(model: onnx.ModelProto) -> bool:
+    """Whether ``model`` holds an op :func:`checkable` moves for the checker."""
+    return any(_ort_onnx_domain_op(node) for node in model.graph.node)

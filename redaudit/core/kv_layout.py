@@ -47,3 +47,28 @@ def swap_samples(shape: Sequence[_Dim], axis: int) -> list[_Dim]:
     if axis and len(swapped) > axis:
         swapped[0], swapped[axis] = swapped[axis], swapped[0]
     return swapped
+
+
+#: The fix for a stacked past given in the graph's layout, as the messages below advise it.
+SWAP_FIX = "np.swapaxes(a, 0, 1)"
+
+
+def graph_layout_refusal(name: str, shape: Sequence[int]) -> str | None:
+    """The one-line refusal for a stacked past's array given in the graph's layout (2, N, heads,
+    past, head_dim) instead of samples first, or None when ``shape`` does not look like that: a
+    leading 2 and an axis 1 that is not the 2 of key/value, so the samples-first reading is
+    impossible and the graph's layout the likely one."""
+    if len(shape) != 5 or shape[0] != 2 or shape[1] == 2:
+        return None
+    return (f"input {name!r} has shape {tuple(shape)}: this looks like the graph's layout (2, batch, heads, past, "
+            f"head_dim) — a model's own present as it returns it — but --inputs holds every input samples first, "
+            f"(batch, 2, heads, past, head_dim); save {SWAP_FIX} of it")
+
+
+def ambiguous_layout_warning(names: Sequence[str], shape: Sequence[int]) -> str:
+    """The warning for stacked pasts of 2 samples, (2, 2, heads, past, head_dim): valid in both
+    layouts, and nothing sound tells them apart (see docs/taps.md "Cache layouts")."""
+    return (f"{', '.join(names)} of shape {tuple(shape)}: read samples first, (batch, 2, heads, past, head_dim), "
+            f"as --inputs holds every input; with 2 samples redaudit cannot tell that from the graph's layout "
+            f"(2, batch, …) by shape — if these are the model's own presents as it returns them, save "
+            f"{SWAP_FIX} of each")

@@ -23,6 +23,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from redaudit.core.external import FilesDigest, check_external, checker_copy, external_tensors, inline_small
+from redaudit.core.fused import checkable, has_ort_onnx_domain_ops
 from redaudit.core.hostmemory import available_bytes, format_bytes
 from redaudit.errors import ModelLoadError, UnsafeModelError
 
@@ -120,8 +121,8 @@ def load_model(path: str | os.PathLike[str], max_bytes: int | None = None, check
     digest = FilesDigest(data, model_path.parent, files)  # external data: hashed in the background
     del data
     if check:
-        if files:  # the checker reads the file itself: a proto with external tensors would need its folder
-            _check_by_path(model_path, before)
+        if files and not has_ort_onnx_domain_ops(proto):  # the checker reads the file itself: a proto with
+            _check_by_path(model_path, before)  # external tensors would need its folder (else: stand-ins)
         else:
             check_model(proto, str(model_path))
     return LoadedModel(proto=proto, path=str(model_path), digest=digest, size_bytes=total,
@@ -198,7 +199,8 @@ def check_model(proto: onnx.ModelProto, label: str) -> None:
     first problem. Tensors referencing external data are checked as stand-ins (see
     :func:`redaudit.core.external.checker_copy`), so no weight is serialised."""
     try:
-        onnx.checker.check_model(checker_copy(proto) if external_tensors(proto) else proto)
+        with checkable(proto) as model:  # onnxruntime's SimplifiedLayerNormalization (redaudit.core.fused)
+            onnx.checker.check_model(checker_copy(model) if external_tensors(model) else model)
     except (onnx.checker.ValidationError, ValueError) as error:
         raise ModelLoadError(f"{label} was rejected by the ONNX checker: {_first_line(error)}") from None
 

@@ -19,7 +19,7 @@ from onnx import helper
 
 from redaudit.core import lm_inputs as lm
 from redaudit.core import lm_values
-from redaudit.core.kv_layout import batch_axis, swap_samples
+from redaudit.core.kv_layout import ambiguous_layout_warning, batch_axis, graph_layout_refusal, swap_samples
 from redaudit.core.npz import read_npz
 from redaudit.core.probe_fingerprint import InputHasher
 from redaudit.errors import ProbeInputError
@@ -148,18 +148,25 @@ class Probe:
             yield batch
 
 
-def _read_npz(path: str | os.PathLike[str], specs: list[InputSpec], samples: int) -> dict[str, np.ndarray]:
-    """The model inputs' arrays (first ``samples`` rows) from an untrusted .npz: see
-    :mod:`redaudit.core.npz` for what is checked before anything is decompressed. Extra arrays
-    are kept as empty placeholders so that the caller can name them, never read."""
+def _read_npz(path: str | os.PathLike[str], specs: list[InputSpec],
+              samples: int) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """The model inputs' arrays (first ``samples`` rows) from an untrusted .npz, and how many
+    samples each holds in the file: see :mod:`redaudit.core.npz` for what is checked before
+    anything is decompressed. Extra arrays are kept as empty placeholders so that the caller
+    can name them, never read."""
     contents = read_npz(path, [spec.name for spec in specs], rows=samples)
+    for spec in specs:  # a stacked past in the graph's layout makes the samples disagree: say why
+        if spec.batch_axis and spec.name in contents.arrays:
+            shape = (contents.declared_samples[spec.name], *contents.arrays[spec.name].shape[1:])
+            if (refusal := graph_layout_refusal(spec.name, shape)) is not None:
+                raise ProbeInputError(refusal)
     lengths = sorted(set(contents.declared_samples.values()))
     if len(lengths) > 1:
         raise ProbeInputError(f"arrays disagree on the number of samples (first axis): {lengths}")
     arrays: dict[str, np.ndarray] = dict(contents.arrays)
     for name in contents.names:
         arrays.setdefault(name, _UNREAD)
-    return arrays
+    return arrays, dict(contents.declared_samples)
 
 
 _UNREAD = np.empty((0,), np.uint8)
@@ -177,6 +184,8 @@ def _validate_arrays(specs: list[InputSpec], arrays: Mapping[str, np.ndarray]) -
         if array.ndim != len(spec.shape):
             raise ProbeInputError(f"input {spec.name!r} needs {len(spec.shape)} axes (samples first), "
                                   f"got array of shape {array.shape}")
+        if spec.batch_axis and (refusal := graph_layout_refusal(spec.name, array.shape)) is not None:
+            raise ProbeInputError(refusal)
         for axis, dim in enumerate(spec.shape[1:], start=1):
             if isinstance(dim, int) and dim > 0 and array.shape[axis] != dim:
                 raise ProbeInputError(f"input {spec.name!r} axis {axis} must be {dim}, got array of shape {array.shape}")
@@ -192,6 +201,24 @@ def _validate_arrays(specs: list[InputSpec], arrays: Mapping[str, np.ndarray]) -
     if len(counts) != 1:
         raise ProbeInputError(f"arrays disagree on the number of samples (first axis): {sorted(counts)}")
     return checked
+
+
+def _ambiguous_pasts(specs: list[InputSpec], checked: Mapping[str, np.ndarray],
+                    declared: Mapping[str, int]) -> list[str]:
+    """A warning for stacked pasts of 2 samples (``declared``: the samples each holds in its
+    file), which read differently in the graph's layout: (2, 2, …) fits both, and nothing sound
+    tells them apart — the keys and values of a past are any floats, and the present the model
+    returns repeats either reading. Read samples first, as documented; said, never silent."""
+    names, shape = [], ()
+    for spec in specs:
+        array = checked.get(spec.name)
+        if not spec.batch_axis or array is None or declared.get(spec.name, array.shape[0]) != 2 or not array.size:
+            continue
+        if array.shape[0] == 2 and np.array_equal(array, np.swapaxes(array, 0, 1)):
+            continue  # a swap that is itself (zeros, ones): both readings are the same
+        names.append(spec.name)
+        shape = shape or (2, *array.shape[1:])
+    return [ambiguous_layout_warning(names, shape)] if names else []
 
 
 def symbolic_dims(specs: list[InputSpec]) -> list[str]:
@@ -245,13 +272,13 @@ def make_probe(specs: list[InputSpec], inputs: str | os.PathLike[str] | Mapping[
                                   f"{DEFAULT_INT_RANGE[1]}); set --int-range LOW HIGH for this model")
         return probe
     from_file = isinstance(inputs, (str, os.PathLike))
-    arrays = _read_npz(inputs, specs, samples) if from_file else dict(inputs)
+    arrays, declared = _read_npz(inputs, specs, samples) if from_file else (dict(inputs), {})
     arrays = lm_values.complete_arrays(specs, arrays)  # token ids alone: mask, positions, empty past added
     checked = _validate_arrays(specs, arrays)  # looks only at the model inputs' arrays
     available = next(iter(checked.values())).shape[0]
     if available == 0:
         raise ProbeInputError("the inputs hold 0 samples (first axis is empty); pass at least one sample")
-    warnings = []
+    warnings = _ambiguous_pasts(specs, checked, declared)
     extra = sorted(set(arrays) - {spec.name for spec in specs})
     if extra:
         warnings.append(f"ignored arrays that match no model input: {', '.join(extra)}")

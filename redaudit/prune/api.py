@@ -18,6 +18,7 @@ import redaudit
 from redaudit.core.backend import select_backend
 from redaudit.core.cancel import CancelCheck, check_cancel
 from redaudit.core.engine import check_batching, scan_prepared
+from redaudit.core.fused import is_fused_skip_norm
 from redaudit.core.graph import parameter_count
 from redaudit.core.prepared import PreparedModel
 from redaudit.core.probe import make_probe
@@ -182,8 +183,9 @@ def prune_model(model: str | os.PathLike[str] | onnx.ModelProto | PreparedModel,
     notify(progress, "candidates")
     fused = fused_prenorm_layers(prepared.index)
     if fused:
+        ops = "/".join(sorted({node.op_type for node in prepared.index.nodes if is_fused_skip_norm(node)}))
         raise PruneError(f"cannot prune {prepared.path}: onnxruntime's optimizer fused each layer's residual sum "
-                         f"with the next layer's norm (SkipLayerNormalization, {len(fused)} pre-norm layers), so no "
+                         f"with the next layer's norm ({ops}, {len(fused)} pre-norm layers), so no "
                          "layer can be bypassed; prune the model exported before optimization, then optimize the result")
     candidates = find_candidates(prepared.proto, prepared.index, granularity_of(spec.level))
     if not candidates:
