@@ -19,7 +19,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from redaudit import __version__
+from redaudit.core.version import __version__
 from redaudit.errors import RedauditError
 from redaudit.history.errors import IncompatibleScansError, UnknownReferenceError
 from redaudit.report import numbers
