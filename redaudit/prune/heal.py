@@ -44,7 +44,7 @@ from redaudit.prune.heal_fit import (
 )
 from redaudit.prune.heal_graph import default_layout, heal_span
 from redaudit.prune.heal_mix import removal_prior, upstream_attention
-from redaudit.prune.surgery import PruneError
+from redaudit.prune.errors import PruneError
 
 HEAL_METHODS = ("none", "linear", "attention")
 

@@ -23,9 +23,9 @@ from onnx import helper, numpy_helper
 
 from redaudit.prune import kv_cache
 from redaudit.core.weights import tensor_array
+from redaudit.prune.errors import PruneError
 from redaudit.prune.heal_mix import mix_nodes
 from redaudit.prune.surgery import (
-    PruneError,
     _drop_dead,
     _live_nodes,
     _node_key,
