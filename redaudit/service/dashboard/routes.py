@@ -157,7 +157,7 @@ def mount(app: FastAPI) -> None:
     app.include_router(router)
     from redaudit.service.dashboard import explorer  # the scan page's Model Explorer downloads
 
-    app.include_router(explorer.install(viewer))
+    app.include_router(explorer.install(viewer, PREFIX, _error))
     app.mount(f"{PREFIX}/static", StaticFiles(directory=HERE / "static"), name="dashboard-static")
 
     @app.get("/", include_in_schema=False)
