@@ -133,13 +133,13 @@ def main() -> None:
     run.SessionFactory.create = counted
     from redaudit.prune import api
 
-    notify = api._notify
+    notify = api.notify
 
     def noted(progress, stage, done=0, total=None):
         census.on_progress(api.ScanProgress(stage, done, total))
         notify(progress, stage, done, total)
 
-    api._notify = noted
+    api.notify = noted
     ids = np.random.default_rng(0).integers(0, config["vocab_size"], (args.samples, args.tokens), dtype=np.int64)
     sampler = threading.Thread(target=census.sample, daemon=True)
     sampler.start()

@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from redaudit import __version__
+from redaudit.core.version import __version__
 
 #: Command name → (module, attribute, short help); the module is imported on first use. The
 #: short help is what ``redaudit --help`` lists, so that listing the commands imports none of them

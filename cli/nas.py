@@ -15,7 +15,7 @@ from rich.table import Table
 
 from redaudit.cli.common import console as stdout
 from redaudit.cli.progress import LineReporter
-from redaudit.core.engine import ScanProgress
+from redaudit.core.progress import ScanProgress
 from redaudit.cli.common import err_console as stderr
 from redaudit.cli.common import user_errors as _user_errors
 from redaudit.cli import signals

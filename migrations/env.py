@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from alembic import context
 
+import redaudit.history.models  # noqa: F401 - every table of the one schema on Base's metadata:
+import redaudit.service.models  # noqa: F401 - history's and the service's (redaudit/orm.py)
 from redaudit.history.db import make_engine
 from redaudit.history.schema import VERSION_TABLE
-from redaudit.history.models import Base
+from redaudit.orm import Base
 
 config = context.config
 target_metadata = Base.metadata

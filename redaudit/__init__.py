@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from redaudit.core.spec import ScanConfig, ScanSpec
+from redaudit.core.version import __version__
 from redaudit.errors import RedauditError, ScanCancelled
 
 if TYPE_CHECKING:
@@ -34,8 +35,6 @@ if TYPE_CHECKING:
 
     from redaudit.core.progress import ScanProgress
     from redaudit.core.prepared import PreparedModel
-
-__version__ = "0.2.0"
 
 __all__ = ["scan", "prepare", "ScanSpec", "ScanResult", "ScanConfig", "LayerInfo", "ModelInfo", "RedauditError",
            "ScanCancelled", "__version__"]

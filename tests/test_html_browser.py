@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from redaudit.history import record_scan
-from redaudit.history.diff import diff_references
+from redaudit.history import diff_references
 from redaudit.history.render import write_diff_html
 from redaudit.report.html import write_html
 from tests.history.conftest import make_result

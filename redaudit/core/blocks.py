@@ -23,17 +23,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import onnx
+from redaudit.core.dataflow import data_ancestry, is_weighted, weighted_attention
+from redaudit.core.fused import OPERANDS, is_fused_skip_norm, residual_sum
+from redaudit.core.graph import GraphIndex
+from redaudit.core.recurrence import recurrent_region
 
-from redaudit.core.fused import OPERANDS, SUM_OUTPUT, is_fused_skip_norm, residual_sum
-from redaudit.core.graph import SHAPE_ONLY_OPS, GraphIndex
-
-WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum", "ConvInteger", "MatMulInteger",
-                          "QLinearConv", "QLinearMatMul", "FusedConv", "FusedMatMul", "LSTM", "GRU", "RNN"})
-#: onnxruntime's fused attention (com.microsoft) that holds its packed QKV weights (ONNX's own
-#: Attention takes projected Q, K, V): input 0 is the hidden state; the others are weights, the
-#: mask and a cache — not what the layer is a function of.
-_WEIGHTED_ATTENTION = frozenset({"Attention"})
 #: Softmax of a plain export; onnxruntime's fused attention (com.microsoft) in optimised/genai graphs.
 ATTENTION_OPS = frozenset({"Softmax", "Attention", "MultiHeadAttention", "GroupQueryAttention", "PackedAttention",
                            "PackedMultiHeadAttention", "SparseAttention", "PagedAttention",
@@ -89,14 +83,6 @@ def chain_end(index: GraphIndex, tensor: str) -> str:
     return end
 
 
-def is_weighted(index: GraphIndex, node: onnx.NodeProto) -> bool:
-    return (node.op_type in WEIGHTED_OPS or _weighted_attention(node)) and index.has_weight(node)
-
-
-def _weighted_attention(node: onnx.NodeProto) -> bool:
-    return node.op_type in _WEIGHTED_ATTENTION and node.domain == "com.microsoft"
-
-
 @dataclass(frozen=True)
 class ResidualMerge:
     """One residual block. ``entry`` is where the paths diverged (the block input), ``add`` the
@@ -111,33 +97,6 @@ class ResidualMerge:
 
     def has_attention(self, index: GraphIndex) -> bool:
         return any(index.nodes[p].op_type in ATTENTION_OPS for p in self.branch_nodes)
-
-
-def data_ancestry(index: GraphIndex) -> tuple[dict[str, int], dict[str, int]]:
-    """Bit per activation tensor and, per tensor, a bitmask of the tensors it depends on through
-    data edges (itself included). One pass in topological order; Python ints as bitsets."""
-    bit_of: dict[str, int] = {}
-    masks: dict[str, int] = {}
-    for name in index.graph_inputs:
-        bit_of[name] = len(bit_of)
-        masks[name] = 1 << bit_of[name]
-    for node in index.nodes:
-        inherited = 0
-        if node.op_type not in SHAPE_ONLY_OPS:
-            for name in node.input:
-                inherited |= masks.get(name, 0)
-        outputs = list(node.output)
-        if is_fused_skip_norm(node) and len(outputs) > SUM_OUTPUT and outputs[SUM_OUTPUT] in index.activations:
-            # the sum first, and the norm computed from it, as in the unfused graph: a branch that
-            # reads output 0 then diverges from the stream at the sum (the block input)
-            total = outputs.pop(SUM_OUTPUT)
-            bit_of[total] = len(bit_of)
-            masks[total] = inherited = inherited | (1 << bit_of[total])
-        for name in outputs:
-            if name and name in index.activations:
-                bit_of[name] = len(bit_of)
-                masks[name] = inherited | (1 << bit_of[name])
-    return bit_of, masks
 
 
 def _bits(mask: int) -> list[int]:
@@ -172,7 +131,7 @@ def _weighted_function_of(index: GraphIndex, entry: str, branch: frozenset[int],
         pure.update(name for name in source.output if name)  # output 0 normalises ``entry``: a pre-norm
     for position in sorted(branch):
         node = index.nodes[position]
-        reads = node.input[:1] if _weighted_attention(node) else node.input
+        reads = node.input[:1] if weighted_attention(node) else node.input
         data = [name for name in reads if name and name not in index.constants
                 and masks.get(name, input_bits) & input_bits]
         if data and all(name in pure for name in data):
@@ -206,8 +165,6 @@ def find_residual_merges(index: GraphIndex) -> list[ResidualMerge]:
     """Every residual block of the main graph, in graph order. Merges inside a recurrent
     layer (a GRU's ``(1 − z)·n + z·h``, an LSTM's cell update, unrolled per time step) are
     not blocks: the recurrence is one IR (:mod:`redaudit.core.recurrence`)."""
-    from redaudit.core.recurrence import recurrent_region  # recurrence builds on this module
-
     inside = recurrent_region(index)
     bit_of, masks = data_ancestry(index)
     name_of_bit = {bit: name for name, bit in bit_of.items()}

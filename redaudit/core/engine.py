@@ -29,7 +29,7 @@ from threading import Event
 
 import numpy as np
 
-from redaudit import __version__
+from redaudit.core.version import __version__
 from redaudit.core.augment import Reduction
 from redaudit.core.backend import blas_beside_cpu_inference, select_backend
 from redaudit.core.cancel import CancelCheck, check_cancel

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import onnx
 
-from redaudit.core.blocks import data_ancestry, is_weighted
+from redaudit.core.dataflow import data_ancestry, is_weighted
 from redaudit.core.external import sample_bytes
 from redaudit.core.graph import GraphIndex
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import onnx
 
-from redaudit.core.blocks import chain_end, find_residual_merges, is_weighted  # noqa: F401 - re-exported
+from redaudit.core.blocks import chain_end, find_residual_merges  # noqa: F401 - re-exported
+from redaudit.core.dataflow import is_weighted
 from redaudit.core.graph import GraphIndex
 from redaudit.core.recurrence import Recurrence, find_recurrences, recurrent_region
 from redaudit.core.spec import LEVELS

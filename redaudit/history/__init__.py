@@ -10,13 +10,13 @@ from __future__ import annotations
 from redaudit.history.check import CheckOutcome, check_result, latest_comparable
 from redaudit.history.db import make_engine, resolve_url
 from redaudit.history.schema import upgrade
-from redaudit.history.diff import ScanDiff, config_differences, config_of_result, diff_references, diff_scans
+from redaudit.history.diff import ScanDiff, config_differences, config_of_result, diff_scans
 from redaudit.history.errors import (DatabaseUnavailableError, HistoryError, IncompatibleScansError,
                                      InvalidNameError, LabelInUseError, NotAHistoryDatabaseError,
                                      SameScanError, SchemaOutdatedError, UnknownReferenceError)
 from redaudit.history.records import ModelHistory, ScanSummary, StoredScan, VersionSummary
-from redaudit.history.store import (HistoryStore, load_scan, model_history, open_store, record_pruned,
-                                    record_scan, resolve_scan)
+from redaudit.history.store import (HistoryStore, diff_references, load_scan, model_history, open_store,
+                                    record_pruned, record_scan, resolve_scan)
 from redaudit.history.writes import Recorded
 
 __all__ = [

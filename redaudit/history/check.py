@@ -28,30 +28,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from redaudit.core.bootstrap import IncreaseInterval, bootstrap_increase
-from redaudit.errors import ConfigError
-from redaudit.history.diff import config_differences, config_of_result, refuse_if_incompatible
-from redaudit.history.errors import IncompatibleScansError, UnknownReferenceError
-from redaudit.history.records import ModelHistory, ScanSummary, VersionSummary
 from redaudit.core.result import ScanResult
-
-
-@dataclass(frozen=True)
-class Baseline:
-    model_name: str
-    version: VersionSummary
-    scan: ScanSummary
-
-    def __str__(self) -> str:
-        return f"{self.model_name} {self.scan.label or self.version.short} (scan {self.scan.scan_id})"
-
-
-def probe_text(input_hash: str, samples: int) -> str:
-    """A probe as a verdict names it: the first 12 hex digits of its input hash and its samples."""
-    return f"inputs {input_hash[:12]}, {samples:,} samples"
-
-
-def same_probe(scan: ScanSummary, result: ScanResult) -> bool:
-    return scan.input_hash == result.input_hash and scan.samples == result.samples
+from redaudit.errors import ConfigError
+from redaudit.history.baseline import Baseline, probe_text, same_probe
+from redaudit.history.errors import UnknownReferenceError
+from redaudit.history.store import DbRef, open_store
 
 
 def probe_note(baseline: Baseline, result: ScanResult) -> str:
@@ -72,41 +53,11 @@ class CheckOutcome:
     increase_interval: IncreaseInterval | None = None  # with significant=True
 
 
-def latest_comparable(db, name: str, result: ScanResult, *, force: bool = False,
+def latest_comparable(db: DbRef, name: str, result: ScanResult, *, force: bool = False,
                       any_probe: bool = False) -> Baseline:
     """:meth:`HistoryStore.latest_comparable` for one call (``db`` as in ``record_scan``)."""
-    from redaudit.history.store import open_store
-
     with open_store(db) as store:
         return store.latest_comparable(name, result, force=force, any_probe=any_probe)
-
-
-def latest_comparable_in(history: ModelHistory, result: ScanResult, *, force: bool = False,
-                         any_probe: bool = False) -> Baseline:
-    """The most recent scan in ``history`` measured with settings comparable to ``result``'s and
-    on the same probe (input hash and samples; module docstring) — any probe with ``any_probe``.
-
-    With ``force``, the most recent scan whatever its settings and probe.
-    """
-    name = history.name
-    scans = sorted(history.scans(), key=lambda pair: (pair[1].created_at, pair[1].scan_id))
-    if not scans:
-        raise UnknownReferenceError(f"{name!r} has no recorded scans")
-    key = config_of_result(result)
-    comparable = [(version, scan) for version, scan in scans if force or not config_differences(scan.config, key)]
-    if not comparable:
-        version, scan = scans[-1]
-        refuse_if_incompatible(config_differences(scan.config, key),
-                               f"this scan and every recorded scan of {name!r} (latest: scan {scan.scan_id})")
-        raise AssertionError("unreachable: differences were found above")
-    for version, scan in reversed(comparable):
-        if force or any_probe or same_probe(scan, result):
-            return Baseline(name, version, scan)
-    version, scan = comparable[-1]
-    raise IncompatibleScansError(
-        f"no recorded scan of {name!r} was measured on this probe ({probe_text(result.input_hash, result.samples)}); "
-        f"the latest comparable one, scan {scan.scan_id}, used {probe_text(scan.input_hash, scan.samples)}: "
-        f"scan with the same inputs, --samples and --seed, or pass --any-probe to compare across probes")
 
 
 def increase_pct(before: float, after: float) -> float:

@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from redaudit.core.result import ScanResult
 from redaudit.history.errors import IncompatibleScansError
 from redaudit.history.records import StoredScan, change_beyond_noise, result_config
-from redaudit.core.result import ScanResult
 
 
 @dataclass(frozen=True)
@@ -143,11 +143,3 @@ def diff_scans(before: StoredScan, after: StoredScan, *, force: bool = False) ->
             notes.append(f"{label} differ ({shown[0]} vs {shown[1]})")
     return ScanDiff(before=before, after=after, added=added, removed=removed, changed=changed,
                     forced_differences=tuple(differences), notes=tuple(notes))
-
-
-def diff_references(db, name: str, before: str, after: str, *, force: bool = False) -> ScanDiff:
-    """:meth:`HistoryStore.diff` for one call (``db`` as in ``record_scan``)."""
-    from redaudit.history.store import open_store
-
-    with open_store(db) as store:
-        return store.diff(name, before, after, force=force)

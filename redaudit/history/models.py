@@ -6,27 +6,18 @@ the same version. A scan keeps every setting that shaped its numbers as columns 
 queried and compared), its per-layer rows, and the similarity matrix as float32 ``.npy`` bytes.
 
 Schema changes happen only through Alembic revisions in ``migrations/``; a test compares these
-tables with the migrations so the two cannot drift.
+tables with the migrations so the two cannot drift. The tables are declared on the database's one
+registry (:mod:`redaudit.orm`), which the service's tables share.
 """
 from __future__ import annotations
 
 from datetime import datetime
 
 from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer,
-                        LargeBinary, MetaData, String, Text, UniqueConstraint)
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+                        LargeBinary, String, Text, UniqueConstraint)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-# Explicit constraint names keep Alembic revisions identical on SQLite and PostgreSQL.
-NAMING = {
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING)
+from redaudit.orm import NAMING, Base  # noqa: F401 - the shared registry, re-exported for history's readers
 
 
 class Model(Base):
@@ -216,8 +207,3 @@ class PruneVerification(Base):
     kl_mean: Mapped[float | None] = mapped_column(Float)
     perplexity_original: Mapped[float | None] = mapped_column(Float)
     perplexity_pruned: Mapped[float | None] = mapped_column(Float)
-
-
-# The service's tables (jobs, tokens, blobs) share this metadata so that one set of Alembic
-# revisions, and the test that compares them with the ORM, covers the whole database.
-from redaudit.service import models as _service_models  # noqa: E402,F401

@@ -104,7 +104,7 @@ def _fmt(value: float | None) -> str:
 def render_diff_html(diff: ScanDiff, top: int = 15) -> str:
     """The diff page: the scan report's template and style (``report/templates/diff.html``),
     both similarity matrices side by side with layer-number labels, the full names in a table."""
-    from redaudit import __version__
+    from redaudit.core.version import __version__
     from redaudit.report.heatmap import shared_scope
     from redaudit.report.page import heatmap, render_page
 

@@ -19,7 +19,12 @@ from redaudit.history.models import Base
 #: Our own Alembic version table, so an Optuna study store (which has its own ``alembic_version``)
 #: can share the database with the history.
 VERSION_TABLE = "redaudit_alembic_version"
-OUR_TABLES = frozenset(Base.metadata.tables)
+#: The service's tables (``redaudit/service/models.py``): one schema, one set of revisions
+#: (0003_service), but history does not import the service, so it knows them by name;
+#: tests/history/test_migrations.py checks the names against the service's models.
+SERVICE_TABLES = frozenset({"service_blobs", "service_jobs", "service_tokens"})
+#: Every table of the schema: history's from its models, the service's by name.
+OUR_TABLES = frozenset(Base.metadata.tables) | SERVICE_TABLES
 # Tables we tolerate beside ours in a SQLite file: Optuna's RDB storage (the NAS study store).
 _SHARED_PREFIXES = ("study", "studies", "trial", "version_info", "alembic_version")
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
@@ -25,16 +25,14 @@ from sqlalchemy.orm import Session
 
 from redaudit.core.result import ScanResult
 from redaudit.history import reads, writes
+from redaudit.history.baseline import Baseline, latest_comparable_in
 from redaudit.history.db import display_url, make_engine, translated_errors, writer
+from redaudit.history.diff import ScanDiff, diff_scans
 from redaudit.history.schema import downgrade, ensure_schema, revision_status, upgrade
 from redaudit.history.errors import SameScanError
 from redaudit.history.models import PruneVerification
 from redaudit.history.records import ModelHistory, StoredScan
 from redaudit.history.writes import Recorded
-
-if TYPE_CHECKING:
-    from redaudit.history.check import Baseline
-    from redaudit.history.diff import ScanDiff
 
 
 class HistoryStore:
@@ -154,8 +152,6 @@ class HistoryStore:
         as a diff. Two different scans of one version are compared (a rescan: the difference
         is measurement noise, and a note says so).
         """
-        from redaudit.history.diff import diff_scans
-
         with self.transaction() as session:
             first, second = reads.resolve(session, name, before), reads.resolve(session, name, after)
             _refuse_self_comparison(name, first, second)
@@ -164,8 +160,6 @@ class HistoryStore:
 
     def latest_comparable(self, name: str, result: ScanResult, *, force: bool = False,
                           any_probe: bool = False) -> Baseline:
-        from redaudit.history.check import latest_comparable_in
-
         return latest_comparable_in(self.model_history(name), result, force=force, any_probe=any_probe)
 
     # ------------------------------------------------------------------ schema
@@ -247,3 +241,9 @@ def resolve_scan(db: DbRef, name: str, reference: str) -> int:
 def load_scan(db: DbRef, scan_id: int) -> StoredScan:
     with open_store(db) as store:
         return store.load_scan(scan_id)
+
+
+def diff_references(db: DbRef, name: str, before: str, after: str, *, force: bool = False) -> ScanDiff:
+    """:meth:`HistoryStore.diff` for one call."""
+    with open_store(db) as store:
+        return store.diff(name, before, after, force=force)

@@ -11,7 +11,8 @@ from redaudit.prune.api import prune_model
 from redaudit.prune.output import save_model
 from redaudit.prune.candidates import Block, find_candidates
 from redaudit.prune.result import Candidate, PruneResult
-from redaudit.prune.surgery import PruneError, remove_blocks
+from redaudit.prune.errors import PruneError
+from redaudit.prune.surgery import remove_blocks
 
 __all__ = ["prune_model", "save_model", "PruneResult", "Candidate", "Block", "find_candidates",
            "remove_blocks", "PruneError"]

@@ -41,7 +41,8 @@ from redaudit.prune.output import refuse_overwriting_input, save_model
 from redaudit.prune.policies import PolicyContext, PrunePolicy, make_policy
 from redaudit.prune.record import record_prune, verification_columns
 from redaudit.prune.result import Candidate, PruneResult
-from redaudit.prune.surgery import PruneError, remove_blocks
+from redaudit.prune.errors import PruneError
+from redaudit.prune.surgery import remove_blocks
 from redaudit.prune.verify import Evaluator, alternates_runs, drift
 
 

@@ -32,7 +32,8 @@ from redaudit.prune.heal_fit import DEFAULT_FOLDS, RidgeAccumulator
 from redaudit.prune.heal_graph import LAYOUTS, default_layout
 from redaudit.prune.heal_mix import mix_features
 from redaudit.prune.padding import sequence_axis_is_free, sorted_by_length, trim_is_exact, trimmed
-from redaudit.prune.surgery import PruneError, _live_nodes
+from redaudit.prune.errors import PruneError
+from redaudit.prune.surgery import _live_nodes
 from redaudit.core.cancel import CancelCheck, before_each_run
 from redaudit.core.run import BatchRunner, SessionFactory
 from redaudit.core.session_memory import micro_batch_for

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from redaudit.prune.result import PruneResult
-from redaudit.prune.surgery import PruneError
+from redaudit.prune.errors import PruneError
 
 
 @dataclass(frozen=True)

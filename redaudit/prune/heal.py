@@ -44,8 +44,8 @@ from redaudit.prune.heal_fit import (
 )
 from redaudit.prune.heal_graph import default_layout, heal_span
 from redaudit.prune.heal_mix import removal_prior, upstream_attention
+from redaudit.prune.errors import PruneError
 from redaudit.prune.heal_spans import Span, SpanLike, in_graph_order, merge_spans
-from redaudit.prune.surgery import PruneError
 
 HEAL_METHODS = ("none", "linear", "attention")
 

@@ -22,11 +22,11 @@ import onnx
 from onnx import helper
 
 from redaudit.prune import kv_cache
+from redaudit.prune.errors import PruneError
 from redaudit.prune.graph_edit import add_initializer, sole_consumer, unique_name
 from redaudit.prune.heal_fold import fold_map
 from redaudit.prune.heal_mix import mix_nodes
 from redaudit.prune.surgery import (
-    PruneError,
     _drop_dead,
     _live_nodes,
     _node_key,

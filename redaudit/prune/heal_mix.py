@@ -21,7 +21,7 @@ import onnx
 from onnx import helper
 
 from redaudit.core.graph import GraphIndex, TensorType
-from redaudit.prune.surgery import PruneError
+from redaudit.prune.errors import PruneError
 
 _UNKNOWN = TensorType(0, None)
 

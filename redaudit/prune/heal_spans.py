@@ -15,7 +15,7 @@ from typing import Protocol
 
 import onnx
 
-from redaudit.prune.surgery import PruneError
+from redaudit.prune.errors import PruneError
 
 
 class SpanLike(Protocol):

@@ -38,6 +38,7 @@ import onnx
 
 from redaudit.core.graph import node_inputs
 from redaudit.core.kv_layout import STACKING_OPS
+from redaudit.prune.errors import PruneError
 
 #: Per layer N: ``past_key_values.N.key`` (groups 1, 2) or the legacy stacked ``past_N`` (group 3).
 PAST = re.compile(r"^(?:past_key_values|past)\.(\d+)\.(key|value)$|^past_(\d+)$")
@@ -152,8 +153,6 @@ def tidy_inputs(graph: onnx.GraphProto, removed_layers: set[int]) -> dict[str, s
     returns {old name: new name} of every renamed cache input and output."""
     if not removed_layers:
         return {}
-    from redaudit.prune.surgery import PruneError
-
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.node:
         for name in node_inputs(node):

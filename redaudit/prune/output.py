@@ -23,7 +23,7 @@ from redaudit.core.weights import (
     data_file_path,
     write_model,
 )
-from redaudit.prune.surgery import PruneError
+from redaudit.prune.errors import PruneError
 
 __all__ = ["EXTERNAL_DATA_THRESHOLD", "data_file_path", "output_paths", "refuse_overwriting_input", "save_model"]
 

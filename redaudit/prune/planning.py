@@ -16,7 +16,8 @@ from redaudit.prune import select
 from redaudit.prune.candidates import Block, find_candidates, granularity_of
 from redaudit.prune.cost import block_costs
 from redaudit.prune.policies import PolicyContext, PrunePolicy
-from redaudit.prune.surgery import PruneError, remove_blocks
+from redaudit.prune.errors import PruneError
+from redaudit.prune.surgery import remove_blocks
 from redaudit.prune.verify import Evaluator, drift
 
 

@@ -21,6 +21,7 @@ from redaudit.core.prepared import PreparedModel
 from redaudit.core.spec import ScanSpec
 from redaudit.errors import ConfigError
 from redaudit.prune.candidates import Block
+from redaudit.prune.errors import PruneError
 
 
 @dataclass
@@ -184,7 +185,7 @@ class GreedyPolicy:
     def _step(self, context: PolicyContext, removed: list[int]) -> np.ndarray:
         """Output agreement (1 − drift; −KL for a causal LM) after removing ``removed`` plus each
         other block."""
-        from redaudit.prune.surgery import PruneError, remove_blocks
+        from redaudit.prune.surgery import remove_blocks
         from redaudit.prune.verify import drift
 
         evaluator = self._evaluator(context)

@@ -14,7 +14,7 @@ import numpy as np
 
 from redaudit.core.result import ScanResult
 from redaudit.prune.result import PruneResult
-from redaudit.prune.surgery import PruneError
+from redaudit.prune.errors import PruneError
 
 
 def verification_columns(result: PruneResult, heal: str) -> dict[str, Any]:

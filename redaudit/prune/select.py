@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 
 
 from redaudit.prune.candidates import Block
-from redaudit.prune.surgery import PruneError
+from redaudit.prune.errors import PruneError
 
 
 def resolve_names(blocks: Sequence[Block], names: Sequence[str]) -> list[int]:

@@ -18,14 +18,10 @@ import onnx
 from onnx import helper
 
 from redaudit.core.weights import without_external_data
-from redaudit.errors import RedauditError
 from redaudit.prune import kv_cache
+from redaudit.prune.errors import PruneError
 from redaudit.prune.candidates import Block, block_region
 from redaudit.core.graph import GraphIndex, node_inputs
-
-
-class PruneError(RedauditError):
-    """A pruning request cannot be carried out (unknown block, nothing left, invalid result)."""
 
 
 def _live_nodes(graph: onnx.GraphProto) -> set[int]:

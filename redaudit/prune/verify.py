@@ -28,7 +28,7 @@ from redaudit.core.session_memory import micro_batch_for
 from redaudit.errors import InferenceError
 from redaudit.prune.kv_cache import is_cache_output
 from redaudit.prune.lm_metrics import NextTokenAgreement, NextTokenStats, lm_inputs, lm_output_index
-from redaudit.prune.surgery import PruneError
+from redaudit.prune.errors import PruneError
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from redaudit import __version__
+from redaudit.core.version import __version__
 from pydantic import BaseModel
 
 from redaudit.errors import RedauditError

@@ -23,11 +23,11 @@ from redaudit.core.spec import ScanSpec
 from redaudit.errors import ScanCancelled  # noqa: F401 - the runner catches it from here
 from redaudit.history import store, writes
 from redaudit.history.check import CheckOutcome, check_result
-from redaudit.history.diff import ScanDiff, diff_references
+from redaudit.history.diff import ScanDiff
 from redaudit.history.errors import UnknownReferenceError
 from redaudit.history.models import Model, ModelVersion
 from redaudit.history.records import ModelHistory, StoredScan
-from redaudit.history.store import HistoryStore, load_scan, model_history
+from redaudit.history.store import HistoryStore, diff_references, load_scan, model_history
 from redaudit.report.reading import MsrsReading, read_msrs, reading_of_result
 
 

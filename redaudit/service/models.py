@@ -1,9 +1,10 @@
-"""The service's tables (jobs, API tokens, stored blobs) on the history schema's metadata.
+"""The service's tables (jobs, API tokens, stored blobs) on the database's one metadata.
 
 They live in the history database so that the API reads job state from the same place whatever
 ran the job (a thread inside ``serve`` or a Celery worker on another machine), and so Alembic
 revisions describe one schema. Importing this module registers the tables on
-``redaudit.history.models.Base.metadata`` (``history/models.py`` imports it for that reason).
+:class:`redaudit.orm.Base`'s metadata, beside history's (imported here: ``service_jobs.scan_id``
+references ``scans``); Alembic's ``migrations/env.py`` imports both.
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, 
                         Text)
 from sqlalchemy.orm import Mapped, mapped_column
 
-from redaudit.history.models import Base
+import redaudit.history.models  # noqa: F401 - scans, which jobs reference, on the same metadata
+from redaudit.orm import Base
 
 #: Job states; a job only moves forward: queued → running → succeeded | failed | cancelled, except
 #: that a running job whose lease expired goes back to queued (another attempt) or to failed.

@@ -10,9 +10,10 @@ from sqlalchemy import inspect, text
 from redaudit.cli.history import db_group, history_command
 from redaudit.history import SchemaOutdatedError, model_history, record_scan
 from redaudit.history.db import make_engine
-from redaudit.history.schema import (OUR_TABLES, VERSION_TABLE, downgrade, head_revision,
-                                 revision_status, upgrade)
+from redaudit.history.schema import (OUR_TABLES, SERVICE_TABLES, VERSION_TABLE, downgrade, head_revision,
+                                     revision_status, upgrade)
 from redaudit.history.models import Base
+from redaudit.service import models as service_models
 from tests.history.conftest import make_result
 
 
@@ -40,6 +41,16 @@ def test_upgrade_from_empty_to_head_and_back(db_url):
         assert _tables(engine) & OUR_TABLES == set()
     finally:
         engine.dispose()
+
+
+def test_the_schema_knows_every_table_of_the_one_metadata():
+    """History's models and the service's share redaudit.orm's metadata; history names the
+    service's tables without importing the service, and the names must be the models'."""
+    service = {mapper.local_table.name for mapper in Base.registry.mappers
+               if mapper.class_.__module__ == service_models.__name__}
+    assert service_models.Base is Base
+    assert SERVICE_TABLES == service
+    assert OUR_TABLES == frozenset(Base.metadata.tables)
 
 
 def test_models_and_migrations_agree(db_url):

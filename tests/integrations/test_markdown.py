@@ -10,7 +10,7 @@ import pytest
 import redaudit
 from redaudit.cli.main import cli
 from redaudit.history import record_scan
-from redaudit.history.diff import diff_references
+from redaudit.history import diff_references
 from redaudit.report.markdown import code
 from redaudit.report.numbers import interval_bounds, msrs_text
 from tests.history.conftest import make_result

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from fastapi import APIRouter, Depends
@@ -54,19 +55,19 @@ def node_data(state: ServiceState, scan_id: int, metric: str) -> tuple[str, byte
     return f"{stem}-scan{scan_id}.{metric}.json", (json.dumps(files[metric], indent=1) + "\n").encode("utf-8")
 
 
-def install(viewer) -> APIRouter:
-    """The route, with the dashboard's own login rule (``viewer``) and error page."""
-    from redaudit.service.dashboard.routes import PREFIX, _error
-
+def install(viewer, prefix: str, error_page: Callable[[RedauditError, str], Response]) -> APIRouter:
+    """The route, with the dashboard's own login rule (``viewer``), path prefix and error page
+    (``error_page(error, back)``): the dashboard's routes pass them in, this module imports
+    nothing of theirs."""
     router = APIRouter(include_in_schema=False)
 
-    @router.get(PREFIX + "/scans/{scan_id}/model-explorer/{metric}.json")
+    @router.get(prefix + "/scans/{scan_id}/model-explorer/{metric}.json")
     def download(scan_id: int, metric: str, state: ServiceState = Depends(get_state),
                  who: TokenInfo | None = Depends(viewer)) -> Response:
         try:
             name, body = node_data(state, scan_id, metric)
         except RedauditError as error:
-            return _error(error, f"{PREFIX}/scans/{scan_id}")
+            return error_page(error, f"{prefix}/scans/{scan_id}")
         return Response(body, media_type="application/json",
                         headers={"Content-Disposition": f'attachment; filename="{name}"',
                                  "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"})

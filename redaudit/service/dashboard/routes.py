@@ -19,7 +19,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from redaudit import __version__
+from redaudit.core.version import __version__
 from redaudit.errors import RedauditError
 from redaudit.history.errors import IncompatibleScansError, UnknownReferenceError
 from redaudit.report import numbers
@@ -157,7 +157,7 @@ def mount(app: FastAPI) -> None:
     app.include_router(router)
     from redaudit.service.dashboard import explorer  # the scan page's Model Explorer downloads
 
-    app.include_router(explorer.install(viewer))
+    app.include_router(explorer.install(viewer, PREFIX, _error))
     app.mount(f"{PREFIX}/static", StaticFiles(directory=HERE / "static"), name="dashboard-static")
 
     @app.get("/", include_in_schema=False)
