@@ -44,7 +44,6 @@ from redaudit.core.shapes import PROBE_SAMPLES, RuntimeShapes, probe_ranks
 from redaudit.core.similarity import SimilarityAccumulator
 from redaudit.core.spec import ScanSpec, min_batch
 from redaudit.core.tap import TapPoint
-from redaudit.core.text import probe_source
 from redaudit.errors import ConfigError, ScanCancelled
 
 @dataclass(frozen=True)
@@ -108,7 +107,7 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
     lap("taps")
     check_cancel(cancel)
     notify(progress, "probe")
-    probe = make_probe(prepared.input_specs, probe_source(spec, prepared.input_specs, inputs), spec.samples,
+    probe = make_probe(prepared.input_specs, prepared.probe_source(spec, inputs), spec.samples,
                        spec.seed, spec.dims_dict, spec.int_range)
     lap("probe")
     notify(progress, "augment")
@@ -156,7 +155,7 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
     layers = list(selection.points)
     keep = list(range(len(layers)))
     shapes = RuntimeShapes([point.batch_axis for point in layers])
-    warnings = [*selection.warnings, *probe.warnings, *memory_warnings]
+    warnings = [*prepared.notes, *selection.warnings, *probe.warnings, *memory_warnings]
     accumulator: SimilarityAccumulator | None = None
     pending_features: list[list[np.ndarray]] = []
     run_seconds = 0.0

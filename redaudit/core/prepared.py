@@ -7,7 +7,10 @@ scans: the proto, its identity (path, sha256, size), its graph index, its input 
 session factory (the device, and the folder of the external weights), and caches of tap
 selections, augmented graphs and sessions.
 
-The proto is the file's graph with one edit: the residual sums that onnxruntime's fused
+The proto is the file's graph with two edits: a top-level If on a graph input of known value
+(optimum's merged decoder, ``use_cache_branch``) is replaced by the branch it runs
+(:func:`~redaudit.core.branches.inline_known_branches`; :attr:`PreparedModel.notes` says so), and
+the residual sums that onnxruntime's fused
 SkipLayerNormalization keeps internal are named (:func:`~redaudit.core.fused.expose_residual_sums`),
 so that a pre-norm model's last layer has an IR; identity and size are the file's.
 
@@ -24,6 +27,7 @@ from typing import Any
 import onnx
 
 from redaudit.core.augment import AugmentedModel, augment
+from redaudit.core.branches import Inlined, check_condition_inputs, inline_known_branches
 from redaudit.core.external import FilesDigest, check_external, external_bytes, external_tensors, weight_bytes
 from redaudit.core.fused import expose_residual_sums
 from redaudit.core.graph import GraphIndex, parameter_count
@@ -46,6 +50,7 @@ class PreparedModel:
     _selections: dict[tuple[str, tuple[str, ...]], TapSelection] = field(default_factory=dict, repr=False)
     _augmented: dict[tuple[Any, ...], AugmentedModel] = field(default_factory=dict, repr=False)
     _sessions: dict[tuple[Any, ...], tuple[Any, str]] = field(default_factory=dict, repr=False)
+    inlined: tuple[Inlined, ...] = ()  #: the Ifs replaced by a branch at load (see core/branches.py)
 
     @classmethod
     def load(cls, model: "str | os.PathLike[str] | onnx.ModelProto | PreparedModel", *,
@@ -66,17 +71,31 @@ class PreparedModel:
                                          "external data but no folder was given; pass folder= (where its data files are)")
                 check_external(model, Path(folder))  # the same rules as a model read from a path
             check_model(model, "in-memory model")
-            return cls(expose_residual_sums(model), "<in-memory>", model_sha256_of_proto(model),
-                       model.ByteSize() + external_bytes(model), sessions)
+            flat, inlined = inline_known_branches(model)
+            return cls(expose_residual_sums(flat), "<in-memory>", model_sha256_of_proto(model),
+                       model.ByteSize() + external_bytes(model), sessions, inlined=inlined)
         SessionFactory(device).providers()
         loaded = load_model(model, max_bytes=max_model_bytes)
-        return cls(expose_residual_sums(loaded.proto), loaded.path, loaded.digest, loaded.size_bytes,
-                   SessionFactory(device, folder=loaded.folder))
+        flat, inlined = inline_known_branches(loaded.proto)
+        return cls(expose_residual_sums(flat), loaded.path, loaded.digest, loaded.size_bytes,
+                   SessionFactory(device, folder=loaded.folder), inlined=inlined)
 
     @property
     def sha256(self) -> str:
         """The model's identity: the sha256 of its file, then its external-data files."""
         return self.identity if isinstance(self.identity, str) else self.identity.value
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """What loading changed in the graph, one line each (the scan's and prune's warnings)."""
+        return tuple(item.note for item in self.inlined)
+
+    def probe_source(self, spec: Any, inputs: Any = None) -> Any:
+        """What this model's probe is built from (:func:`redaudit.core.text.probe_source`), an
+        inlined condition given in the inputs checked (:func:`~redaudit.core.branches.check_condition_inputs`)."""
+        from redaudit.core.text import probe_source
+
+        return check_condition_inputs(self.inlined, probe_source(spec, self.input_specs, inputs))
 
     @property
     def folder(self) -> str | None:
@@ -108,7 +127,7 @@ class PreparedModel:
             return self
         factory.providers()
         return PreparedModel(self.proto, self.path, self.identity, self.size_bytes, factory,
-                             self._index, self._selections, self._augmented, {})
+                             self._index, self._selections, self._augmented, {}, self.inlined)
 
     @property
     def index(self) -> GraphIndex:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import onnx
 
 from redaudit.core.blocks import chain_end, find_residual_merges  # noqa: F401 - re-exported
+from redaudit.core.branches import hidden_layer_notes
 from redaudit.core.dataflow import is_weighted
 from redaudit.core.graph import GraphIndex
 from redaudit.core.recurrence import Recurrence, find_recurrences, recurrent_region
@@ -185,8 +186,9 @@ def explicit_points(index: GraphIndex, names: list[str]) -> list[TapPoint]:
 
 def select_taps(index: GraphIndex, level: str = "block", taps: list[str] | tuple[str, ...] = ()) -> TapSelection:
     """Pick the IR points for ``level`` (or the explicit ``taps``, which override the level)."""
-    warnings: list[str] = []
-    if index.subgraph_tensors:
+    hidden = hidden_layer_notes(index.model)  # weighted layers in a body: named, one line each
+    warnings: list[str] = list(hidden)
+    if index.subgraph_tensors and not hidden:
         warnings.append(f"{len(index.subgraph_tensors)} tensors inside If/Loop/Scan subgraphs cannot be "
                         "tapped and were skipped")
     if taps:
@@ -210,5 +212,5 @@ def select_taps(index: GraphIndex, level: str = "block", taps: list[str] | tuple
         used, points = "op", op_points(index)
     if len(points) < 2:
         raise TapError(f"found {len(points)} tappable float activation(s) with a batch axis; "
-                       "at least 2 are needed to compare layers")
+                       "at least 2 are needed to compare layers" + "".join(f"; {note}" for note in hidden))
     return TapSelection(points, used, warnings, unit_name(index, used))

@@ -24,7 +24,6 @@ from redaudit.core.prepared import PreparedModel
 from redaudit.core.probe import make_probe
 from redaudit.core.progress import ProgressCallback, ScanProgress, notify
 from redaudit.core.spec import MAX_INT32, ScanSpec
-from redaudit.core.text import probe_source
 from redaudit.core.weights import stored_bytes
 from redaudit.errors import RedauditError, ScanCancelled
 from redaudit.prune import planning
@@ -50,11 +49,11 @@ def probe_arrays(prepared: PreparedModel, spec: ScanSpec,
                  inputs: Mapping[str, np.ndarray] | None = None) -> tuple[dict[str, np.ndarray], bool, list[str]]:
     """The probe samples scan would use, built once as whole arrays: every measurement of a
     prune run (similarity, verification, latency, MSRS before/after) reads these."""
-    probe = make_probe(prepared.input_specs, probe_source(spec, prepared.input_specs, inputs), spec.samples,
+    probe = make_probe(prepared.input_specs, prepared.probe_source(spec, inputs), spec.samples,
                        spec.seed, spec.dims_dict, spec.int_range)
     parts = list(probe.batches(spec.cka_batch or probe.samples, probe.samples))
     arrays = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
-    return arrays, probe.real, list(probe.warnings)
+    return arrays, probe.real, [*prepared.notes, *probe.warnings]
 
 
 def describe_candidates(prepared: PreparedModel, blocks: Sequence[Block], scores: np.ndarray,

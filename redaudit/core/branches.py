@@ -1,0 +1,264 @@
+"""Top-level control flow a scan cannot see into: inline what is known, name what is hidden.
+
+Why: tensors inside an ``If``/``Loop``/``Scan`` body cannot be tapped (onnxruntime only fetches
+main-graph tensors), and the graph index, the probe's input roles (token ids bounded by the
+embedding table), units and prune only read the main graph. Optimum's merged decoder
+(``decoder_model_merged.onnx``, the layout of transformers.js and countless Hub LLMs) puts the
+whole decoder inside one top-level ``If`` on the bool graph input ``use_cache_branch``: its
+then-branch is the decoder with past, its else-branch the decoder without, reading the outer
+graph's weights by name. Left as it is, no decoder layer is visible and the probe draws token ids
+past the vocabulary.
+
+:func:`inline_known_branches` runs at load (:class:`~redaudit.core.prepared.PreparedModel`) on the
+weightless proto: a top-level ``If`` whose condition is a graph input of known value
+(:data:`KNOWN_CONDITIONS`: ``use_cache_branch`` is True — the with-past branch, which redaudit
+drives with an empty past exactly as a flat cached export) is replaced by the chosen branch's
+nodes; the branch's own initializers move to the outer graph as they are (an external-data one
+stays a reference into the model's folder); the branch's outputs take the If's output names
+(or feed them through Identity); names that would clash are suffixed; the condition input
+leaves the graph. Every later stage — taps, units, probe, memory estimate, session, prune —
+sees one flat graph, and a pruned merged decoder is written flat (docs/prune.md).
+
+:func:`hidden_layer_notes` is the one rule for the rest: a top-level control-flow node whose
+body holds weighted layers that cannot be inlined is named in one line (why, and how many layers
+stay invisible); tap selection warns with it, or puts it in its error when no tap is left.
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from redaudit.core.dataflow import WEIGHTED_OPS
+from redaudit.errors import ProbeInputError
+
+#: Graph inputs whose value is known: optimum's merged decoder runs its with-past branch.
+KNOWN_CONDITIONS: dict[str, bool] = {"use_cache_branch": True}
+_CONTROL_FLOW = ("If", "Loop", "Scan")
+_BRANCH_KIND = {"use_cache_branch": {True: "with past", False: "without past"}}
+
+
+@dataclass(frozen=True)
+class Inlined:
+    """One If replaced by a branch: the node, its condition input and the value it was given."""
+
+    node: str
+    condition: str
+    value: bool
+
+    @property
+    def note(self) -> str:
+        """The scan's warning line."""
+        branch = "then-branch" if self.value else "else-branch"
+        kind = _BRANCH_KIND.get(self.condition, {}).get(self.value)
+        return (f"inlined the If {self.node!r} on input {self.condition!r} "
+                f"({branch}{': ' + kind if kind else ''})")
+
+
+def inline_known_branches(model: onnx.ModelProto,
+                          known: Mapping[str, bool] = KNOWN_CONDITIONS) -> tuple[onnx.ModelProto, tuple[Inlined, ...]]:
+    """``model`` with every top-level If on a graph input named in ``known`` replaced by the
+    branch that value selects (a copy; ``model`` itself when there is none), and what was done."""
+    graph = model.graph
+    initializers = {tensor.name for tensor in graph.initializer}
+    inputs = {value.name for value in graph.input if value.name not in initializers}
+    targets = [position for position, node in enumerate(graph.node)
+               if node.op_type == "If" and node.domain in ("", "ai.onnx") and node.input
+               and node.input[0] in inputs and node.input[0] in known]
+    if not targets:
+        return model, ()
+    flat = onnx.ModelProto()
+    flat.CopyFrom(model)
+    done: list[Inlined] = []
+    for position in reversed(targets):  # later positions first: earlier ones keep their index
+        node = flat.graph.node[position]
+        value = bool(known[node.input[0]])
+        _inline(flat.graph, position, value)
+        done.append(Inlined(node.name or f"If #{position}", node.input[0], value))
+    for name in {item.condition for item in done}:
+        _drop_condition(flat.graph, name, bool(known[name]))
+    return flat, tuple(reversed(done))
+
+
+def _inline(graph: onnx.GraphProto, position: int, value: bool) -> None:
+    node = graph.node[position]
+    attribute = "then_branch" if value else "else_branch"
+    branch = copy.deepcopy(next(a.g for a in node.attribute if a.name == attribute))
+    taken = _outer_names(graph) - set(node.output)
+    rename: dict[str, str] = {}
+    local = [name for inner in branch.node for name in inner.output if name]
+    local += [tensor.name for tensor in branch.initializer]
+    local += [tensor.values.name for tensor in branch.sparse_initializer]
+    for name in local:  # the branch's own names: kept unless they clash with an outer one
+        if name in taken:
+            rename[name] = _fresh(name, taken)
+        taken.add(rename.get(name, name))
+    outputs = list(node.output)
+    producers = {name for inner in branch.node for name in inner.output if name}
+    branch_outputs = [rename.get(value.name, value.name) for value in branch.output]
+    tail: list[onnx.NodeProto] = []
+    for outer, inner in zip(outputs, branch_outputs):
+        if not outer:
+            continue
+        if inner == outer:
+            continue
+        if inner in producers and branch_outputs.count(inner) == 1 and inner not in graph.output \
+                and outer not in taken:  # the branch's tensor takes the If's output name
+            rename[_original(rename, inner)] = outer
+        else:  # an outer name, a branch initializer, or one tensor for two outputs
+            tail.append(helper.make_node("Identity", [inner], [outer], name=_fresh(f"{outer}/inlined", taken)))
+    node_names = {inner.name for inner in graph.node if inner.name}
+    nodes = []
+    for inner in branch.node:
+        _rename_node(inner, rename)
+        if inner.name and inner.name in node_names:
+            inner.name = _fresh(inner.name, node_names)
+        node_names.add(inner.name)
+        nodes.append(inner)
+    for tensor in branch.initializer:
+        tensor.name = rename.get(tensor.name, tensor.name)
+        graph.initializer.append(tensor)
+    for sparse in branch.sparse_initializer:
+        sparse.values.name = rename.get(sparse.values.name, sparse.values.name)
+        graph.sparse_initializer.append(sparse)
+    typed = {value.name for value in [*graph.input, *graph.output, *graph.value_info]}
+    for info in branch.value_info:
+        info.name = rename.get(info.name, info.name)
+        if info.name not in typed:
+            graph.value_info.append(info)
+    kept = [inner for inner in graph.node]
+    del graph.node[:]
+    graph.node.extend([*kept[:position], *nodes, *tail, *kept[position + 1:]])
+
+
+def _original(rename: dict[str, str], name: str) -> str:
+    """The branch's own name of ``name`` (a clash may have renamed it already)."""
+    return next((old for old, new in rename.items() if new == name), name)
+
+
+def _outer_names(graph: onnx.GraphProto) -> set[str]:
+    names = {value.name for value in [*graph.input, *graph.output, *graph.value_info]}
+    names |= {tensor.name for tensor in graph.initializer}
+    names |= {name for node in graph.node for name in [*node.input, *node.output] if name}
+    return names
+
+
+def _fresh(name: str, taken: set[str]) -> str:
+    suffix = 1
+    while f"{name}__{suffix}" in taken:
+        suffix += 1
+    return f"{name}__{suffix}"
+
+
+def _rename_node(node: onnx.NodeProto, rename: Mapping[str, str]) -> None:
+    """Rename ``node``'s inputs and outputs, and what its own subgraphs capture from outside."""
+    if not rename:
+        return
+    node.input[:] = [rename.get(name, name) for name in node.input]
+    node.output[:] = [rename.get(name, name) for name in node.output]
+    for attribute in node.attribute:
+        for body in ([attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else
+                     list(attribute.graphs) if attribute.type == onnx.AttributeProto.GRAPHS else []):
+            shadowed = {value.name for value in body.input} | {tensor.name for tensor in body.initializer}
+            shadowed |= {name for inner in body.node for name in inner.output}
+            captured = {old: new for old, new in rename.items() if old not in shadowed}
+            for inner in body.node:
+                _rename_node(inner, captured)
+            for value in body.output:
+                value.name = captured.get(value.name, value.name)
+
+
+def _drop_condition(graph: onnx.GraphProto, name: str, value: bool) -> None:
+    """The condition leaves the graph's inputs; a remaining reader gets it as a Constant."""
+    keep = [item for item in graph.input if item.name != name]
+    declared = next(item for item in graph.input if item.name == name)
+    del graph.input[:]
+    graph.input.extend(keep)
+    if any(name in _reads(node) for node in graph.node) or name in {o.name for o in graph.output}:
+        dims = [d.dim_value or 1 for d in declared.type.tensor_type.shape.dim]
+        constant = helper.make_tensor(name, onnx.TensorProto.BOOL, dims, [value] * int(np.prod(dims or [1])))
+        graph.node.insert(0, helper.make_node("Constant", [], [name], value=constant,
+                                              name=_fresh(f"{name}/constant", {n.name for n in graph.node})))
+
+
+def _reads(node: onnx.NodeProto) -> set[str]:
+    names = set(node.input)
+    for attribute in node.attribute:
+        for body in ([attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs)):
+            for inner in body.node:
+                names |= _reads(inner)
+    return names
+
+
+def hidden_layer_notes(model: onnx.ModelProto) -> list[str]:
+    """One line per top-level If/Loop/Scan whose body holds weighted layers (a weighted operator
+    reading an initializer): those layers cannot be tapped, compared or pruned."""
+    graph = model.graph
+    initializers = {tensor.name for tensor in graph.initializer}
+    inputs = {value.name for value in graph.input if value.name not in initializers}
+    notes = []
+    for position, node in enumerate(graph.node):
+        if node.op_type not in _CONTROL_FLOW or node.domain not in ("", "ai.onnx"):
+            continue
+        bodies = [body for attribute in node.attribute for body in (
+            [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs))]
+        count = max((_weighted_layers(body, initializers) for body in bodies), default=0)
+        if not count:
+            continue
+        label = node.name or f"{node.op_type} #{position}"
+        if node.op_type == "If":
+            condition = node.input[0] if node.input else ""
+            why = (f"its condition {condition!r} is a graph input of no known value" if condition in inputs
+                   else f"its condition {condition!r} is computed in the graph, not a graph input")
+        else:
+            why = f"a {node.op_type} body runs per iteration"
+        notes.append(f"{node.op_type} node {label!r} holds {count} weighted layer(s) in its subgraph, which cannot "
+                     f"be tapped or pruned: {why}")
+    return notes
+
+
+def _weighted_layers(body: onnx.GraphProto, outer: set[str]) -> int:
+    """Weighted operators reading a weight of the body or of the scopes around it (nested bodies
+    included; the largest branch of each nested node counts)."""
+    weights = outer | {tensor.name for tensor in body.initializer}
+    count = 0
+    for node in body.node:
+        if node.op_type in WEIGHTED_OPS and any(name in weights for name in node.input):
+            count += 1
+        for attribute in node.attribute:
+            nested = [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs)
+            count += max((_weighted_layers(inner, weights) for inner in nested), default=0)
+    return count
+
+
+def check_condition_inputs(inlined: tuple[Inlined, ...], source: Any) -> Any:
+    """Probe inputs that name an inlined condition (``use_cache_branch`` in ``--inputs``) are
+    honoured when every value is the one inlined, and the member is dropped (an in-memory
+    mapping) or left for the probe to ignore (a file); any other value is refused in one line:
+    redaudit runs the with-past branch, which an empty past makes the decoder without past."""
+    if not inlined or source is None:
+        return source
+    names = [item.condition for item in inlined]
+    if isinstance(source, Mapping):
+        arrays = {name: source[name] for name in names if name in source}
+    else:
+        from redaudit.core.npz import read_npz
+
+        arrays = read_npz(source, names).arrays  # only these members are read
+    for item in inlined:
+        if item.condition not in arrays:
+            continue
+        values = np.asarray(arrays[item.condition])
+        if values.size == 0 or values.dtype.kind not in "biuf" or not np.all(values.astype(bool) == item.value):
+            raise ProbeInputError(
+                f"input {item.condition!r} must be {item.value} in every sample: redaudit runs the If "
+                f"{item.node!r} as its {'then' if item.value else 'else'}-branch only (inlined at load); "
+                f"drop {item.condition!r} from the inputs")
+    if isinstance(source, Mapping):
+        return {name: array for name, array in source.items() if name not in names}
+    return source
