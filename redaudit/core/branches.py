@@ -13,7 +13,11 @@ past the vocabulary.
 weightless proto: a top-level ``If`` whose condition is a graph input of known value
 (:data:`KNOWN_CONDITIONS`: ``use_cache_branch`` is True — the with-past branch, which redaudit
 drives with an empty past exactly as a flat cached export) is replaced by the chosen branch's
-nodes; the branch's own initializers move to the outer graph as they are (an external-data one
+nodes — unless that branch leaves unread a graph input the other branch reads: an
+encoder-decoder's merged decoder (optimum-onnx merges T5's itself) reads its cross-attention
+keys/values from ``past_key_values.N.encoder.*`` in the with-past branch and never reads
+``encoder_hidden_states``, so no past makes it the first step; the without-past branch is taken
+then, the note says why, and the past inputs only the dropped branch read leave the graph; the branch's own initializers move to the outer graph as they are (an external-data one
 stays a reference into the model's folder); the branch's outputs take the If's output names
 (or feed them through Identity); names that would clash are suffixed; the condition input
 leaves the graph. Every later stage — taps, units, probe, memory estimate, session, prune —
@@ -50,6 +54,7 @@ class Inlined:
     node: str
     condition: str
     value: bool
+    why: str = ""  # why the branch of the known value was not the one taken
 
     @property
     def note(self) -> str:
@@ -57,7 +62,7 @@ class Inlined:
         branch = "then-branch" if self.value else "else-branch"
         kind = _BRANCH_KIND.get(self.condition, {}).get(self.value)
         return (f"inlined the If {self.node!r} on input {self.condition!r} "
-                f"({branch}{': ' + kind if kind else ''})")
+                f"({branch}{': ' + kind if kind else ''}){': ' + self.why if self.why else ''}")
 
 
 def inline_known_branches(model: onnx.ModelProto,
@@ -66,7 +71,8 @@ def inline_known_branches(model: onnx.ModelProto,
     branch that value selects (a copy; ``model`` itself when there is none), and what was done."""
     graph = model.graph
     initializers = {tensor.name for tensor in graph.initializer}
-    inputs = {value.name for value in graph.input if value.name not in initializers}
+    ordered = [value.name for value in graph.input if value.name not in initializers]
+    inputs = set(ordered)
     targets = [position for position, node in enumerate(graph.node)
                if node.op_type == "If" and node.domain in ("", "ai.onnx") and node.input
                and node.input[0] in inputs and node.input[0] in known]
@@ -75,14 +81,53 @@ def inline_known_branches(model: onnx.ModelProto,
     flat = onnx.ModelProto()
     flat.CopyFrom(model)
     done: list[Inlined] = []
+    read_by_ifs: set[str] = set()
     for position in reversed(targets):  # later positions first: earlier ones keep their index
         node = flat.graph.node[position]
-        value = bool(known[node.input[0]])
+        value, why = _branch_to_take(node, bool(known[node.input[0]]), ordered)
+        read_by_ifs |= _reads(node)
         _inline(flat.graph, position, value)
-        done.append(Inlined(node.name or f"If #{position}", node.input[0], value))
-    for name in {item.condition for item in done}:
-        _drop_condition(flat.graph, name, bool(known[name]))
+        done.append(Inlined(node.name or f"If #{position}", node.input[0], value, why))
+    for item in {item.condition: item for item in done}.values():
+        _drop_condition(flat.graph, item.condition, item.value)
+    _drop_unread_inputs(flat.graph, read_by_ifs - set(known))
     return flat, tuple(reversed(done))
+
+
+def _branch_to_take(node: onnx.NodeProto, value: bool, inputs: list[str]) -> tuple[bool, str]:
+    """The branch ``value`` selects, unless it leaves unread a graph input the other branch
+    reads: then the other one, and why. An encoder-decoder's merged decoder (optimum's T5) is
+    such a case: its with-past branch reads the cross-attention keys/values from the past instead
+    of ``encoder_hidden_states``, so no past the probe can give makes it the first step, which
+    the without-past branch computes."""
+    branches = {a.name: a.g for a in node.attribute if a.name in ("then_branch", "else_branch")}
+    taken, other = (branches["then_branch"], branches["else_branch"]) if value else \
+        (branches["else_branch"], branches["then_branch"])
+    unread = [name for name in inputs if name != node.input[0]
+              and name in _graph_reads(other) - _graph_reads(taken)]
+    if not unread:
+        return value, ""
+    kind = _BRANCH_KIND.get(node.input[0], {}).get(value)
+    label = f"the {kind.replace(' ', '-')} branch" if kind else f"the {'then' if value else 'else'}-branch"
+    return not value, f"{label} does not read {', '.join(repr(name) for name in unread)}"
+
+
+def _graph_reads(body: onnx.GraphProto) -> set[str]:
+    names: set[str] = set()
+    for inner in body.node:
+        names |= _reads(inner)
+    names |= {value.name for value in body.output}
+    return names
+
+
+def _drop_unread_inputs(graph: onnx.GraphProto, candidates: set[str]) -> None:
+    """Graph inputs that only the dropped branch read (an encoder-decoder's past, when its
+    without-past branch was taken) leave the graph: nothing would feed them a meaning."""
+    read = {name for node in graph.node for name in _reads(node)} | {value.name for value in graph.output}
+    keep = [value for value in graph.input if value.name in read or value.name not in candidates]
+    if len(keep) != len(graph.input):
+        del graph.input[:]
+        graph.input.extend(keep)
 
 
 def _inline(graph: onnx.GraphProto, position: int, value: bool) -> None:
@@ -240,7 +285,8 @@ def check_condition_inputs(inlined: tuple[Inlined, ...], source: Any) -> Any:
     """Probe inputs that name an inlined condition (``use_cache_branch`` in ``--inputs``) are
     honoured when every value is the one inlined, and the member is dropped (an in-memory
     mapping) or left for the probe to ignore (a file); any other value is refused in one line:
-    redaudit runs the with-past branch, which an empty past makes the decoder without past."""
+    redaudit runs one branch (a decoder-only merge: the with-past one, which an empty past makes
+    the decoder without past; an encoder-decoder's: the without-past one)."""
     if not inlined or source is None:
         return source
     names = [item.condition for item in inlined]
