@@ -56,8 +56,8 @@ SEQUENCE = 16
 def _configs():
     import transformers as T
 
-    common = dict(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
-                  num_attention_heads=4, max_position_embeddings=256)
+    common = {"vocab_size": 128, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3,
+              "num_attention_heads": 4, "max_position_embeddings": 256}
     return {
         "llama": (T.LlamaConfig(num_key_value_heads=2, **common), T.AutoModelForCausalLM),
         "qwen2": (T.Qwen2Config(num_key_value_heads=2, **common), T.AutoModelForCausalLM),
@@ -247,7 +247,7 @@ def compare(out: Path, only: list[str] | None, args) -> None:
         extra = {"encoder_hidden_states": rng.standard_normal((args.samples, 12, 64)).astype(np.float32),
                  "encoder_attention_mask": np.ones((args.samples, 12), np.int64)}
         for level in ("block", "sublayer"):
-            row, encoder = scan_row("t5/encoder", t5 / "encoder_model.onnx", ids, level, args)
+            row, _ = scan_row("t5/encoder", t5 / "encoder_model.onnx", ids, level, args)
             emit(row)
             row, plain = scan_row("t5/decoder", t5 / "decoder_model.onnx", ids, level, args, extra=extra)
             emit(row)

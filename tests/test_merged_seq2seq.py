@@ -8,12 +8,12 @@ with the real file's structure (``tests/merged_models.py``: ``seq2seq``).
 """
 from __future__ import annotations
 
+import merged_models
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 
-import merged_models
 from redaudit.core.prepared import PreparedModel
 from redaudit.errors import ProbeInputError
 
