@@ -113,14 +113,14 @@ def _write_each(result: redaudit.ScanResult, json_path: str | None, heatmap_path
 def taps_command(model: str, level: str, max_model_size: str) -> None:
     """List the IR tensors a scan of MODEL would tap at --level (name, op, shape)."""
     from redaudit.cli.common import parse_model_size
-    from redaudit.core.branches import inline_known_branches
     from redaudit.core.graph import GraphIndex
+    from redaudit.core.load_passes import graph_as_scanned
     from redaudit.core.model import load_model
     from redaudit.core.tap import select_taps
     from rich.table import Table
 
     loaded = load_model(model, max_bytes=parse_model_size(max_model_size))
-    proto, inlined = inline_known_branches(loaded.proto)  # as a scan loads it: one flat graph
+    proto, inlined = graph_as_scanned(loaded.proto)  # the graph a scan reads
     selection = select_taps(GraphIndex.build(proto, folder=loaded.folder), level)
     table = Table(title=f"{len(selection.points)} taps at level {selection.level} (unit: {selection.unit})")
     for column in ("#", "unit", "tensor", "op", "shape"):

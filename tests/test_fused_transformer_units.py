@@ -209,3 +209,19 @@ def test_a_synthetic_probe_draws_token_ids_within_the_fused_vocabulary(exports, 
     assert roles["input_ids"].vocab == lm_exports.VOCAB
     fused = redaudit.scan(str(path), samples=24, cka_batch=8)
     assert np.isfinite(fused.similarity).all() and len(fused.layers) == LAYERS + 1
+
+
+def test_taps_lists_what_a_scan_taps_on_a_fused_pre_norm_model(exports):
+    """`redaudit taps` reads the graph a scan reads: the fused GPT-2's last layer, whose sum the
+    optimizer left unnamed, is listed as the scan taps it (output 3 exposed at load), not dropped."""
+    from click.testing import CliRunner
+
+    import redaudit
+    from redaudit.cli.main import cli
+
+    _, fused = exports["gpt2"]
+    scanned = redaudit.scan(str(fused), inputs=_feeds("gpt2", 8, 8, seed=1), samples=8, cka_batch=8, device="cpu")
+    listed = CliRunner().invoke(cli, ["taps", str(fused)])
+    assert listed.exit_code == 0, listed.output
+    assert f"{len(scanned.layers)} taps at level block" in listed.output
+    assert len(scanned.layers) == 1 + LAYERS

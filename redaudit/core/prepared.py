@@ -7,12 +7,10 @@ scans: the proto, its identity (path, sha256, size), its graph index, its input 
 session factory (the device, and the folder of the external weights), and caches of tap
 selections, augmented graphs and sessions.
 
-The proto is the file's graph with two edits: a top-level If on a graph input of known value
-(optimum's merged decoder, ``use_cache_branch``) is replaced by the branch it runs
-(:func:`~redaudit.core.branches.inline_known_branches`; :attr:`PreparedModel.notes` says so), and
-the residual sums that onnxruntime's fused
-SkipLayerNormalization keeps internal are named (:func:`~redaudit.core.fused.expose_residual_sums`),
-so that a pre-norm model's last layer has an IR; identity and size are the file's.
+The proto is the file's graph after :func:`~redaudit.core.load_passes.graph_as_scanned` (a merged
+decoder's If replaced by the branch it runs, :attr:`PreparedModel.notes` says so; the residual
+sums onnxruntime's fused SkipLayerNormalization keeps internal named, so that a pre-norm model's
+last layer has an IR); identity and size are the file's.
 
 The proto is the graph, not the weights: tensors kept in external data stay references into
 files of :attr:`PreparedModel.folder`, which every session made by :attr:`sessions` reads from.
@@ -27,10 +25,10 @@ from typing import Any
 import onnx
 
 from redaudit.core.augment import AugmentedModel, augment
-from redaudit.core.branches import Inlined, check_condition_inputs, inline_known_branches
+from redaudit.core.branches import Inlined, check_condition_inputs
 from redaudit.core.external import FilesDigest, check_external, external_bytes, external_tensors, weight_bytes
-from redaudit.core.fused import expose_residual_sums
 from redaudit.core.graph import GraphIndex, parameter_count
+from redaudit.core.load_passes import graph_as_scanned
 from redaudit.core.model import check_model, load_model, model_sha256_of_proto
 from redaudit.core.probe import InputSpec, input_specs
 from redaudit.core.result import ModelInfo
@@ -71,13 +69,13 @@ class PreparedModel:
                                          "external data but no folder was given; pass folder= (where its data files are)")
                 check_external(model, Path(folder))  # the same rules as a model read from a path
             check_model(model, "in-memory model")
-            flat, inlined = inline_known_branches(model)
-            return cls(expose_residual_sums(flat), "<in-memory>", model_sha256_of_proto(model),
+            scanned, inlined = graph_as_scanned(model)
+            return cls(scanned, "<in-memory>", model_sha256_of_proto(model),
                        model.ByteSize() + external_bytes(model), sessions, inlined=inlined)
         SessionFactory(device).providers()
         loaded = load_model(model, max_bytes=max_model_bytes)
-        flat, inlined = inline_known_branches(loaded.proto)
-        return cls(expose_residual_sums(flat), loaded.path, loaded.digest, loaded.size_bytes,
+        scanned, inlined = graph_as_scanned(loaded.proto)
+        return cls(scanned, loaded.path, loaded.digest, loaded.size_bytes,
                    SessionFactory(device, folder=loaded.folder), inlined=inlined)
 
     @property
