@@ -122,18 +122,58 @@ def test_the_scan_matrix_is_the_float64_reference(t5, level, count):
 
 
 def test_prune_candidates_are_the_layers_and_their_three_halves(t5):
+    """Layers 1 and 2 whole (all three halves), or their halves at ``sublayer``. Layer 0 is not
+    removable whole: T5 computes the relative position bias that every layer adds to its scores
+    in block 0's self-attention (``has_relative_attention_bias``), from the shapes of that
+    layer's normed hidden state and keys — rewiring the layer away would cut them. Its
+    feed-forward half is offered alone."""
     from redaudit.prune.candidates import find_candidates
 
     model = onnx.load(str(t5.path))
     index = GraphIndex.build(model)
     blocks = find_candidates(model, index)
     taps = [point.tensor for point in select_taps(index, "block").points]
-    assert [block.kind for block in blocks] == ["transformer-layer"] * LAYERS
-    assert [block.name for block in blocks] == taps[1:]
-    assert [block.entry for block in blocks] == taps[:-1]
+    assert [(block.kind, block.layer) for block in blocks] == [("residual", 0), ("transformer-layer", 1),
+                                                               ("transformer-layer", 2)]
+    assert [block.name for block in blocks[1:]] == taps[2:]
+    assert [block.entry for block in blocks[1:]] == taps[1:-1]
     halves = find_candidates(model, index, "sublayer")
-    assert [block.kind for block in halves] == ROLES * LAYERS
-    assert [block.name for block in halves] == [point.tensor for point in select_taps(index, "sublayer").points][1:]
+    assert [block.kind for block in halves] == ["mlp"] + ROLES * (LAYERS - 1)
+    assert [block.name for block in halves] == [point.tensor for point in select_taps(index, "sublayer").points][3:]
+
+
+def test_removing_a_layer_removes_its_three_halves_and_renumbers_its_cache(t5):
+    """Layer 1 of 3 removed: the logits are torch's without ``decoder.block[1]``, none of its
+    nodes is left, and the cache outputs of layer 2 are renumbered 1 (its cross-attention keys
+    and values, which depend on the encoder only, are unchanged)."""
+    import onnxruntime as ort
+
+    from redaudit.prune.candidates import find_candidates
+    from redaudit.prune.surgery import remove_blocks
+
+    model = onnx.load(str(t5.path))
+    layer = next(block for block in find_candidates(model) if block.layer == 1)
+    pruned = remove_blocks(model, [layer])
+    assert not [node.name for node in pruned.graph.node if "/block.1/" in node.name]
+    assert [output.name for output in pruned.graph.output] == ["logits"] + [
+        f"present.{n}.{side}.{kind}" for n in range(LAYERS - 1) for side in ("decoder", "encoder")
+        for kind in ("key", "value")]
+    feeds = _feeds(2, seed=3)
+    after = ort.InferenceSession(pruned.SerializeToString(), providers=["CPUExecutionProvider"])
+    before = ort.InferenceSession(str(t5.path), providers=["CPUExecutionProvider"])
+    names = [output.name for output in after.get_outputs()]
+    got = dict(zip(names, after.run(None, feeds)))
+    old = dict(zip([output.name for output in before.get_outputs()], before.run(None, feeds)))
+    for kind in ("key", "value"):
+        np.testing.assert_array_equal(got[f"present.1.encoder.{kind}"], old[f"present.2.encoder.{kind}"])
+    reference = lm_exports.build_t5(LAYERS)  # the same seed: the same weights
+    del reference.decoder.block[1]
+    with torch.no_grad():
+        expected = reference(decoder_input_ids=torch.from_numpy(feeds["input_ids"]),
+                             encoder_outputs=(torch.from_numpy(feeds["encoder_hidden_states"]),),
+                             attention_mask=torch.from_numpy(feeds["encoder_attention_mask"]),
+                             use_cache=False).logits.numpy()
+    np.testing.assert_allclose(got["logits"], expected, atol=1e-4)
 
 
 def test_a_layer_owns_its_self_and_cross_attention_presents(t5):

@@ -40,13 +40,16 @@ from redaudit.core.graph import node_inputs
 from redaudit.core.kv_layout import STACKING_OPS
 from redaudit.prune.errors import PruneError
 
-#: Per layer N: ``past_key_values.N.key`` (groups 1, 2) or the legacy stacked ``past_N`` (group 3).
-PAST = re.compile(r"^(?:past_key_values|past)\.(\d+)\.(key|value)$|^past_(\d+)$")
-PRESENT = re.compile(r"^present\.(\d+)\.(key|value)$|^present_(\d+)$")
+#: Per layer N: ``past_key_values.N.key`` (groups 1, 2), an encoder-decoder's
+#: ``past_key_values.N.decoder.key`` / ``.encoder.key`` (self- and cross-attention; group 2 is
+#: then ``decoder.key``...), or the legacy stacked ``past_N`` (group 3).
+PAST = re.compile(r"^(?:past_key_values|past)\.(\d+)\.((?:decoder\.|encoder\.)?(?:key|value))$|^past_(\d+)$")
+PRESENT = re.compile(r"^present\.(\d+)\.((?:decoder\.|encoder\.)?(?:key|value))$|^present_(\d+)$")
 
 
 def cache_layer(pattern: re.Pattern[str], name: str) -> tuple[int, str] | None:
-    """(layer, "key"/"value", or "" for a stacked past/present) of a cache name, or None."""
+    """(layer, "key"/"value" — "decoder.key"... in an encoder-decoder's decoder — or "" for a
+    stacked past/present) of a cache name, or None."""
     match = pattern.match(name)
     if match is None:
         return None
