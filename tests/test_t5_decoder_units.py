@@ -181,3 +181,108 @@ def test_a_layer_owns_its_self_and_cross_attention_presents(t5):
     assert [set(unit.cache_outputs) for unit in units] == [
         {f"present.{n}.{side}.{kind}" for side in ("decoder", "encoder") for kind in ("key", "value")}
         for n in range(LAYERS)]
+
+
+def _cross_attention_decoder(layer_seeds: list[int], hidden: int = 8, vocab: int = 11) -> onnx.ModelProto:
+    """Decoder layers self-attention + cross-attention + MLP, built by hand as transformers 4.57's
+    T5Attention is exported (the real optimum-onnx 0.1.0 ``decoder_model.onnx``): the
+    cross-attention reshapes the keys/values it projects from ``encoder_hidden_states`` with the
+    batch size read off its *query's* input (``Shape`` of the normed stream), and returns them
+    as ``present.N.encoder.key/value``, which nothing else reads (the scores read another
+    ``Transpose`` of the reshaped keys). Layer weights come from ``layer_seeds`` (one per layer),
+    so a model of the kept layers' seeds is the expected result of removing the others."""
+    from onnx import TensorProto, helper
+
+    weights: list[onnx.TensorProto] = []
+    nodes: list[onnx.NodeProto] = []
+
+    def weight(name: str, rng, *shape: int) -> str:
+        weights.append(helper.make_tensor(name, TensorProto.FLOAT, shape,
+                                          (rng.standard_normal(shape) / np.sqrt(shape[0])).astype(np.float32).ravel()))
+        return name
+
+    def const(name: str, values: list[int]) -> str:
+        weights.append(helper.make_tensor(name, TensorProto.INT64, [len(values)], values))
+        return name
+
+    def node(op: str, inputs: list[str], output: str, **attrs) -> str:
+        nodes.append(helper.make_node(op, inputs, [output], name=output.removesuffix("_output_0"), **attrs))
+        return output
+
+    base = np.random.default_rng(100)
+    zero, tail = const("zero", [0]), const("tail", [-1, hidden])
+    h = node("Gather", [weight("shared.weight", base, vocab, hidden), "input_ids"], "/decoder/embed/Gather_output_0")
+    outputs = []
+    for number, seed in enumerate(layer_seeds):
+        rng, p = np.random.default_rng(seed), f"/decoder/block.{number}"
+        w = {key: weight(f"block.{seed}.{key}", rng, hidden, hidden) for key in ("q", "k", "v", "o", "cq", "ck", "cv", "co",
+                                                                                  "wi", "wo")}
+        gains = [weight(f"block.{seed}.norm{half}", rng, hidden) for half in range(3)]
+        # layer.0: self-attention
+        n = node("Mul", [h, gains[0]], f"{p}/layer.0/norm_output_0")
+        q, k = node("MatMul", [n, w["q"]], f"{p}/layer.0/q_output_0"), node("MatMul", [n, w["k"]], f"present.{number}.decoder.key")
+        v = node("MatMul", [n, w["v"]], f"present.{number}.decoder.value")
+        s = node("Softmax", [node("MatMul", [q, node("Transpose", [k], f"{p}/layer.0/kt_output_0", perm=[0, 2, 1])],
+                                  f"{p}/layer.0/scores_output_0")], f"{p}/layer.0/probs_output_0", axis=-1)
+        a = node("MatMul", [node("MatMul", [s, v], f"{p}/layer.0/context_output_0"), w["o"]], f"{p}/layer.0/o_output_0")
+        h = node("Add", [h, a], f"{p}/layer.0/Add_output_0")
+        # layer.1: cross-attention, keys/values reshaped with the query side's batch size
+        n = node("Mul", [h, gains[1]], f"{p}/layer.1/norm_output_0")
+        batch = node("Gather", [node("Shape", [n], f"{p}/layer.1/Shape_output_0"), zero], f"{p}/layer.1/batch_output_0")
+        target = node("Concat", [batch, tail], f"{p}/layer.1/target_output_0", axis=0)
+        k = node("Reshape", [node("MatMul", ["encoder_hidden_states", w["ck"]], f"{p}/layer.1/k_output_0"), target],
+                 f"{p}/layer.1/Reshape_1_output_0")
+        node("Transpose", [k], f"present.{number}.encoder.key", perm=[0, 1, 2])
+        v = node("Transpose", [node("Reshape", [node("MatMul", ["encoder_hidden_states", w["cv"]], f"{p}/layer.1/v_output_0"),
+                                                target], f"{p}/layer.1/Reshape_2_output_0")],
+                 f"present.{number}.encoder.value", perm=[0, 1, 2])
+        q = node("MatMul", [n, w["cq"]], f"{p}/layer.1/q_output_0")
+        s = node("Softmax", [node("MatMul", [q, node("Transpose", [k], f"{p}/layer.1/Transpose_3_output_0", perm=[0, 2, 1])],
+                                  f"{p}/layer.1/scores_output_0")], f"{p}/layer.1/probs_output_0", axis=-1)
+        a = node("MatMul", [node("MatMul", [s, v], f"{p}/layer.1/context_output_0"), w["co"]], f"{p}/layer.1/o_output_0")
+        h = node("Add", [h, a], f"{p}/layer.1/Add_output_0")
+        # layer.2: the MLP
+        n = node("Mul", [h, gains[2]], f"{p}/layer.2/norm_output_0")
+        f = node("MatMul", [node("Relu", [node("MatMul", [n, w["wi"]], f"{p}/layer.2/wi_output_0")], f"{p}/layer.2/relu_output_0"),
+                            w["wo"]], f"{p}/layer.2/wo_output_0")
+        h = node("Add", [h, f], f"{p}/layer.2/Add_output_0")
+        outputs += [helper.make_tensor_value_info(f"present.{number}.{side}.{kind}", TensorProto.FLOAT, [None] * 3)
+                    for side in ("decoder", "encoder") for kind in ("key", "value")]
+    node("MatMul", [h, weight("lm_head.weight", base, hidden, vocab)], "logits")
+    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch_size", "decoder_sequence_length"]),
+              helper.make_tensor_value_info("encoder_hidden_states", TensorProto.FLOAT,
+                                            ["batch_size", "encoder_sequence_length", hidden])]
+    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch_size", "decoder_sequence_length", vocab])
+    graph = helper.make_graph(nodes, "decoder", inputs, [logits, *outputs], weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+@pytest.mark.parametrize("removed", [0, 1, 2])
+def test_a_layer_whose_cross_attention_reshapes_with_the_query_batch_is_removable(removed):
+    """The real file's cross-attention: removing the layer removes its key/value projections of
+    the encoder states (read only by its present.N.encoder.* and its scores) and the Shape of its
+    normed stream that sized them; the result is the model built without that layer, cache
+    names renumbered."""
+    import onnxruntime as ort
+
+    from redaudit.prune.candidates import find_candidates
+    from redaudit.prune.surgery import remove_blocks
+
+    seeds = [7, 8, 9]
+    model = _cross_attention_decoder(seeds)
+    units = find_units(GraphIndex.build(model)).units
+    assert [[sublayer.role for sublayer in unit.sublayers] for unit in units] == [ROLES] * 3
+    blocks = find_candidates(model)
+    assert [(block.kind, block.layer) for block in blocks] == [("transformer-layer", n) for n in range(3)]
+    pruned = remove_blocks(model, [blocks[removed]])
+    expected = _cross_attention_decoder([seed for number, seed in enumerate(seeds) if number != removed])
+    assert [output.name for output in pruned.graph.output] == [output.name for output in expected.graph.output]
+    assert len(pruned.graph.node) == len(expected.graph.node)
+    rng = np.random.default_rng(4)
+    feeds = {"input_ids": rng.integers(0, 11, (2, 5)), "encoder_hidden_states": rng.standard_normal((2, 6, 8)).astype(np.float32)}
+    got = ort.InferenceSession(pruned.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    want = ort.InferenceSession(expected.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    for ours, theirs in zip(got, want, strict=True):
+        np.testing.assert_allclose(ours, theirs, atol=1e-5)
