@@ -241,3 +241,57 @@ def export_gpt2_legacy(folder: Path, layers: int = 3, hidden: int = 32, heads: i
                       input_names=["input_ids", "position_ids", "attention_mask", *past_names],
                       output_names=["logits", *present_names], opset_version=17, dynamo=False, dynamic_axes=axes)
     return (TinyLM(plain_path, model, layers, "gpt2", False), TinyLM(cached_path, model, layers, "gpt2", True))
+
+
+def build_t5(layers: int = 3, hidden: int = 32, heads: int = 4, seed: int = 0):
+    """A tiny random-weight ``T5ForConditionalGeneration`` (``layers`` encoder and decoder layers)."""
+    import torch
+    import transformers as tf
+
+    torch.manual_seed(seed)
+    config = tf.T5Config(vocab_size=VOCAB, d_model=hidden, d_kv=hidden // heads, d_ff=2 * hidden, num_layers=layers,
+                         num_decoder_layers=layers, num_heads=heads, relative_attention_num_buckets=8,
+                         relative_attention_max_distance=16, dropout_rate=0.0, decoder_start_token_id=0)
+    config._attn_implementation = "eager"
+    return tf.T5ForConditionalGeneration(config).eval()
+
+
+def export_t5_decoder(path: Path, layers: int = 3, hidden: int = 32, heads: int = 4, seed: int = 0) -> TinyLM:
+    """A T5 decoder in optimum-onnx's ``decoder_model.onnx`` layout (its without-past decoder):
+    inputs ``encoder_attention_mask``, ``input_ids``, ``encoder_hidden_states`` (batch,
+    encoder_sequence_length, d_model); outputs ``logits`` and ``present.N.decoder.key/value``
+    (self-attention) and ``present.N.encoder.key/value`` (cross-attention). Each decoder layer is
+    three residual merges: ``layer.0`` self-attention, ``layer.1`` cross-attention (its keys and
+    values projected from ``encoder_hidden_states``), ``layer.2`` the feed-forward."""
+    import torch
+
+    model = build_t5(layers, hidden, heads, seed)
+
+    class Decoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, encoder_attention_mask, input_ids, encoder_hidden_states):
+            out = self.model(decoder_input_ids=input_ids, encoder_outputs=(encoder_hidden_states,),
+                             attention_mask=encoder_attention_mask, use_cache=True)
+            cache = out.past_key_values
+            flat = []
+            for layer in range(layers):
+                flat += [cache.self_attention_cache.layers[layer].keys, cache.self_attention_cache.layers[layer].values,
+                         cache.cross_attention_cache.layers[layer].keys, cache.cross_attention_cache.layers[layer].values]
+            return (out.logits, *flat)
+
+    presents = [f"present.{layer}.{side}.{kind}" for layer in range(layers)
+                for side in ("decoder", "encoder") for kind in ("key", "value")]
+    axes = {"encoder_attention_mask": {0: "batch_size", 1: "encoder_sequence_length"},
+            "input_ids": {0: "batch_size", 1: "decoder_sequence_length"},
+            "encoder_hidden_states": {0: "batch_size", 1: "encoder_sequence_length"},
+            "logits": {0: "batch_size", 1: "decoder_sequence_length"}}
+    axes.update({name: {0: "batch_size", 2: "decoder_sequence_length" if ".decoder." in name
+                        else "encoder_sequence_length"} for name in presents})
+    args = (torch.ones(2, 6, dtype=torch.long), torch.randint(0, VOCAB, (2, 5)), torch.randn(2, 6, hidden))
+    torch.onnx.export(Decoder().eval(), args, str(path),
+                      input_names=["encoder_attention_mask", "input_ids", "encoder_hidden_states"],
+                      output_names=["logits", *presents], opset_version=17, dynamo=False, dynamic_axes=axes)
+    return TinyLM(path, model, layers, "t5", True)

@@ -22,7 +22,7 @@ from redaudit.core.dataflow import is_weighted
 from redaudit.core.graph import GraphIndex
 from redaudit.core.recurrence import Recurrence, find_recurrences, recurrent_region
 from redaudit.core.spec import LEVELS
-from redaudit.core.units import UnitLayout, find_units
+from redaudit.core.units import ROLE_CROSS, UnitLayout, find_units
 from redaudit.errors import TapError
 
 #: What one IR is, by the level actually used (block and sublayer name the model's unit).
@@ -139,8 +139,9 @@ def block_points(index: GraphIndex) -> list[TapPoint]:
 
 
 def sublayer_points(index: GraphIndex) -> list[TapPoint]:
-    """The stem and one IR per residual half of each transformer layer (attention, MLP); a
-    parallel layer (attention and MLP on one residual) is one IR, and so is a residual block."""
+    """The stem and one IR per residual half of each transformer layer (attention, cross-attention
+    in a decoder that has it, MLP); a parallel layer (attention and MLP on one residual) is one
+    IR, and so is a residual block."""
     layout = find_units(index)
     points = _stem_point(index, layout)
     for number, unit in enumerate(layout.units):
@@ -160,7 +161,10 @@ def unit_name(index: GraphIndex, level: str) -> str:
     if not layout.units:
         return "recurrent layer" if find_recurrences(index) else "residual block"
     if level == "sublayer" and layout.transformer:
-        return f"{layout.kind} (attention+MLP in parallel)" if layout.parallel else "attention/MLP sublayer"
+        if layout.parallel:
+            return f"{layout.kind} (attention+MLP in parallel)"
+        cross = any(sublayer.role == ROLE_CROSS for sublayer in layout.sublayers)
+        return "attention/cross-attention/MLP sublayer" if cross else "attention/MLP sublayer"
     return layout.kind
 
 

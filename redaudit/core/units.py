@@ -1,10 +1,12 @@
-"""Units: what one IR stands for — a transformer layer, its two residual halves, or a residual block.
+"""Units: what one IR stands for — a transformer layer, its residual halves, or a residual block.
 
-Built on the one block detector (:mod:`redaudit.core.blocks`). A transformer layer is the span
-of its residual halves: the attention merge ``h = x + attn(x)`` and the feed-forward merge
-``y = h + mlp(h)`` that starts from it; its IR is the hidden state after the layer (ShortGPT's
-unit, ``output_hidden_states`` in Hugging Face terms). The halves are the ``sublayer``
-granularity (FinerCut's unit). Scan taps these units and prune removes them, under the same
+Built on the one block detector (:mod:`redaudit.core.blocks`). A transformer layer is the run of
+consecutive residual merges on the stream that it is made of: the attention merge
+``h = x + attn(x)``, in an encoder-decoder's decoder (T5, BART, Whisper...) a cross-attention merge
+``h' = h + xattn(h, memory)`` that starts from it, and the feed-forward merge
+``y = h' + mlp(h')`` that ends it; its IR is the hidden state after the layer (ShortGPT's unit,
+``output_hidden_states`` in Hugging Face terms). The halves are the ``sublayer`` granularity
+(FinerCut's unit): two per layer, three in a decoder with cross-attention. Scan taps these units and prune removes them, under the same
 names, so the layer a report calls redundant is the layer prune offers.
 
 Layouts met on real exports, and how they are handled:
@@ -21,6 +23,12 @@ Layouts met on real exports, and how they are handled:
   tensors, so at ``sublayer`` level such a layer is one IR (role ``attention+mlp``).
 * **Post-norm** (BERT, ``nn.TransformerEncoderLayer``): each merge's IR is taken after its
   LayerNorm (:func:`~redaudit.core.blocks.chain_end`), which is the next half's input.
+* **Cross-attention** (T5's ``layer.1``, BART's ``encoder_attn``): an attention half whose
+  queries come from the stream and whose keys/values do not — they are projected from
+  ``encoder_hidden_states`` or read from ``past_key_values.N.encoder.*``
+  (:func:`attends_to_memory`). It joins the layer whose self-attention it follows, so the MLP
+  after it ends that layer; one that follows a complete layer (Flamingo's gated cross-attention
+  blocks) starts a layer of its own.
 
 A layer is a *decoder* layer when the model's attention is causal (a causal mask built in the
 graph, or a key/value cache among the inputs/outputs: :mod:`redaudit.core.causal_attention`),
@@ -32,19 +40,23 @@ from dataclasses import dataclass
 
 import onnx
 
-from redaudit.core.blocks import ResidualMerge, find_residual_merges
+from redaudit.core.blocks import ATTENTION_OPS, ResidualMerge, find_residual_merges
 from redaudit.core.causal_attention import is_causal
-from redaudit.core.graph import GraphIndex
+from redaudit.core.dataflow import weighted_attention
+from redaudit.core.graph import SHAPE_ONLY_OPS, GraphIndex
 from redaudit.core.kv_layout import STACKING_OPS
 
 #: What one IR is at each level (the report names it).
 ROLE_ATTENTION, ROLE_MLP, ROLE_PARALLEL, ROLE_RESIDUAL = "attention", "mlp", "attention+mlp", "residual"
+ROLE_CROSS = "cross-attention"
+_ATTENDING = (ROLE_ATTENTION, ROLE_CROSS)
 
 
 @dataclass(frozen=True)
 class Sublayer:
     """One residual half: ``entry`` is the stream tensor it reads (before value-preserving ops),
-    ``exit`` its IR; ``role`` is attention, mlp, attention+mlp (parallel layouts) or residual."""
+    ``exit`` its IR; ``role`` is attention, cross-attention, mlp, attention+mlp (parallel layouts)
+    or residual."""
 
     merge: ResidualMerge
     entry: str
@@ -149,6 +161,36 @@ def _absorb_parallel(index: GraphIndex, merges: list[ResidualMerge]) -> tuple[li
     return [merge for merge in merges if merge.add not in inner], absorbing
 
 
+#: Products of two data tensors: attention scores ``q·kᵀ`` and the weighted sum ``p·v``.
+_PRODUCT_OPS = frozenset({"MatMul", "Einsum"})
+
+
+def attends_to_memory(index: GraphIndex, merge: ResidualMerge) -> bool:
+    """Whether the branch's attention is a cross-attention: its queries are computed from the
+    block input and its keys or values are not (an encoder's output, a graph input, a cached
+    ``past_key_values.N.encoder.*``). Shown by a product of two data tensors (``q·kᵀ``, ``p·v``)
+    of which one depends on the block input and the other does not, or a fused attention op
+    whose query does and whose key does not. A self-attention's keys depend on the input even
+    with a cache (``concat(past, k(x))``); shape arithmetic is no dependence (a cross-attention
+    reshapes its keys with the query's batch size)."""
+    derived = {merge.entry}
+    for position in sorted(merge.branch_nodes):
+        node = index.nodes[position]
+        if node.op_type in SHAPE_ONLY_OPS:
+            continue
+        data = [name for name in node.input if name and name not in index.constants]
+        reads = [name in derived for name in data]
+        if node.op_type in _PRODUCT_OPS and len(data) == 2 and any(reads) and not all(reads):
+            return True
+        if node.op_type in ATTENTION_OPS and not weighted_attention(node) and len(node.input) > 1 \
+                and node.input[0] in derived and node.input[1] and node.input[1] not in derived \
+                and node.input[1] not in index.constants:
+            return True
+        if any(reads):
+            derived.update(name for name in node.output if name)
+    return False
+
+
 def _sublayers(index: GraphIndex, merges: list[ResidualMerge], parallel: set[str]) -> list[Sublayer]:
     found: list[Sublayer] = []
     for merge in merges:
@@ -156,8 +198,8 @@ def _sublayers(index: GraphIndex, merges: list[ResidualMerge], parallel: set[str
         if merge.add in parallel and attention:
             role = ROLE_PARALLEL
         elif attention:
-            role = ROLE_ATTENTION
-        elif found and found[-1].role in (ROLE_ATTENTION, ROLE_MLP):
+            role = ROLE_CROSS if attends_to_memory(index, merge) else ROLE_ATTENTION
+        elif found and found[-1].role in (*_ATTENDING, ROLE_MLP):
             role = ROLE_MLP
         else:
             role = ROLE_RESIDUAL
@@ -165,27 +207,36 @@ def _sublayers(index: GraphIndex, merges: list[ResidualMerge], parallel: set[str
     return found
 
 
-def _through_stream_only(index: GraphIndex, attention: Sublayer, following: Sublayer) -> bool:
-    """Whether ``following`` reads nothing the attention half computed but its output: the halves
+def _through_stream_only(index: GraphIndex, earlier: Sublayer, following: Sublayer) -> bool:
+    """Whether ``following`` reads nothing the ``earlier`` half computed but its output: the halves
     of a layer talk through the residual stream alone. (A block that re-uses the attention
     probabilities of the block before it is a block of its own, not that layer's MLP.)"""
-    inner = {name for position in attention.merge.branch_nodes for name in index.nodes[position].output
+    inner = {name for position in earlier.merge.branch_nodes for name in index.nodes[position].output
              if name and (kind := index.types.get(name)) is not None and kind.is_float}
-    inner -= {attention.merge.add, attention.exit}
+    inner -= {earlier.merge.add, earlier.exit}
     return not any(name in inner for position in following.merge.branch_nodes
                    for name in index.nodes[position].input)
 
 
+def _joins(index: GraphIndex, layer: list[Sublayer], sublayer: Sublayer) -> bool:
+    """Whether ``sublayer`` continues ``layer``: a layer is an attention half, then any
+    cross-attention halves, then at most one feed-forward half, each starting from the previous
+    one's IR and reading nothing the earlier halves computed but the stream."""
+    if layer[-1].role not in _ATTENDING or layer[0].role not in _ATTENDING:
+        return False  # the layer is complete (its MLP), or not a transformer layer
+    if sublayer.role not in (ROLE_CROSS, ROLE_MLP) or sublayer.entry != layer[-1].exit:
+        return False
+    return all(_through_stream_only(index, earlier, sublayer) for earlier in layer)
+
+
 def _group(index: GraphIndex, sublayers: list[Sublayer]) -> list[list[Sublayer]]:
-    """An attention half followed by the feed-forward half that starts from its IR is one
-    layer; a parallel layer, or a residual block without attention, is one unit alone."""
+    """A run of consecutive halves on the stream — attention, optional cross-attention, the
+    feed-forward that starts from the last of them — is one layer; a parallel layer, or a
+    residual block without attention, is one unit alone."""
     groups: list[list[Sublayer]] = []
     for sublayer in sublayers:
-        previous = groups[-1] if groups else None
-        if (previous is not None and len(previous) == 1 and sublayer.role == ROLE_MLP
-                and previous[0].role == ROLE_ATTENTION and sublayer.entry == previous[-1].exit
-                and _through_stream_only(index, previous[0], sublayer)):
-            previous.append(sublayer)
+        if groups and _joins(index, groups[-1], sublayer):
+            groups[-1].append(sublayer)
         else:
             groups.append([sublayer])
     return groups
@@ -242,7 +293,7 @@ def _cache_io(index: GraphIndex, group: list[Sublayer]) -> tuple[tuple[str, ...]
 
 def _is_layer(group: list[Sublayer] | tuple[Sublayer, ...]) -> bool:
     """Whether a group of halves is a transformer layer (it holds attention)."""
-    return any(sub.role in (ROLE_ATTENTION, ROLE_PARALLEL) for sub in group)
+    return any(sub.role in (*_ATTENDING, ROLE_PARALLEL) for sub in group)
 
 
 def find_units(index: GraphIndex) -> UnitLayout:

@@ -62,7 +62,8 @@ def block_region(index: GraphIndex, entry: str, exit_name: str) -> set[int] | No
     """Nodes that die when ``exit_name`` is replaced by ``entry``, or None if that is unsafe.
 
     The region is every node on a data path entry → exit, plus the helper nodes (shape
-    arithmetic, constants) that only feed the region. It is unsafe when a tensor computed
+    arithmetic, constants; a cross-attention's keys and values projected from the encoder's
+    states, also written to its ``present.N.encoder.*``) that only feed the region. It is unsafe when a tensor computed
     inside, other than the exit, is read outside or is a graph output — other than a decoder
     layer's ``present.N.*`` (or legacy stacked ``present_N``) cache output, which is removed with
     its layer.
@@ -74,11 +75,18 @@ def block_region(index: GraphIndex, entry: str, exit_name: str) -> set[int] | No
         return None
     region = set(core)
     upstream = index.ancestors(entry)  # still needed: the entry survives the removal
-    for position in sorted(index.ancestors(exit_name) - core - upstream, reverse=True):
+    feeding = index.ancestors(exit_name)
+    # nodes that write cache outputs only, off the path to the exit (a cross-attention's
+    # present.N.encoder.key, a Transpose of keys it projected from the encoder's states): they
+    # go with the layer when all they read does (cache_tail below), so they do not hold a helper
+    presents = {position for name in index.graph_outputs if is_cache_output(name)
+                and (position := index.producer.get(name)) is not None and position not in feeding
+                and all(is_cache_output(out) for out in index.nodes[position].output if out)}
+    for position in sorted(feeding - core - upstream, reverse=True):
         outputs = [name for name in index.nodes[position].output if name]
-        if any(name in index.graph_outputs for name in outputs):
+        if any(name in index.graph_outputs and not is_cache_output(name) for name in outputs):
             continue
-        if all(set(index.consumers.get(name, ())) <= region for name in outputs):
+        if all(set(index.consumers.get(name, ())) <= region | presents for name in outputs):
             region.add(position)
     region |= cache_tail(index, region, frozenset({exit_name}))  # a legacy layout's stacked present_N
     for name in index.outputs_of(region):

@@ -40,13 +40,16 @@ from redaudit.core.graph import node_inputs
 from redaudit.core.kv_layout import STACKING_OPS
 from redaudit.prune.errors import PruneError
 
-#: Per layer N: ``past_key_values.N.key`` (groups 1, 2) or the legacy stacked ``past_N`` (group 3).
-PAST = re.compile(r"^(?:past_key_values|past)\.(\d+)\.(key|value)$|^past_(\d+)$")
-PRESENT = re.compile(r"^present\.(\d+)\.(key|value)$|^present_(\d+)$")
+#: Per layer N: ``past_key_values.N.key`` (groups 1, 2), an encoder-decoder's
+#: ``past_key_values.N.decoder.key`` / ``.encoder.key`` (self- and cross-attention; group 2 is
+#: then ``decoder.key``...), or the legacy stacked ``past_N`` (group 3).
+PAST = re.compile(r"^(?:past_key_values|past)\.(\d+)\.((?:decoder\.|encoder\.)?(?:key|value))$|^past_(\d+)$")
+PRESENT = re.compile(r"^present\.(\d+)\.((?:decoder\.|encoder\.)?(?:key|value))$|^present_(\d+)$")
 
 
 def cache_layer(pattern: re.Pattern[str], name: str) -> tuple[int, str] | None:
-    """(layer, "key"/"value", or "" for a stacked past/present) of a cache name, or None."""
+    """(layer, "key"/"value" — "decoder.key"... in an encoder-decoder's decoder — or "" for a
+    stacked past/present) of a cache name, or None."""
     match = pattern.match(name)
     if match is None:
         return None
@@ -81,8 +84,10 @@ def _ancestors(graph: onnx.GraphProto, names: list[str]) -> set[int]:
 
 def feeding_cache_outputs(graph: onnx.GraphProto) -> set[str]:
     """Cache outputs whose producer also feeds a non-cache output (a live layer's present), or
-    (the legacy ``present_N``) stacks tensors whose producers do: the stack is walked back only
-    through ops read by nothing else, so it stops at the layer's own keys and values."""
+    stacks or copies tensors whose producers do — the legacy ``present_N``; an encoder-decoder's
+    ``present.N.encoder.key``, a Transpose of the keys whose other Transpose the scores read
+    (optimum-onnx 0.1.0's T5): the stack is walked back only through ops read by nothing else,
+    so it stops at the layer's own keys and values."""
     live = _ancestors(graph, [out.name for out in graph.output if not is_cache_output(out.name)])
     producer = _producers(graph)
     readers: dict[str, set[int]] = {}
@@ -98,7 +103,10 @@ def feeding_cache_outputs(graph: onnx.GraphProto) -> set[str]:
             return True
         node = graph.node[position]
         only_stack = reader is None or readers.get(name, set()) == {reader}
-        if not stacked or not only_stack or depth >= 4 or node.op_type not in STACKING_OPS:
+        # a per-key/value present is walked through copies of one tensor (Transpose, Reshape...),
+        # not through a Concat: ``present.N.key = Concat(past, k)`` is live itself or is the layer's
+        copies = stacked or node.op_type != "Concat"
+        if not only_stack or not copies or depth >= 4 or node.op_type not in STACKING_OPS:
             return False
         data = node.input if node.op_type == "Concat" else node.input[:1]  # not axes or shape inputs
         return any(feeding(item, stacked, position, depth + 1) for item in data if item)
