@@ -23,9 +23,7 @@ stays a reference into the model's folder); the branch's outputs take the If's o
 leaves the graph. Every later stage — taps, units, probe, memory estimate, session, prune —
 sees one flat graph, and a pruned merged decoder is written flat (docs/prune.md).
 
-:func:`hidden_layer_notes` is the one rule for the rest: a top-level control-flow node whose
-body holds weighted layers that cannot be inlined is named in one line (why, and how many layers
-stay invisible); tap selection warns with it, or puts it in its error when no tap is left.
+What cannot be inlined is named by :mod:`redaudit.core.hidden_layers`.
 """
 from __future__ import annotations
 
@@ -38,12 +36,10 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from redaudit.core.dataflow import WEIGHTED_OPS
 from redaudit.errors import ProbeInputError
 
 #: Graph inputs whose value is known: optimum's merged decoder runs its with-past branch.
 KNOWN_CONDITIONS: dict[str, bool] = {"use_cache_branch": True}
-_CONTROL_FLOW = ("If", "Loop", "Scan")
 _BRANCH_KIND = {"use_cache_branch": {True: "with past", False: "without past"}}
 
 
@@ -238,47 +234,6 @@ def _reads(node: onnx.NodeProto) -> set[str]:
             for inner in body.node:
                 names |= _reads(inner)
     return names
-
-
-def hidden_layer_notes(model: onnx.ModelProto) -> list[str]:
-    """One line per top-level If/Loop/Scan whose body holds weighted layers (a weighted operator
-    reading an initializer): those layers cannot be tapped, compared or pruned."""
-    graph = model.graph
-    initializers = {tensor.name for tensor in graph.initializer}
-    inputs = {value.name for value in graph.input if value.name not in initializers}
-    notes = []
-    for position, node in enumerate(graph.node):
-        if node.op_type not in _CONTROL_FLOW or node.domain not in ("", "ai.onnx"):
-            continue
-        bodies = [body for attribute in node.attribute for body in (
-            [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs))]
-        count = max((_weighted_layers(body, initializers) for body in bodies), default=0)
-        if not count:
-            continue
-        label = node.name or f"{node.op_type} #{position}"
-        if node.op_type == "If":
-            condition = node.input[0] if node.input else ""
-            why = (f"its condition {condition!r} is a graph input of no known value" if condition in inputs
-                   else f"its condition {condition!r} is computed in the graph, not a graph input")
-        else:
-            why = f"a {node.op_type} body runs per iteration"
-        notes.append(f"{node.op_type} node {label!r} holds {count} weighted layer(s) in its subgraph, which cannot "
-                     f"be tapped or pruned: {why}")
-    return notes
-
-
-def _weighted_layers(body: onnx.GraphProto, outer: set[str]) -> int:
-    """Weighted operators reading a weight of the body or of the scopes around it (nested bodies
-    included; the largest branch of each nested node counts)."""
-    weights = outer | {tensor.name for tensor in body.initializer}
-    count = 0
-    for node in body.node:
-        if node.op_type in WEIGHTED_OPS and any(name in weights for name in node.input):
-            count += 1
-        for attribute in node.attribute:
-            nested = [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs)
-            count += max((_weighted_layers(inner, weights) for inner in nested), default=0)
-    return count
 
 
 def check_condition_inputs(inlined: tuple[Inlined, ...], source: Any) -> Any:

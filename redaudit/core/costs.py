@@ -14,8 +14,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import onnx
 
-from redaudit.core.graph import infer_types, parameter_count
+from redaudit.core.graph import parameter_count
 from redaudit.core.kv_layout import batch_axis, swap_samples
+from redaudit.core.tensor_types import infer_types
 
 __all__ = ["concrete_model", "node_flops", "flops_per_node", "flop_count", "parameter_count"]
 

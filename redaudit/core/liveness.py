@@ -9,10 +9,10 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from redaudit.core.graph import infer_types
 from redaudit.core.kv_layout import batch_axis
 from redaudit.core.prepared import PreparedModel
 from redaudit.core.probe import DEFAULT_SYMBOLIC_DIM
+from redaudit.core.tensor_types import infer_types
 
 _SMALL_INITIALIZER = 4096  # elements kept when re-inferring shapes (Reshape targets, indices)
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import onnx
 
 from redaudit.core.blocks import chain_end, find_residual_merges  # noqa: F401 - re-exported
-from redaudit.core.branches import hidden_layer_notes
 from redaudit.core.dataflow import is_weighted
 from redaudit.core.graph import GraphIndex
+from redaudit.core.hidden_layers import hidden_layer_notes
 from redaudit.core.recurrence import Recurrence, find_recurrences, recurrent_region
 from redaudit.core.spec import LEVELS
 from redaudit.core.units import ROLE_CROSS, UnitLayout, find_units

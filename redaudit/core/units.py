@@ -26,7 +26,7 @@ Layouts met on real exports, and how they are handled:
 * **Cross-attention** (T5's ``layer.1``, BART's ``encoder_attn``): an attention half whose
   queries come from the stream and whose keys/values do not — they are projected from
   ``encoder_hidden_states`` or read from ``past_key_values.N.encoder.*``
-  (:func:`attends_to_memory`). It joins the layer whose self-attention it follows, so the MLP
+  (:func:`~redaudit.core.cross_attention.attends_to_memory`). It joins the layer whose self-attention it follows, so the MLP
   after it ends that layer; one that follows a complete layer (Flamingo's gated cross-attention
   blocks) starts a layer of its own.
 
@@ -40,10 +40,10 @@ from dataclasses import dataclass
 
 import onnx
 
-from redaudit.core.blocks import ATTENTION_OPS, ResidualMerge, find_residual_merges
+from redaudit.core.blocks import ResidualMerge, find_residual_merges
 from redaudit.core.causal_attention import is_causal
-from redaudit.core.dataflow import weighted_attention
-from redaudit.core.graph import SHAPE_ONLY_OPS, GraphIndex
+from redaudit.core.cross_attention import attends_to_memory
+from redaudit.core.graph import GraphIndex
 from redaudit.core.kv_layout import STACKING_OPS
 
 #: What one IR is at each level (the report names it).
@@ -159,36 +159,6 @@ def _absorb_parallel(index: GraphIndex, merges: list[ResidualMerge]) -> tuple[li
                 inner.add(candidate.add)
                 absorbing.add(merge.add)
     return [merge for merge in merges if merge.add not in inner], absorbing
-
-
-#: Products of two data tensors: attention scores ``q·kᵀ`` and the weighted sum ``p·v``.
-_PRODUCT_OPS = frozenset({"MatMul", "Einsum"})
-
-
-def attends_to_memory(index: GraphIndex, merge: ResidualMerge) -> bool:
-    """Whether the branch's attention is a cross-attention: its queries are computed from the
-    block input and its keys or values are not (an encoder's output, a graph input, a cached
-    ``past_key_values.N.encoder.*``). Shown by a product of two data tensors (``q·kᵀ``, ``p·v``)
-    of which one depends on the block input and the other does not, or a fused attention op
-    whose query does and whose key does not. A self-attention's keys depend on the input even
-    with a cache (``concat(past, k(x))``); shape arithmetic is no dependence (a cross-attention
-    reshapes its keys with the query's batch size)."""
-    derived = {merge.entry}
-    for position in sorted(merge.branch_nodes):
-        node = index.nodes[position]
-        if node.op_type in SHAPE_ONLY_OPS:
-            continue
-        data = [name for name in node.input if name and name not in index.constants]
-        reads = [name in derived for name in data]
-        if node.op_type in _PRODUCT_OPS and len(data) == 2 and any(reads) and not all(reads):
-            return True
-        if node.op_type in ATTENTION_OPS and not weighted_attention(node) and len(node.input) > 1 \
-                and node.input[0] in derived and node.input[1] and node.input[1] not in derived \
-                and node.input[1] not in index.constants:
-            return True
-        if any(reads):
-            derived.update(name for name in node.output if name)
-    return False
 
 
 def _sublayers(index: GraphIndex, merges: list[ResidualMerge], parallel: set[str]) -> list[Sublayer]:

@@ -29,7 +29,8 @@ import onnx
 from redaudit.core.blocks import chain_end, compatible_shapes
 from redaudit.core.dataflow import WEIGHTED_OPS as _ALL_WEIGHTED_OPS
 from redaudit.core.fused import is_fused_skip_norm
-from redaudit.core.graph import FLOAT_TYPES, GraphIndex
+from redaudit.core.graph import GraphIndex
+from redaudit.core.tensor_types import FLOAT_TYPES
 from redaudit.core.units import cache_tail, find_units
 from redaudit.prune.kv_cache import is_cache_output
 

@@ -20,7 +20,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from redaudit.core.graph import GraphIndex, TensorType
+from redaudit.core.graph import GraphIndex
+from redaudit.core.tensor_types import TensorType
 from redaudit.prune.errors import PruneError
 
 _UNKNOWN = TensorType(0, None)
