@@ -72,6 +72,12 @@ def reduce_as_documented(array: np.ndarray, samples: int, layout: str | None, re
                          reduce: str = "pool") -> np.ndarray:
     """(samples, features) float64 from one raw IR, following the documented rule."""
     values = np.asarray(array, dtype=np.float64)
+    if values.shape[0] != samples and samples not in values.shape and values.shape[0] % samples == 0:
+        # the batch folded sample-major into axis 0 (MobileViT's (N·P, tokens, C)): each of the
+        # k rows of a sample reduced as documented, then averaged (pool) or kept side by side
+        rows = reduce_as_documented(values, values.shape[0], layout, recurrent, reduce)
+        grouped = rows.reshape(samples, values.shape[0] // samples, -1)
+        return grouped.mean(axis=1) if reduce == "pool" else grouped.reshape(samples, -1)
     if values.shape[0] != samples:  # time-major recurrent output: move the batch axis first
         axis = next(i for i, d in enumerate(values.shape) if d == samples)
         values = np.moveaxis(values, axis, 0)

@@ -40,7 +40,7 @@ from redaudit.core.probe import make_probe
 from redaudit.core.progress import ProgressCallback, notify
 from redaudit.core.result import LayerInfo, ScanResult
 from redaudit.core.run import CUDA, BatchRunner
-from redaudit.core.shapes import PROBE_SAMPLES, RuntimeShapes, probe_ranks
+from redaudit.core.shapes import PROBE_SAMPLES, RuntimeShapes, per_sample, probe_ranks
 from redaudit.core.similarity import SimilarityAccumulator
 from redaudit.core.spec import ScanSpec, min_batch
 from redaudit.core.tap import TapPoint
@@ -186,9 +186,11 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
         outputs = runner.run(batch)
         seconds = time.perf_counter() - begin
         outputs, shape_rows = outputs[:len(layers)], outputs[len(layers):]
-        count = outputs[0].shape[0]
-        kept = [i for i, out in enumerate(outputs) if out.ndim >= 1 and out.shape[0] == count]
-        features = [outputs[i].reshape(count, -1) for i in kept]
+        count = max((array.shape[0] for array in batch.values() if array.ndim), default=outputs[0].shape[0])
+        rows = [per_sample(out, count, (layers[i].shape or (None,))[0], spec.reduce == "pool")
+                for i, out in enumerate(outputs)]
+        kept = [i for i, row in enumerate(rows) if row is not None]
+        features = [rows[i] for i in kept]
         dropped = {i: outputs[i].shape for i in range(len(outputs)) if i not in kept}
         if lanes > 1 and len(kept) >= 2 and spec.cka_batch is not None:
             return _LaneBatch(seconds, shape_rows, dropped, kept, count, None,
