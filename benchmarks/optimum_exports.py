@@ -26,6 +26,15 @@ Layouts per decoder (Llama, Qwen2, Mistral, Phi-3, GPT-2; 3 layers, hidden 64, v
 - ``split/decoder_model_merged.onnx``: ``optimum.onnx.merge_decoders`` on that pair (what the
   exporter itself still does for encoder-decoder models, and what Hub/transformers.js files are).
 
+More decoders, ``single/model.onnx`` only (``MORE_DECODERS``: OPT, BLOOM, Falcon, GPT-J, GPT-NeoX,
+GPT-Neo, CodeGen, GPT-BigCode, Phi, Gemma, Gemma 2, Gemma 3 text, StableLM, Granite, OLMo, OLMo 2,
+SmolLM3, Qwen3, MPT, Cohere, Helium, Nemotron, GLM; 3 layers, hidden 64, vocab 128): scanned at
+both levels and pruned by one layer. Measured: all export; embedding + 3 layers at ``block``;
+7 IRs at ``sublayer`` (4 for the parallel Falcon, GPT-J, GPT-NeoX, CodeGen, Phi and Cohere);
+largest |scan − reference| 7.8e-16; every pruned file loads with its pasts/presents renumbered
+0-1. OPT (MLP on a flattened view of the stream) and Cohere (``(x + attn) + mlp``) found 6
+layers before the fixes in ``redaudit.core.blocks`` / ``redaudit.core.parallel_layers``.
+
 Also: T5 (``text2text-generation-with-past``: the exporter merges its decoder by itself),
 BERT (``feature-extraction``) and BERT through ``ORTOptimizer`` at ``OptimizationConfig(2)``.
 
@@ -48,6 +57,10 @@ from pathlib import Path
 import numpy as np
 
 DECODERS = ("llama", "qwen2", "mistral", "phi3", "gpt2")
+# exported in the one layout optimum-onnx 0.1.0 offers (single/model.onnx, text-generation-with-past)
+MORE_DECODERS = ("opt", "bloom", "falcon", "gptj", "gpt_neox", "gpt_neo", "codegen", "gpt_bigcode", "phi",
+                 "gemma", "gemma2", "gemma3_text", "stablelm", "granite", "olmo", "olmo2", "smollm3", "qwen3",
+                 "mpt", "cohere", "helium", "nemotron", "glm")
 SEQUENCE = 16
 
 
@@ -65,11 +78,51 @@ def _configs():
         "phi3": (T.Phi3Config(num_key_value_heads=4, pad_token_id=0, **common), T.AutoModelForCausalLM),
         "gpt2": (T.GPT2Config(vocab_size=128, n_embd=64, n_layer=3, n_head=4, n_positions=256),
                  T.AutoModelForCausalLM),
+        **_more_configs(T, common),
         "t5": (T.T5Config(vocab_size=128, d_model=64, d_kv=16, d_ff=128, num_layers=3, num_heads=4,
                           decoder_start_token_id=0), T.AutoModelForSeq2SeqLM),
         "bert": (T.BertConfig(vocab_size=128, hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
                               intermediate_size=128, max_position_embeddings=128), T.AutoModel),
     }
+
+
+def _more_configs(T, common: dict) -> dict:
+    """The single-layout decoders: 3 layers, hidden 64, vocab 128, token ids inside the vocabulary."""
+    tokens = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
+    gqa = {**common, **tokens, "num_key_value_heads": 2}
+    gpt = {"vocab_size": 128, "n_embd": 64, "n_layer": 3, "n_head": 4, "n_positions": 256, "bos_token_id": 1,
+           "eos_token_id": 2}
+    configs = {
+        "opt": T.OPTConfig(vocab_size=128, hidden_size=64, num_hidden_layers=3, ffn_dim=128, num_attention_heads=4,
+                           max_position_embeddings=256, word_embed_proj_dim=64, **tokens),
+        "bloom": T.BloomConfig(vocab_size=128, hidden_size=64, n_layer=3, n_head=4, **tokens),
+        "falcon": T.FalconConfig(vocab_size=128, hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
+                                 parallel_attn=True, multi_query=True, new_decoder_architecture=False, alibi=False,
+                                 bias=False, bos_token_id=1, eos_token_id=2),
+        "gptj": T.GPTJConfig(rotary_dim=8, **gpt),
+        "gpt_neox": T.GPTNeoXConfig(**common, **tokens, use_parallel_residual=True),
+        "gpt_neo": T.GPTNeoConfig(vocab_size=128, hidden_size=64, num_layers=3, num_heads=4, intermediate_size=128,
+                                  attention_types=[[["global", "local"], 1], [["global"], 1]], window_size=8,
+                                  max_position_embeddings=256, bos_token_id=1, eos_token_id=2),
+        "codegen": T.CodeGenConfig(rotary_dim=8, n_ctx=256, **gpt),
+        "gpt_bigcode": T.GPTBigCodeConfig(multi_query=True, **gpt),
+        "phi": T.PhiConfig(**common, **tokens),
+        "gemma": T.GemmaConfig(head_dim=16, **gqa),
+        "gemma2": T.Gemma2Config(head_dim=16, sliding_window=8, **gqa),
+        "gemma3_text": T.Gemma3TextConfig(head_dim=16, sliding_window=8, sliding_window_pattern=2, **gqa),
+        "stablelm": T.StableLmConfig(**gqa),
+        "granite": T.GraniteConfig(**gqa),
+        "olmo": T.OlmoConfig(**common, **tokens),
+        "olmo2": T.Olmo2Config(**gqa),
+        "smollm3": T.SmolLM3Config(**gqa),
+        "qwen3": T.Qwen3Config(head_dim=16, **gqa),
+        "mpt": T.MptConfig(d_model=64, n_heads=4, n_layers=3, vocab_size=128, max_seq_len=256, **tokens),
+        "cohere": T.CohereConfig(**gqa),
+        "helium": T.HeliumConfig(head_dim=16, **gqa),
+        "nemotron": T.NemotronConfig(head_dim=16, **gqa),
+        "glm": T.GlmConfig(head_dim=16, **gqa),
+    }
+    return {arch: (config, T.AutoModelForCausalLM) for arch, config in configs.items()}
 
 
 def export(out: Path, only: list[str] | None) -> None:
@@ -81,6 +134,12 @@ def export(out: Path, only: list[str] | None) -> None:
 
     for arch, (config, auto) in _configs().items():
         if only and arch not in only:
+            continue
+        if arch in MORE_DECODERS:
+            try:
+                _export_one(out, arch, config, auto, torch, main_export)
+            except Exception as error:  # noqa: BLE001 - one failed architecture is a result, not the end
+                print(f"{arch}: export failed: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
             continue
         torch.manual_seed(0)
         folder = out / "models" / arch
@@ -99,6 +158,8 @@ def export(out: Path, only: list[str] | None) -> None:
                         task="text2text-generation-with-past")
             continue
         main_export(model_name_or_path=str(folder), output=out / arch / "single", task="text-generation-with-past")
+        if arch in MORE_DECODERS:
+            continue
         main_export(model_name_or_path=str(folder), output=out / arch / "nopast", task="text-generation")
         split = out / arch / "split"
         split.mkdir(parents=True, exist_ok=True)
@@ -111,6 +172,13 @@ def export(out: Path, only: list[str] | None) -> None:
                       split, output_names=["decoder_model.onnx", "decoder_with_past_model.onnx"])
         merge_decoders(split / "decoder_model.onnx", split / "decoder_with_past_model.onnx",
                        save_path=split / "decoder_model_merged.onnx", strict=False)
+
+
+def _export_one(out: Path, arch: str, config, auto, torch, main_export) -> None:
+    torch.manual_seed(0)
+    folder = out / "models" / arch
+    auto.from_config(config).eval().save_pretrained(folder)
+    main_export(model_name_or_path=str(folder), output=out / arch / "single", task="text-generation-with-past")
 
 
 # --------------------------------------------------------------------------- compare (redaudit venv)
@@ -199,6 +267,7 @@ def prune_row(name: str, path: Path, ids: np.ndarray, out: Path, args, blocks=No
     row["loads"] = True
     row["inputs_after"] = [item.name for item in _session(target).get_inputs()]
     row["max_logit_change"] = float(np.abs(before - after).max())
+    row["outputs_after"] = [item.name for item in _session(target).get_outputs()]
     return row
 
 
@@ -241,6 +310,19 @@ def compare(out: Path, only: list[str] | None, args) -> None:
                                                   - _logits(out / "pruned" / f"{arch}_with_past.onnx", ids[:8])).max())
         emit(row)
         emit(prune_row(f"{arch}/single", files["single"], ids, out, args))
+    for arch in MORE_DECODERS:
+        if only and arch not in only:
+            continue
+        single = out / arch / "single/model.onnx"
+        for level in ("block", "sublayer"):
+            try:
+                emit(scan_row(f"{arch}/single", single, ids, level, args)[0])
+            except Exception as error:  # noqa: BLE001 - a refused model is a result
+                emit({"export": f"{arch}/single", "level": level, "error": f"{type(error).__name__}: {error}"})
+        try:
+            emit(prune_row(f"{arch}/single", single, ids, out, args))
+        except Exception as error:  # noqa: BLE001
+            emit({"export": f"{arch}/single", "prune_error": f"{type(error).__name__}: {error}"})
     if not only or "t5" in only:
         t5 = out / "t5" / "merged"
         rng = np.random.default_rng(1)

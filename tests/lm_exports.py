@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-ARCHES = ("llama", "mistral", "qwen2", "gpt2", "gpt_neox", "phi", "bert")
+ARCHES = ("llama", "mistral", "qwen2", "gpt2", "gpt_neox", "phi", "opt", "cohere", "bert")
 VOCAB = 97
 
 
@@ -56,6 +56,14 @@ def build(arch: str, layers: int = 3, hidden: int = 32, heads: int = 4, kv_heads
     elif arch == "phi":
         config = tf.PhiConfig(**common, resid_pdrop=0.0, embd_pdrop=0.0, attention_dropout=0.0)
         model = tf.PhiForCausalLM(config)
+    elif arch == "opt":  # the MLP half runs on (batch·sequence, hidden): a Reshape before it, a view after
+        config = tf.OPTConfig(vocab_size=VOCAB, hidden_size=hidden, num_hidden_layers=layers, ffn_dim=2 * hidden,
+                              num_attention_heads=heads, max_position_embeddings=64, word_embed_proj_dim=hidden,
+                              dropout=0.0, attention_dropout=0.0, pad_token_id=1)
+        model = tf.OPTForCausalLM(config)
+    elif arch == "cohere":  # parallel attention + MLP summed as (x + attn) + mlp
+        config = tf.CohereConfig(**common, num_key_value_heads=kv_heads or heads, pad_token_id=0)
+        model = tf.CohereForCausalLM(config)
     elif arch == "bert":
         config = tf.BertConfig(**common, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
         model = tf.BertModel(config, add_pooling_layer=False)

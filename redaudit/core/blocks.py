@@ -18,6 +18,13 @@ onnxruntime's transformer optimizer fuses ``Add + LayerNormalization`` into one
 told apart by the same data-path rule; its residual sum (output 3) is the merge output, and the
 block's IR is that sum where later nodes read it (pre-norm), its output 0 otherwise (post-norm:
 the normalised sum is the stream, as after an unfused merge's LayerNorm).
+
+A half may run on a flattened view of the stream: OPT's feed-forward is
+``view(r + fc2(relu(fc1(ln(r)))), shape)`` with ``r = x.reshape(-1, hidden)``, so its Add sums
+(batch·sequence, hidden) tensors, with no batch axis to tap. Such a merge is the block from the
+stream ``x`` (before the flattening Reshape) to the Reshape that restores its shape
+(:func:`_through_view`): the block's input and IR are stream tensors, and removing it leaves
+``y = x``.
 """
 from __future__ import annotations
 
@@ -198,11 +205,44 @@ def find_residual_merges(index: GraphIndex) -> list[ResidualMerge]:
             continue
         branch = sides[0] | sides[1]
         total, stream = _fused_outputs(index, position) if fused else (node.output[0], node.output[0])
+        identity = entry in operands
+        if not fused and (view := _through_view(index, entry, stream)) is not None:
+            entry, total, stream, views = view
+            branch = branch | views
         end = chain_end(index, stream)
         if not index.is_tappable(end):
             end = stream
-        merges.append(ResidualMerge(position, entry, total, end, entry in operands, branch))
+        merges.append(ResidualMerge(position, entry, total, end, identity, branch))
     return merges
+
+
+_VIEW_OPS = ("Reshape", "Flatten")
+
+
+def _rank(index: GraphIndex, tensor: str) -> int | None:
+    kind = index.types.get(tensor)
+    return None if kind is None or kind.shape is None else len(kind.shape)
+
+
+def _through_view(index: GraphIndex, entry: str, total: str) -> tuple[str, str, str, frozenset[int]] | None:
+    """(stream input, restored sum, restored sum, the two view nodes) when ``entry`` flattens
+    the stream (a Reshape/Flatten lowering its rank) and the merge's sum is read only by one
+    Reshape that gives it back the stream's rank and shape; None otherwise."""
+    flatten = index.node_of(entry)
+    if flatten is None or flatten.op_type not in _VIEW_OPS or not flatten.input or not flatten.input[0]:
+        return None
+    source = flatten.input[0]
+    readers = index.consumers.get(total, [])
+    if len(readers) != 1 or total in index.output_set:
+        return None
+    restore = index.nodes[readers[0]]
+    if restore.op_type != "Reshape" or restore.input[0] != total or not restore.output[0]:
+        return None
+    restored = restore.output[0]
+    ranks = (_rank(index, source), _rank(index, entry), _rank(index, restored))
+    if None in ranks or ranks[0] <= ranks[1] or ranks[2] != ranks[0] or not compatible_shapes(index, source, restored):
+        return None
+    return source, restored, restored, frozenset({index.producer[entry], readers[0]})
 
 
 def _fused_outputs(index: GraphIndex, position: int) -> tuple[str, str]:

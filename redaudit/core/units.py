@@ -17,8 +17,11 @@ Layouts met on real exports, and how they are handled:
   value-preserving op on the stream (Llama's RMSNorm ``.to(float32)`` of a float32 tensor
   becomes a Cast that every later reader of the stream reads): entries are taken before such
   ops (:func:`stream_source`), so consecutive units chain (one's entry is the previous exit).
-* **Parallel attention + MLP** (GPT-NeoX, Phi): ``y = x + attn(ln(x)) + mlp(ln(x))`` is exported
-  as two Adds, ``a = attn + mlp`` (no identity skip) and ``y = a + x``. The inner Add is part of
+* **A half on a flattened view** (OPT's MLP runs on (batch·sequence, hidden)): the half spans the
+  flattening Reshape and the one restoring the stream's shape (:mod:`redaudit.core.blocks`).
+* **Parallel attention + MLP** (GPT-NeoX, Phi, Cohere): ``y = x + attn(ln(x)) + mlp(ln(x))`` is
+  exported as two Adds, ``a = attn + mlp`` (no identity skip) and ``y = a + x``, or
+  ``(x + attn) + mlp`` (:mod:`redaudit.core.parallel_layers`). The inner Add is part of
   the layer's branch: the layer is one merge, and its two halves cannot be separated as stream
   tensors, so at ``sublayer`` level such a layer is one IR (role ``attention+mlp``).
 * **Post-norm** (BERT, ``nn.TransformerEncoderLayer``): each merge's IR is taken after its
@@ -45,6 +48,7 @@ from redaudit.core.causal_attention import is_causal
 from redaudit.core.cross_attention import attends_to_memory
 from redaudit.core.graph import GraphIndex
 from redaudit.core.kv_layout import STACKING_OPS
+from redaudit.core.parallel_layers import absorb_parallel
 
 #: What one IR is at each level (the report names it).
 ROLE_ATTENTION, ROLE_MLP, ROLE_PARALLEL, ROLE_RESIDUAL = "attention", "mlp", "attention+mlp", "residual"
@@ -142,23 +146,6 @@ def stream_source(index: GraphIndex, tensor: str) -> str:
         tensor = next(name for name in node.input if name and name not in index.constants)
         seen += 1
     return tensor
-
-
-def _absorb_parallel(index: GraphIndex, merges: list[ResidualMerge]) -> tuple[list[ResidualMerge], set[str]]:
-    """Drop merges that are the inner Add of a parallel layer (``a = attn + mlp``, read by
-    ``y = a + x`` as its branch operand); return the outer merges that absorbed one."""
-    inner: set[str] = set()
-    absorbing: set[str] = set()
-    by_add = {merge.add: merge for merge in merges}
-    for merge in merges:
-        if not merge.identity_skip:
-            continue
-        for operand in index.nodes[merge.add_position].input:
-            candidate = by_add.get(operand)
-            if candidate is not None and operand != merge.entry and not candidate.identity_skip:
-                inner.add(candidate.add)
-                absorbing.add(merge.add)
-    return [merge for merge in merges if merge.add not in inner], absorbing
 
 
 def _sublayers(index: GraphIndex, merges: list[ResidualMerge], parallel: set[str]) -> list[Sublayer]:
@@ -276,7 +263,7 @@ def find_units(index: GraphIndex) -> UnitLayout:
 
 
 def _find_units(index: GraphIndex) -> UnitLayout:
-    kept, parallel = _absorb_parallel(index, find_residual_merges(index))
+    kept, parallel = absorb_parallel(index, find_residual_merges(index))
     groups = _group(index, _sublayers(index, kept, parallel))
     transformer = any(_is_layer(group) for group in groups)
     norm = None
