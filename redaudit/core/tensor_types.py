@@ -86,14 +86,26 @@ def _contrib_types(model: onnx.ModelProto, known: dict[str, TensorType]) -> dict
     if not untyped:
         return {}
     try:
-        inferred = _symbolic_shape_inference().infer_shapes(model, auto_merge=True)
+        inferred = _symbolic_types(model)
     except Exception:  # noqa: BLE001 - typing is best effort; an untyped tensor is simply not tapped
-        return {}
-    if inferred is None:
         return {}
     graph = inferred.graph
     found = {info.name: tensor_type_of(info.type) for info in [*graph.value_info, *graph.output]}
     return {name: kind for name, kind in found.items() if kind is not None}
+
+
+def _symbolic_types(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` typed by onnxruntime's symbolic shape inference, as far as it gets. Its own
+    ``infer_shapes`` is not called: when it cannot type every tensor it saves the whole model,
+    weights as external data, as ``sym_shape_infer_temp.onnx`` in the working directory and
+    raises (onnxruntime 1.32) — a scan would leave a copy of a 2.5 GB model wherever the user
+    stands, and lose the types it did find. So its loop is run here, without the save."""
+    inference = _symbolic_shape_inference()(2**31 - 1, True, False, 0)  # int_max, auto_merge, guess rank, verbose
+    inference._preprocess(model)
+    while inference.run_:
+        inference._infer_impl()
+    inference._update_output_from_vi()
+    return inference.out_mp_
 
 
 _SYMBOLIC_MODULE = "redaudit._ort_symbolic_shape_infer"
