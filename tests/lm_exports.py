@@ -303,3 +303,21 @@ def export_t5_decoder(path: Path, layers: int = 3, hidden: int = 32, heads: int 
                       input_names=["encoder_attention_mask", "input_ids", "encoder_hidden_states"],
                       output_names=["logits", *presents], opset_version=17, dynamo=False, dynamic_axes=axes)
     return TinyLM(path, model, layers, "t5", True)
+
+
+def train_tokenizer(folder: Path):
+    """A BPE ``tokenizer.json`` trained in code (the ``tokenizers`` package) and saved in
+    ``folder``, its vocabulary within the tiny models' :data:`VOCAB`; returns the tokenizer."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.BpeTrainer(vocab_size=90, special_tokens=["[UNK]"])
+    sentences = ["the layer repeats what the layer before it computed",
+                 "a redundant layer can be removed and the model still predicts the next token",
+                 "perplexity measures how surprised a language model is by held out text"]
+    tokenizer.train_from_iterator(sentences * 4, trainer)
+    folder.mkdir()
+    tokenizer.save(str(folder / "tokenizer.json"))
+    assert tokenizer.get_vocab_size() <= VOCAB
+    return tokenizer

@@ -180,26 +180,11 @@ def test_a_fused_group_query_attention_layout_is_refused_in_one_line(tmp_path):
     assert "GroupQueryAttention" in message and "seqlens_k" in message and "total_sequence_length" in message
 
 
-def _tokenizer(folder) -> object:
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
-    tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.BpeTrainer(vocab_size=90, special_tokens=["[UNK]"])
-    sentences = ["the layer repeats what the layer before it computed",
-                 "a redundant layer can be removed and the model still predicts the next token",
-                 "perplexity measures how surprised a language model is by held out text"]
-    tokenizer.train_from_iterator(sentences * 4, trainer)
-    folder.mkdir()
-    tokenizer.save(str(folder / "tokenizer.json"))
-    return tokenizer
-
-
 def test_text_is_tokenized_into_windows_of_the_sequence_length(exports, tmp_path):
     pytest.importorskip("tokenizers")
     from redaudit.core.text import text_arrays
 
-    tokenizer = _tokenizer(tmp_path / "tok")
+    tokenizer = lm_exports.train_tokenizer(tmp_path / "tok")
     text = tmp_path / "probe.txt"
     text.write_text("the model still predicts the next token and the layer repeats the layer before it. " * 12)
     path = exports("llama", True).path

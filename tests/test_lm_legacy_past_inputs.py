@@ -129,28 +129,12 @@ def test_two_samples_cannot_tell_the_layouts_apart_and_say_so(gpt2, tmp_path):
     assert not make_probe(specs, symmetric, 2).warnings  # so does one whose swap is itself
 
 
-def _tokenizer(folder) -> None:
-    """A BPE tokenizer.json trained in code, its vocabulary within the tiny model's."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
-    tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.BpeTrainer(vocab_size=90, special_tokens=["[UNK]"])
-    sentences = ["the layer repeats what the layer before it computed",
-                 "a redundant layer can be removed and the model still predicts the next token",
-                 "perplexity measures how surprised a language model is by held out text"]
-    tokenizer.train_from_iterator(sentences * 4, trainer)
-    folder.mkdir()
-    tokenizer.save(str(folder / "tokenizer.json"))
-    assert tokenizer.get_vocab_size() <= lm_exports.VOCAB
-
-
 def test_text_probes_the_legacy_export_as_the_no_cache_one(gpt2, tmp_path):
     """--text FILE --tokenizer DIR on the legacy export: the windows are completed with a stacked
     empty past, and the per-layer CKA equals the no-cache export's on the same text."""
     pytest.importorskip("tokenizers")
     plain, cached = gpt2
-    _tokenizer(tmp_path / "tok")
+    lm_exports.train_tokenizer(tmp_path / "tok")
     text = tmp_path / "probe.txt"
     text.write_text("the model still predicts the next token and the layer repeats the layer before it. "
                     "perplexity measures how surprised a language model is by held out text. " * 12)
