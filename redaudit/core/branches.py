@@ -130,7 +130,9 @@ def _inline(graph: onnx.GraphProto, position: int, value: bool) -> None:
     node = graph.node[position]
     attribute = "then_branch" if value else "else_branch"
     branch = copy.deepcopy(next(a.g for a in node.attribute if a.name == attribute))
-    taken = _outer_names(graph) - set(node.output)
+    # an If output name is free for the branch only where the branch outputs that very name in
+    # that position; any other branch tensor of that name is renamed (outputs swapped: SSA)
+    taken = _outer_names(graph) - {outer for outer, inner in zip(node.output, branch.output) if outer == inner.name}
     rename: dict[str, str] = {}
     local = [name for inner in branch.node for name in inner.output if name]
     local += [tensor.name for tensor in branch.initializer]
