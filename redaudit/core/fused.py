@@ -83,27 +83,33 @@ def expose_residual_sums(model: onnx.ModelProto) -> onnx.ModelProto:
 @contextmanager
 def checkable(model: onnx.ModelProto) -> Iterator[onnx.ModelProto]:
     """``model`` as onnx's checker can check it, for the ``with`` block: each op of
-    :data:`ORT_ONNX_DOMAIN_OPS` in the ONNX domain is put in ``com.microsoft`` (whose ops the
-    checker does not look up, as for SkipSimplifiedLayerNormalization), and back afterwards.
-    Only those ops' schema check is skipped; every other rule is checked. In place (no copy of
-    the weights) and restored even when the checker raises; ``model`` untouched when it has none."""
-    moved = [node for node in model.graph.node if _ort_onnx_domain_op(node)]
-    imported = any(entry.domain == _DOMAINS[0] for entry in model.opset_import)
-    if not moved:
+    :data:`ORT_ONNX_DOMAIN_OPS` in the ONNX domain, at the top level or inside an If/Loop/Scan
+    body (an optimized merged decoder is checked before its If is inlined), is put in
+    ``com.microsoft``, whose ops the checker does not look up (as for
+    SkipSimplifiedLayerNormalization). Only those ops' schema check is skipped; every other rule
+    is checked. A copy when there are such ops (rare: an onnxruntime-optimized RMSNorm model), so
+    the caller's model — its bytes, its hash — never changes, even for a moment another thread
+    could see; ``model`` itself otherwise."""
+    if not has_ort_onnx_domain_ops(model):
         yield model
         return
-    domains = [node.domain for node in moved]
-    for node in moved:
-        node.domain = _DOMAINS[0]
-    if not imported:
-        model.opset_import.append(onnx.helper.make_opsetid(_DOMAINS[0], 1))
-    try:
-        yield model
-    finally:
-        for node, domain in zip(moved, domains):
-            node.domain = domain
-        if not imported:
-            del model.opset_import[len(model.opset_import) - 1]
+    shown = onnx.ModelProto()
+    shown.CopyFrom(model)
+    for node in _all_nodes(shown.graph):
+        if _ort_onnx_domain_op(node):
+            node.domain = _DOMAINS[0]
+    if not any(entry.domain == _DOMAINS[0] for entry in shown.opset_import):
+        shown.opset_import.append(onnx.helper.make_opsetid(_DOMAINS[0], 1))
+    yield shown
+
+
+def _all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    """Every node of ``graph`` and of the bodies of its If/Loop/Scan nodes, nested ones included."""
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            for body in ([attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs)):
+                yield from _all_nodes(body)
 
 
 def _ort_onnx_domain_op(node: onnx.NodeProto) -> bool:
@@ -111,5 +117,5 @@ def _ort_onnx_domain_op(node: onnx.NodeProto) -> bool:
 
 
 def has_ort_onnx_domain_ops(model: onnx.ModelProto) -> bool:
-    """Whether ``model`` holds an op :func:`checkable` moves for the checker."""
-    return any(_ort_onnx_domain_op(node) for node in model.graph.node)
+    """Whether ``model`` holds an op :func:`checkable` moves for the checker, anywhere."""
+    return any(_ort_onnx_domain_op(node) for node in _all_nodes(model.graph))
