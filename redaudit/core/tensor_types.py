@@ -100,6 +100,9 @@ def _symbolic_types(model: onnx.ModelProto) -> onnx.ModelProto:
     weights as external data, as ``sym_shape_infer_temp.onnx`` in the working directory and
     raises (onnxruntime 1.32) — a scan would leave a copy of a 2.5 GB model wherever the user
     stands, and lose the types it did find. So its loop is run here, without the save."""
+    opset = next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), 0)
+    if opset < 7:  # upstream's own guard: it supports opset 7 and above
+        return model
     inference = _symbolic_shape_inference()(2**31 - 1, True, False, 0)  # int_max, auto_merge, guess rank, verbose
     inference._preprocess(model)
     while inference.run_:
