@@ -66,3 +66,40 @@ def test_folded_batch_taps_are_kept_and_pooled_per_sample():
                 raw[2].reshape(SAMPLES, P, H * H // P, C).mean(axis=(1, 2)),
                 raw[3].mean(axis=(2, 3))]
     assert np.abs(result.similarity - reference_matrix(features, 32)).max() < 1e-12
+
+
+def _position_table_model() -> onnx.ModelProto:
+    """x (N, T, 8) -> two residual MLP blocks on the stream, plus a position table gathered by
+    Range(T) that no sample owns: (T, 8), T symbolic — T5's relative-position bias in small."""
+    rng = np.random.default_rng(2)
+    init = lambda name, *shape: numpy_helper.from_array(rng.normal(0, 0.4, shape).astype(np.float32), name)
+    scalar = lambda name, value: numpy_helper.from_array(np.array(value, np.int64), name)
+    nodes = [helper.make_node("Shape", ["x"], ["shape"]),
+             helper.make_node("Gather", ["shape", "one"], ["length"], axis=0),
+             helper.make_node("Range", ["zero", "length", "one"], ["positions"]),
+             helper.make_node("Gather", ["table", "positions"], ["position_table"], axis=0),
+             helper.make_node("Add", ["x", "position_table"], ["stream"])]
+    previous = "stream"
+    for block in range(2):
+        nodes += [helper.make_node("MatMul", [previous, f"w{block}"], [f"h{block}"]),
+                  helper.make_node("Relu", [f"h{block}"], [f"r{block}"]),
+                  helper.make_node("Add", [previous, f"r{block}"], [f"block{block}"])]
+        previous = f"block{block}"
+    graph = helper.make_graph(nodes, "positions", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "T", 8])],
+                              [helper.make_tensor_value_info(previous, TensorProto.FLOAT, ["N", "T", 8])],
+                              [init("table", 256, 8), init("w0", 8, 8), init("w1", 8, 8),
+                               scalar("zero", 0), scalar("one", 1)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_tensor_no_sample_owns_is_not_read_as_a_folded_batch():
+    """Its length T happens to be twice the CKA batch: still not the batch folded, so the tap is
+    dropped as having no batch axis (only a unit's IR, on the stream by construction, is read as
+    a fold), and the stream taps are scanned as without it."""
+    x = np.random.default_rng(3).normal(size=(64, 32, 8)).astype(np.float32)
+    options = dict(inputs={"x": x}, samples=64, cka_batch=16, device="cpu")
+    with_table = redaudit.scan(_position_table_model(), taps=("position_table", "block0", "block1"), **options)
+    assert with_table.layer_names == ["block0", "block1"]
+    assert [w for w in with_table.warnings if "position_table" in w and "no batch axis" in w]
+    without = redaudit.scan(_position_table_model(), taps=("block0", "block1"), **options)
+    np.testing.assert_array_equal(with_table.similarity, without.similarity)

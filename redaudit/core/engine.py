@@ -187,7 +187,7 @@ def scan_prepared(prepared: PreparedModel, spec: ScanSpec, *,
         seconds = time.perf_counter() - begin
         outputs, shape_rows = outputs[:len(layers)], outputs[len(layers):]
         count = max((array.shape[0] for array in batch.values() if array.ndim), default=outputs[0].shape[0])
-        rows = [per_sample(out, count, (layers[i].shape or (None,))[0], spec.reduce == "pool")
+        rows = [per_sample(out, count, (layers[i].shape or (None,))[0], spec.reduce == "pool", bool(layers[i].unit))
                 for i, out in enumerate(outputs)]
         kept = [i for i, row in enumerate(rows) if row is not None]
         features = [rows[i] for i in kept]

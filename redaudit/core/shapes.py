@@ -72,20 +72,23 @@ class RuntimeShapes:
                       for axis, dim in enumerate(first))
 
 
-def per_sample(output, count: int, static_leading: int | str | None, pooled: bool):
+def per_sample(output, count: int, static_leading: int | str | None, pooled: bool, foldable: bool = True):
     """(count, features) from one fetched tap, or None when it has no batch axis at run time.
 
     A leading axis of k·count (k > 1) that typing does not fix is the batch folded with another
     axis, sample-major — MobileViT's transformer layers run on (N·P, tokens, C), reshaped from
     (N, P, tokens, C): the k rows of a sample are averaged when pooled (the mean over all its
-    patches' tokens, as for an unfolded (N, P·tokens, C)) and kept side by side when flattened."""
+    patches' tokens, as for an unfolded (N, P·tokens, C)) and kept side by side when flattened.
+    Only a ``foldable`` tap is read so: a unit's IR, on the residual stream by construction. Any
+    other tensor whose length happens to be a multiple of the batch (T5's position bias, (T, T,
+    heads), with T twice the CKA batch) belongs to no sample and has no batch axis."""
     if output.ndim < 1:
         return None
     leading = output.shape[0]
     if leading == count:
         return output.reshape(count, -1)
     fixed = isinstance(static_leading, int) and static_leading > 0
-    if fixed or count < 1 or leading % count or output.ndim < 2:
+    if not foldable or fixed or count < 1 or leading % count or output.ndim < 2:
         return None
     grouped = output.reshape(count, leading // count, -1)
     return grouped.mean(axis=1) if pooled else grouped.reshape(count, -1)
