@@ -45,7 +45,7 @@ import onnx
 
 from redaudit.core.blocks import ResidualMerge, find_residual_merges
 from redaudit.core.causal_attention import is_causal
-from redaudit.core.cross_attention import attends_to_memory
+from redaudit.core.cross_attention import attends_to_memory, data_computed
 from redaudit.core.graph import GraphIndex
 from redaudit.core.kv_layout import STACKING_OPS
 from redaudit.core.parallel_layers import absorb_parallel
@@ -150,12 +150,14 @@ def stream_source(index: GraphIndex, tensor: str) -> str:
 
 def _sublayers(index: GraphIndex, merges: list[ResidualMerge], parallel: set[str]) -> list[Sublayer]:
     found: list[Sublayer] = []
+    computed: set[str] | None = None  # what graph inputs' data compute: built once, when first needed
     for merge in merges:
         attention = merge.has_attention(index)
         if merge.add in parallel and attention:
             role = ROLE_PARALLEL
         elif attention:
-            role = ROLE_CROSS if attends_to_memory(index, merge) else ROLE_ATTENTION
+            computed = data_computed(index) if computed is None else computed
+            role = ROLE_CROSS if attends_to_memory(index, merge, computed) else ROLE_ATTENTION
         elif found and found[-1].role in (*_ATTENDING, ROLE_MLP):
             role = ROLE_MLP
         else:
