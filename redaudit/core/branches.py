@@ -36,6 +36,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from redaudit.core.graph import node_bodies, node_inputs
 from redaudit.errors import ProbeInputError
 
 #: Graph inputs whose value is known: optimum's merged decoder runs its with-past branch.
@@ -81,7 +82,7 @@ def inline_known_branches(model: onnx.ModelProto,
     for position in reversed(targets):  # later positions first: earlier ones keep their index
         node = flat.graph.node[position]
         value, why = _branch_to_take(node, bool(known[node.input[0]]), ordered)
-        read_by_ifs |= _reads(node)
+        read_by_ifs |= set(node_inputs(node))
         _inline(flat.graph, position, value)
         done.append(Inlined(node.name or f"If #{position}", node.input[0], value, why))
     for item in {item.condition: item for item in done}.values():
@@ -111,7 +112,7 @@ def _branch_to_take(node: onnx.NodeProto, value: bool, inputs: list[str]) -> tup
 def _graph_reads(body: onnx.GraphProto) -> set[str]:
     names: set[str] = set()
     for inner in body.node:
-        names |= _reads(inner)
+        names |= set(node_inputs(inner))
     names |= {value.name for value in body.output}
     return names
 
@@ -119,7 +120,7 @@ def _graph_reads(body: onnx.GraphProto) -> set[str]:
 def _drop_unread_inputs(graph: onnx.GraphProto, candidates: set[str]) -> None:
     """Graph inputs that only the dropped branch read (an encoder-decoder's past, when its
     without-past branch was taken) leave the graph: nothing would feed them a meaning."""
-    read = {name for node in graph.node for name in _reads(node)} | {value.name for value in graph.output}
+    read = {name for node in graph.node for name in node_inputs(node)} | {value.name for value in graph.output}
     keep = [value for value in graph.input if value.name in read or value.name not in candidates]
     if len(keep) != len(graph.input):
         del graph.input[:]
@@ -204,16 +205,14 @@ def _rename_node(node: onnx.NodeProto, rename: Mapping[str, str]) -> None:
         return
     node.input[:] = [rename.get(name, name) for name in node.input]
     node.output[:] = [rename.get(name, name) for name in node.output]
-    for attribute in node.attribute:
-        for body in ([attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else
-                     list(attribute.graphs) if attribute.type == onnx.AttributeProto.GRAPHS else []):
-            shadowed = {value.name for value in body.input} | {tensor.name for tensor in body.initializer}
-            shadowed |= {name for inner in body.node for name in inner.output}
-            captured = {old: new for old, new in rename.items() if old not in shadowed}
-            for inner in body.node:
-                _rename_node(inner, captured)
-            for value in body.output:
-                value.name = captured.get(value.name, value.name)
+    for body in node_bodies(node):
+        shadowed = {value.name for value in body.input} | {tensor.name for tensor in body.initializer}
+        shadowed |= {name for inner in body.node for name in inner.output}
+        captured = {old: new for old, new in rename.items() if old not in shadowed}
+        for inner in body.node:
+            _rename_node(inner, captured)
+        for value in body.output:
+            value.name = captured.get(value.name, value.name)
 
 
 def _drop_condition(graph: onnx.GraphProto, name: str, value: bool) -> None:
@@ -222,20 +221,13 @@ def _drop_condition(graph: onnx.GraphProto, name: str, value: bool) -> None:
     declared = next(item for item in graph.input if item.name == name)
     del graph.input[:]
     graph.input.extend(keep)
-    if any(name in _reads(node) for node in graph.node) or name in {o.name for o in graph.output}:
+    if any(name in node_inputs(node) for node in graph.node) or name in {o.name for o in graph.output}:
         dims = [d.dim_value or 1 for d in declared.type.tensor_type.shape.dim]
         constant = helper.make_tensor(name, onnx.TensorProto.BOOL, dims, [value] * int(np.prod(dims or [1])))
         graph.node.insert(0, helper.make_node("Constant", [], [name], value=constant,
                                               name=_fresh(f"{name}/constant", {n.name for n in graph.node})))
 
 
-def _reads(node: onnx.NodeProto) -> set[str]:
-    names = set(node.input)
-    for attribute in node.attribute:
-        for body in ([attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs)):
-            for inner in body.node:
-                names |= _reads(inner)
-    return names
 
 
 def check_condition_inputs(inlined: tuple[Inlined, ...], source: Any) -> Any:

@@ -26,6 +26,8 @@ from contextlib import contextmanager
 
 import onnx
 
+from redaudit.core.graph import node_bodies
+
 #: Fused ``Add + (RMS)LayerNormalization`` ops of the com.microsoft domain, all with the same
 #: input and output positions.
 FUSED_SKIP_NORMS = frozenset({"SkipLayerNormalization", "SkipSimplifiedLayerNormalization"})
@@ -107,9 +109,8 @@ def _all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
     """Every node of ``graph`` and of the bodies of its If/Loop/Scan nodes, nested ones included."""
     for node in graph.node:
         yield node
-        for attribute in node.attribute:
-            for body in ([attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs)):
-                yield from _all_nodes(body)
+        for body in node_bodies(node):
+            yield from _all_nodes(body)
 
 
 def _ort_onnx_domain_op(node: onnx.NodeProto) -> bool:

@@ -31,14 +31,24 @@ SHAPE_ONLY_OPS = frozenset({"Shape", "Size"})
 _RANDOM_OPS = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial"})
 
 
+def node_bodies(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    """The subgraphs a node carries (an If's two branches, a Loop's or Scan's body), in attribute
+    order; none for any other node."""
+    bodies: list[onnx.GraphProto] = []
+    for attribute in node.attribute:
+        if attribute.type == onnx.AttributeProto.GRAPH:
+            bodies.append(attribute.g)
+        elif attribute.type == onnx.AttributeProto.GRAPHS:
+            bodies.extend(attribute.graphs)
+    return bodies
+
+
 def node_inputs(node: onnx.NodeProto) -> list[str]:
     """Inputs of a node, including names that If/Loop/Scan bodies capture from the outer graph:
     removing a tensor such a body reads would otherwise go unnoticed."""
     names = [name for name in node.input if name]
-    for attr in node.attribute:
-        bodies = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
-        for body in bodies:
-            names.extend(sorted(_captured_names(body)))
+    for body in node_bodies(node):
+        names.extend(sorted(_captured_names(body)))
     return names
 
 
@@ -54,10 +64,8 @@ def _captured_names(body: onnx.GraphProto) -> set[str]:
 def _subgraph_tensors(graph: onnx.GraphProto, into: set[str]) -> None:
     for node in graph.node:
         into.update(name for name in node.output if name)
-        for attribute in node.attribute:
-            for subgraph in [attribute.g, *attribute.graphs] if attribute.type in (
-                    onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) else ():
-                _subgraph_tensors(subgraph, into)
+        for subgraph in node_bodies(node):
+            _subgraph_tensors(subgraph, into)
 
 
 def float_initializer_sizes(model: onnx.ModelProto) -> dict[str, int]:
@@ -103,10 +111,8 @@ class GraphIndex:
                     index.producer[name] = position
             for name in node_inputs(node):
                 index.consumers[name].append(position)
-            for attribute in node.attribute:
-                if attribute.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
-                    for subgraph in [attribute.g, *attribute.graphs]:
-                        _subgraph_tensors(subgraph, index.subgraph_tensors)
+            for subgraph in node_bodies(node):
+                _subgraph_tensors(subgraph, index.subgraph_tensors)
         index.subgraph_tensors -= set(index.producer)
         index._propagate()
         for name in index.graph_inputs:

@@ -11,8 +11,7 @@ from __future__ import annotations
 import onnx
 
 from redaudit.core.dataflow import WEIGHTED_OPS
-
-_CONTROL_FLOW = ("If", "Loop", "Scan")
+from redaudit.core.graph import SUBGRAPH_OPS, node_bodies
 
 
 def hidden_layer_notes(model: onnx.ModelProto) -> list[str]:
@@ -23,11 +22,9 @@ def hidden_layer_notes(model: onnx.ModelProto) -> list[str]:
     inputs = {value.name for value in graph.input if value.name not in initializers}
     notes = []
     for position, node in enumerate(graph.node):
-        if node.op_type not in _CONTROL_FLOW or node.domain not in ("", "ai.onnx"):
+        if node.op_type not in SUBGRAPH_OPS or node.domain not in ("", "ai.onnx"):
             continue
-        bodies = [body for attribute in node.attribute for body in (
-            [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs))]
-        count = max((_weighted_layers(body, initializers) for body in bodies), default=0)
+        count = max((_weighted_layers(body, initializers) for body in node_bodies(node)), default=0)
         if not count:
             continue
         label = node.name or f"{node.op_type} #{position}"
@@ -50,7 +47,5 @@ def _weighted_layers(body: onnx.GraphProto, outer: set[str]) -> int:
     for node in body.node:
         if node.op_type in WEIGHTED_OPS and any(name in weights for name in node.input):
             count += 1
-        for attribute in node.attribute:
-            nested = [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs)
-            count += max((_weighted_layers(inner, weights) for inner in nested), default=0)
+        count += max((_weighted_layers(inner, weights) for inner in node_bodies(node)), default=0)
     return count

@@ -21,7 +21,7 @@ from redaudit.core.weights import without_external_data
 from redaudit.prune import kv_cache
 from redaudit.prune.errors import PruneError
 from redaudit.prune.candidates import Block, block_region
-from redaudit.core.graph import GraphIndex, node_inputs
+from redaudit.core.graph import GraphIndex, node_bodies, node_inputs
 
 
 def _live_nodes(graph: onnx.GraphProto) -> set[int]:
@@ -44,10 +44,8 @@ def _rename_input(graph: onnx.GraphProto, old: str, new: str) -> None:
         for slot, name in enumerate(node.input):
             if name == old:
                 node.input[slot] = new
-        for attr in node.attribute:
-            bodies = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
-            for body in bodies:
-                _rename_input(body, old, new)
+        for body in node_bodies(node):
+            _rename_input(body, old, new)
 
 
 def _bypass(graph: onnx.GraphProto, block: Block) -> None:
